@@ -10,8 +10,10 @@ RPv2 arithmetic (uint64 wrap, then the Mersenne modulus, then the 32-bit mask; i
 ``affine32`` is *not*), it accepts our permutation table through ``permutations=``, and its LSH
 optimiser supplies the band layout.  :func:`datasketch_signature` is that path.  :func:`signatures`
 computes the same values for a batch of documents with one vectorised numpy pass over all their
-shingles, replacing the hardware ``%`` by a Mersenne reduction; it is about twice as fast.  Both are
-checked against each other and the spec vectors in ``tests/test_minhash.py``.  NW comes from the
+shingles, replacing the hardware ``%`` by a Mersenne reduction; it is about twice as fast.
+:func:`signatures_from_words_native` runs the same arithmetic in C (``rpj_tasks/_speedups.c``, with
+its own SHA-1), several times faster again; it is the default when built.  All three are checked
+against each other and the spec vectors in ``tests/test_minhash.py`` / ``tests/test_speedups.py``.  NW comes from the
 shared :func:`rpj_tasks.signals.text.normalize`; callers that already hold NW (``DocText.words``)
 use :func:`signatures_from_words` and hand the arrays to :func:`write_minhash_parquet`.
 """
@@ -33,6 +35,7 @@ from datasketch import MinHash
 from rpj_tasks import storage
 from rpj_tasks.ids import doc_id, id_int
 from rpj_tasks.signals.text import normalize
+from rpj_tasks.speedups import native
 from rpj_tasks.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -207,7 +210,7 @@ def _signatures_from_hashes(hashes: np.ndarray, counts: Sequence[int], block: in
     return out
 
 
-def signatures_from_words(word_lists: Sequence[Sequence[str]]) -> list[np.ndarray | None]:
+def signatures_from_words_numpy(word_lists: Sequence[Sequence[str]]) -> list[np.ndarray | None]:
     """Vectorised signatures (uint32[128]) of already-normalised word lists; None below 13 words."""
     per_doc = [shingle_hashes(words) for words in word_lists]
     present = [h for h in per_doc if h.size]
@@ -216,6 +219,25 @@ def signatures_from_words(word_lists: Sequence[Sequence[str]]) -> list[np.ndarra
     matrix = _signatures_from_hashes(np.concatenate(present), [h.size for h in present])
     rows = iter(matrix)
     return [next(rows) if h.size else None for h in per_doc]
+
+
+def signatures_from_words_native(word_lists: Sequence[Sequence[str]]) -> list[np.ndarray | None]:
+    """The same signatures from the compiled loop (own SHA-1, one pass per shingle over the 128
+    permutations with the exact Mersenne reduction); needs :mod:`rpj_tasks._speedups`."""
+    if native is None:
+        raise RuntimeError("rpj_tasks._speedups is not built")
+    out: list[np.ndarray | None] = []
+    for words in word_lists:
+        if len(words) < SHINGLE_SIZE:
+            out.append(None)
+            continue
+        raw = native.minhash(" ".join(words).encode("utf-8", _SURROGATES), _A, _B, SHINGLE_SIZE)
+        out.append(np.frombuffer(raw, dtype=np.uint32))
+    return out
+
+
+#: Signatures of NW word lists: the compiled loop when built, else the numpy path (same values).
+signatures_from_words = signatures_from_words_native if native is not None else signatures_from_words_numpy
 
 
 def signatures(texts: Sequence[str]) -> list[np.ndarray | None]:

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from rpj_tasks import speedups
 from rpj_tasks.signals import SIGNAL_KEYS, SignalArtifacts, compute_signals, encode_record, make_record, prepare
 from rpj_tasks.signals.artifacts import ldnoobw_entries
 from rpj_tasks.signals.repetition import repetition_scores
@@ -194,8 +195,9 @@ def test_record_shape_spans_and_types(en: SignalArtifacts, raw: str, domain: str
 def test_repetition_engines_agree(words: list[str]) -> None:
     raw = " ".join(words)
     expected = oracle(raw, frozenset(), frozenset())
-    for use_numpy in (False, True):
-        top, dupe = repetition_scores(prepare(raw).words, use_numpy=use_numpy)
+    engines = [{"use_numpy": False}, {"use_numpy": True}, {"use_native": True}]
+    for engine in engines if speedups.native is not None else engines[:2]:
+        top, dupe = repetition_scores(prepare(raw).words, **engine)
         assert {f"rps_doc_frac_chars_top_{n}gram": v for n, v in top.items()} | {
             f"rps_doc_frac_chars_dupe_{n}grams": v for n, v in dupe.items()
         } == {k: v for k, v in expected.items() if "frac_chars" in k}

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from rpj_tasks.signals.hashseed import feature_hash
+from rpj_tasks.signals.hashseed import SEED42, feature_hash
+from rpj_tasks.speedups import native
 
 PRECISION = 8
 CC_LABEL = "__label__cc"
@@ -68,6 +69,10 @@ class DsirScorer:
     ) -> None:
         self.hash_mode = hash_mode
         self._hash: Callable[[Any], int] = feature_hash(hash_mode)
+        # builtin hash in C (same str hash, CPython's tuple-hash formula for the bigrams)
+        self._native = native is not None and hash_mode == SEED42
+        # log(pmf(length, lambda) + 1e-8) per distinct lambda, by document length (a pure function)
+        self._log_pmf: dict[int, dict[float, float]] = {}
         source_counts, source_lambda = source
         source_log = np.log(_distribution(source_counts) + 1e-8)
         self.targets = {
@@ -82,6 +87,14 @@ class DsirScorer:
 
         ``abs`` is taken in uint64 so that a hash of -2**63 maps like Python's ``abs``.
         """
+        if self._native:
+            counts = np.zeros(DSIR_BUCKETS, dtype=np.int64)
+            native.dsir_counts(tokens if type(tokens) is list else list(tokens), counts)
+            return counts
+        return self.features_python(tokens)
+
+    def features_python(self, tokens: Sequence[str]) -> np.ndarray:
+        """:meth:`features` computed with the mode's hash function object (the definition)."""
         h = self._hash
         pairs = zip(tokens, islice(tokens, 1, None))
         hashes = np.fromiter(chain(map(h, tokens), map(h, pairs)), np.int64, max(0, 2 * len(tokens) - 1))
@@ -91,14 +104,24 @@ class DsirScorer:
     def scores(self, tokens: Sequence[str], length: int) -> dict[str, tuple[float, float]]:
         """``{target: (importance, length-corrected importance)}`` for a document of ``length`` chars."""
         features = self.features(tokens)
+        log_pmf = self._log_pmfs(length)
         out = {}
         for name, target in self.targets.items():
             score = float(np.inner(features, target.log_diff))
-            correction = np.log(poisson_pmf(length, target.target_lambda) + 1e-8) - np.log(
-                poisson_pmf(length, target.source_lambda) + 1e-8
-            )
+            correction = log_pmf[target.target_lambda] - log_pmf[target.source_lambda]
             out[name] = (round(score, PRECISION), round(score + float(correction), PRECISION))
         return out
+
+    def _log_pmfs(self, length: int) -> dict[float, np.float64]:
+        """``np.log(poisson_pmf(length, lam) + 1e-8)`` for every lambda, computed once per length
+        (the same scalar operations as the reference, so the same float64 values)."""
+        cached = self._log_pmf.get(length)
+        if cached is None:
+            if len(self._log_pmf) >= 100_000:
+                self._log_pmf.clear()
+            lambdas = {t.target_lambda for t in self.targets.values()} | {t.source_lambda for t in self.targets.values()}
+            cached = self._log_pmf[length] = {lam: np.log(poisson_pmf(length, lam) + 1e-8) for lam in lambdas}
+        return cached
 
 
 def _distribution(counts: np.ndarray) -> np.ndarray:

@@ -10,9 +10,10 @@ n-gram repeats (every higher n then scores 0.0).  The values are exact, not appr
 * ``frac_chars_dupe_{n}grams``: characters of the words covered by any occurrence of a repeated
   n-gram, over all word characters.
 
-Short documents run the pure-Python chain; documents of :data:`NUMPY_MIN_WORDS` words or more run
-the same chain with numpy arrays (heavy repetition in a huge document would make the Python loops
-slow).
+The chain runs in C (``rpj_tasks._speedups.repetition``) when the extension is built.  Without it,
+short documents run the pure-Python chain and documents of :data:`NUMPY_MIN_WORDS` words or more the
+same chain with numpy arrays (heavy repetition in a huge document would make the Python loops slow).
+All three give the same values (``tests/test_speedups.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from rpj_tasks.speedups import native
+
 TOP_NS = (2, 3, 4)
 DUPE_NS = (10, 5, 6, 7, 8, 9)
 MAX_N = 10
@@ -32,16 +35,34 @@ NUMPY_MIN_WORDS = 10_000
 _ONE = 1
 
 
-def repetition_scores(words: list[str], *, use_numpy: bool | None = None) -> tuple[dict[int, float], dict[int, float]]:
-    """``(top, dupe)``: ``top[n]`` for n in 2..4 and ``dupe[n]`` for n in 5..10, rounded to 8 places."""
+def repetition_scores(
+    words: list[str], *, use_numpy: bool | None = None, use_native: bool | None = None
+) -> tuple[dict[int, float], dict[int, float]]:
+    """``(top, dupe)``: ``top[n]`` for n in 2..4 and ``dupe[n]`` for n in 5..10, rounded to 8 places.
+
+    ``use_native`` / ``use_numpy`` pick an implementation (default: C if built, else by size).
+    """
     top = dict.fromkeys(TOP_NS, 0.0)
     dupe = dict.fromkeys(DUPE_NS, 0.0)
     if len(words) < 2:
         return top, dupe
+    if use_native is None:
+        use_native = native is not None and use_numpy is None
     if use_numpy is None:
         use_numpy = len(words) >= NUMPY_MIN_WORDS
-    (_chain_numpy if use_numpy else _chain_python)(words, top, dupe)
+    chain = _chain_native if use_native else _chain_numpy if use_numpy else _chain_python
+    chain(words, top, dupe)
     return top, dupe
+
+
+def _chain_native(words: list[str], top: dict[int, float], dupe: dict[int, float]) -> None:
+    if native is None:
+        raise RuntimeError("rpj_tasks._speedups is not built")
+    total, top_chars, covered = native.repetition(words if type(words) is list else list(words), MAX_N)
+    for n in top:
+        top[n] = round(top_chars[n] / total, PRECISION)
+    for n in dupe:
+        dupe[n] = round(covered[n] / total, PRECISION)
 
 
 def _keep_repeated(positions: Iterable[int], keys: list[Any]) -> tuple[list[int], list[Any], Counter[Any]]:

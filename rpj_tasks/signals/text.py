@@ -24,6 +24,8 @@ import unicodedata
 from dataclasses import dataclass
 from itertools import accumulate
 
+from rpj_tasks.speedups import native
+
 _PUNCT_TABLE = str.maketrans("", "", string.punctuation)
 _PUNCT_BYTES = string.punctuation.encode("ascii")
 _WORD_PUNCT = re.compile(r"\w+|[^\w\s]+")
@@ -43,8 +45,8 @@ def normalize(text: str) -> str:
     return _NFD("NFD", " ".join(strip_punctuation(text).lower().split()))
 
 
-def raw_words(text: str) -> list[str]:
-    """§2.3 RW: stdlib-``re`` matches of ``\\w+|[^\\w\\s]+``, left to right.
+def raw_words_python(text: str) -> list[str]:
+    """§2.3 RW: stdlib-``re`` matches of ``\\w+|[^\\w\\s]+``, left to right (pure Python).
 
     Tokens never contain whitespace, so the text is cut at whitespace first and an all-``\\w``
     chunk (the common case) is one token without running the regex.
@@ -56,6 +58,10 @@ def raw_words(text: str) -> list[str]:
         else:
             tokens += _WORD_PUNCT.findall(chunk)
     return tokens
+
+
+#: RW tokens of a text: the compiled scanner (same \\w / \\s tests as ``re``) or :func:`raw_words_python`.
+raw_words = native.word_punct if native is not None else raw_words_python
 
 
 def split_lines(text: str) -> list[str]:

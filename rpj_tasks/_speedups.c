@@ -1,0 +1,650 @@
+/*
+ * rpj_tasks._speedups: the three inner loops of the annotation stage that dominate its profile,
+ * written against the CPython C API.  Each function has a pure-Python twin in the package that
+ * is the readable definition and the fallback; tests/test_speedups.py checks that both give the
+ * same results (spec vectors, every code point, property-based inputs).
+ *
+ *   word_punct(text)            -> list[str]   RW: stdlib-re matches of \w+|[^\w\s]+
+ *   minhash(joined, a, b, k)    -> bytes|None  128 x uint32 MinHash of the k-word shingles
+ *   dsir_counts(tokens, out)    -> None        hashed unigram + bigram bucket counts (builtin hash)
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ word_punct */
+
+/* \w of the stdlib re module on str patterns: Py_UNICODE_ISALNUM or '_'; \s: Py_UNICODE_ISSPACE. */
+static inline int is_word(Py_UCS4 c) { return c == '_' || Py_UNICODE_ISALNUM(c); }
+
+static PyObject *
+word_punct(PyObject *module, PyObject *text)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "word_punct() expects a str");
+        return NULL;
+    }
+    const int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    PyObject *tokens = PyList_New(0);
+    if (tokens == NULL)
+        return NULL;
+    Py_ssize_t i = 0;
+    while (i < n) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (Py_UNICODE_ISSPACE(c)) {
+            i++;
+            continue;
+        }
+        const Py_ssize_t start = i++;
+        if (is_word(c)) {
+            while (i < n && is_word(PyUnicode_READ(kind, data, i)))
+                i++;
+        } else {
+            while (i < n) {
+                c = PyUnicode_READ(kind, data, i);
+                if (is_word(c) || Py_UNICODE_ISSPACE(c))
+                    break;
+                i++;
+            }
+        }
+        PyObject *token = PyUnicode_Substring(text, start, i);
+        if (token == NULL || PyList_Append(tokens, token) < 0) {
+            Py_XDECREF(token);
+            Py_DECREF(tokens);
+            return NULL;
+        }
+        Py_DECREF(token);
+    }
+    return tokens;
+}
+
+/* ------------------------------------------------------------------ SHA-1 (FIPS 180-4) */
+
+/* Only the first 32 bits of the digest (H0 after the last block) are needed. */
+
+static inline uint32_t rotl32(uint32_t x, int r) { return (x << r) | (x >> (32 - r)); }
+
+static void
+sha1_block(uint32_t h[5], const unsigned char *p)
+{
+    uint32_t w[80];
+    for (int t = 0; t < 16; t++)
+        w[t] = (uint32_t)p[4 * t] << 24 | (uint32_t)p[4 * t + 1] << 16 | (uint32_t)p[4 * t + 2] << 8 | p[4 * t + 3];
+    for (int t = 16; t < 80; t++)
+        w[t] = rotl32(w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16], 1);
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+    for (int t = 0; t < 80; t++) {
+        uint32_t f, k;
+        if (t < 20) {
+            f = (b & c) | (~b & d);
+            k = 0x5A827999u;
+        } else if (t < 40) {
+            f = b ^ c ^ d;
+            k = 0x6ED9EBA1u;
+        } else if (t < 60) {
+            f = (b & c) | (b & d) | (c & d);
+            k = 0x8F1BBCDCu;
+        } else {
+            f = b ^ c ^ d;
+            k = 0xCA62C1D6u;
+        }
+        const uint32_t tmp = rotl32(a, 5) + f + e + k + w[t];
+        e = d;
+        d = c;
+        c = rotl32(b, 30);
+        b = a;
+        a = tmp;
+    }
+    h[0] += a;
+    h[1] += b;
+    h[2] += c;
+    h[3] += d;
+    h[4] += e;
+}
+
+/* Block `t` of the SHA-1 padding of msg[0:len] (0x80, zeros, 64-bit big-endian bit length). */
+static void
+sha1_padded_block(const unsigned char *msg, size_t len, size_t t, unsigned char out[64])
+{
+    const size_t from = t * 64;
+    if (from + 64 <= len) {
+        memcpy(out, msg + from, 64);
+        return;
+    }
+    memset(out, 0, 64);
+    if (from < len)
+        memcpy(out, msg + from, len - from);
+    if (from <= len)
+        out[len - from] = 0x80;
+    if (len + 9 <= from + 64) { /* the last block carries the length */
+        const uint64_t bits = (uint64_t)len * 8;
+        for (int i = 0; i < 8; i++)
+            out[63 - i] = (unsigned char)(bits >> (8 * i));
+    }
+}
+
+static inline size_t sha1_blocks(size_t len) { return (len + 8) / 64 + 1; }
+
+static inline uint32_t bswap32(uint32_t x)
+{
+    return (x >> 24) | ((x >> 8) & 0xFF00u) | ((x << 8) & 0xFF0000u) | (x << 24);
+}
+
+/* The little-endian uint32 read of the first 4 digest bytes: byte-swapped H0. */
+static uint32_t
+sha1_prefix32(const unsigned char *msg, size_t len)
+{
+    uint32_t h[5] = {0x67452301u, 0xEFCDAB89u, 0x98BADCFEu, 0x10325476u, 0xC3D2E1F0u};
+    unsigned char block[64];
+    const size_t blocks = sha1_blocks(len);
+    for (size_t t = 0; t < blocks; t++) {
+        if ((t + 1) * 64 <= len) {
+            sha1_block(h, msg + t * 64);
+        } else {
+            sha1_padded_block(msg, len, t, block);
+            sha1_block(h, block);
+        }
+    }
+    return bswap32(h[0]);
+}
+
+/*
+ * LANES messages at once: the same FIPS 180-4 rounds on vectors of LANES independent states
+ * (GCC vector extensions: SSE2 everywhere, AVX2 / AVX-512 clones picked at run time).  A lane
+ * whose message has fewer blocks than the longest keeps its state (masked update).
+ */
+#define LANES 16
+typedef uint32_t vu32 __attribute__((vector_size(4 * LANES)));
+
+static inline vu32 vrotl(vu32 x, int r) { return (x << r) | (x >> (32 - r)); }
+
+__attribute__((target_clones("arch=skylake-avx512", "avx2", "default")))
+static void
+sha1_prefix32_lanes(const unsigned char *const *msgs, const size_t *lens, int n, uint32_t *out)
+{
+    vu32 h0, h1, h2, h3, h4;
+    size_t most = 0;
+    size_t blocks[LANES];
+    for (int j = 0; j < LANES; j++) {
+        h0[j] = 0x67452301u;
+        h1[j] = 0xEFCDAB89u;
+        h2[j] = 0x98BADCFEu;
+        h3[j] = 0x10325476u;
+        h4[j] = 0xC3D2E1F0u;
+        blocks[j] = j < n ? sha1_blocks(lens[j]) : 0;
+        most = blocks[j] > most ? blocks[j] : most;
+    }
+    unsigned char block[64];
+    for (size_t t = 0; t < most; t++) {
+        vu32 w[80];
+        vu32 live;
+        for (int j = 0; j < LANES; j++) {
+            live[j] = t < blocks[j] ? 0xFFFFFFFFu : 0;
+            const unsigned char *p = block;
+            if (t >= blocks[j])
+                memset(block, 0, 64);
+            else if ((t + 1) * 64 <= lens[j])
+                p = msgs[j] + t * 64;
+            else
+                sha1_padded_block(msgs[j], lens[j], t, block);
+            for (int i = 0; i < 16; i++)
+                w[i][j] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 |
+                          p[4 * i + 3];
+        }
+        for (int i = 16; i < 80; i++)
+            w[i] = vrotl(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+        vu32 a = h0, b = h1, c = h2, d = h3, e = h4;
+#define SHA1_ROUND(F, K)                                     \
+    do {                                                     \
+        const vu32 tmp = vrotl(a, 5) + (F) + e + (K) + w[i]; \
+        e = d;                                               \
+        d = c;                                               \
+        c = vrotl(b, 30);                                    \
+        b = a;                                               \
+        a = tmp;                                             \
+    } while (0)
+        int i = 0;
+        for (; i < 20; i++)
+            SHA1_ROUND((b & c) | (~b & d), 0x5A827999u);
+        for (; i < 40; i++)
+            SHA1_ROUND(b ^ c ^ d, 0x6ED9EBA1u);
+        for (; i < 60; i++)
+            SHA1_ROUND((b & c) | (b & d) | (c & d), 0x8F1BBCDCu);
+        for (; i < 80; i++)
+            SHA1_ROUND(b ^ c ^ d, 0xCA62C1D6u);
+#undef SHA1_ROUND
+        h0 += a & live;
+        h1 += b & live;
+        h2 += c & live;
+        h3 += d & live;
+        h4 += e & live;
+    }
+    for (int j = 0; j < n; j++)
+        out[j] = bswap32(h0[j]);
+}
+
+/* sig[j] = min(sig[j], low32(((h * a_j + b_j) mod 2^64) mod (2^61 - 1))) for every hash. */
+#define MERSENNE ((uint64_t)0x1FFFFFFFFFFFFFFFull) /* 2^61 - 1 */
+
+__attribute__((target_clones("arch=skylake-avx512", "avx2", "default")))
+static void
+permute_min(const uint32_t *hashes, Py_ssize_t n, const uint64_t *a, const uint64_t *b, Py_ssize_t k,
+            uint32_t *sig)
+{
+    for (Py_ssize_t s = 0; s < n; s++) {
+        const uint64_t h = hashes[s];
+        for (Py_ssize_t j = 0; j < k; j++) {
+            const uint64_t x = h * a[j] + b[j];
+            uint64_t y = (x & MERSENNE) + (x >> 61);
+            y -= y >= MERSENNE ? MERSENNE : 0;
+            const uint32_t v = (uint32_t)y;
+            sig[j] = v < sig[j] ? v : sig[j];
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ minhash */
+
+static int
+get_u64_table(PyObject *obj, Py_buffer *view, const char *name)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    if (view->len <= 0 || view->len % 8 != 0 || view->len / 8 > 4096) {
+        PyErr_Format(PyExc_ValueError, "%s must hold 1..4096 uint64 values", name);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * minhash(joined: bytes, a: buffer[uint64], b: buffer[uint64], shingle: int) -> bytes | None
+ *
+ * `joined` is the document's words joined by single spaces (no empty words).  For every shingle of
+ * `shingle` consecutive words (its UTF-8 bytes, single spaces inside), h = LE uint32 of SHA-1[:4];
+ * value_i = ((h * a_i + b_i) mod 2^64) mod (2^61 - 1), low 32 bits; the signature is the minimum per
+ * permutation, as native-endian uint32 bytes.  None if there are fewer than `shingle` words.
+ */
+static PyObject *
+minhash(PyObject *module, PyObject *args)
+{
+    Py_buffer text, va, vb;
+    PyObject *a_obj, *b_obj;
+    Py_ssize_t shingle;
+    if (!PyArg_ParseTuple(args, "y*OOn", &text, &a_obj, &b_obj, &shingle))
+        return NULL;
+    PyObject *result = NULL;
+    if (get_u64_table(a_obj, &va, "a") < 0) {
+        PyBuffer_Release(&text);
+        return NULL;
+    }
+    if (get_u64_table(b_obj, &vb, "b") < 0) {
+        PyBuffer_Release(&va);
+        PyBuffer_Release(&text);
+        return NULL;
+    }
+    const Py_ssize_t k = va.len / 8;
+    if (vb.len != va.len || shingle < 1) {
+        PyErr_SetString(PyExc_ValueError, "a and b must have the same length and shingle must be >= 1");
+        goto done;
+    }
+    const unsigned char *s = text.buf;
+    const Py_ssize_t len = text.len;
+    /* word starts; words = spaces + 1 for non-empty text */
+    Py_ssize_t n_words = len ? 1 : 0;
+    for (Py_ssize_t i = 0; i < len; i++)
+        n_words += s[i] == ' ';
+    if (n_words < shingle) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    const Py_ssize_t n_shingles = n_words - shingle + 1;
+    Py_ssize_t *starts = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n_words + 1));
+    uint32_t *hashes = PyMem_Malloc(sizeof(uint32_t) * (size_t)n_shingles);
+    uint32_t *sig = PyMem_Malloc(sizeof(uint32_t) * (size_t)k);
+    if (starts == NULL || hashes == NULL || sig == NULL) {
+        PyMem_Free(starts);
+        PyMem_Free(hashes);
+        PyMem_Free(sig);
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t w = 0;
+    starts[w++] = 0;
+    for (Py_ssize_t i = 0; i < len; i++)
+        if (s[i] == ' ')
+            starts[w++] = i + 1;
+    starts[w] = len + 1; /* one past the end, as if a space followed the last word */
+    for (Py_ssize_t i = 0; i < k; i++)
+        sig[i] = UINT32_MAX;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n_shingles; i += LANES) {
+        const int m = n_shingles - i < LANES ? (int)(n_shingles - i) : LANES;
+        const unsigned char *msgs[LANES];
+        size_t lens[LANES];
+        for (int j = 0; j < m; j++) {
+            msgs[j] = s + starts[i + j];
+            lens[j] = (size_t)(starts[i + j + shingle] - 1 - starts[i + j]);
+        }
+        sha1_prefix32_lanes(msgs, lens, m, hashes + i);
+    }
+    permute_min(hashes, n_shingles, va.buf, vb.buf, k, sig);
+    Py_END_ALLOW_THREADS
+    result = PyBytes_FromStringAndSize((const char *)sig, (Py_ssize_t)(sizeof(uint32_t) * (size_t)k));
+    PyMem_Free(starts);
+    PyMem_Free(hashes);
+    PyMem_Free(sig);
+done:
+    PyBuffer_Release(&vb);
+    PyBuffer_Release(&va);
+    PyBuffer_Release(&text);
+    return result;
+}
+
+/* sha1_prefix32(data, lanes=False) -> int: the LE uint32 of SHA-1(data)[:4] (scalar or lane path). */
+static PyObject *
+py_sha1_prefix32(PyObject *module, PyObject *args)
+{
+    Py_buffer data;
+    int lanes = 0;
+    if (!PyArg_ParseTuple(args, "y*|p", &data, &lanes))
+        return NULL;
+    uint32_t h;
+    if (lanes) {
+        const unsigned char *msgs[1] = {data.buf};
+        size_t lens[1] = {(size_t)data.len};
+        sha1_prefix32_lanes(msgs, lens, 1, &h);
+    } else {
+        h = sha1_prefix32(data.buf, (size_t)data.len);
+    }
+    PyBuffer_Release(&data);
+    return PyLong_FromUnsignedLong(h);
+}
+
+/* ------------------------------------------------------------------ dsir_counts */
+
+/* CPython >= 3.8 tuple hash (xxHash-style lanes), 64-bit Py_uhash_t, for a 2-tuple of hashes. */
+#define XXPRIME_1 ((uint64_t)11400714785074694791ull)
+#define XXPRIME_2 ((uint64_t)14029467366897019727ull)
+#define XXPRIME_5 ((uint64_t)2870177450012600261ull)
+
+static inline uint64_t xx_lane(uint64_t acc, uint64_t lane)
+{
+    acc += lane * XXPRIME_2;
+    acc = (acc << 31) | (acc >> 33);
+    return acc * XXPRIME_1;
+}
+
+static inline int64_t pair_hash(int64_t h1, int64_t h2)
+{
+    uint64_t acc = xx_lane(xx_lane(XXPRIME_5, (uint64_t)h1), (uint64_t)h2);
+    acc += (uint64_t)2 ^ (XXPRIME_5 ^ 3527539ull);
+    return acc == UINT64_MAX ? 1546275796 : (int64_t)acc;
+}
+
+static inline Py_ssize_t bucket_of(int64_t h, uint64_t buckets)
+{
+    const uint64_t magnitude = h < 0 ? (uint64_t)0 - (uint64_t)h : (uint64_t)h; /* abs() in uint64 */
+    return (Py_ssize_t)(magnitude % buckets);
+}
+
+/*
+ * dsir_counts(tokens: list[str], out: writable buffer[int64]) -> None
+ *
+ * Adds 1 to out[abs(hash(t)) % len(out)] for every token and to out[abs(hash((t, u))) % len(out)]
+ * for every adjacent pair, with the interpreter's own str hash (so PYTHONHASHSEED applies) and the
+ * tuple hash computed from the two item hashes exactly as CPython's tuplehash does.
+ */
+static PyObject *
+dsir_counts(PyObject *module, PyObject *args)
+{
+    PyObject *tokens, *out_obj;
+    if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &tokens, &out_obj))
+        return NULL;
+    Py_buffer out;
+    if (PyObject_GetBuffer(out_obj, &out, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (out.len < 8 || out.len % 8 != 0) {
+        PyErr_SetString(PyExc_ValueError, "out must be a writable int64 buffer");
+        PyBuffer_Release(&out);
+        return NULL;
+    }
+    int64_t *counts = out.buf;
+    const uint64_t buckets = (uint64_t)(out.len / 8);
+    const Py_ssize_t n = PyList_GET_SIZE(tokens);
+    int64_t previous = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *token = PyList_GET_ITEM(tokens, i);
+        if (!PyUnicode_CheckExact(token)) {
+            PyErr_Format(PyExc_TypeError, "token %zd is not a str", i);
+            PyBuffer_Release(&out);
+            return NULL;
+        }
+        const Py_hash_t h = PyObject_Hash(token);
+        if (h == -1 && PyErr_Occurred()) {
+            PyBuffer_Release(&out);
+            return NULL;
+        }
+        counts[bucket_of(h, buckets)]++;
+        if (i > 0)
+            counts[bucket_of(pair_hash(previous, h), buckets)]++;
+        previous = h;
+    }
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------ repetition */
+
+/*
+ * repetition(words: list[str], max_n: int) -> (total_chars, top, cover)
+ *
+ * For n = 2..max_n (lists indexed by n, entries 0 and 1 unused): top[n] = characters of the most
+ * frequent repeated n-gram times its count (earliest first occurrence among equals), cover[n] =
+ * characters of the words covered by any occurrence of a repeated n-gram; both 0 once no n-gram
+ * repeats.  "Characters" are Python len() of the words.  The n-grams are chained as in
+ * rpj_tasks.signals.repetition: the n-gram at i is (class of the repeated (n-1)-gram at i, word
+ * i+n-1), and only positions whose (n-1)-grams at i and i+1 both repeat are looked at.
+ */
+typedef struct {
+    uint64_t key;   /* (class + 1) << 32 | (id + 1); 0 = empty slot */
+    Py_ssize_t count;
+} slot_t;
+
+typedef struct {
+    PyObject *word; /* borrowed from the list */
+    Py_hash_t hash;
+    int32_t id;
+} word_slot_t;
+
+static Py_ssize_t
+table_find(slot_t *table, size_t mask, uint64_t key)
+{
+    size_t i = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 17) & mask;
+    while (table[i].key != 0 && table[i].key != key)
+        i = (i + 1) & mask;
+    return (Py_ssize_t)i;
+}
+
+static PyObject *
+repetition(PyObject *module, PyObject *args)
+{
+    PyObject *words;
+    Py_ssize_t max_n;
+    if (!PyArg_ParseTuple(args, "O!n", &PyList_Type, &words, &max_n))
+        return NULL;
+    if (max_n < 2 || max_n > 1000) {
+        PyErr_SetString(PyExc_ValueError, "max_n must be in 2..1000");
+        return NULL;
+    }
+    const Py_ssize_t n_words = PyList_GET_SIZE(words);
+    PyObject *result = NULL;
+    word_slot_t *word_table = NULL;
+    int64_t *top = PyMem_Calloc((size_t)max_n + 1, sizeof(int64_t));
+    int64_t *cover = PyMem_Calloc((size_t)max_n + 1, sizeof(int64_t));
+    int64_t *prefix = PyMem_Malloc(sizeof(int64_t) * (size_t)(n_words + 1));
+    int32_t *ids = PyMem_Malloc(sizeof(int32_t) * (size_t)(n_words + 1));
+    int32_t *classes = PyMem_Malloc(sizeof(int32_t) * (size_t)(n_words + 1));
+    int32_t *next_classes = PyMem_Malloc(sizeof(int32_t) * (size_t)(n_words + 1));
+    Py_ssize_t *positions = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n_words + 1));
+    Py_ssize_t *candidates = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n_words + 1));
+    Py_ssize_t *slots = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n_words + 1));
+    size_t capacity = 16;
+    while (capacity < 2 * (size_t)n_words + 2)
+        capacity <<= 1;
+    slot_t *table = PyMem_Malloc(sizeof(slot_t) * capacity);
+    Py_ssize_t *id_counts = PyMem_Calloc((size_t)n_words + 1, sizeof(Py_ssize_t));
+    if (!top || !cover || !prefix || !ids || !classes || !next_classes || !positions || !candidates || !slots ||
+        !table || !id_counts) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const size_t mask = capacity - 1;
+    if (n_words > INT32_MAX - 2) {
+        PyErr_SetString(PyExc_OverflowError, "too many words");
+        goto done;
+    }
+    /* word ids in order of first occurrence (own hash table over the str hashes) and char prefix sums */
+    word_table = PyMem_Calloc(capacity, sizeof(word_slot_t));
+    if (word_table == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int32_t n_ids = 0;
+    prefix[0] = 0;
+    for (Py_ssize_t i = 0; i < n_words; i++) {
+        PyObject *word = PyList_GET_ITEM(words, i);
+        if (!PyUnicode_Check(word)) {
+            PyErr_Format(PyExc_TypeError, "word %zd is not a str", i);
+            goto done;
+        }
+        const Py_hash_t h = PyObject_Hash(word);
+        if (h == -1 && PyErr_Occurred())
+            goto done;
+        size_t at = (size_t)h & mask;
+        for (;;) {
+            word_slot_t *slot = &word_table[at];
+            if (slot->word == NULL) {
+                slot->word = word;
+                slot->hash = h;
+                slot->id = n_ids++;
+                break;
+            }
+            if (slot->hash == h) {
+                const int equal = slot->word == word ? 1 : PyObject_RichCompareBool(slot->word, word, Py_EQ);
+                if (equal < 0)
+                    goto done;
+                if (equal)
+                    break;
+            }
+            at = (at + 1) & mask;
+        }
+        ids[i] = word_table[at].id;
+        id_counts[ids[i]]++;
+        prefix[i + 1] = prefix[i] + PyUnicode_GET_LENGTH(word);
+    }
+    /* level 1: a word's class is its id if it occurs twice or more */
+    Py_ssize_t n_positions = 0;
+    for (Py_ssize_t i = 0; i < n_words; i++) {
+        classes[i] = id_counts[ids[i]] > 1 ? ids[i] : -1;
+        if (classes[i] >= 0)
+            positions[n_positions++] = i;
+    }
+    classes[n_words] = -1;
+    for (Py_ssize_t n = 2; n <= max_n && n_positions > 0; n++) {
+        Py_ssize_t n_candidates = 0;
+        for (Py_ssize_t p = 0; p < n_positions; p++) {
+            const Py_ssize_t i = positions[p];
+            if (i + n <= n_words && classes[i + 1] >= 0)
+                candidates[n_candidates++] = i;
+        }
+        memset(table, 0, sizeof(slot_t) * capacity);
+        for (Py_ssize_t c = 0; c < n_candidates; c++) {
+            const Py_ssize_t i = candidates[c];
+            const uint64_t key = ((uint64_t)(classes[i] + 1) << 32) | (uint64_t)(ids[i + n - 1] + 1);
+            const Py_ssize_t slot = table_find(table, mask, key);
+            table[slot].key = key;
+            table[slot].count++;
+            slots[c] = slot;
+        }
+        for (Py_ssize_t i = 0; i <= n_words; i++)
+            next_classes[i] = -1;
+        n_positions = 0;
+        Py_ssize_t best_count = 1, best_start = -1, covered_to = 0;
+        int64_t covered = 0;
+        for (Py_ssize_t c = 0; c < n_candidates; c++) {
+            const Py_ssize_t count = table[slots[c]].count;
+            if (count < 2)
+                continue;
+            const Py_ssize_t i = candidates[c];
+            positions[n_positions++] = i;
+            next_classes[i] = (int32_t)slots[c];
+            if (count > best_count) {
+                best_count = count;
+                best_start = i;
+            }
+            const Py_ssize_t start = i > covered_to ? i : covered_to, end = i + n;
+            if (end > start) {
+                covered += prefix[end] - prefix[start];
+                covered_to = end;
+            }
+        }
+        if (n_positions > 0) {
+            top[n] = (prefix[best_start + n] - prefix[best_start]) * (int64_t)best_count;
+            cover[n] = covered;
+        }
+        int32_t *swap = classes;
+        classes = next_classes;
+        next_classes = swap;
+    }
+    PyObject *top_list = PyList_New(max_n + 1), *cover_list = PyList_New(max_n + 1);
+    if (top_list == NULL || cover_list == NULL) {
+        Py_XDECREF(top_list);
+        Py_XDECREF(cover_list);
+        goto done;
+    }
+    for (Py_ssize_t n = 0; n <= max_n; n++) {
+        PyList_SET_ITEM(top_list, n, PyLong_FromLongLong(top[n]));
+        PyList_SET_ITEM(cover_list, n, PyLong_FromLongLong(cover[n]));
+    }
+    result = Py_BuildValue("LNN", (long long)prefix[n_words], top_list, cover_list);
+done:
+    PyMem_Free(word_table);
+    PyMem_Free(top);
+    PyMem_Free(cover);
+    PyMem_Free(prefix);
+    PyMem_Free(ids);
+    PyMem_Free(classes);
+    PyMem_Free(next_classes);
+    PyMem_Free(positions);
+    PyMem_Free(candidates);
+    PyMem_Free(slots);
+    PyMem_Free(table);
+    PyMem_Free(id_counts);
+    return result;
+}
+
+/* ------------------------------------------------------------------ module */
+
+static PyMethodDef methods[] = {
+    {"word_punct", word_punct, METH_O, "RW tokens: stdlib-re matches of \\w+|[^\\w\\s]+ in order."},
+    {"minhash", minhash, METH_VARARGS, "minhash(joined, a, b, shingle) -> uint32 signature bytes or None."},
+    {"sha1_prefix32", py_sha1_prefix32, METH_VARARGS, "LE uint32 of SHA-1(data)[:4]; lanes=True: SIMD path."},
+    {"repetition", repetition, METH_VARARGS, "repetition(words, max_n) -> (total_chars, top, cover)."},
+    {"dsir_counts", dsir_counts, METH_VARARGS, "dsir_counts(tokens, out): add hashed 1-/2-gram counts."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "rpj_tasks._speedups", "Compiled inner loops of the annotation stage.", -1, methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    return PyModule_Create(&module_def);
+}
