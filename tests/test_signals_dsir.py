@@ -20,7 +20,7 @@ from rpj_tasks.signals import (
     raw_words,
 )
 from rpj_tasks.signals.hashseed import SEED42_VECTORS, stable_hash
-from rpj_tasks.signals.models import DsirScorer, poisson_pmf
+from rpj_tasks.signals.models import DsirScorer, log_poisson_pmfs, poisson_pmf
 
 TEXTS = [
     "The cat sat on the mat. The cat!",
@@ -161,3 +161,13 @@ def test_length_correction_examples_of_the_spec() -> None:
 
     assert round(correction(600, 500.0, 800.0), 7) == 4.9175463
     assert round(correction(3000, 500.0, 800.0), 8) == 0.0
+
+
+def test_vectorised_log_pmfs_equal_the_scalar_computation() -> None:
+    """Each element of the one-pass computation is the per-lambda scalar one, bit for bit."""
+    rng = np.random.default_rng(11)
+    lambdas = [450.0, 620.0, 700.0, 900.0, *rng.uniform(0.5, 20_000, 12).round(3).tolist(), 0.0]
+    for k in [*range(0, 3000), *rng.integers(3000, 400_000, 1500).tolist()]:
+        got = log_poisson_pmfs(int(k), lambdas)
+        for lam, value in zip(lambdas, got.tolist()):
+            assert value == float(np.log(poisson_pmf(int(k), lam) + 1e-8)), (k, lam)

@@ -44,6 +44,17 @@ def poisson_pmf(k: int, lam: float) -> float:
     return float(np.clip(np.exp(special.xlogy(k, lam) - special.gammaln(k + 1) - lam), 0.0, 1.0))
 
 
+def log_poisson_pmfs(k: int, lambdas: Sequence[float]) -> np.ndarray:
+    """``np.log(poisson_pmf(k, lam) + 1e-8)`` for several lambdas in one pass of each ufunc.
+
+    The ufuncs are element-wise, so every element equals the scalar computation (checked over a
+    large grid in ``tests/test_signals_dsir.py``).
+    """
+    lams = np.asarray(lambdas, dtype=np.float64)
+    pmf = np.clip(np.exp(special.xlogy(k, lams) - special.gammaln(k + 1) - lams), 0.0, 1.0)
+    return np.log(pmf + 1e-8)
+
+
 @dataclass(frozen=True)
 class DsirTarget:
     """Log-ratio of one target distribution against the source, and both length lambdas."""
@@ -112,15 +123,14 @@ class DsirScorer:
             out[name] = (round(score, PRECISION), round(score + float(correction), PRECISION))
         return out
 
-    def _log_pmfs(self, length: int) -> dict[float, np.float64]:
-        """``np.log(poisson_pmf(length, lam) + 1e-8)`` for every lambda, computed once per length
-        (the same scalar operations as the reference, so the same float64 values)."""
+    def _log_pmfs(self, length: int) -> dict[float, float]:
+        """``np.log(poisson_pmf(length, lam) + 1e-8)`` for every lambda, computed once per length."""
         cached = self._log_pmf.get(length)
         if cached is None:
             if len(self._log_pmf) >= 100_000:
                 self._log_pmf.clear()
-            lambdas = {t.target_lambda for t in self.targets.values()} | {t.source_lambda for t in self.targets.values()}
-            cached = self._log_pmf[length] = {lam: np.log(poisson_pmf(length, lam) + 1e-8) for lam in lambdas}
+            lambdas = sorted({lam for t in self.targets.values() for lam in (t.target_lambda, t.source_lambda)})
+            cached = self._log_pmf[length] = dict(zip(lambdas, log_poisson_pmfs(length, lambdas).tolist()))
         return cached
 
 
