@@ -10,7 +10,10 @@ a UT1 map, random DSIR counts for the three en targets in the reference hash mod
 
 * ``docs_per_s_cpu``: documents per CPU second of the annotation (the per-core rate);
 * ``docs_per_s_wall``, ``peak_rss_mb`` (``getrusage`` maximum resident set size of the process);
-* ``seconds``: the stage's per-step seconds (read, signals, minhash, write, load_artifacts).
+* ``seconds``: the stage's per-step seconds (read, signals, minhash, write, load_artifacts);
+* ``native``: whether the compiled loops (``rpj_tasks._speedups``) ran (``--pure-python`` turns them off);
+* ``loop_ns``: CPU nanoseconds per iteration of a plain Python ``for``/``+=`` loop, a yardstick for
+  comparing figures taken on different machines (about 20-30 ns on a current desktop core).
 
 The script re-executes itself with ``PYTHONHASHSEED=42`` so that the stage runs in this process
 (no worker): CPU time and RSS are then those of the annotation itself.  ``--profile N`` prints the
@@ -143,15 +146,31 @@ def build_artifacts(root: Path, texts: list[str], gen: PageGenerator, classifier
     return url
 
 
+def loop_ns(iterations: int = 3_000_000) -> float:
+    """CPU ns per iteration of ``for i in range(n): total += i`` (best of three)."""
+    best = float("inf")
+    for _ in range(3):
+        start, total = time.process_time(), 0
+        for i in range(iterations):
+            total += i
+        best = min(best, time.process_time() - start)
+    return round(best / iterations * 1e9, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=4000, help="documents in total (half head, half middle)")
     parser.add_argument("--words", type=int, default=500, help="mean words per document")
     parser.add_argument("--no-classifier", action="store_true", help="no fastText model (palm score null)")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N functions by own time")
+    parser.add_argument("--pure-python", action="store_true", help="run without the compiled loops (RPJ_PURE_PYTHON=1)")
     args = parser.parse_args()
-    if os.environ.get("PYTHONHASHSEED") != "42":  # run the stage here, not in a seed-42 worker
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "PYTHONHASHSEED": "42"})
+    pure = "1" if args.pure_python else ""
+    if os.environ.get("PYTHONHASHSEED") != "42" or os.environ.get("RPJ_PURE_PYTHON", "") != pure:
+        # run the stage here (not in a seed-42 worker), with the chosen implementation
+        env = {**os.environ, "PYTHONHASHSEED": "42", "RPJ_PURE_PYTHON": pure}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    from rpj_tasks import speedups
 
     gen = PageGenerator(seed=0)
     texts = [gen.page(args.words) for _ in range(args.docs)]
@@ -186,6 +205,8 @@ def main() -> None:
         "docs_per_s_cpu": round(lines / cpu, 1),
         "docs_per_s_wall": round(lines / wall, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "native": speedups.native is not None,
+        "loop_ns": loop_ns(),
         "seconds": record["seconds"],
         "target": {"docs_per_s_cpu": 625, "peak_rss_mb": 1024},
     }))

@@ -1,5 +1,5 @@
 /*
- * rpj_tasks._speedups: the three inner loops of the annotation stage that dominate its profile,
+ * rpj_tasks._speedups: the inner loops of the annotation stage that dominated its profile,
  * written against the CPython C API.  Each function has a pure-Python twin in the package that
  * is the readable definition and the fallback; tests/test_speedups.py checks that both give the
  * same results (spec vectors, every code point, property-based inputs).
@@ -7,6 +7,9 @@
  *   word_punct(text)            -> list[str]   RW: stdlib-re matches of \w+|[^\w\s]+
  *   minhash(joined, a, b, k)    -> bytes|None  128 x uint32 MinHash of the k-word shingles
  *   dsir_counts(tokens, out)    -> None        hashed unigram + bigram bucket counts (builtin hash)
+ *   repetition(words, max_n)   -> tuple       top / duplicate n-gram character counts
+ *   token_stats(tokens, stop)  -> tuple       stop-word, all-caps and ASCII-letter token counts
+ *   line_stats(lines, stable)  -> list        per-line counts of the six line signals
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -628,6 +631,182 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ token_stats */
+
+/* str.isupper() of CPython: one char -> Py_UNICODE_ISUPPER; else no lower/title char and >= 1 upper. */
+static int
+str_isupper(int kind, const void *data, Py_ssize_t n)
+{
+    if (n == 1)
+        return Py_UNICODE_ISUPPER(PyUnicode_READ(kind, data, 0)) != 0;
+    int cased = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (Py_UNICODE_ISLOWER(c) || Py_UNICODE_ISTITLE(c))
+            return 0;
+        if (!cased && Py_UNICODE_ISUPPER(c))
+            cased = 1;
+    }
+    return cased;
+}
+
+/*
+ * token_stats(tokens: list[str], stop_words: set | frozenset) -> (in_stop_words, isupper, with_ascii_letter)
+ * Counts of the tokens that are members of stop_words, for which str.isupper() is true, and that
+ * contain a character of [a-zA-Z].
+ */
+static PyObject *
+token_stats(PyObject *module, PyObject *args)
+{
+    PyObject *tokens, *stop;
+    if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &tokens, &stop))
+        return NULL;
+    if (!PyAnySet_Check(stop)) {
+        PyErr_SetString(PyExc_TypeError, "stop_words must be a set or frozenset");
+        return NULL;
+    }
+    const int check_stop = PySet_GET_SIZE(stop) > 0;
+    Py_ssize_t n_stop = 0, n_upper = 0, n_letter = 0;
+    const Py_ssize_t n = PyList_GET_SIZE(tokens);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *token = PyList_GET_ITEM(tokens, i);
+        if (!PyUnicode_Check(token)) {
+            PyErr_Format(PyExc_TypeError, "token %zd is not a str", i);
+            return NULL;
+        }
+        if (check_stop) {
+            const int found = PySet_Contains(stop, token);
+            if (found < 0)
+                return NULL;
+            n_stop += found;
+        }
+        const int kind = PyUnicode_KIND(token);
+        const void *data = PyUnicode_DATA(token);
+        const Py_ssize_t len = PyUnicode_GET_LENGTH(token);
+        n_upper += len > 0 && str_isupper(kind, data, len);
+        for (Py_ssize_t j = 0; j < len; j++) {
+            const Py_UCS4 c = PyUnicode_READ(kind, data, j);
+            if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
+                n_letter++;
+                break;
+            }
+        }
+    }
+    return Py_BuildValue("nnn", n_stop, n_upper, n_letter);
+}
+
+/* ------------------------------------------------------------------ line_stats */
+
+static inline int is_ascii_punct(Py_UCS4 c)
+{
+    return (c >= '!' && c <= '/') || (c >= ':' && c <= '@') || (c >= '[' && c <= '`') || (c >= '{' && c <= '~');
+}
+
+static const Py_UCS4 BULLETS[] = {0x2022, 0x2023, 0x25B6, 0x25C0, 0x25E6, 0x25A0, 0x25A1, 0x25AA, 0x25AB, 0x2013};
+
+/*
+ * line_stats(lines: list[str], stable: bytes) -> list[tuple[int, ...]]
+ *
+ * Per line (terminal, bullet, upper, js, words, numeric, norm_len):
+ *   terminal  line.rstrip() ends with . ! ? or U+201D;  bullet  line.lstrip() starts with a bullet
+ *   upper     characters c with c.isupper()
+ *   js, words, numeric, norm_len   over the normalised line N(line): words equal to "javascript",
+ *             len(N.split()), characters with isnumeric(), len(N).
+ * N needs lower() and NFD; they are computed here only when every character of the line is ASCII or
+ * a BMP code point whose bit is set in `stable` (c.lower() == c and NFD(c) == c, from the running
+ * interpreter's tables).  Otherwise the last four are -1 and the caller normalises the line itself.
+ */
+static PyObject *
+line_stats(PyObject *module, PyObject *args)
+{
+    PyObject *lines;
+    Py_buffer stable;
+    if (!PyArg_ParseTuple(args, "O!y*", &PyList_Type, &lines, &stable))
+        return NULL;
+    if (stable.len != 65536 / 8) {
+        PyBuffer_Release(&stable);
+        PyErr_SetString(PyExc_ValueError, "stable must be a 8192-byte bitmap of the BMP");
+        return NULL;
+    }
+    const unsigned char *bits = stable.buf;
+    const Py_ssize_t n = PyList_GET_SIZE(lines);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) {
+        PyBuffer_Release(&stable);
+        return NULL;
+    }
+    static const char JS[] = "javascript";
+    for (Py_ssize_t li = 0; li < n; li++) {
+        PyObject *line = PyList_GET_ITEM(lines, li);
+        if (!PyUnicode_Check(line)) {
+            PyErr_Format(PyExc_TypeError, "line %zd is not a str", li);
+            goto fail;
+        }
+        const int kind = PyUnicode_KIND(line);
+        const void *data = PyUnicode_DATA(line);
+        const Py_ssize_t len = PyUnicode_GET_LENGTH(line);
+        Py_ssize_t last = len - 1, first = 0;
+        while (last >= 0 && Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, last)))
+            last--;
+        while (first < len && Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, first)))
+            first++;
+        int terminal = 0, bullet = 0;
+        if (last >= 0) {
+            const Py_UCS4 c = PyUnicode_READ(kind, data, last);
+            terminal = c == '.' || c == '!' || c == '?' || c == 0x201D;
+        }
+        if (first < len) {
+            const Py_UCS4 c = PyUnicode_READ(kind, data, first);
+            for (size_t b = 0; b < sizeof(BULLETS) / sizeof(BULLETS[0]); b++)
+                bullet |= c == BULLETS[b];
+        }
+        Py_ssize_t upper = 0, js = 0, words = 0, numeric = 0, chars = 0, word_len = 0, js_match = 0;
+        int simple = 1;
+        for (Py_ssize_t i = 0; i < len; i++) {
+            const Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            upper += Py_UNICODE_ISUPPER(c) != 0;
+            if (!simple)
+                continue;
+            if (c >= 128 && (c > 0xFFFF || !(bits[c >> 3] & (1u << (c & 7))))) {
+                simple = 0;
+                continue;
+            }
+            if (c < 128 && is_ascii_punct(c))
+                continue; /* deleted before lower-casing and splitting */
+            if (Py_UNICODE_ISSPACE(c)) {
+                if (word_len) {
+                    js += js_match && word_len == 10;
+                    word_len = 0;
+                }
+                continue;
+            }
+            if (word_len == 0) {
+                words++;
+                js_match = 1;
+            }
+            const Py_UCS4 lower = c >= 'A' && c <= 'Z' ? c + 32 : c;
+            js_match = js_match && word_len < 10 && lower == (Py_UCS4)JS[word_len];
+            word_len++;
+            chars++;
+            numeric += Py_UNICODE_ISNUMERIC(c) != 0;
+        }
+        js += simple && word_len && js_match && word_len == 10;
+        PyObject *row = simple ? Py_BuildValue("iinnnnn", terminal, bullet, upper, js, words, numeric,
+                                               words ? chars + words - 1 : (Py_ssize_t)0)
+                               : Py_BuildValue("iinnnnn", terminal, bullet, upper, (Py_ssize_t)-1, (Py_ssize_t)-1,
+                                               (Py_ssize_t)-1, (Py_ssize_t)-1);
+        if (row == NULL)
+            goto fail;
+        PyList_SET_ITEM(out, li, row);
+    }
+    PyBuffer_Release(&stable);
+    return out;
+fail:
+    Py_DECREF(out);
+    PyBuffer_Release(&stable);
+    return NULL;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef methods[] = {
@@ -635,6 +814,8 @@ static PyMethodDef methods[] = {
     {"minhash", minhash, METH_VARARGS, "minhash(joined, a, b, shingle) -> uint32 signature bytes or None."},
     {"sha1_prefix32", py_sha1_prefix32, METH_VARARGS, "LE uint32 of SHA-1(data)[:4]; lanes=True: SIMD path."},
     {"repetition", repetition, METH_VARARGS, "repetition(words, max_n) -> (total_chars, top, cover)."},
+    {"token_stats", token_stats, METH_VARARGS, "token_stats(tokens, stop_words) -> (stop, isupper, ascii letter)."},
+    {"line_stats", line_stats, METH_VARARGS, "line_stats(lines, stable_bmp_bitmap) -> per-line counts."},
     {"dsir_counts", dsir_counts, METH_VARARGS, "dsir_counts(tokens, out): add hashed 1-/2-gram counts."},
     {NULL, NULL, 0, NULL},
 };

@@ -224,3 +224,59 @@ def test_pure_python_path_gives_the_reference_bytes(shared_data: Path) -> None:
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert all(n > 0 for n in json.loads(done.stdout))
+
+
+# ---------------------------------------------------------------- token and line statistics
+
+
+@needs_native
+def test_token_stats_every_code_point() -> None:
+    """isupper / ASCII-letter / stop-word counts per single character, pairs and with a cased prefix."""
+    from rpj_tasks.signals.compute import _token_stats_python
+
+    chars = [chr(c) for c in range(0x110000)]
+    stop = frozenset(chars[::97])
+    for tokens in (chars, [a + b for a, b in zip(chars, chars[1:])], ["A" + c for c in chars], ["\u01c5" + c for c in chars]):
+        assert native.token_stats(tokens, stop) == _token_stats_python(tokens, stop)
+    assert native.token_stats([], frozenset()) == (0, 0, 0)
+    with pytest.raises(TypeError):
+        native.token_stats(["a"], ["a"])
+
+
+LINE_CHARS = st.one_of(
+    st.sampled_from(list("aAzZ09 .!?:;,'\"-_\t\x0b\x0c\r\x1c") + ["javascript", "JavaScript,", "java script",
+                    "\u201d", "\u2026", "\u2022", "\u2013", "\u25aa", "\xa0", "\u2028", "\u00bd", "\u0663",
+                    "\u00e9", "e\u0301", "\u0301\u0316", "\u00c9", "\u03a3", "\u0130", "\u212b", "\uac00",
+                    "\U0001f600", "\ud800", "\u3000", "\u01c5"]),
+    st.characters(codec=None),
+)
+
+
+def line_columns(raw: str) -> tuple[tuple, tuple]:
+    from rpj_tasks.signals.compute import _line_columns_native, _line_columns_python
+    from rpj_tasks.signals.text import prepare
+
+    text = prepare(raw)
+    if not text.lines:  # handled before the columns are built
+        return (), ()
+    return tuple(map(list, _line_columns_native(text))), tuple(map(list, _line_columns_python(text)))
+
+
+@needs_native
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lines=st.lists(st.lists(LINE_CHARS, max_size=30).map("".join), min_size=1, max_size=8))
+@example(lines=["JavaScript, javascript javascript:void(0) JAVASCRIPT", "\u2022 item", "  Done.\u201d  "])
+def test_line_columns_native_equal_python(lines: list[str]) -> None:
+    native_columns, python_columns = line_columns("\n".join(lines))
+    assert native_columns == python_columns
+    assert [list(map(type, c)) for c in native_columns] == [list(map(type, c)) for c in python_columns]
+
+
+@needs_native
+def test_line_columns_every_bmp_code_point() -> None:
+    """Every BMP character inside words, alone, upper-cased neighbours, next to digits and punctuation."""
+    for start in range(0, 0x10000, 0x400):
+        chars = [chr(c) for c in range(start, start + 0x400)]
+        raw = "\n".join(f"Ab{c}9 {c}. x{c}javascript {c}" for c in chars)
+        native_columns, python_columns = line_columns(raw)
+        assert native_columns == python_columns, hex(start)

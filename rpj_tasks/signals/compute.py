@@ -24,7 +24,8 @@ from rpj_tasks.ids import doc_id, id_int, snapshot_id
 from rpj_tasks.signals.artifacts import SignalArtifacts
 from rpj_tasks.signals.models import DSIR_TARGETS, classifier_text, classifier_score
 from rpj_tasks.signals.repetition import DUPE_NS, TOP_NS, repetition_scores
-from rpj_tasks.signals.text import DocText, normalize, prepare
+from rpj_tasks.signals.text import DocText, normalize, prepare, stable_bmp
+from rpj_tasks.speedups import native
 
 PRECISION = 8
 CCNET_FIELDS = ("length", "original_length", "nlines", "original_nlines", "language_score", "perplexity")
@@ -108,10 +109,11 @@ def compute_signals(
     bucket = doc.get("bucket")
     signals["ccnet_bucket"] = doc_level(BUCKET_VALUES.get(bucket) if isinstance(bucket, str) else None)
     word_counts = Counter(text.words)
+    tokens = _token_stats(text.tokens, artifacts.stop_words)
     scores = {
-        **_content(text, word_counts, artifacts, doc.get("source_domain")),
+        **_content(text, word_counts, artifacts, doc.get("source_domain"), tokens[0]),
         **_repetition(text),
-        **_natural_language(text, word_counts),
+        **_natural_language(text, word_counts, tokens[1], tokens[2]),
     }
     signals.update((key, doc_level(value)) for key, value in scores.items())
     signals.update(_lines(text))
@@ -133,18 +135,29 @@ def _ratio(count: int, total: int) -> float:
     return round(count / total, PRECISION)
 
 
-def _content(text: DocText, counts: Counter[str], artifacts: SignalArtifacts, domain: Any) -> dict[str, Score]:
+def _token_stats_python(tokens: list[str], stop_words: frozenset[str]) -> tuple[int, int, int]:
+    """RW tokens that are stop words, that are ``isupper()``, and that contain ``[a-zA-Z]``."""
+    return sum(map(stop_words.__contains__, tokens)), sum(map(str.isupper, tokens)), _tokens_with_ascii_letter(tokens)
+
+
+def _token_stats(tokens: list[str], stop_words: frozenset[str]) -> tuple[int, int, int]:
+    if native is not None and type(tokens) is list and isinstance(stop_words, (set, frozenset)):
+        return native.token_stats(tokens, stop_words)
+    return _token_stats_python(tokens, stop_words)
+
+
+def _content(text: DocText, counts: Counter[str], artifacts: SignalArtifacts, domain: Any,
+             stop_tokens: int) -> dict[str, Score]:
     raw, norm, words, tokens = text.raw, text.norm, text.words, text.tokens
     braces = raw.count("{") + raw.count("}")
     lorem = 0.0
     if "lorem ipsum" in norm:
         lorem = _ratio(len(_LOREM.findall(norm)), len(norm))
-    stop = artifacts.stop_words
     return {
         "rps_doc_curly_bracket": _ratio(braces, len(raw)) if braces else 0.0,
         "rps_doc_ldnoobw_words": float(_ldnoobw_count(words, counts, artifacts.ldnoobw)) if norm else 0.0,
         "rps_doc_lorem_ipsum": lorem,
-        "rps_doc_stop_word_fraction": _ratio(sum(map(stop.__contains__, tokens)), len(tokens)) if words else 0.0,
+        "rps_doc_stop_word_fraction": _ratio(stop_tokens, len(tokens)) if words else 0.0,
         "rps_doc_ut1_blacklist": artifacts.ut1.get(domain) if isinstance(domain, str) else None,
     }
 
@@ -193,16 +206,16 @@ def _entropy(counts: Counter[str], total: int) -> float:
     return round(functools.reduce(operator.add, map(terms.__getitem__, counts.values()), 0.0), PRECISION)
 
 
-def _natural_language(text: DocText, counts: Counter[str]) -> dict[str, Score]:
+def _natural_language(text: DocText, counts: Counter[str], upper_tokens: int, letter_tokens: int) -> dict[str, Score]:
     raw, words, tokens, lines = text.raw, text.words, text.tokens, text.lines
     n_words, n_tokens = len(words), len(tokens)
     ellipsis_lines = sum(1 for line in lines if line.rstrip().endswith(_ELLIPSIS))
     symbols = raw.count("#") + raw.count("...") + raw.count("\u2026")
     word_chars = sum(map(len, words))
     return {
-        "rps_doc_frac_all_caps_words": _ratio(sum(map(str.isupper, tokens)), n_tokens) if tokens else None,
+        "rps_doc_frac_all_caps_words": _ratio(upper_tokens, n_tokens) if tokens else None,
         "rps_doc_frac_lines_end_with_ellipsis": _ratio(ellipsis_lines, len(lines)) if lines else None,
-        "rps_doc_frac_no_alph_words": round(1.0 - _tokens_with_ascii_letter(tokens) / n_tokens, PRECISION)
+        "rps_doc_frac_no_alph_words": round(1.0 - letter_tokens / n_tokens, PRECISION)
         if tokens else None,
         "rps_doc_frac_unique_words": _ratio(len(counts), n_words) if words else None,
         "rps_doc_mean_word_length": _ratio(word_chars, n_words) if words else None,
@@ -269,10 +282,17 @@ def _lines(text: DocText) -> dict[str, Signal]:
     if not lines:
         return {key: [] for key in _LINE_KEYS} | {"rps_lines_start_with_bulletpoint": [(0, 0, None)]}
     starts = [0, *ends[:-1]]
+    columns = _line_columns_native(text) if native is not None else _line_columns_python(text)
+    return {key: list(zip(starts, ends, column)) for key, column in zip(_LINE_KEYS, columns)}
+
+
+def _line_columns_python(text: DocText) -> tuple[Any, ...]:
+    """The six line-signal columns, in :data:`_LINE_KEYS` order (the definition)."""
+    lines = text.lines
     # "javascript" can only be a word of a normalised line if it is a substring of N
     normalized = map(_normalized_line_scores, lines, repeat("javascript" in text.norm))
     javascript, numerical, num_words = zip(*normalized)
-    columns = (
+    return (
         [float(line.rstrip().endswith(_TERMINAL)) for line in lines],
         javascript,
         num_words,
@@ -280,7 +300,28 @@ def _lines(text: DocText) -> dict[str, Signal]:
         [float(line.lstrip().startswith(_BULLETS)) for line in lines],
         list(map(_upper_fraction, lines)),
     )
-    return {key: list(zip(starts, ends, column)) for key, column in zip(_LINE_KEYS, columns)}
+
+
+def _line_columns_native(text: DocText) -> tuple[Any, ...]:
+    """The same columns from per-line counts taken in C; lines whose normalisation needs ``lower()``
+    or NFD to change a non-ASCII character are normalised here (:func:`_normalized_line_scores`)."""
+    lines = text.lines
+    rows = native.line_stats(lines, stable_bmp())
+    terminal, bullet, upper, javascript, num_words, numerical = [], [], [], [], [], []
+    has_javascript = "javascript" in text.norm
+    for line, (end_mark, bullet_mark, uppers, js, words, numeric, norm_len) in zip(lines, rows):
+        terminal.append(float(end_mark))
+        bullet.append(float(bullet_mark))
+        upper.append(round(uppers / len(line), PRECISION))
+        if norm_len < 0:
+            js_count, fraction, words = _normalized_line_scores(line, has_javascript)
+            javascript.append(js_count)
+            numerical.append(fraction)
+        else:
+            javascript.append(float(js))
+            numerical.append(round(numeric / norm_len, PRECISION) if words else 0.0)
+        num_words.append(words)
+    return terminal, javascript, num_words, numerical, bullet, upper
 
 
 def _models(text: DocText, artifacts: SignalArtifacts) -> dict[str, Score]:

@@ -18,6 +18,7 @@ paths below rely on.
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 import unicodedata
@@ -62,6 +63,21 @@ def raw_words_python(text: str) -> list[str]:
 
 #: RW tokens of a text: the compiled scanner (same \\w / \\s tests as ``re``) or :func:`raw_words_python`.
 raw_words = native.word_punct if native is not None else raw_words_python
+
+
+@functools.lru_cache(maxsize=1)
+def stable_bmp() -> bytes:
+    """Bitmap of the non-ASCII BMP code points ``c`` (surrogates excluded) with ``c.lower() == c`` and
+    ``NFD(c) == c``, from this interpreter's Unicode tables: a line made of ASCII and such characters
+    normalises without any character changing, so its normalised counts need no ``lower()`` / NFD."""
+    bits = bytearray(65536 // 8)
+    for code in range(128, 65536):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        char = chr(code)
+        if char.lower() == char and unicodedata.is_normalized("NFD", char):
+            bits[code >> 3] |= 1 << (code & 7)
+    return bytes(bits)
 
 
 def split_lines(text: str) -> list[str]:
