@@ -28,6 +28,8 @@ word_punct(PyObject *module, PyObject *text)
         PyErr_SetString(PyExc_TypeError, "word_punct() expects a str");
         return NULL;
     }
+    if (PyUnicode_READY(text) < 0)
+        return NULL;
     const int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
     const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
@@ -525,6 +527,8 @@ repetition(PyObject *module, PyObject *args)
             PyErr_Format(PyExc_TypeError, "word %zd is not a str", i);
             goto done;
         }
+        if (PyUnicode_READY(word) < 0)
+            goto done;
         const Py_hash_t h = PyObject_Hash(word);
         if (h == -1 && PyErr_Occurred())
             goto done;
@@ -674,6 +678,8 @@ token_stats(PyObject *module, PyObject *args)
             PyErr_Format(PyExc_TypeError, "token %zd is not a str", i);
             return NULL;
         }
+        if (PyUnicode_READY(token) < 0)
+            return NULL;
         if (check_stop) {
             const int found = PySet_Contains(stop, token);
             if (found < 0)
@@ -742,6 +748,8 @@ line_stats(PyObject *module, PyObject *args)
             PyErr_Format(PyExc_TypeError, "line %zd is not a str", li);
             goto fail;
         }
+        if (PyUnicode_READY(line) < 0)
+            goto fail;
         const int kind = PyUnicode_KIND(line);
         const void *data = PyUnicode_DATA(line);
         const Py_ssize_t len = PyUnicode_GET_LENGTH(line);
