@@ -30,7 +30,6 @@ import hashlib
 import json
 import logging
 import multiprocessing
-import multiprocessing.pool
 import os
 import re
 import time
@@ -56,7 +55,7 @@ from rpj_tasks.signals import (
     require_seed42,
     seed42_pool,
 )
-from rpj_tasks.signals.hashseed import HASH_MODES, SEED42
+from rpj_tasks.signals.hashseed import HASH_MODES, SEED42, WorkerDiedError, await_result
 from rpj_tasks.stats import Stats
 
 log = logging.getLogger("rpj.annotate")
@@ -72,7 +71,6 @@ REQUIRED_FIELDS = frozenset({
 })
 BATCH_LINES = 256
 MAX_LOGGED_BAD_LINES = 20
-_POLL_SECONDS = 2.0
 _STARTUP_SECONDS = 300.0
 
 
@@ -80,20 +78,10 @@ class MissingInputError(RuntimeError):
     """The shard's CCNet output (stats record or a documents file it lists) does not exist."""
 
 
-class WorkerDiedError(RuntimeError):
-    """The annotation worker process exited while working on a file (e.g. killed for memory)."""
-
-
 # ---------------------------------------------------------------- paths
 
 
-def _output_url(root: str, component: str, snapshot: str, shard: int, name: str, suffix: str) -> str:
-    """``{component}/{snapshot}/{shard}/{lang}_{bucket}{suffix}`` for documents file ``name``."""
-    return storage.join(layout.shard_dir(root, component, snapshot, shard), name.removesuffix(".json.gz") + suffix)
-
-
-def annotate_stats_url(root: str, snapshot: str, shard: int) -> str:
-    return storage.join(root, "stats", "annotate", snapshot, f"{shard:04d}.json")
+annotate_stats_url = layout.annotate_stats_url  # the shard's commit marker
 
 
 # ---------------------------------------------------------------- per file (runs in the worker)
@@ -238,32 +226,12 @@ def annotate_file(job: FileJob) -> dict[str, Any]:
 # ---------------------------------------------------------------- the worker process
 
 
-def _storage_options() -> dict[str, dict[str, Any]]:
-    """The fsspec options registered in this process (endpoint, credentials), for the worker.
-
-    ``storage`` has no public getter yet; a spawned worker starts without them.
-    """
-    return {proto: dict(options) for proto, options in storage._OPTIONS.items()}
-
-
 def _worker_ready(options: dict[str, dict[str, Any]]) -> int:
     """First call in a seed-42 worker: the self-check, the parent's storage options, the pid."""
     require_seed42()
     for proto, values in options.items():
         storage.register_options(proto, values)
     return os.getpid()
-
-
-def _await(result: multiprocessing.pool.AsyncResult, pid: int) -> Any:
-    """``result.get()``, but raise :class:`WorkerDiedError` if worker ``pid`` exits meanwhile.
-
-    (A ``multiprocessing.Pool`` silently replaces a dead worker and its task never completes.)
-    """
-    while not result.ready():
-        result.wait(_POLL_SECONDS)
-        if not result.ready() and pid not in {p.pid for p in multiprocessing.active_children()}:
-            raise WorkerDiedError(f"annotation worker {pid} exited without finishing its file")
-    return result.get()
 
 
 def run_jobs(fn: Callable[[Any], Any], jobs: Iterable[Any], hash_mode: str) -> Iterator[Any]:
@@ -278,11 +246,11 @@ def run_jobs(fn: Callable[[Any], Any], jobs: Iterable[Any], hash_mode: str) -> I
         return
     with seed42_pool(1) as pool:
         try:
-            pid = pool.apply_async(_worker_ready, (_storage_options(),)).get(_STARTUP_SECONDS)
+            pid = pool.apply_async(_worker_ready, (storage.registered_options(),)).get(_STARTUP_SECONDS)
         except multiprocessing.TimeoutError:
             raise WorkerDiedError(f"the annotation worker did not start within {_STARTUP_SECONDS:.0f}s") from None
         for job in jobs:
-            yield _await(pool.apply_async(fn, (job,)), pid)
+            yield await_result(pool.apply_async(fn, (job,)), pid, f"annotation of {getattr(job, 'documents_url', job)}")
 
 
 # ---------------------------------------------------------------- the shard
@@ -396,8 +364,8 @@ def annotate_shard(
         FileJob(
             name=name, lang=lang, shard_key=layout.shard_key(cfg.id, shard, lang, bucket),
             documents_url=layout.documents_url(cfg.storage_root, cfg.id, shard, lang, bucket),
-            signals_url=_output_url(cfg.storage_root, "quality_signals", cfg.id, shard, name, SIGNALS_SUFFIX),
-            minhash_url=_output_url(cfg.storage_root, "minhash", cfg.id, shard, name, MINHASH_SUFFIX),
+            signals_url=layout.signals_url(cfg.storage_root, cfg.id, shard, lang, bucket),
+            minhash_url=layout.minhash_url(cfg.storage_root, cfg.id, shard, lang, bucket),
             artifacts_url=artifacts_url, hash_mode=hash_mode,
         )
         for name, lang, bucket in _documents(cfg, shard, buckets, stats)

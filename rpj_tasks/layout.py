@@ -43,6 +43,14 @@ def documents_url(root: str, snapshot: str, shard: int, lang: str, bucket: str) 
     return join(root, "documents", shard_key(snapshot, shard, lang, bucket))
 
 
+def signals_url(root: str, snapshot: str, shard: int, lang: str, bucket: str) -> str:
+    return join(root, "quality_signals", base_tag(snapshot, shard, lang, bucket) + ".signals.json.gz")
+
+
+def minhash_url(root: str, snapshot: str, shard: int, lang: str, bucket: str) -> str:
+    return join(root, "minhash", base_tag(snapshot, shard, lang, bucket) + ".minhash.parquet")
+
+
 def staging_wet_root(root: str) -> str:
     return join(root, "staging", "wet")
 
@@ -57,6 +65,10 @@ def hashes_url(root: str, snapshot: str, shard: int) -> str:
 
 def ccnet_stats_url(root: str, snapshot: str, shard: int) -> str:
     return join(root, "stats", "ccnet", validate_snapshot(snapshot), f"{shard:04d}.json")
+
+
+def annotate_stats_url(root: str, snapshot: str, shard: int) -> str:
+    return join(root, "stats", "annotate", validate_snapshot(snapshot), f"{shard:04d}.json")
 
 
 def models_url(root: str, version: str) -> str:

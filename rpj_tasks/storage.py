@@ -40,6 +40,12 @@ def register_options(protocol: str, options: dict[str, Any]) -> None:
     fsspec.config.conf.pop(protocol, None)
 
 
+def registered_options() -> dict[str, dict[str, Any]]:
+    """A copy of every protocol's options set with :func:`register_options` (e.g. to hand to a worker)."""
+    with _LOCK:
+        return {protocol: dict(options) for protocol, options in _OPTIONS.items()}
+
+
 def protocol_of(url: str) -> str:
     return url.split("://", 1)[0] if "://" in url else "file"
 

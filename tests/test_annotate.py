@@ -28,6 +28,7 @@ from rpj_tasks.signals import (
     make_record,
     raw_words,
 )
+from rpj_tasks.signals import hashseed
 from rpj_tasks.signals.hashseed import SEED42, STABLE
 
 SNAPSHOT = "2023-06"
@@ -303,12 +304,12 @@ def probe(job: str) -> dict:
     """A worker job for run_jobs: the storage options it sees, or a crash."""
     if job == "crash":
         os._exit(3)
-    return storage._OPTIONS.get(job, {})
+    return storage.registered_options().get(job, {})
 
 
 @pytest.mark.skipif(dsir_hash_selfcheck(), reason="jobs would run in this interpreter")
 def test_worker_gets_storage_options_and_its_death_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(annotate, "_POLL_SECONDS", 0.2)
+    monkeypatch.setattr(hashseed, "_POLL_SECONDS", 0.2)
     options = {"endpoint_url": "http://127.0.0.1:9", "key": "k", "secret": "s"}
     monkeypatch.setitem(storage._OPTIONS, "s3", options)
     results = run_jobs(probe, ["s3", "crash", "s3"], SEED42)

@@ -104,3 +104,17 @@ def test_plan_5000_shards_fits_map_length():
     assert sum(len(u["mine"]) for u in units) == 5000
     seen = [seg for u in units for s in u["mine"] for seg in u["segments"][str(s)]]
     assert len(seen) == 90000 and len(set(seen)) == 90000
+
+
+def test_release_and_stats_layout_urls():
+    from rpj_tasks import layout
+
+    root = "s3://bucket/rpv2"
+    assert layout.signals_url(root, "2023-06", 7, "en", "head") == (
+        "s3://bucket/rpv2/quality_signals/2023-06/0007/en_head.signals.json.gz")
+    assert layout.minhash_url(root, "2023-06", 7, "de", "middle") == (
+        "s3://bucket/rpv2/minhash/2023-06/0007/de_middle.minhash.parquet")
+    assert layout.annotate_stats_url(root, "2023-06", 7) == "s3://bucket/rpv2/stats/annotate/2023-06/0007.json"
+    assert layout.documents_url(root, "2023-06", 7, "en", "head").endswith("/documents/2023-06/0007/en_head.json.gz")
+    with pytest.raises(ValueError):
+        layout.signals_url(root, "2023/06", 7, "en", "head")

@@ -82,3 +82,17 @@ def test_listdir_join_remove(tmp_path):
     storage.remove(storage.join(base, "d", "1.txt"))
     storage.remove(storage.join(base, "d", "nope.txt"))
     assert storage.listdir(storage.join(base, "d")) == ["2.txt"]
+
+
+def test_registered_options_is_a_copy():
+    storage.register_options("memory", {"skip_instance_cache": True})
+    try:
+        options = storage.registered_options()
+        assert options["memory"] == {"skip_instance_cache": True}
+        options["memory"]["skip_instance_cache"] = False
+        options["s3x"] = {}
+        assert storage.registered_options()["memory"] == {"skip_instance_cache": True}
+        assert "s3x" not in storage.registered_options()
+    finally:
+        with storage._LOCK:
+            storage._OPTIONS.pop("memory", None)

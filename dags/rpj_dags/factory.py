@@ -185,7 +185,7 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
             log.info("snapshot %s CCNet summary:\n%s", cfg.id, json.dumps(summary, indent=1, sort_keys=True))
             missing = {"ccnet": summary["missing_shards"]}
             if params["annotate"]:
-                from rpj_tasks.annotate import annotate_stats_url
+                from rpj_tasks.layout import annotate_stats_url
 
                 missing["annotate"] = [s for s in shards if not storage.exists(annotate_stats_url(cfg.storage_root, cfg.id, s))]
             failed = {stage: ids for stage, ids in missing.items() if ids}

@@ -21,6 +21,7 @@ import multiprocessing.pool
 import os
 import platform
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -36,16 +37,22 @@ SEED42_VECTORS: tuple[tuple[str | tuple[str, str], int], ...] = (
     ((".", "The"), 3900638045852841616),
 )
 _ENV_LOCK = threading.Lock()
+_POLL_SECONDS = 1.0
+STARTUP_SECONDS = 300.0
 T = TypeVar("T")
 
 __all__ = [
-    "HASH_MODES", "SEED42", "STABLE", "HashSeedError", "call_with_seed42", "dsir_hash_selfcheck",
-    "feature_hash", "require_seed42", "seed42_pool", "stable_hash",
+    "HASH_MODES", "SEED42", "STABLE", "HashSeedError", "WorkerDiedError", "await_result", "call_with_seed42",
+    "dsir_hash_selfcheck", "feature_hash", "require_seed42", "seed42_pool", "stable_hash", "worker_pid",
 ]
 
 
 class HashSeedError(RuntimeError):
     """DSIR features were requested in a mode this interpreter cannot reproduce."""
+
+
+class WorkerDiedError(RuntimeError):
+    """A seed-42 worker process exited (killed, out of memory, ``os._exit``) before answering."""
 
 
 def stable_hash(obj: str | tuple[str, ...]) -> int:
@@ -88,7 +95,9 @@ def seed42_pool(processes: int) -> Iterator[multiprocessing.pool.Pool]:
 
     The variable is exported only while the pool starts its workers (all at once, under a lock);
     a worker the pool re-spawns later would miss it, so do not use ``maxtasksperchild``.  Workers
-    that compute DSIR scores check the seed themselves and fail loudly if it is wrong.
+    that compute DSIR scores check the seed themselves and fail loudly if it is wrong.  A
+    ``multiprocessing.Pool`` silently replaces a worker that dies and the task it held never
+    finishes: wait with :func:`await_result` (as :func:`call_with_seed42` does), not a bare ``get()``.
     """
     ctx = multiprocessing.get_context("spawn")
     with _ENV_LOCK:
@@ -108,7 +117,33 @@ def seed42_pool(processes: int) -> Iterator[multiprocessing.pool.Pool]:
         pool.join()
 
 
+def worker_pid() -> int:
+    """The pid of the process this runs in (ask a pool worker for its own)."""
+    return os.getpid()
+
+
+def await_result(result: multiprocessing.pool.AsyncResult, pid: int, what: str) -> Any:
+    """``result.get()``, but raise :class:`WorkerDiedError` as soon as worker ``pid`` is gone."""
+    while not result.ready():
+        result.wait(_POLL_SECONDS)
+        if not result.ready() and pid not in {p.pid for p in multiprocessing.active_children()}:
+            raise WorkerDiedError(f"{what}: worker process {pid} exited without finishing")
+    return result.get()
+
+
 def call_with_seed42(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run the picklable ``fn(*args, **kwargs)`` in a fresh ``PYTHONHASHSEED=42`` interpreter."""
+    """Run the picklable ``fn(*args, **kwargs)`` in a fresh ``PYTHONHASHSEED=42`` interpreter.
+
+    Raises :class:`WorkerDiedError` (naming ``fn``) if the worker dies or does not start within
+    :data:`STARTUP_SECONDS`, instead of waiting forever.
+    """
+    what = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
     with seed42_pool(1) as pool:
-        return pool.apply(fn, args, kwargs)
+        started = time.monotonic()
+        try:
+            pid = pool.apply_async(worker_pid).get(STARTUP_SECONDS)
+        except multiprocessing.TimeoutError:
+            raise WorkerDiedError(
+                f"{what}: the seed-42 worker did not start within {time.monotonic() - started:.0f}s"
+            ) from None
+        return await_result(pool.apply_async(fn, args, kwargs), pid, what)
