@@ -1,4 +1,4 @@
-"""Benchmark RPv2 MinHash: datasketch-only path vs the vectorised batch path, and the parquet writer.
+"""Benchmark RPv2 MinHash: datasketch-only path, the numpy batch path, the C path, and the parquet writer.
 
 Generates ~2,000 realistic ~500-word English documents offline (wordfreq vocabulary, Zipf-weighted,
 with sentences, punctuation and paragraphs), then prints one JSON object: docs/s for each path
@@ -81,8 +81,10 @@ def main() -> None:
             "mean_words": round(sum(map(len, words)) / len(words), 1),
             "normalize_only": timed(len(docs), lambda: [normalize(d).split() for d in docs]),
             "datasketch_only": timed(len(docs), datasketch_only),
-            "vectorised": timed(len(docs), vectorised),
-            "vectorised_from_words": timed(len(docs), lambda: minhash.signatures_from_words(words)),
+            "texts_default_path": timed(len(docs), vectorised),
+            "numpy_from_words": timed(len(docs), lambda: minhash.signatures_from_words_numpy(words)),
+            "native_from_words": timed(len(docs), lambda: minhash.signatures_from_words_native(words))
+            if minhash.native is not None else None,
             "parquet_writer": timed(
                 len(docs), lambda: minhash.write_minhash_parquet(url, "2023-06/0000/en_head.json.gz", docs)
             ),
