@@ -13,18 +13,31 @@ import math
 import random
 import re
 import string
-import time
 import unicodedata
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from rpj_tasks import speedups
-from rpj_tasks.signals import SIGNAL_KEYS, SignalArtifacts, compute_signals, encode_record, make_record, prepare
+from rpj_tasks import minhash, speedups
+from rpj_tasks.signals import (
+    SIGNAL_KEYS,
+    DsirScorer,
+    SignalArtifacts,
+    call_with_seed42,
+    compute_signals,
+    encode_record,
+    make_record,
+    prepare,
+)
+from rpj_tasks.signals import compute, models, repetition
+from rpj_tasks.signals import text as text_mod
 from rpj_tasks.signals.artifacts import ldnoobw_entries
+from rpj_tasks.signals.hashseed import SEED42
+from rpj_tasks.signals.models import DSIR_BUCKETS
 from rpj_tasks.signals.repetition import repetition_scores
 
 R = 8
@@ -218,21 +231,121 @@ def test_thousands_of_lines(en: SignalArtifacts) -> None:
     assert len(signals["rps_lines_num_words"]) == 4000
 
 
-def test_single_5mb_line_is_fast(en: SignalArtifacts) -> None:
-    """A 5 MB line of Zipf-like words with heavy repetition (numpy n-gram path); slow-ish, < 5 s."""
-    rng = random.Random(5)
+def zipf_line(size: int, seed: int = 5) -> str:
+    """One line (no ``\\n``) of >= ``size`` chars: 40-word sentences from a 3000-word vocabulary,
+    30% of them the same sentence (heavy n-gram repetition)."""
+    rng = random.Random(seed)
     vocab = [f"w{i}" for i in range(3000)]
     sentence = " ".join(rng.choices(vocab, k=40))
-    parts, size = [], 0
-    while size < 5_000_000:
+    parts, total = [], 0
+    while total < size:
         piece = sentence if rng.random() < 0.3 else " ".join(rng.choices(vocab, k=40))
         parts.append(piece)
-        size += len(piece) + 1
-    raw = " ".join(parts)
-    start = time.process_time()
+        total += len(piece) + 1
+    return " ".join(parts)
+
+
+def spy(monkeypatch: pytest.MonkeyPatch, module: object, name: str, calls: Counter) -> None:
+    """Replace ``module.name`` by a wrapper that counts its calls in ``calls[name]``."""
+    real = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        calls[name] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+
+
+def dsir_native_and_python(raw: str) -> dict:
+    """Runs in a PYTHONHASHSEED=42 worker: DSIR features and signals of ``raw`` with the compiled
+    counter and with :meth:`DsirScorer.features_python` (synthetic counts; only equality matters)."""
+    rng = np.random.default_rng(0)
+
+    def pair(lam: float) -> tuple[np.ndarray, np.ndarray]:
+        return rng.integers(1, 1000, DSIR_BUCKETS, dtype=np.int64), np.asarray(lam)
+
+    source, targets = pair(900.0), {"wikipedia": pair(500.0), "books": pair(610.0)}
+    compiled = DsirScorer(source, targets, SEED42)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(models, "native", None)
+        python = DsirScorer(source, targets, SEED42)
+    tokens = prepare(raw).tokens
+    features = compiled.features(tokens)
+    return {
+        "native_flags": (compiled._native, python._native),
+        "features_equal": bool(np.array_equal(features, compiled.features_python(tokens))),
+        "features_total": int(features.sum()),
+        "tokens": len(tokens),
+        "signals": [
+            {k: v for k, v in compute_signals({"raw_content": raw}, SignalArtifacts(lang="en", dsir=s)).items()
+             if "importance" in k}
+            for s in (compiled, python)
+        ],
+    }
+
+
+def test_single_5mb_line(en: SignalArtifacts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 5 MB line of Zipf-like words with heavy repetition: every signal equals its pure-Python twin's,
+    the literal oracle agrees on a 250 KB line built the same way, and both MinHash paths agree."""
+    raw = zipf_line(5_000_000)
+    assert "\n" not in raw and len(raw) >= 5_000_000
+    calls: Counter = Counter()
+    for module, name in [(compute, "_token_stats_python"), (compute, "_line_columns_python"),
+                         (compute, "_line_columns_native"), (repetition, "_chain_native"),
+                         (repetition, "_chain_numpy"), (repetition, "_chain_python")]:
+        spy(monkeypatch, module, name, calls)
     signals = compute_signals({"raw_content": raw}, en)
-    elapsed = time.process_time() - start
-    assert elapsed < 5.0
     assert len(signals["rps_lines_num_words"]) == 1 and signals["rps_doc_word_count"][0][2] > 700_000
-    words = prepare(raw).words
-    assert repetition_scores(words[:20000], use_numpy=True) == repetition_scores(words[:20000], use_numpy=False)
+    assert signals["rps_doc_frac_chars_top_2gram"][0][2] > 0 and signals["rps_doc_frac_chars_dupe_10grams"][0][2] > 0
+    doc = prepare(raw)
+    words = doc.words
+
+    # the same document on the pure-Python twins of every compiled loop
+    if speedups.native is None:
+        assert calls["_line_columns_python"] == 1 and calls["_chain_native"] == 0
+    else:
+        assert calls == Counter({"_line_columns_native": 1, "_chain_native": 1})
+        assert text_mod.raw_words is speedups.native.word_punct
+        calls.clear()
+        for module in (compute, text_mod, repetition, models, minhash):
+            assert module.native is speedups.native
+            monkeypatch.setattr(module, "native", None)
+        spy(monkeypatch, text_mod, "raw_words_python", calls)
+        monkeypatch.setattr(text_mod, "raw_words", text_mod.raw_words_python)
+        # the pure-Python n-gram chain (numpy is the default above NUMPY_MIN_WORDS without C)
+        monkeypatch.setattr(repetition, "NUMPY_MIN_WORDS", math.inf)
+        python_signals = compute_signals({"raw_content": raw}, en)
+        assert calls == Counter({"raw_words_python": 1, "_token_stats_python": 1, "_line_columns_python": 1,
+                                 "_chain_python": 1})
+        assert python_signals == signals
+        # RW tokens in full (one token more or less would not move an 8-place ratio of this text)
+        assert prepare(raw) == doc and calls["raw_words_python"] == 2
+        monkeypatch.undo()
+        assert compute.native is speedups.native and text_mod.raw_words is speedups.native.word_punct
+    # the numpy n-gram chain on all the words
+    top, dupe = repetition_scores(words, use_numpy=True, use_native=False)
+    assert {f"rps_doc_frac_chars_top_{n}gram": [(0, len(raw), v)] for n, v in top.items()} | {
+        f"rps_doc_frac_chars_dupe_{n}grams": [(0, len(raw), v)] for n, v in dupe.items()
+    } == {k: v for k, v in signals.items() if "frac_chars" in k}
+
+    # DSIR: the compiled counter needs builtin hash with PYTHONHASHSEED=42, so a seed-42 worker
+    if speedups.native is not None:
+        dsir = call_with_seed42(dsir_native_and_python, raw)
+        assert dsir["native_flags"] == (True, False) and dsir["features_equal"]
+        assert dsir["features_total"] == 2 * dsir["tokens"] - 1 and dsir["tokens"] > 700_000
+        assert dsir["signals"][0] == dsir["signals"][1]
+        assert dsir["signals"][0]["rps_doc_wikipedia_importance"][0][2] is not None
+
+    # MinHash: the compiled loop and the numpy path
+    numpy_sigs = minhash.signatures_from_words_numpy([words])
+    assert numpy_sigs[0] is not None and numpy_sigs[0].shape == (minhash.NUM_PERM,)
+    if speedups.native is not None:
+        native_sigs = minhash.signatures_from_words_native([words])
+        assert native_sigs[0] is not None and np.array_equal(native_sigs[0], numpy_sigs[0])
+        assert native_sigs[0].dtype == numpy_sigs[0].dtype == np.uint32
+
+    # the literal oracle on a shorter line built the same way
+    short = zipf_line(250_000)
+    assert "\n" not in short and len(short) >= 250_000
+    short_signals = check_against_oracle(short, en)
+    assert len(short_signals["rps_lines_num_words"]) == 1 and short_signals["rps_doc_word_count"][0][2] > 35_000
