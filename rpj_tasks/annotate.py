@@ -277,6 +277,18 @@ def _artifacts_manifest(artifacts_url: str, hash_mode: str) -> dict[str, Any]:
     }
 
 
+def _changed_since(record: dict[str, Any], ccnet_sha256: str, artifacts: dict[str, Any], buckets: tuple[str, ...]) -> str:
+    """Why a finished shard's stats record does not describe this run ('' if it does)."""
+    if record.get("ccnet_stats_sha256") != ccnet_sha256:
+        return "its CCNet output changed"
+    if record.get("buckets") != list(buckets):
+        return f"the annotated buckets changed ({record.get('buckets')} -> {list(buckets)})"
+    earlier = record.get("artifacts", {})
+    if any(earlier.get(key) != artifacts[key] for key in ("url", "manifest_sha256", "hash_mode")):
+        return f"the signal artifacts changed ({earlier.get('url')} -> {artifacts['url']})"
+    return ""
+
+
 def _ccnet_record_sha256(cfg: SnapshotConfig, shard: int) -> str:
     url = layout.ccnet_stats_url(cfg.storage_root, cfg.id, shard)
     if not storage.exists(url):
@@ -348,18 +360,19 @@ def annotate_shard(
     shard = validate_shard(shard, cfg.num_shards)
     stats_url = annotate_stats_url(cfg.storage_root, cfg.id, shard)
     ccnet_sha256 = _ccnet_record_sha256(cfg, shard)
+    artifacts = _artifacts_manifest(artifacts_url, hash_mode)
+    buckets = (*DEFAULT_BUCKETS, "tail") if annotate_tail else DEFAULT_BUCKETS
     if storage.exists(stats_url) and not force:
         record = json.loads(storage.read_bytes(stats_url))
-        if record.get("ccnet_stats_sha256") == ccnet_sha256:
+        changed = _changed_since(record, ccnet_sha256, artifacts, buckets)
+        if not changed:
             log.info("shard %04d: annotated earlier (%s), skipping (use force to redo)", shard, stats_url)
             return {**record, "skipped": True}
-        log.info("shard %04d: CCNet output changed since it was annotated; annotating again", shard)
-    artifacts = _artifacts_manifest(artifacts_url, hash_mode)
+        log.info("shard %04d: %s since it was annotated; annotating again", shard, changed)
     storage.remove(stats_url)  # an interrupted rerun must not look finished
 
     started = time.perf_counter()
     stats = Stats()
-    buckets = (*DEFAULT_BUCKETS, "tail") if annotate_tail else DEFAULT_BUCKETS
     jobs = [
         FileJob(
             name=name, lang=lang, shard_key=layout.shard_key(cfg.id, shard, lang, bucket),

@@ -19,8 +19,8 @@ import logging
 import sys
 from typing import Any
 
-from rpj_tasks import ccnet, layout, models, plan
-from rpj_tasks.config import ConfigError, SnapshotConfig, load_registry, validate_languages
+from rpj_tasks import ccnet, layout, models, plan, storage
+from rpj_tasks.config import DSIR_HASH_MODES, ConfigError, SnapshotConfig, load_registry, validate_languages
 from rpj_tasks.stats import Stats
 
 
@@ -47,6 +47,7 @@ def snapshot_config(args: argparse.Namespace) -> SnapshotConfig:
         source_base=args.source_base,
         num_shards=args.num_shards,
         languages=validate_languages(args.languages) if args.languages else None,
+        dsir_hash_mode=getattr(args, "hash_mode", None),
     )
 
 
@@ -86,7 +87,7 @@ def cmd_mine(cfg: SnapshotConfig, units: list[dict[str, Any]], force: bool) -> N
 
 
 def cmd_annotate(cfg: SnapshotConfig, units: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    from rpj_tasks.annotate import annotate_shard
+    from rpj_tasks.annotate import ArtifactsError, MissingInputError, annotate_shard
 
     if cfg.sample:
         from rpj_tasks.sample_setup import ensure_signal_artifacts
@@ -96,20 +97,31 @@ def cmd_annotate(cfg: SnapshotConfig, units: list[dict[str, Any]], args: argpars
         artifacts = layout.signal_artifacts_url(cfg.storage_root, cfg.signals_version)
     for unit in units:
         for shard in unit["mine"]:
-            rec = annotate_shard(cfg, shard, artifacts_url=artifacts, annotate_tail=args.tail, force=args.force)
+            try:
+                rec = annotate_shard(cfg, shard, artifacts_url=artifacts, annotate_tail=args.tail, force=args.force,
+                                     hash_mode=cfg.dsir_hash_mode)
+            except (ArtifactsError, MissingInputError) as exc:  # a precondition, not a crash: say so
+                raise ConfigError(str(exc)) from exc
             state = "skipped (finished)" if rec["skipped"] else "done"
             print(f"annotate shard {shard:04d}: {state}")
 
 
 def run_signal_artifacts(args: argparse.Namespace) -> None:
-    from rpj_tasks.signal_artifacts import build_signal_artifacts
+    from rpj_tasks.signal_artifacts import build_signal_artifacts, install_signal_artifacts
 
     registry = load_registry(args.registry)
     root = args.storage_root or next(iter(registry.values())).storage_root
     out = layout.signal_artifacts_url(root, args.version)
-    with open(args.config) as f:
-        config = json.load(f)
-    print(json.dumps(build_signal_artifacts(config, out), indent=1, sort_keys=True))
+    if storage.exists(storage.join(out, "MANIFEST.json")) and not args.force:
+        print(f"signal artifacts already exist at {out} (use --force to rebuild)")
+        return
+    if args.install_from:
+        extra = {"stopwords_url_template": args.stopwords_url_template} if args.stopwords_url_template else {}
+        manifest = install_signal_artifacts(args.install_from, out, validate_languages(args.languages), **extra)
+    else:
+        with open(args.config) as f:
+            manifest = build_signal_artifacts(json.load(f), out)
+    print(json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,11 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--languages", help="e.g. en,de")
         if name == "annotate":
             s.add_argument("--tail", action="store_true", help="annotate the tail bucket too")
+            s.add_argument("--hash-mode", choices=DSIR_HASH_MODES,
+                           help="DSIR hash mode (default: the registry's dsir_hash_mode); must match the artifacts")
 
-    a = sub.add_parser("signal-artifacts", help="build quality-signal artifacts (word lists, UT1, classifiers, DSIR)")
-    a.add_argument("--version", required=True)
+    a = sub.add_parser("signal-artifacts", help="build or install quality-signal artifacts (word lists, UT1, classifiers, DSIR)")
+    a.add_argument("--version", required=True, help="written to artifacts/signals/<version>/ (snapshots: signals_version)")
     a.add_argument("--storage-root")
-    a.add_argument("--config", required=True, help="JSON file: see rpj_tasks.signal_artifacts.build_signal_artifacts")
+    a.add_argument("--force", action="store_true", help="rebuild if this version exists")
+    how = a.add_mutually_exclusive_group(required=True)
+    how.add_argument("--config", help="build: JSON file, see rpj_tasks.signal_artifacts.build_signal_artifacts")
+    how.add_argument("--install-from", help="install: URL of published RPv2 artifacts (the reference's artifacts_dir)")
+    a.add_argument("--languages", default="en,de,fr,es,it", help="install: languages to copy")
+    a.add_argument("--stopwords-url-template", help="install: stop-word lists URL with {lang} (default: upstream)")
 
     m = sub.add_parser("models", help="CCNet perplexity models")
     msub = m.add_subparsers(dest="models_cmd", required=True)

@@ -82,6 +82,11 @@ def snapshot_week_start(snapshot: str) -> dt.date:
         raise ConfigError(f"snapshot {snapshot!r}: {year} has no ISO week {week}") from exc
 
 
+#: DSIR feature-hash modes (``rpj_tasks.signals.hashseed.HASH_MODES``, repeated here so that DAG
+#: parsing does not import the signal code; a test keeps the two equal).
+DSIR_HASH_MODES = ("cpython-seed42", "stable")
+
+
 @dataclass(frozen=True)
 class SnapshotConfig:
     """Settings of one snapshot (registry defaults merged with the entry)."""
@@ -97,6 +102,7 @@ class SnapshotConfig:
     lid_model: str = ""
     models_version: str = "ccnet-official"
     signals_version: str = "rpv2-official"
+    dsir_hash_mode: str = "cpython-seed42"
     download_pool: str = "rpj_commoncrawl"
     download_pool_slots: int = 4
     dag_id: str = ""
@@ -112,6 +118,10 @@ class SnapshotConfig:
         for key in ("models_version", "signals_version"):
             if not MODELS_VERSION_RE.match(getattr(self, key)):
                 raise ConfigError(f"{self.id}: invalid {key} {getattr(self, key)!r}")
+        if self.dsir_hash_mode not in DSIR_HASH_MODES:
+            raise ConfigError(
+                f"{self.id}: dsir_hash_mode must be one of {', '.join(DSIR_HASH_MODES)}, got {self.dsir_hash_mode!r}"
+            )
         if not self.dag_id:
             object.__setattr__(self, "dag_id", "rpv2_" + self.id.replace("-", "_"))
 

@@ -121,6 +121,7 @@ def ensure_signal_artifacts(cfg: SnapshotConfig) -> str:
         "ldnoobw_url_template": (WORDLISTS / "ldnoobw").as_uri() + "/{lang}.txt",
         "ccnet": {"documents_root": storage.join(cfg.storage_root, "documents"), "snapshots": [cfg.id]},
         "corpora": corpora,
+        "hash_mode": cfg.dsir_hash_mode,
         **SIGNALS_SAMPLE_SIZES,
     }
     log.info("building the sample quality-signal artifacts %s", out)

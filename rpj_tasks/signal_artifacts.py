@@ -12,6 +12,10 @@ Layout under an artifacts root URL (what ``rpj_tasks.signals.SignalArtifacts.loa
     stopwords/{lang}.json                                  the upstream JSON array, byte for byte
     MANIFEST.json                                          provenance of every file above
 
+:func:`install_signal_artifacts` fills the same layout from published RPv2 artifacts (the
+reference's ``artifacts_dir``: ``bad_words/``, ``bad_urls/``, ``classifiers/``, ``dsir/``), so that
+annotation with them gives the published scores.
+
 Every builder returns manifest entries keyed by the path relative to the root: source URLs,
 sha256 of the written bytes, counts, seeds and, for DSIR, the ``hash_mode``:
 
@@ -563,6 +567,94 @@ def _build_classifier(
     ccnet = config["ccnet"]
     sources = [corpora[t] for t in targets] + [storage.join(ccnet["documents_root"], s) for s in ccnet["snapshots"]]
     return {rel: {"sources": sources, **entry}}
+
+
+#: The published RPv2 artifacts directory (the reference's ``artifacts_dir``) -> this layout.
+REFERENCE_LAYOUT = {
+    "ldnoobw": "bad_words/{lang}.txt",
+    "ut1": "bad_urls/domain_to_category_id.json",
+    "classifier": "classifiers/{lang}/{name}.model.bin",
+    "dsir": "dsir/{lang}/{dataset}.{lang}.{kind}",
+}
+
+
+def install_signal_artifacts(
+    source_url: str,
+    out_root: str,
+    langs: Iterable[str] = LANGS,
+    *,
+    stopwords_url_template: str = DEFAULT_STOPWORDS_URL,
+) -> dict[str, Any]:
+    """Install published (reference-layout) quality-signal artifacts under ``out_root``.
+
+    ``source_url`` is a directory laid out as the reference's ``artifacts_dir`` (see
+    :data:`REFERENCE_LAYOUT`): ``bad_words/{lang}.txt`` (required for every language),
+    ``bad_urls/domain_to_category_id.json``, ``classifiers/{lang}/{palm|wikipedia|wikiref}.model.bin``
+    and ``dsir/{lang}/{dataset}.{lang}.10000.counts.npy`` / ``.lambda.npy``; the optional parts that
+    are absent are counted and logged (their signals are null, as in the reference).  The reference
+    keeps its stop words in code; here they are fetched from ``stopwords_url_template`` (the same
+    upstream lists).  The files are copied byte for byte and ``MANIFEST.json`` records
+    ``hash_mode = "cpython-seed42"``, the mode the published DSIR counts were made in.
+    """
+    langs = [_check_name("language", lang) for lang in langs]
+    stats = Stats()
+    artifacts = fetch_word_lists(
+        out_root, langs, stopwords_url_template=stopwords_url_template,
+        ldnoobw_url_template=storage.join(source_url, REFERENCE_LAYOUT["ldnoobw"]),
+    )
+
+    def copy(rel_source: str, rel_out: str, validate: Any = None) -> None:
+        url = storage.join(source_url, rel_source)
+        if not storage.exists(url):
+            stats.inc("missing")
+            log.warning("install: %s not found; the signals that need it will be null", url)
+            return
+        data = storage.read_bytes(url)
+        if validate is not None:
+            validate(url, data)
+        artifacts[rel_out] = {"sources": [url], **_write(storage.join(out_root, rel_out), data)}
+        stats.inc("copied")
+
+    copy(REFERENCE_LAYOUT["ut1"], "ut1/domain_to_category_id.json", _check_ut1_map)
+    for lang in langs:
+        for name in ("palm", "wikipedia", "wikiref"):
+            copy(REFERENCE_LAYOUT["classifier"].format(lang=lang, name=name), f"classifiers/{lang}/{name}.model.bin")
+        for dataset in DSIR_DATASETS:
+            for kind in (f"{DSIR_BUCKETS}.counts.npy", "lambda.npy"):
+                rel = REFERENCE_LAYOUT["dsir"].format(lang=lang, dataset=dataset, kind=kind)
+                copy(rel, rel, _check_npy)
+    manifest = {
+        "format_version": 1,
+        "hash_mode": "cpython-seed42",
+        "dsir_buckets": DSIR_BUCKETS,
+        "installed_from": source_url,
+        "langs": langs,
+        "artifacts": dict(sorted(artifacts.items())),
+        "counts": dict(sorted(stats.counts.items())),
+    }
+    storage.write_bytes(storage.join(out_root, "MANIFEST.json"),
+                        json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n")
+    log.info("signal artifacts installed from %s to %s: %s", source_url, out_root, stats.summary())
+    return manifest
+
+
+def _check_ut1_map(url: str, data: bytes) -> None:
+    try:
+        mapping = json.loads(data)
+    except ValueError as exc:
+        raise ValueError(f"{url}: not JSON ({exc})") from exc
+    if not isinstance(mapping, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in mapping.values()):
+        raise ValueError(f"{url}: not a JSON object of domain -> integer category id")
+
+
+def _check_npy(url: str, data: bytes) -> None:
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as exc:
+        raise ValueError(f"{url}: not a .npy array ({exc})") from exc
+    expected = (DSIR_BUCKETS,) if url.endswith(".counts.npy") else ()
+    if array.shape != expected:
+        raise ValueError(f"{url}: shape {array.shape}, expected {expected}")
 
 
 def build_signal_artifacts(config: dict[str, Any], out_root: str) -> dict[str, Any]:

@@ -152,6 +152,7 @@ def test_stats_record_is_the_finished_marker(vector_shard) -> None:
     stored = json.loads((root / "stats" / "annotate" / SNAPSHOT / "0000.json").read_text())
     assert stored == {k: v for k, v in record.items() if k != "skipped"} and record["skipped"] is False
     manifest = (Path(artifacts.removeprefix("file://")) / "MANIFEST.json").read_bytes()
+    assert stored["artifacts"]["url"] == artifacts  # the versioned artifacts directory used
     assert stored["artifacts"]["manifest_sha256"] == hashlib.sha256(manifest).hexdigest()
     assert stored["artifacts"]["hash_mode"] == SEED42
     assert stored["artifacts"]["languages"]["en"]["stop_words"] == 570
@@ -175,6 +176,30 @@ def test_finished_shard_is_skipped(vector_shard) -> None:
 
 
 # ---------------------------------------------------------------- alignment, tail, commit protocol
+
+
+def test_finished_shard_is_redone_when_buckets_or_artifacts_change(shared_data: Path, tmp_path: Path) -> None:
+    root = tmp_path / "rel"
+    en = vector_lines(shared_data, "en")
+    write_shard(root, {"en_head.json.gz": en, "en_tail.json.gz": en[:2]})
+    v1 = write_artifacts(tmp_path / "v1", shared_data, STABLE)
+    cfg = config(root)
+    assert annotate_shard(cfg, 0, artifacts_url=v1, hash_mode=STABLE)["skipped"] is False
+    assert not (root / "quality_signals" / SNAPSHOT / "0000" / "en_tail.signals.json.gz").exists()
+
+    with_tail = annotate_shard(cfg, 0, artifacts_url=v1, annotate_tail=True, hash_mode=STABLE)
+    assert with_tail["skipped"] is False and with_tail["buckets"] == ["head", "middle", "tail"]
+    assert len(signals_lines(root, "en_tail")) == 2
+    assert annotate_shard(cfg, 0, artifacts_url=v1, annotate_tail=True, hash_mode=STABLE)["skipped"] is True
+
+    v2 = write_artifacts(tmp_path / "v2", shared_data, STABLE, dsir_lang="en")
+    redone = annotate_shard(cfg, 0, artifacts_url=v2, annotate_tail=True, hash_mode=STABLE)
+    assert redone["skipped"] is False and redone["artifacts"]["url"] == v2
+    assert annotate_shard(cfg, 0, artifacts_url=v2, annotate_tail=True, hash_mode=STABLE)["skipped"] is True
+    # same URL, rebuilt artifacts (another manifest): redone too
+    manifest = tmp_path / "v2" / "MANIFEST.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "seed": 7}))
+    assert annotate_shard(cfg, 0, artifacts_url=v2, annotate_tail=True, hash_mode=STABLE)["skipped"] is False
 
 
 def test_bad_lines_keep_alignment(shared_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

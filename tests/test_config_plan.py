@@ -57,6 +57,17 @@ def test_registry_loads_84_snapshots_and_sample(monkeypatch):
     assert sample.sample and sample.dag_id == "rpv2_sample" and sample.num_shards == 4
 
 
+def test_dsir_hash_mode_setting():
+    from rpj_tasks.config import DSIR_HASH_MODES
+    from rpj_tasks.signals.hashseed import HASH_MODES
+
+    assert DSIR_HASH_MODES == HASH_MODES  # config repeats them so that DAG parsing stays light
+    assert cfg().dsir_hash_mode == "cpython-seed42" and cfg(dsir_hash_mode="stable").dsir_hash_mode == "stable"
+    assert all(c.dsir_hash_mode == "cpython-seed42" for c in load_registry().values())
+    with pytest.raises(ConfigError, match="dsir_hash_mode must be one of cpython-seed42, stable, got 'seed7'"):
+        cfg(dsir_hash_mode="seed7")
+
+
 def test_registry_rejects_unknown_keys(tmp_path):
     p = tmp_path / "r.yaml"
     p.write_text("defaults: {storage_root: file:///x, source_base: file:///y}\nsnapshots:\n  - {id: '2023-06', shardz: 3}\n")

@@ -55,6 +55,7 @@ def test_snapshot_dag_shape_and_params(dagbag):
     assert d["params"]["languages"] == ["en", "de", "fr", "es", "it"]
     assert d["params"]["force"] is False
     assert d["params"]["annotate"] is True and d["params"]["annotate_tail"] is False
+    assert d["params"]["dsir_hash_mode"] == "cpython-seed42"
     assert dagbag["dags"]["rpv2_sample"]["params"]["num_shards"] == 4
 
 

@@ -164,3 +164,21 @@ def test_cli_run_gives_identical_bytes(run, tmp_path):
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
     assert doc_files(tmp_path / "data") == doc_files(tmp / "data")
+
+    def rpj(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "rpj"), *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+    proc = rpj("annotate", "--snapshot", SNAPSHOT, "--shards", "0-3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count(": done") == 4
+    for component in ("quality_signals", "minhash"):
+        assert doc_files(tmp_path / "data", component) == doc_files(tmp / "data", component), component
+    # --tail annotates the tail files too (a finished shard is redone because the buckets changed)
+    proc = rpj("annotate", "--snapshot", SNAPSHOT, "--shards", "0", "--tail")
+    assert proc.returncode == 0 and "annotate shard 0000: done" in proc.stdout, proc.stderr[-3000:]
+    tails = sorted(p.name for p in (tmp_path / "data" / "quality_signals" / SNAPSHOT / "0000").glob("*_tail.*"))
+    assert tails and len(tails) == len(list((tmp_path / "data" / "documents" / SNAPSHOT / "0000").glob("*_tail.*")))
+    # artifacts of the reference hash mode, annotation asked to run in the stable one: a clear refusal
+    proc = rpj("annotate", "--snapshot", SNAPSHOT, "--shards", "1", "--force", "--hash-mode", "stable")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "built with DSIR hash_mode 'cpython-seed42', but the annotation runs in 'stable'" in proc.stderr

@@ -117,3 +117,20 @@ def test_prep_artifacts_dag_builds_signal_artifacts(tmp_path):
     assert (out / "dsir" / "en" / "wikipedia.en.10000.counts.npy").exists()
     assert (out / "classifiers" / "en" / "palm.model.bin").exists()
     assert not (tmp_path / "data" / "artifacts" / "ccnet").exists()
+
+    # signals_source=install: published (reference-layout) artifacts copied under another version
+    from test_signal_artifacts import reference_layout
+
+    from rpj_tasks.sample_setup import WORDLISTS as lists
+
+    files = reference_layout(tmp_path / "published", lists)  # the bundled lists stand in for shared/data
+    conf = {"source": "none", "signals_source": "install", "signals_version": "rpv2-official", "languages": ["en"],
+            "signals_install_url": (tmp_path / "published").as_uri(),
+            "signals_config": {"stopwords_url_template": (lists / "stopwords").as_uri() + "/{lang}.json"}}
+    proc = airflow(env, "dags", "test", "rpv2_prep_artifacts", "-c", json.dumps(conf))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    out = tmp_path / "data" / "artifacts" / "signals" / "rpv2-official"
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    assert manifest["installed_from"] == conf["signals_install_url"] and manifest["langs"] == ["en"]
+    assert (out / "dsir/en/wikipedia.en.10000.counts.npy").read_bytes() == files["dsir/en/wikipedia.en.10000.counts.npy"]
+    assert (out / "ldnoobw/en.txt").read_bytes() == files["bad_words/en.txt"]

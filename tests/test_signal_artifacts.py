@@ -444,3 +444,95 @@ def test_build_signal_artifacts_writes_the_layout_and_manifest(tmp_path, shared_
     # deterministic: a rebuild gives the same bytes (sha256 of every file)
     again = sa.build_signal_artifacts({**config, "langs": ["de"]}, (tmp_path / "again").as_uri())
     assert again["artifacts"] == {k: v for k, v in arts.items() if "/en" not in k}
+
+
+def serve(directory: Path) -> tuple[str, http.server.ThreadingHTTPServer]:
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}", server
+
+
+def reference_layout(root: Path, shared_data: Path) -> dict[str, bytes]:
+    """A directory laid out as the reference's ``artifacts_dir`` (published RPv2 artifacts): en with a
+    palm model and two DSIR datasets, de with its LDNOOBW list only."""
+    rng = np.random.default_rng(3)
+    files = {
+        "bad_words/en.txt": (shared_data / "ldnoobw/en.txt").read_bytes(),
+        "bad_words/de.txt": (shared_data / "ldnoobw/de.txt").read_bytes(),
+        "bad_urls/domain_to_category_id.json": json.dumps({"a.example": 23, "b.example": 4}).encode(),
+        "classifiers/en/palm.model.bin": Path(default_lid_model_path()).read_bytes(),  # any fastText model
+    }
+    for dataset, lam in (("ccnet", 400.0), ("wikipedia", 900.0)):
+        for kind, array in (("10000.counts.npy", rng.integers(1, 50, 10000)), ("lambda.npy", np.asarray(lam))):
+            buf = io.BytesIO()
+            np.save(buf, array)
+            files[f"dsir/en/{dataset}.en.{kind}"] = buf.getvalue()
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return files
+
+
+def test_install_published_artifacts_over_http(tmp_path, shared_data):
+    files = reference_layout(tmp_path / "published", shared_data)
+    source, server = serve(tmp_path / "published")
+    try:
+        out = tmp_path / "artifacts"
+        manifest = sa.install_signal_artifacts(
+            source, out.as_uri(), ["en", "de"], stopwords_url_template=(shared_data / "stopwords").as_uri() + "/{lang}.json")
+    finally:
+        server.shutdown()
+        server.server_close()
+    renamed = {"bad_words/en.txt": "ldnoobw/en.txt", "bad_words/de.txt": "ldnoobw/de.txt",
+               "bad_urls/domain_to_category_id.json": "ut1/domain_to_category_id.json"}
+    for rel, data in files.items():
+        assert (out / renamed.get(rel, rel)).read_bytes() == data, rel
+    assert (out / "stopwords/de.json").read_bytes() == (shared_data / "stopwords/de.json").read_bytes()
+    assert manifest["hash_mode"] == "cpython-seed42" and manifest["installed_from"] == source
+    assert json.loads((out / "MANIFEST.json").read_text()) == manifest
+    assert manifest["artifacts"]["ldnoobw/en.txt"]["sources"] == [f"{source}/bad_words/en.txt"]
+    # en: wikipedia/wikiref models, 2 x 2 DSIR files absent; de: 3 models, 8 DSIR files, nothing else
+    assert manifest["counts"] == {"copied": 6, "missing": 2 + 4 + 3 + 8}
+    loaded = call_with_seed42(loaded_summary, out.as_uri(), ["en"])
+    assert loaded["en"] == {"stop_words": 570, "ldnoobw": 403, "ut1": {"a.example": 23, "b.example": 4},
+                            "classifiers": ["palm"], "dsir": ["wikipedia"]}
+
+
+def test_install_refuses_malformed_published_files(tmp_path, shared_data):
+    reference_layout(tmp_path / "published", shared_data)
+    buf = io.BytesIO()
+    np.save(buf, np.zeros(5))
+    (tmp_path / "published/dsir/en/wikipedia.en.10000.counts.npy").write_bytes(buf.getvalue())
+    with pytest.raises(ValueError, match=r"wikipedia.en.10000.counts.npy: shape \(5,\), expected \(10000,\)"):
+        sa.install_signal_artifacts((tmp_path / "published").as_uri(), (tmp_path / "out").as_uri(), ["en"],
+                                    stopwords_url_template=(shared_data / "stopwords").as_uri() + "/{lang}.json")
+    assert not (tmp_path / "out" / "MANIFEST.json").exists()
+    (tmp_path / "published/bad_words/en.txt").unlink()
+    with pytest.raises(FileNotFoundError):
+        sa.install_signal_artifacts((tmp_path / "published").as_uri(), (tmp_path / "out2").as_uri(), ["en"],
+                                    stopwords_url_template=(shared_data / "stopwords").as_uri() + "/{lang}.json")
+
+
+def test_cli_installs_once_unless_forced(tmp_path, shared_data, monkeypatch, capsys):
+    from rpj_tasks import cli
+
+    monkeypatch.setenv("RPJ_HOME", str(tmp_path))
+    reference_layout(tmp_path / "published", shared_data)
+    argv = ["signal-artifacts", "--version", "rpv2-official", "--storage-root", (tmp_path / "data").as_uri(),
+            "--install-from", (tmp_path / "published").as_uri(), "--languages", "en",
+            "--stopwords-url-template", (shared_data / "stopwords").as_uri() + "/{lang}.json"]
+    assert cli.main(argv) == 0
+    out = tmp_path / "data/artifacts/signals/rpv2-official"
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((out / "MANIFEST.json").read_text()) and printed["langs"] == ["en"]
+    assert (out / "classifiers/en/palm.model.bin").exists() and (out / "ut1/domain_to_category_id.json").exists()
+
+    (out / "ldnoobw/en.txt").write_text("changed by hand\n")
+    assert cli.main(argv) == 0
+    assert "already exist" in capsys.readouterr().out and (out / "ldnoobw/en.txt").read_text() == "changed by hand\n"
+    assert cli.main([*argv, "--force"]) == 0
+    assert (out / "ldnoobw/en.txt").read_bytes() == (shared_data / "ldnoobw/en.txt").read_bytes()
+    with pytest.raises(SystemExit):  # build (--config) or install, exactly one
+        cli.main(["signal-artifacts", "--version", "v2"])

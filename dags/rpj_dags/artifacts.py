@@ -3,7 +3,8 @@
 * CCNet perplexity models (``artifacts/ccnet/<version>/``): install cc_net's, or build them from
   reference corpora, or from the offline sample corpora;
 * quality-signal artifacts (``artifacts/signals/<signals_version>/``): word lists, UT1 map,
-  fastText classifiers and DSIR counts, built from the URLs in ``signals_config``.
+  fastText classifiers and DSIR counts, built from the URLs in ``signals_config``
+  (``signals_source=build``) or copied from published RPv2 artifacts (``signals_source=install``).
 """
 
 from __future__ import annotations
@@ -55,13 +56,18 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
             "calibration": Param({}, type="object", description="build: {lang: URL} web documents whose perplexity percentiles give the cutoffs."),
             "vocab_size": Param(65536, type="integer", minimum=100),
             "force": Param(False, type="boolean", description="Rebuild even if this version exists."),
-            "signals_source": Param("none", type="string", enum=["none", "build"],
-                                    description="build: quality-signal artifacts from signals_config."),
+            "signals_source": Param("none", type="string", enum=["none", "build", "install"],
+                                    description="build: quality-signal artifacts from signals_config; install: copy "
+                                                "published RPv2 artifacts from signals_install_url."),
             "signals_version": Param("rpv2-official", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
             "signals_config": Param({}, type="object", description=(
                 "build: see rpj_tasks.signal_artifacts.build_signal_artifacts: langs, stopwords_url_template, "
                 "ldnoobw_url_template, ut1_url, ccnet {documents_root, snapshots}, corpora {lang: {dataset: URL}}, "
                 "wikiref_model_url, dsir_num_samples, classifier_num_samples, hash_mode.")),
+            "signals_install_url": Param("", type="string", description=(
+                "install: URL of published RPv2 artifacts laid out as the reference's artifacts_dir "
+                "(bad_words/, bad_urls/, classifiers/, dsir/); languages as in 'languages'; stop words from "
+                "signals_config.stopwords_url_template (default: upstream).")),
         },
         doc_md=__doc__,
     )
@@ -132,6 +138,17 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
             if storage.exists(storage.join(out, "MANIFEST.json")) and not p["force"]:
                 log.info("signal artifacts %s already exist at %s (force to rebuild)", p["signals_version"], out)
                 return None
+            if p["signals_source"] == "install":
+                from rpj_tasks.signal_artifacts import install_signal_artifacts
+
+                if not p["signals_install_url"]:
+                    raise ConfigError("signals_source=install needs signals_install_url")
+                configure_storage(root, p["signals_install_url"])
+                manifest = install_signal_artifacts(
+                    p["signals_install_url"], out, validate_languages(p["languages"]),
+                    **{k: v for k, v in p["signals_config"].items() if k == "stopwords_url_template"},
+                )
+                return {"url": out, "files": len(manifest["artifacts"])}
             config = dict(p["signals_config"])
             config.setdefault("ccnet", {"documents_root": storage.join(root, "documents"), "snapshots": []})
             if not config["ccnet"].get("snapshots"):

@@ -15,7 +15,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TriggerRule, dag,
 
 from rpj_dags.runtime import configure_storage, engine_logging
 from rpj_tasks import ccnet, layout, plan, storage
-from rpj_tasks.config import ConfigError, SnapshotConfig, load_registry, snapshots_released_between, validate_languages
+from rpj_tasks.config import DSIR_HASH_MODES, ConfigError, SnapshotConfig, load_registry, snapshots_released_between, validate_languages
 
 log = logging.getLogger("rpj.airflow")
 
@@ -47,6 +47,11 @@ def snapshot_params(cfg: SnapshotConfig) -> dict[str, Param]:
         "annotate_tail": Param(
             False, type="boolean", description="Also annotate the tail bucket (the reference annotates head and middle only)."
         ),
+        "dsir_hash_mode": Param(
+            cfg.dsir_hash_mode, type="string", enum=list(DSIR_HASH_MODES),
+            description="DSIR feature hash: cpython-seed42 (the reference's) or stable; must be the mode "
+            "the signal artifacts were built with.",
+        ),
     }
 
 
@@ -55,6 +60,7 @@ def resolve_config(base: SnapshotConfig, params: dict[str, Any]) -> SnapshotConf
     return base.with_overrides(
         languages=validate_languages(params.get("languages") or base.languages),
         num_shards=params.get("num_shards") or base.num_shards,
+        dsir_hash_mode=params.get("dsir_hash_mode") or base.dsir_hash_mode,
     )
 
 
@@ -171,7 +177,8 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
             cfg = resolve_config(base, params)
             configure_storage(cfg.storage_root)
             for i, shard in enumerate(unit["mine"], 1):
-                annotate_shard(cfg, shard, artifacts_url=artifacts_url, annotate_tail=params["annotate_tail"], force=params["force"])
+                annotate_shard(cfg, shard, artifacts_url=artifacts_url, annotate_tail=params["annotate_tail"],
+                               force=params["force"], hash_mode=cfg.dsir_hash_mode)
                 log.info("unit %d: %d/%d shards annotated", unit["unit"], i, len(unit["mine"]))
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
