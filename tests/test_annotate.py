@@ -325,6 +325,29 @@ def test_file_worker_checks_the_seed_itself(shared_data: Path, tmp_path: Path) -
     assert not out.exists()
 
 
+@pytest.mark.skipif(dsir_hash_selfcheck(), reason="jobs would run in this interpreter")
+def test_shard_is_refused_when_the_worker_fails_the_seed_check(shared_data: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+    import multiprocessing
+
+    @contextlib.contextmanager
+    def seed7_pool(processes: int):
+        monkeypatch.setenv("PYTHONHASHSEED", "7")
+        pool = multiprocessing.get_context("spawn").Pool(processes)
+        monkeypatch.delenv("PYTHONHASHSEED")
+        with pool:
+            yield pool
+
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    monkeypatch.setattr(annotate, "seed42_pool", seed7_pool)
+    write_shard(tmp_path, {"en_head.json.gz": vector_lines(shared_data, "en")})
+    artifacts = write_artifacts(tmp_path / "art", shared_data, SEED42)
+    with pytest.raises(HashSeedError, match="PYTHONHASHSEED='7'"):
+        annotate_shard(config(tmp_path), 0, artifacts_url=artifacts)
+    assert not (tmp_path / "quality_signals").exists() and not (tmp_path / "stats" / "annotate").exists()
+
+
 def probe(job: str) -> dict:
     """A worker job for run_jobs: the storage options it sees, or a crash."""
     if job == "crash":
