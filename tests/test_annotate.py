@@ -328,16 +328,7 @@ def test_file_worker_checks_the_seed_itself(shared_data: Path, tmp_path: Path) -
 @pytest.mark.skipif(dsir_hash_selfcheck(), reason="jobs would run in this interpreter")
 def test_shard_is_refused_when_the_worker_fails_the_seed_check(shared_data: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    import contextlib
-    import multiprocessing
-
-    @contextlib.contextmanager
-    def seed7_pool(processes: int):
-        monkeypatch.setenv("PYTHONHASHSEED", "7")
-        pool = multiprocessing.get_context("spawn").Pool(processes)
-        monkeypatch.delenv("PYTHONHASHSEED")
-        with pool:
-            yield pool
+    from test_signal_artifacts import seed7_pool
 
     monkeypatch.delenv("PYTHONHASHSEED", raising=False)
     monkeypatch.setattr(annotate, "seed42_pool", seed7_pool)

@@ -156,6 +156,15 @@ def test_build_ut1_counts_missing_categories_and_bad_lines(tmp_path):
 # ---------------------------------------------------------------- word lists
 
 
+def serve(directory: Path) -> tuple[str, http.server.ThreadingHTTPServer]:
+    """A local HTTP server on 127.0.0.1 for ``directory``: its base URL and the server (shut it down)."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}", server
+
+
 @pytest.fixture
 def http_root(tmp_path, shared_data):
     """A local HTTP server on 127.0.0.1 serving the shared word lists plus a broken one."""
@@ -165,12 +174,8 @@ def http_root(tmp_path, shared_data):
         for lang in LANGS:
             (root / kind / f"{lang}.{ext}").write_bytes((shared_data / kind / f"{lang}.{ext}").read_bytes())
     (root / "stopwords" / "xx.json").write_text('{"not": "a list"}')
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None  # type: ignore[method-assign]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    url, server = serve(root)
+    yield url
     server.shutdown()
     server.server_close()
 
@@ -444,14 +449,6 @@ def test_build_signal_artifacts_writes_the_layout_and_manifest(tmp_path, shared_
     # deterministic: a rebuild gives the same bytes (sha256 of every file)
     again = sa.build_signal_artifacts({**config, "langs": ["de"]}, (tmp_path / "again").as_uri())
     assert again["artifacts"] == {k: v for k, v in arts.items() if "/en" not in k}
-
-
-def serve(directory: Path) -> tuple[str, http.server.ThreadingHTTPServer]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-    handler.log_message = lambda *args: None  # type: ignore[method-assign]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}", server
 
 
 def reference_layout(root: Path, shared_data: Path) -> dict[str, bytes]:
