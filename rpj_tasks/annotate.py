@@ -29,7 +29,6 @@ import gzip
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import re
 import time
@@ -55,7 +54,7 @@ from rpj_tasks.signals import (
     require_seed42,
     seed42_pool,
 )
-from rpj_tasks.signals.hashseed import HASH_MODES, SEED42, WorkerDiedError, await_result
+from rpj_tasks.signals.hashseed import HASH_MODES, SEED42, WorkerDiedError, await_result, start_worker
 from rpj_tasks.stats import Stats
 
 log = logging.getLogger("rpj.annotate")
@@ -71,7 +70,6 @@ REQUIRED_FIELDS = frozenset({
 })
 BATCH_LINES = 256
 MAX_LOGGED_BAD_LINES = 20
-_STARTUP_SECONDS = 300.0
 
 
 class MissingInputError(RuntimeError):
@@ -245,10 +243,7 @@ def run_jobs(fn: Callable[[Any], Any], jobs: Iterable[Any], hash_mode: str) -> I
     if not jobs:
         return
     with seed42_pool(1) as pool:
-        try:
-            pid = pool.apply_async(_worker_ready, (storage.registered_options(),)).get(_STARTUP_SECONDS)
-        except multiprocessing.TimeoutError:
-            raise WorkerDiedError(f"the annotation worker did not start within {_STARTUP_SECONDS:.0f}s") from None
+        pid = start_worker(pool, _worker_ready, (storage.registered_options(),), "annotation")
         for job in jobs:
             yield await_result(pool.apply_async(fn, (job,)), pid, f"annotation of {getattr(job, 'documents_url', job)}")
 

@@ -43,7 +43,7 @@ T = TypeVar("T")
 
 __all__ = [
     "HASH_MODES", "SEED42", "STABLE", "HashSeedError", "WorkerDiedError", "await_result", "call_with_seed42",
-    "dsir_hash_selfcheck", "feature_hash", "require_seed42", "seed42_pool", "stable_hash", "worker_pid",
+    "dsir_hash_selfcheck", "feature_hash", "require_seed42", "seed42_pool", "stable_hash", "start_worker", "worker_pid",
 ]
 
 
@@ -131,6 +131,21 @@ def await_result(result: multiprocessing.pool.AsyncResult, pid: int, what: str) 
     return result.get()
 
 
+def start_worker(pool: multiprocessing.pool.Pool, ready: Callable[..., int], args: tuple[Any, ...], what: str) -> int:
+    """Run ``ready(*args)`` (which returns its pid) as a one-worker pool's first call; its pid.
+
+    Raises :class:`WorkerDiedError` (naming ``what``) if the worker does not answer within
+    :data:`STARTUP_SECONDS`.
+    """
+    started = time.monotonic()
+    try:
+        return pool.apply_async(ready, args).get(STARTUP_SECONDS)
+    except multiprocessing.TimeoutError:
+        raise WorkerDiedError(
+            f"{what}: the seed-42 worker did not start within {time.monotonic() - started:.0f}s"
+        ) from None
+
+
 def call_with_seed42(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run the picklable ``fn(*args, **kwargs)`` in a fresh ``PYTHONHASHSEED=42`` interpreter.
 
@@ -139,11 +154,5 @@ def call_with_seed42(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """
     what = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
     with seed42_pool(1) as pool:
-        started = time.monotonic()
-        try:
-            pid = pool.apply_async(worker_pid).get(STARTUP_SECONDS)
-        except multiprocessing.TimeoutError:
-            raise WorkerDiedError(
-                f"{what}: the seed-42 worker did not start within {time.monotonic() - started:.0f}s"
-            ) from None
+        pid = start_worker(pool, worker_pid, (), what)
         return await_result(pool.apply_async(fn, args, kwargs), pid, what)
