@@ -108,11 +108,17 @@ def _checked_permutations() -> np.ndarray:
 
 
 def optimal_bands(threshold: float) -> tuple[int, int]:
-    """(bands, rows) from datasketch's LSH optimiser (equal FP/FN weights); the spec table if unavailable."""
+    """(bands, rows) from datasketch's LSH optimiser (equal false-positive / false-negative weights).
+
+    datasketch is a pinned dependency; its optimiser is private API, so a datasketch release that
+    moves it fails here at import with a clear error instead of silently using a hard-coded table."""
     try:
         from datasketch.lsh import _optimal_param
-    except ImportError:
-        return SPEC_BANDS[threshold]
+    except ImportError as exc:
+        raise MinHashSetupError(
+            f"datasketch.lsh._optimal_param is not available ({exc}); the MinHash band layout is derived "
+            "from it: install the pinned datasketch release"
+        ) from exc
     bands, rows = _optimal_param(threshold, NUM_PERM, 0.5, 0.5)
     return int(bands), int(rows)
 

@@ -78,9 +78,11 @@ def test_band_layout_comes_from_datasketch_and_matches_spec() -> None:
     }
 
 
-def test_band_layout_fallback_and_mismatch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "datasketch.lsh", None)  # import now fails
-    assert {t: minhash.optimal_bands(t) for t in minhash.THRESHOLDS} == minhash.SPEC_BANDS
+def test_band_layout_from_datasketch_else_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert {t: minhash.optimal_bands(t) for t in minhash.THRESHOLDS} == {1.0: (1, 128), 0.9: (5, 25), 0.8: (9, 13), 0.7: (14, 9)}
+    monkeypatch.setitem(sys.modules, "datasketch.lsh", None)  # import now fails: no silent fallback
+    with pytest.raises(minhash.MinHashSetupError, match="datasketch.lsh._optimal_param is not available"):
+        minhash.optimal_bands(0.8)
     monkeypatch.setattr(minhash, "optimal_bands", lambda t: (2, 64))
     with pytest.raises(minhash.MinHashSetupError, match="band layout"):
         minhash._checked_bands()
