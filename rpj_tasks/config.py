@@ -82,8 +82,8 @@ def snapshot_week_start(snapshot: str) -> dt.date:
         raise ConfigError(f"snapshot {snapshot!r}: {year} has no ISO week {week}") from exc
 
 
-#: DSIR feature-hash modes (``rpj_tasks.signals.hashseed.HASH_MODES``, repeated here so that DAG
-#: parsing does not import the signal code; a test keeps the two equal).
+#: DSIR feature-hash modes, defined here (not in ``rpj_tasks.signals.hashseed``, which imports them)
+#: so that DAG parsing does not import the signal code.
 DSIR_HASH_MODES = ("cpython-seed42", "stable")
 
 

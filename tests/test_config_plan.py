@@ -61,7 +61,7 @@ def test_dsir_hash_mode_setting():
     from rpj_tasks.config import DSIR_HASH_MODES
     from rpj_tasks.signals.hashseed import HASH_MODES
 
-    assert DSIR_HASH_MODES == HASH_MODES  # config repeats them so that DAG parsing stays light
+    assert DSIR_HASH_MODES == HASH_MODES == ("cpython-seed42", "stable")  # defined once, in config
     assert cfg().dsir_hash_mode == "cpython-seed42" and cfg(dsir_hash_mode="stable").dsir_hash_mode == "stable"
     assert all(c.dsir_hash_mode == "cpython-seed42" for c in load_registry().values())
     with pytest.raises(ConfigError, match="dsir_hash_mode must be one of cpython-seed42, stable, got 'seed7'"):

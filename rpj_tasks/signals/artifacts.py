@@ -106,7 +106,7 @@ def _load_word_lists(root: str, lang: str) -> tuple[frozenset[str], frozenset[st
 def _load_ut1(root: str) -> dict[str, int]:
     data = _optional(storage.join(root, "ut1", "domain_to_category_id.json"))
     mapping = json.loads(data) if data is not None else {}
-    if not isinstance(mapping, dict) or not all(isinstance(v, int) for v in mapping.values()):
+    if not isinstance(mapping, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in mapping.values()):
         raise ArtifactsError(f"{root}: ut1/domain_to_category_id.json is not a {{domain: int}} object")
     return mapping
 

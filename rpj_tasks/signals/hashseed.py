@@ -25,9 +25,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-SEED42 = "cpython-seed42"
-STABLE = "stable"
-HASH_MODES = (SEED42, STABLE)
+from rpj_tasks.config import DSIR_HASH_MODES
+
+#: The modes, defined once in :mod:`rpj_tasks.config` (imported by DAG parsing, which must not load
+#: the signal code): ``cpython-seed42`` reproduces the reference, ``stable`` is seed-independent.
+HASH_MODES = DSIR_HASH_MODES
+SEED42, STABLE = HASH_MODES
 # §5 item 3: hash(x) on CPython >= 3.11 with PYTHONHASHSEED=42.
 SEED42_VECTORS: tuple[tuple[str | tuple[str, str], int], ...] = (
     ("the", 6599659648229272820),
