@@ -256,9 +256,17 @@ def _artifacts_manifest(artifacts_url: str, hash_mode: str) -> dict[str, Any]:
     if hash_mode not in HASH_MODES:
         raise ValueError(f"unknown hash_mode {hash_mode!r}; expected one of {HASH_MODES}")
     url = storage.join(artifacts_url, "MANIFEST.json")
-    data = storage.read_bytes(url) if storage.exists(url) else None
-    manifest = json.loads(data) if data is not None else {}
-    recorded = manifest.get("hash_mode", SEED42)  # no manifest: the published (seed-42) artifacts
+    if not storage.exists(url):
+        # Without it a mistyped version would annotate with no word lists, models or DSIR counts
+        # (null signals), and the stats could not say which artifacts were used.
+        raise ArtifactsError(
+            f"no signal artifacts at {artifacts_url} (no MANIFEST.json): build them "
+            "(rpj signal-artifacts --config, or the rpv2_prep_artifacts DAG with signals_source=build) or install "
+            "the published RPv2 artifacts (rpj signal-artifacts --install-from, signals_source=install)"
+        )
+    data = storage.read_bytes(url)
+    manifest = json.loads(data)
+    recorded = manifest.get("hash_mode", SEED42)  # installed published artifacts: the reference's seed 42
     if recorded != hash_mode:
         raise ArtifactsError(
             f"{artifacts_url}: the signal artifacts were built with DSIR hash_mode {recorded!r}, "
@@ -266,7 +274,7 @@ def _artifacts_manifest(artifacts_url: str, hash_mode: str) -> dict[str, Any]:
         )
     return {
         "url": artifacts_url,
-        "manifest_sha256": hashlib.sha256(data).hexdigest() if data is not None else None,
+        "manifest_sha256": hashlib.sha256(data).hexdigest(),
         "format_version": manifest.get("format_version"),
         "hash_mode": hash_mode,
     }

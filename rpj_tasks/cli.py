@@ -86,7 +86,21 @@ def cmd_mine(cfg: SnapshotConfig, units: list[dict[str, Any]], force: bool) -> N
             print(f"mine shard {shard:04d}: kept {rec['counts'].get('kept', 0)} docs, {state}")
 
 
-def cmd_annotate(cfg: SnapshotConfig, units: list[dict[str, Any]], args: argparse.Namespace) -> None:
+def mined_shards(cfg: SnapshotConfig, args: argparse.Namespace) -> list[int]:
+    """Shards to annotate: those asked for (``--shards``), else every shard whose CCNet stats record
+    exists; ``--limit`` applies after.  Reads only the storage root: annotation needs no Common Crawl
+    listing, so it runs where the WET files are no longer reachable."""
+    asked = plan.parse_shards(args.shards, cfg.num_shards)
+    if not args.shards:
+        stats_dir = layout.ccnet_stats_dir(cfg.storage_root, cfg.id)
+        finished = {int(name[:-5]) for name in storage.listdir(stats_dir) if name[:-5].isdigit() and name.endswith(".json")}
+        asked = [shard for shard in asked if shard in finished]
+        if not asked:
+            raise ConfigError(f"no mined shards of {cfg.id} under {stats_dir}: run `rpj ccnet --snapshot {cfg.id}` first")
+    return asked[: args.limit]
+
+
+def cmd_annotate(cfg: SnapshotConfig, shards: list[int], args: argparse.Namespace) -> None:
     from rpj_tasks.annotate import ArtifactsError, MissingInputError, annotate_shard
 
     if cfg.sample:
@@ -95,15 +109,14 @@ def cmd_annotate(cfg: SnapshotConfig, units: list[dict[str, Any]], args: argpars
         artifacts = ensure_signal_artifacts(cfg)
     else:
         artifacts = layout.signal_artifacts_url(cfg.storage_root, cfg.signals_version)
-    for unit in units:
-        for shard in unit["mine"]:
-            try:
-                rec = annotate_shard(cfg, shard, artifacts_url=artifacts, annotate_tail=args.tail, force=args.force,
-                                     hash_mode=cfg.dsir_hash_mode)
-            except (ArtifactsError, MissingInputError) as exc:  # a precondition, not a crash: say so
-                raise ConfigError(str(exc)) from exc
-            state = "skipped (finished)" if rec["skipped"] else "done"
-            print(f"annotate shard {shard:04d}: {state}")
+    for shard in shards:
+        try:
+            rec = annotate_shard(cfg, shard, artifacts_url=artifacts, annotate_tail=args.tail, force=args.force,
+                                 hash_mode=cfg.dsir_hash_mode)
+        except (ArtifactsError, MissingInputError) as exc:  # a precondition, not a crash: say so
+            raise ConfigError(str(exc)) from exc
+        state = "skipped (finished)" if rec["skipped"] else "done"
+        print(f"annotate shard {shard:04d}: {state}")
 
 
 def run_signal_artifacts(args: argparse.Namespace) -> None:
@@ -247,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
                 shards = plan.parse_shards(args.shards, cfg.num_shards)
                 print(json.dumps(ccnet.summarize(cfg, shards[: args.limit]), indent=1, sort_keys=True))
                 return 0
+            if args.cmd == "annotate":
+                cmd_annotate(cfg, mined_shards(cfg, args), args)
+                return 0
             units = units_for(cfg, args)
             if args.cmd == "plan":
                 print(json.dumps(units, indent=1))
@@ -256,8 +272,6 @@ def main(argv: list[str] | None = None) -> int:
                 cmd_hashes(cfg, units, args.force)
             if args.cmd in ("mine", "ccnet"):
                 cmd_mine(cfg, units, args.force)
-            if args.cmd == "annotate":
-                cmd_annotate(cfg, units, args)
     except ConfigError as exc:
         print(f"rpj: error: {exc}", file=sys.stderr)
         return 2

@@ -63,8 +63,13 @@ def hashes_url(root: str, snapshot: str, shard: int) -> str:
     return join(root, "staging", "hashes", validate_snapshot(snapshot), f"{shard:04d}.bin")
 
 
+def ccnet_stats_dir(root: str, snapshot: str) -> str:
+    """The CCNet stats records of a snapshot: one ``{shard:04d}.json`` per finished shard."""
+    return join(root, "stats", "ccnet", validate_snapshot(snapshot))
+
+
 def ccnet_stats_url(root: str, snapshot: str, shard: int) -> str:
-    return join(root, "stats", "ccnet", validate_snapshot(snapshot), f"{shard:04d}.json")
+    return join(ccnet_stats_dir(root, snapshot), f"{shard:04d}.json")
 
 
 def annotate_stats_url(root: str, snapshot: str, shard: int) -> str:
