@@ -416,21 +416,44 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> P
     return folder / "root"
 
 
-@pytest.mark.parametrize("raw", [
-    "Die Stadt liegt am Fluss.", "I would like to\r\nbuy a house", "  Das Haus\u2028ist alt \x0c and old \n",
-    "free shipping \ud800 kostenlos",
-])
-def test_classifier_score_rule(tiny_model: Path, raw: str) -> None:
-    arts = SignalArtifacts.load(tiny_model.as_uri(), "de")
-    model = arts.classifiers["wikipedia"]
-    text = classifier_text(raw)
-    assert "\n" not in text and text == text.strip()
-    labels, probs = model.predict(text.encode("utf-8", "replace").decode("utf-8"))
-    p = float(probs[0])
-    expected = round(1 - p, 8) if labels[0] == "__label__cc" else round(p, 8)
-    s = compute_signals({"raw_content": raw}, arts)
-    assert value(s, "rps_doc_ml_wikipedia_score") == expected
+# (RAW, the model input by §3.6 worked out by hand: " ".join(RAW.splitlines()).strip())
+CLASSIFIER_INPUTS = [
+    ("Die Stadt liegt am Fluss.", "Die Stadt liegt am Fluss."),
+    ("I would like to\r\nbuy a house", "I would like to buy a house"),
+    ("  Das Haus\u2028ist alt \x0c and old \n", "Das Haus ist alt   and old"),  # U+2028 and \x0c split lines
+    ("free shipping \ud800 kostenlos", "free shipping \ud800 kostenlos"),  # lone surrogate, see below
+]
+
+
+def spec_score(label: str, p: float) -> float:
+    """§3.6 "Score", written out: R(1 - p) for __label__cc, else R(p)."""
+    return round(1 - p, 8) if label == "__label__cc" else round(p, 8)
+
+
+@pytest.mark.parametrize(("raw", "model_input"), CLASSIFIER_INPUTS)
+def test_classifier_score_rule(tiny_model: Path, raw: str, model_input: str) -> None:
+    """The score equals the spec rule applied to plain fastText's own top prediction."""
+    import fasttext
+
+    assert classifier_text(raw) == model_input
+    # Not in the spec: a lone surrogate is not UTF-8, so fastText cannot take it; the engine
+    # (models.classifier_score) documents that it scores the text with it replaced by "?".
+    model_input = model_input.replace("\ud800", "?")
+    model = fasttext.load_model(str(tiny_model / "classifiers" / "de" / "wikipedia.model.bin"))
+    labels, probs = model.predict(model_input)  # the defaults k=1, threshold=0.0
+    assert len(labels) == 1 and labels[0] in ("__label__cc", "__label__wikipedia")
+    s = compute_signals({"raw_content": raw}, SignalArtifacts.load(tiny_model.as_uri(), "de"))
+    assert value(s, "rps_doc_ml_wikipedia_score") == spec_score(labels[0], float(probs[0]))
     assert value(s, "rps_doc_ml_palm_score") is None and value(s, "rps_doc_ml_wikiref_score") is None
+
+
+def test_classifier_inputs_exercise_both_labels(tiny_model: Path) -> None:
+    """Both branches of the rule are taken by the inputs above (else a swapped rule could pass)."""
+    import fasttext
+
+    model = fasttext.load_model(str(tiny_model / "classifiers" / "de" / "wikipedia.model.bin"))
+    labels = {model.predict(text.replace("\ud800", "?"))[0][0] for _, text in CLASSIFIER_INPUTS}
+    assert labels == {"__label__cc", "__label__wikipedia"}
 
 
 def test_classifier_null_for_empty_text_and_rule_direction(tiny_model: Path) -> None:
