@@ -3,23 +3,43 @@
 Generates realistic CCNet documents offline (wordfreq Zipfian English vocabulary: a title, menu and
 heading lines, bullet lists, prose paragraphs of 1-8 sentences, dates, prices, curly quotes; about
 ``--words`` words per document on average), writes them as ``en_head`` and ``en_middle`` files of a
-shard with their CCNet stats record, builds signal artifacts (the real stop-word and LDNOOBW lists,
-a UT1 map, random DSIR counts for the three en targets in the reference hash mode and, unless
-``--no-classifier``, a small fastText ``palm`` model), then runs
-:func:`rpj_tasks.annotate.annotate_shard` and prints one JSON object:
+shard with their CCNet stats record, builds signal artifacts (the real stop-word and LDNOOBW lists
+from the shared data folder, ``$RPJ_SHARED_DATA`` or ``../shared/data``; a UT1 map; random DSIR
+counts for the three en targets in the reference hash mode and, unless ``--no-classifier``, the two
+fastText models English RPv2 artifacts have, ``palm`` and ``wikiref``, each trained offline on
+generated text), then runs :func:`rpj_tasks.annotate.annotate_shard` and prints one JSON object:
 
 * ``docs_per_s_cpu``: documents per CPU second of the annotation (the per-core rate);
-* ``docs_per_s_wall``, ``peak_rss_mb`` (``getrusage`` maximum resident set size of the process);
+* ``docs_per_s_wall``, ``peak_rss_mb`` (``getrusage`` maximum resident set size of the process,
+  taken right after the annotation; ``peak_rss_mb_before_annotate`` is the same before it: the
+  generator's vocabulary and the documents);
 * ``seconds``: the stage's per-step seconds (read, signals, minhash, write, load_artifacts);
 * ``native``: whether the compiled loops (``rpj_tasks._speedups``) ran (``--pure-python`` turns them off);
 * ``loop_ns``: CPU nanoseconds per iteration of a plain Python ``for``/``+=`` loop, a yardstick for
-  comparing figures taken on different machines (about 20-30 ns on a current desktop core).
+  comparing figures taken on different machines (about 20-30 ns on a current desktop core);
+* ``artifacts`` (``"generated"`` or the ``--artifacts`` URL), ``hash_mode``, ``classifiers`` (the
+  English models the stage loaded), ``classifier_mb`` (their file sizes), ``dsir_targets``;
+* with ``--check-parity``, ``parity`` (below).
+
+``--artifacts URL`` annotates with an existing signal-artifacts folder instead (one built by
+``rpj signal-artifacts --config`` or installed from the published RPv2 artifacts with
+``--install-from``; a local path is accepted), so the figure can be taken with real models; its
+``MANIFEST.json`` gives the DSIR hash mode (``cpython-seed42`` without one).  The generated
+documents' domains are not in a real UT1 map, so those UT1 lookups all miss.
+
+``--check-parity`` then, untimed, annotates a copy of the same shard in a child process with the
+other implementation (``RPJ_PURE_PYTHON=1`` when the timed run used the compiled loops, else the
+compiled loops) and compares every ``quality_signals`` line byte for byte and every MinHash parquet
+row; ``parity`` holds the counts (``signals_lines_equal`` of ``signals_lines``,
+``minhash_rows_equal`` of ``minhash_rows``, ...), and the script exits with status 1 on any
+difference (after printing the JSON).
 
 The script re-executes itself with ``PYTHONHASHSEED=42`` so that the stage runs in this process
 (no worker): CPU time and RSS are then those of the annotation itself.  ``--profile N`` prints the
 N functions with the most own time (cProfile) to stderr.
 
     .venv/bin/python bench/bench_annotate.py [--docs 4000] [--words 500] [--profile 30]
+        [--no-classifier | --artifacts URL] [--pure-python] [--check-parity]
 """
 
 from __future__ import annotations
@@ -32,19 +52,24 @@ import json
 import os
 import pstats
 import resource
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 from wordfreq import top_n_list, word_frequency
 
+from rpj_tasks import storage
 from rpj_tasks.annotate import annotate_shard
 from rpj_tasks.config import SnapshotConfig
 from rpj_tasks.signal_artifacts import fetch_word_lists, train_classifier
+from rpj_tasks.signals.hashseed import SEED42
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
 SNAPSHOT = "2023-06"
 SEGMENT = "crawl-data/CC-MAIN-2023-06/segments/1674764494826.88/wet/CC-MAIN-20230126210844-00000.warc.wet.gz"
 DSIR_LAMBDAS = {"ccnet": 620.0, "books": 900.0, "openwebtext": 700.0, "wikipedia": 450.0}
@@ -127,10 +152,26 @@ def write_shard(root: Path, docs_per_file: dict[str, list[dict]]) -> None:
     marker.write_text(json.dumps({"files": sorted(docs_per_file)}))
 
 
+def shared_data_dir() -> Path:
+    """``$RPJ_SHARED_DATA``, else ``../shared/data`` next to the repository (as ``tests/conftest.py``)."""
+    env = os.environ.get("RPJ_SHARED_DATA")
+    path = Path(env) if env else REPO.parent / "shared" / "data"
+    if not path.is_dir():
+        raise SystemExit(f"shared data not found at {path}; set RPJ_SHARED_DATA to the shared/data folder")
+    return path
+
+
 def build_artifacts(root: Path, texts: list[str], gen: PageGenerator, classifier: bool) -> str:
+    """Generated English signal artifacts under ``root``; returns their URL.
+
+    The classifiers are the two an English RPv2 artifacts folder has: ``palm`` (clean 12-sentence
+    paragraphs vs the first 300 documents) and ``wikiref`` (longer 20-sentence "articles" vs the
+    next 300 documents), both trained as ``rpj signal-artifacts`` trains its models.
+    """
     url = root.as_uri()
-    fetch_word_lists(url, ["en"], stopwords_url_template=(SHARED / "stopwords").as_uri() + "/{lang}.json",
-                     ldnoobw_url_template=(SHARED / "ldnoobw").as_uri() + "/{lang}.txt")
+    shared = shared_data_dir()
+    fetch_word_lists(url, ["en"], stopwords_url_template=(shared / "stopwords").as_uri() + "/{lang}.json",
+                     ldnoobw_url_template=(shared / "ldnoobw").as_uri() + "/{lang}.txt")
     ut1 = {f"www.site{i}.example.com": i % 13 for i in range(0, 301, 7)}
     (root / "ut1").mkdir()
     (root / "ut1" / "domain_to_category_id.json").write_text(json.dumps(ut1))
@@ -142,6 +183,9 @@ def build_artifacts(root: Path, texts: list[str], gen: PageGenerator, classifier
     if classifier:
         clean = [" ".join(gen.sentence() for _ in range(12)) for _ in range(300)]
         train_classifier(f"{url}/classifiers/en/palm.model.bin", clean, texts[:300], label="palm", seed=42)
+        articles = [" ".join(gen.sentence() for _ in range(20)) for _ in range(300)]
+        negatives = texts[300:600] or texts[:300]
+        train_classifier(f"{url}/classifiers/en/wikiref.model.bin", articles, negatives, label="wiki", seed=42)
     (root / "MANIFEST.json").write_text(json.dumps({"format_version": 1, "hash_mode": "cpython-seed42"}))
     return url
 
@@ -157,14 +201,124 @@ def loop_ns(iterations: int = 3_000_000) -> float:
     return round(best / iterations * 1e9, 1)
 
 
+# Run in the parity child: annotate shard 0 under argv[1] with the artifacts argv[2] in hash mode argv[3].
+PARITY_CHILD = """
+import json, sys
+from rpj_tasks import speedups
+from rpj_tasks.annotate import annotate_shard
+from rpj_tasks.config import SnapshotConfig
+cfg = SnapshotConfig(id=sys.argv[4], storage_root=sys.argv[1], source_base="file:///unused")
+record = annotate_shard(cfg, 0, artifacts_url=sys.argv[2], hash_mode=sys.argv[3])
+print(json.dumps({"native": speedups.native is not None, "lines": record["counts"]["annotate.lines"]}))
+"""
+
+
+def artifacts_url_of(value: str) -> str:
+    """``--artifacts``: a URL as given, a local path as a ``file://`` URL."""
+    if "://" in value:
+        return value.rstrip("/")
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        raise SystemExit(f"--artifacts {value}: not a directory")
+    return path.as_uri()
+
+
+def recorded_hash_mode(artifacts: str) -> str:
+    """The DSIR hash mode ``MANIFEST.json`` records (``cpython-seed42`` without one, as the stage does)."""
+    url = storage.join(artifacts, "MANIFEST.json")
+    if not storage.exists(url):
+        return SEED42
+    return json.loads(storage.read_bytes(url)).get("hash_mode") or SEED42
+
+
+def output_files(release: Path) -> dict[str, Path]:
+    """The shard's signals and MinHash files, by path relative to the storage root."""
+    files = {}
+    for component in ("quality_signals", "minhash"):
+        for path in sorted((release / component).rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                files[str(path.relative_to(release))] = path
+    return files
+
+
+def check_parity(release: Path, reference: Path, artifacts: str, hash_mode: str, timed_native: bool) -> dict:
+    """Annotate a copy of the shard in a child with the other implementation; compare the outputs."""
+    started = time.perf_counter()
+    for component in ("documents", "stats/ccnet"):
+        shutil.copytree(release / component, reference / component)
+    env = {**os.environ, "PYTHONHASHSEED": "42", "RPJ_PURE_PYTHON": "1" if timed_native else ""}
+    proc = subprocess.run([sys.executable, "-c", PARITY_CHILD, reference.as_uri(), artifacts, hash_mode, SNAPSHOT],
+                          env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"parity run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    child = json.loads(proc.stdout.strip().splitlines()[-1])
+    ours, theirs = output_files(release), output_files(reference)
+    result = {
+        "timed": "native" if timed_native else "pure-python",
+        "reference": "native" if child["native"] else "pure-python",
+        "files": len(ours), "files_equal": sorted(ours) == sorted(theirs),
+        "signals_lines_equal": 0, "signals_lines": 0, "signals_lines_reference": 0,
+        "minhash_rows_equal": 0, "minhash_rows": 0, "minhash_rows_reference": 0,
+        "minhash_schema_equal": True, "minhash_files_bytes_equal": 0, "minhash_files": 0,
+    }
+    mismatches = []
+    for rel, path in ours.items():
+        other = theirs.get(rel)
+        if rel.endswith(".signals.json.gz"):
+            a = gzip.decompress(path.read_bytes()).split(b"\n")
+            b = gzip.decompress(other.read_bytes()).split(b"\n") if other else []
+            a, b = a[:-1] if a and a[-1] == b"" else a, b[:-1] if b and b[-1] == b"" else b
+            equal = [i for i, (x, y) in enumerate(zip(a, b)) if x == y]
+            result["signals_lines"] += len(a)
+            result["signals_lines_reference"] += len(b)
+            result["signals_lines_equal"] += len(equal)
+            if len(equal) != len(a) or len(a) != len(b):
+                first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                mismatches.append(f"{rel}: line {first} differs")
+        elif rel.endswith(".minhash.parquet"):
+            result["minhash_files"] += 1
+            table = pq.read_table(path)
+            result["minhash_rows"] += table.num_rows
+            if other is None:
+                mismatches.append(f"{rel}: no reference file")
+                continue
+            ref_table = pq.read_table(other)
+            result["minhash_rows_reference"] += ref_table.num_rows
+            result["minhash_schema_equal"] &= table.schema.equals(ref_table.schema, check_metadata=True)
+            result["minhash_files_bytes_equal"] += path.read_bytes() == other.read_bytes()
+            rows, ref_rows = table.to_pylist(), ref_table.to_pylist()
+            equal = [i for i, (x, y) in enumerate(zip(rows, ref_rows)) if x == y]
+            result["minhash_rows_equal"] += len(equal)
+            if len(equal) != len(rows) or len(rows) != len(ref_rows):
+                first = next((i for i, (x, y) in enumerate(zip(rows, ref_rows)) if x != y),
+                             min(len(rows), len(ref_rows)))
+                mismatches.append(f"{rel}: row {first} differs")
+    result["ok"] = (
+        result["files_equal"] and result["files"] > 0 and not mismatches and result["minhash_schema_equal"]
+        and result["signals_lines_equal"] == result["signals_lines"] == result["signals_lines_reference"]
+        and result["minhash_rows_equal"] == result["minhash_rows"] == result["minhash_rows_reference"]
+    )
+    if mismatches:
+        result["mismatches"] = mismatches[:20]
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=4000, help="documents in total (half head, half middle)")
     parser.add_argument("--words", type=int, default=500, help="mean words per document")
-    parser.add_argument("--no-classifier", action="store_true", help="no fastText model (palm score null)")
+    parser.add_argument("--no-classifier", action="store_true",
+                        help="generated artifacts without the fastText models (classifier scores null)")
+    parser.add_argument("--artifacts", metavar="URL",
+                        help="use this signal-artifacts folder (URL or local path) instead of generated ones")
+    parser.add_argument("--check-parity", action="store_true",
+                        help="after the timed run, recompute with the other implementation and compare (untimed)")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N functions by own time")
     parser.add_argument("--pure-python", action="store_true", help="run without the compiled loops (RPJ_PURE_PYTHON=1)")
     args = parser.parse_args()
+    if args.artifacts and args.no_classifier:
+        parser.error("--no-classifier applies to the generated artifacts only, not to --artifacts")
     pure = "1" if args.pure_python else ""
     if os.environ.get("PYTHONHASHSEED") != "42" or os.environ.get("RPJ_PURE_PYTHON", "") != pure:
         # run the stage here (not in a seed-42 worker), with the chosen implementation
@@ -181,35 +335,61 @@ def main() -> None:
             "en_head.json.gz": [ccnet_document(t, i, "head") for i, t in enumerate(texts[:half])],
             "en_middle.json.gz": [ccnet_document(t, i, "middle") for i, t in enumerate(texts[half:], half)],
         })
-        artifacts = build_artifacts(root / "artifacts", texts, gen, not args.no_classifier)
+        if args.artifacts:
+            artifacts = artifacts_url_of(args.artifacts)
+        else:
+            artifacts = build_artifacts(root / "artifacts", texts, gen, not args.no_classifier)
+        hash_mode = recorded_hash_mode(artifacts)
         cfg = SnapshotConfig(id=SNAPSHOT, storage_root=(root / "release").as_uri(), source_base="file:///unused")
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         profiler = cProfile.Profile() if args.profile else None
         wall, cpu = time.perf_counter(), time.process_time()
         if profiler:
             profiler.enable()
-        record = annotate_shard(cfg, 0, artifacts_url=artifacts)
+        record = annotate_shard(cfg, 0, artifacts_url=artifacts, hash_mode=hash_mode)
         if profiler:
             profiler.disable()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        en = record["artifacts"]["languages"].get("en", {})
+        classifier_mb = {
+            name: round(storage.size(storage.join(artifacts, "classifiers", "en", f"{name}.model.bin")) / 2**20, 1)
+            for name in en.get("classifiers", [])
+        }
+        parity = None
+        if args.check_parity:
+            parity = check_parity(root / "release", root / "parity", artifacts, hash_mode, speedups.native is not None)
     if profiler:
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(args.profile)
         print(out.getvalue(), file=sys.stderr)
     lines = record["counts"]["annotate.lines"]
-    print(json.dumps({
+    result = {
         "docs": lines,
         "mean_words": round(sum(len(t.split()) for t in texts) / len(texts), 1),
         "mean_chars": round(sum(map(len, texts)) / len(texts), 1),
-        "classifier": not args.no_classifier,
+        "classifier": bool(classifier_mb),
         "profiled": bool(profiler),
         "docs_per_s_cpu": round(lines / cpu, 1),
         "docs_per_s_wall": round(lines / wall, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(rss_peak / 1024, 1),
         "native": speedups.native is not None,
         "loop_ns": loop_ns(),
         "seconds": record["seconds"],
         "target": {"docs_per_s_cpu": 625, "peak_rss_mb": 1024},
-    }))
+        "peak_rss_mb_before_annotate": round(rss_before / 1024, 1),
+        "artifacts": artifacts if args.artifacts else "generated",
+        "hash_mode": hash_mode,
+        "classifiers": sorted(classifier_mb),
+        "classifier_mb": classifier_mb,
+        "dsir_targets": en.get("dsir_targets", []),
+    }
+    if parity is not None:
+        result["parity"] = parity
+    print(json.dumps(result))
+    if parity is not None and not parity["ok"]:
+        print("parity check failed: " + "; ".join(parity.get("mismatches", ["counts differ"])), file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
