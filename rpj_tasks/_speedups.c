@@ -157,84 +157,75 @@ sha1_prefix32(const unsigned char *msg, size_t len)
 }
 
 /*
- * LANES messages at once: the same FIPS 180-4 rounds on vectors of LANES independent states
- * (GCC vector extensions: SSE2 everywhere, AVX2 / AVX-512 clones picked at run time).  A lane
- * whose message has fewer blocks than the longest keeps its state (masked update).
+ * SHA-1 of several messages at once (GCC vector extensions), one function per instruction set, each
+ * with as many lanes as its registers hold: a generic vector wider than the registers is split by
+ * GCC into pieces that run several times slower than the scalar code.  The widest one the CPU runs
+ * is chosen when the module is imported (`simd()` tells which, and switches for tests):
+ *
+ *   generic  4 lanes  the baseline ISA (SSE2 on x86-64, NEON on aarch64)
+ *   avx2     8 lanes  x86 only
+ *   avx512f 16 lanes  x86 only (Intel and AMD alike: chosen by feature, not CPU model)
  */
-#define LANES 16
-typedef uint32_t vu32 __attribute__((vector_size(4 * LANES)));
+#define SHA1_MAX_LANES 16
+#define VROTL(x, r) (((x) << (r)) | ((x) >> (32 - (r))))
+typedef void (*sha1_lanes_fn)(const unsigned char *const *msgs, const size_t *lens, int n, uint32_t *out);
 
-static inline vu32 vrotl(vu32 x, int r) { return (x << r) | (x >> (32 - r)); }
+#define LANES_N 4
+#define LANES_FN sha1_lanes_generic
+#define LANES_VEC vu32x4
+#include "_sha1_lanes.h"
 
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default")))
-static void
-sha1_prefix32_lanes(const unsigned char *const *msgs, const size_t *lens, int n, uint32_t *out)
+#if defined(__x86_64__) || defined(__i386__)
+#define RPJ_X86 1
+#define LANES_N 8
+#define LANES_FN sha1_lanes_avx2
+#define LANES_VEC vu32x8
+#define LANES_TARGET "avx2"
+#include "_sha1_lanes.h"
+
+#define LANES_N 16
+#define LANES_FN sha1_lanes_avx512
+#define LANES_VEC vu32x16
+#define LANES_TARGET "avx512f"
+#include "_sha1_lanes.h"
+/* Other loops: a clone per instruction set, picked by CPU feature when the module loads. */
+#define RPJ_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define RPJ_CLONES
+#endif
+
+static const struct {
+    const char *name;
+    int lanes;
+    sha1_lanes_fn fn;
+} SIMD[] = {
+    {"generic", 4, sha1_lanes_generic},
+#ifdef RPJ_X86
+    {"avx2", 8, sha1_lanes_avx2},
+    {"avx512f", 16, sha1_lanes_avx512},
+#endif
+};
+#define N_SIMD ((int)(sizeof(SIMD) / sizeof(SIMD[0])))
+
+static int simd_choice = 0; /* index into SIMD */
+
+static int
+simd_supported(int i)
 {
-    vu32 h0, h1, h2, h3, h4;
-    size_t most = 0;
-    size_t blocks[LANES];
-    for (int j = 0; j < LANES; j++) {
-        h0[j] = 0x67452301u;
-        h1[j] = 0xEFCDAB89u;
-        h2[j] = 0x98BADCFEu;
-        h3[j] = 0x10325476u;
-        h4[j] = 0xC3D2E1F0u;
-        blocks[j] = j < n ? sha1_blocks(lens[j]) : 0;
-        most = blocks[j] > most ? blocks[j] : most;
-    }
-    unsigned char block[64];
-    for (size_t t = 0; t < most; t++) {
-        vu32 w[80];
-        vu32 live;
-        for (int j = 0; j < LANES; j++) {
-            live[j] = t < blocks[j] ? 0xFFFFFFFFu : 0;
-            const unsigned char *p = block;
-            if (t >= blocks[j])
-                memset(block, 0, 64);
-            else if ((t + 1) * 64 <= lens[j])
-                p = msgs[j] + t * 64;
-            else
-                sha1_padded_block(msgs[j], lens[j], t, block);
-            for (int i = 0; i < 16; i++)
-                w[i][j] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 |
-                          p[4 * i + 3];
-        }
-        for (int i = 16; i < 80; i++)
-            w[i] = vrotl(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
-        vu32 a = h0, b = h1, c = h2, d = h3, e = h4;
-#define SHA1_ROUND(F, K)                                     \
-    do {                                                     \
-        const vu32 tmp = vrotl(a, 5) + (F) + e + (K) + w[i]; \
-        e = d;                                               \
-        d = c;                                               \
-        c = vrotl(b, 30);                                    \
-        b = a;                                               \
-        a = tmp;                                             \
-    } while (0)
-        int i = 0;
-        for (; i < 20; i++)
-            SHA1_ROUND((b & c) | (~b & d), 0x5A827999u);
-        for (; i < 40; i++)
-            SHA1_ROUND(b ^ c ^ d, 0x6ED9EBA1u);
-        for (; i < 60; i++)
-            SHA1_ROUND((b & c) | (b & d) | (c & d), 0x8F1BBCDCu);
-        for (; i < 80; i++)
-            SHA1_ROUND(b ^ c ^ d, 0xCA62C1D6u);
-#undef SHA1_ROUND
-        h0 += a & live;
-        h1 += b & live;
-        h2 += c & live;
-        h3 += d & live;
-        h4 += e & live;
-    }
-    for (int j = 0; j < n; j++)
-        out[j] = bswap32(h0[j]);
+#ifdef RPJ_X86
+    __builtin_cpu_init();
+    if (strcmp(SIMD[i].name, "avx2") == 0)
+        return __builtin_cpu_supports("avx2");
+    if (strcmp(SIMD[i].name, "avx512f") == 0)
+        return __builtin_cpu_supports("avx512f");
+#endif
+    return i == 0;
 }
 
 /* sig[j] = min(sig[j], low32(((h * a_j + b_j) mod 2^64) mod (2^61 - 1))) for every hash. */
 #define MERSENNE ((uint64_t)0x1FFFFFFFFFFFFFFFull) /* 2^61 - 1 */
 
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default")))
+RPJ_CLONES
 static void
 permute_min(const uint32_t *hashes, Py_ssize_t n, const uint64_t *a, const uint64_t *b, Py_ssize_t k,
             uint32_t *sig)
@@ -327,15 +318,17 @@ minhash(PyObject *module, PyObject *args)
     for (Py_ssize_t i = 0; i < k; i++)
         sig[i] = UINT32_MAX;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n_shingles; i += LANES) {
-        const int m = n_shingles - i < LANES ? (int)(n_shingles - i) : LANES;
-        const unsigned char *msgs[LANES];
-        size_t lens[LANES];
+    const int lanes = SIMD[simd_choice].lanes;
+    const sha1_lanes_fn sha1_lanes = SIMD[simd_choice].fn;
+    for (Py_ssize_t i = 0; i < n_shingles; i += lanes) {
+        const int m = n_shingles - i < lanes ? (int)(n_shingles - i) : lanes;
+        const unsigned char *msgs[SHA1_MAX_LANES];
+        size_t lens[SHA1_MAX_LANES];
         for (int j = 0; j < m; j++) {
             msgs[j] = s + starts[i + j];
             lens[j] = (size_t)(starts[i + j + shingle] - 1 - starts[i + j]);
         }
-        sha1_prefix32_lanes(msgs, lens, m, hashes + i);
+        sha1_lanes(msgs, lens, m, hashes + i);
     }
     permute_min(hashes, n_shingles, va.buf, vb.buf, k, sig);
     Py_END_ALLOW_THREADS
@@ -362,12 +355,38 @@ py_sha1_prefix32(PyObject *module, PyObject *args)
     if (lanes) {
         const unsigned char *msgs[1] = {data.buf};
         size_t lens[1] = {(size_t)data.len};
-        sha1_prefix32_lanes(msgs, lens, 1, &h);
+        SIMD[simd_choice].fn(msgs, lens, 1, &h);
     } else {
         h = sha1_prefix32(data.buf, (size_t)data.len);
     }
     PyBuffer_Release(&data);
     return PyLong_FromUnsignedLong(h);
+}
+
+/*
+ * simd(name=None) -> str: the SHA-1 lane function in use ("generic", "avx2", "avx512f"); with a
+ * name, switch to it first (ValueError if unknown or not supported by this CPU).  Not thread-safe:
+ * for tests and benchmarks.
+ */
+static PyObject *
+py_simd(PyObject *module, PyObject *args)
+{
+    const char *name = NULL;
+    if (!PyArg_ParseTuple(args, "|z", &name))
+        return NULL;
+    if (name != NULL) {
+        int found = -1;
+        for (int i = 0; i < N_SIMD; i++)
+            if (strcmp(SIMD[i].name, name) == 0)
+                found = i;
+        if (found < 0 || !simd_supported(found)) {
+            PyErr_Format(PyExc_ValueError, "SIMD variant '%s' is %s", name,
+                         found < 0 ? "unknown" : "not supported by this CPU");
+            return NULL;
+        }
+        simd_choice = found;
+    }
+    return PyUnicode_FromString(SIMD[simd_choice].name);
 }
 
 /* ------------------------------------------------------------------ dsir_counts */
@@ -821,6 +840,7 @@ static PyMethodDef methods[] = {
     {"word_punct", word_punct, METH_O, "RW tokens: stdlib-re matches of \\w+|[^\\w\\s]+ in order."},
     {"minhash", minhash, METH_VARARGS, "minhash(joined, a, b, shingle) -> uint32 signature bytes or None."},
     {"sha1_prefix32", py_sha1_prefix32, METH_VARARGS, "LE uint32 of SHA-1(data)[:4]; lanes=True: SIMD path."},
+    {"simd", py_simd, METH_VARARGS, "simd(name=None) -> the SHA-1 lane variant in use; a name switches to it."},
     {"repetition", repetition, METH_VARARGS, "repetition(words, max_n) -> (total_chars, top, cover)."},
     {"token_stats", token_stats, METH_VARARGS, "token_stats(tokens, stop_words) -> (stop, isupper, ascii letter)."},
     {"line_stats", line_stats, METH_VARARGS, "line_stats(lines, stable_bmp_bitmap) -> per-line counts."},
@@ -835,5 +855,10 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
+    for (int i = N_SIMD - 1; i > 0; i--)
+        if (simd_supported(i)) {
+            simd_choice = i;
+            break;
+        }
     return PyModule_Create(&module_def);
 }

@@ -77,6 +77,44 @@ def test_sha1_prefix_all_padding_lengths() -> None:
         assert native.sha1_prefix32(data, True) == expected, length
 
 
+def supported_simd() -> list[str]:
+    """The SHA-1 lane variants this CPU runs (``generic`` always; ``avx2``, ``avx512f`` on x86)."""
+    current = native.simd()
+    names = []
+    for name in ("generic", "avx2", "avx512f"):
+        try:
+            names.append(native.simd(name))
+        except ValueError as exc:
+            assert "not supported by this CPU" in str(exc) or "unknown" in str(exc)
+    native.simd(current)
+    return names
+
+
+@needs_native
+def test_simd_variants_give_the_same_hashes() -> None:
+    """Every variant this CPU supports: all padding lengths, and MinHash over shingles of mixed block
+    counts (lanes that finish early keep their state), equal to hashlib / the numpy path."""
+    names = supported_simd()
+    assert names[0] == "generic" and native.simd() == names[-1]  # the widest supported is the default
+    with pytest.raises(ValueError, match="SIMD variant 'neon' is unknown"):
+        native.simd("neon")
+    rng = np.random.default_rng(11)
+    data = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in (*range(0, 140), 1000)]
+    expected = [int.from_bytes(hashlib.sha1(d).digest()[:4], "little") for d in data]
+    vocab = ["a", "bb", "ccc" * 9, "d" * 60, "caf\u00e9", "\U0001f600"]
+    docs = [[vocab[int(i)] for i in rng.integers(0, len(vocab), n)] for n in (13, 14, 29, 40, 333)]
+    numpy_sigs = minhash.signatures_from_words_numpy(docs)
+    default = native.simd()
+    try:
+        for name in names:
+            assert native.simd(name) == name
+            assert [native.sha1_prefix32(d, True) for d in data] == expected, name
+            got = minhash.signatures_from_words_native(docs)
+            assert [g.tolist() for g in got] == [v.tolist() for v in numpy_sigs], name
+    finally:
+        native.simd(default)
+
+
 WORDS = st.lists(
     st.one_of(st.sampled_from(["the", "a", "caf\u00e9", "x" * 70, "\U0001f600", "\ud800z", "e\u0301"]),
               st.text(st.characters(codec=None, exclude_categories=["Zs", "Zl", "Zp", "Cc"]), min_size=1,
