@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -254,6 +255,176 @@ def test_truncated_documents_file_keeps_what_was_read(shared_data: Path, tmp_pat
     assert record["counts"]["annotate.truncated"] == 1
     lines = signals_lines(tmp_path, "en_head")
     assert len(lines) == len(minhash_rows(tmp_path, "en_head")) == record["counts"]["annotate.lines"]
+
+
+# ---------------------------------------------------------------- degenerate documents in a shard
+
+BIG_K = 5 * 2**20 // 9  # "the cat. " repeated: one line of 5 242 878 code points, no "\n"
+MANY_LINES = 3000  # "A b c.\n" repeated
+
+# (RAW, document-level values by quality_signals.md §3 / §7.5 worked out by hand, the value every line slice
+# has for the line signals 31-36 (§3.5), MinHash distinct shingles (§6) or None when NW has < 13 words)
+DEGENERATE = [
+    ("", {  # E3 of §7.2: every degenerate value
+        "rps_doc_curly_bracket": 0.0, "rps_doc_ldnoobw_words": 0.0, "rps_doc_lorem_ipsum": 0.0,
+        "rps_doc_stop_word_fraction": 0.0, "rps_doc_frac_chars_dupe_5grams": 0.0, "rps_doc_frac_chars_top_2gram": 0.0,
+        "rps_doc_frac_all_caps_words": None, "rps_doc_frac_lines_end_with_ellipsis": None,
+        "rps_doc_frac_no_alph_words": None, "rps_doc_frac_unique_words": None, "rps_doc_mean_word_length": None,
+        "rps_doc_num_sentences": 0.0, "rps_doc_symbol_to_word_ratio": None, "rps_doc_unigram_entropy": None,
+        "rps_doc_word_count": 0}, None, None),
+    (" \t\n\n  ", {  # whitespace only: N, NW, RW empty; 3 line slices (§7.5 "   " and "\n\n")
+        "rps_doc_curly_bracket": 0.0, "rps_doc_ldnoobw_words": 0.0, "rps_doc_lorem_ipsum": 0.0,
+        "rps_doc_stop_word_fraction": 0.0, "rps_doc_frac_chars_dupe_5grams": 0.0, "rps_doc_frac_chars_top_2gram": 0.0,
+        "rps_doc_frac_all_caps_words": None, "rps_doc_frac_lines_end_with_ellipsis": 0.0,
+        "rps_doc_frac_no_alph_words": None, "rps_doc_frac_unique_words": None, "rps_doc_mean_word_length": None,
+        "rps_doc_num_sentences": 0.0, "rps_doc_symbol_to_word_ratio": None, "rps_doc_unigram_entropy": None,
+        "rps_doc_word_count": 0},
+     {"rps_lines_ending_with_terminal_punctution_mark": 0.0, "rps_lines_javascript_counts": 0.0,
+      "rps_lines_num_words": 0, "rps_lines_numerical_chars_fraction": 0.0, "rps_lines_start_with_bulletpoint": 0.0,
+      "rps_lines_uppercase_letter_fraction": 0.0}, None),
+    ("the cat. " * BIG_K, {  # one ~5 MB line; NW = [the, cat] * K, RW = [the, cat, .] * K, T = 6K
+        "rps_doc_curly_bracket": 0.0, "rps_doc_ldnoobw_words": 0.0, "rps_doc_lorem_ipsum": 0.0,
+        "rps_doc_stop_word_fraction": 0.33333333,  # K "the" / 3K
+        "rps_doc_frac_chars_dupe_10grams": 1.0, "rps_doc_frac_chars_dupe_5grams": 1.0,
+        "rps_doc_frac_chars_top_2gram": 1.0,  # (the, cat) K times: 6K / 6K
+        "rps_doc_frac_chars_top_3gram": round(9 * (BIG_K - 1) / (6 * BIG_K), 8),  # (the, cat, the) K-1 times
+        "rps_doc_frac_chars_top_4gram": round(12 * (BIG_K - 1) / (6 * BIG_K), 8),
+        "rps_doc_frac_all_caps_words": 0.0, "rps_doc_frac_lines_end_with_ellipsis": 0.0,
+        "rps_doc_frac_no_alph_words": 0.33333333,  # 1 - 2K/3K
+        "rps_doc_frac_unique_words": round(2 / (2 * BIG_K), 8), "rps_doc_mean_word_length": 3.0,
+        "rps_doc_num_sentences": float(BIG_K), "rps_doc_symbol_to_word_ratio": 0.0,
+        "rps_doc_unigram_entropy": 0.69314718, "rps_doc_word_count": 2 * BIG_K},
+     {"rps_lines_ending_with_terminal_punctution_mark": 1.0, "rps_lines_javascript_counts": 0.0,
+      "rps_lines_num_words": 2 * BIG_K, "rps_lines_numerical_chars_fraction": 0.0,
+      "rps_lines_start_with_bulletpoint": 0.0, "rps_lines_uppercase_letter_fraction": 0.0}, 2),
+    ("!?! ### (--) ...", {  # punctuation only: N, NW empty; RW = [!?!, ###, (--), ...]
+        "rps_doc_curly_bracket": 0.0, "rps_doc_ldnoobw_words": 0.0, "rps_doc_lorem_ipsum": 0.0,
+        "rps_doc_stop_word_fraction": 0.0,  # the NW guard
+        "rps_doc_frac_chars_dupe_5grams": 0.0, "rps_doc_frac_chars_top_2gram": 0.0,
+        "rps_doc_frac_all_caps_words": 0.0, "rps_doc_frac_lines_end_with_ellipsis": 1.0,
+        "rps_doc_frac_no_alph_words": 1.0, "rps_doc_frac_unique_words": None, "rps_doc_mean_word_length": None,
+        "rps_doc_num_sentences": 0.0,  # no \w, so no \b
+        "rps_doc_symbol_to_word_ratio": 1.0,  # (3 "#" + 1 "...") / 4 tokens
+        "rps_doc_unigram_entropy": None, "rps_doc_word_count": 0},
+     {"rps_lines_ending_with_terminal_punctution_mark": 1.0, "rps_lines_javascript_counts": 0.0,
+      "rps_lines_num_words": 0, "rps_lines_numerical_chars_fraction": 0.0, "rps_lines_start_with_bulletpoint": 0.0,
+      "rps_lines_uppercase_letter_fraction": 0.0}, None),
+    ("\U0001F600\U0001F389\U0001F44D \U0001F525\U0001F525", {  # emoji only: not \w, not ASCII punctuation
+        "rps_doc_curly_bracket": 0.0, "rps_doc_ldnoobw_words": 0.0, "rps_doc_lorem_ipsum": 0.0,
+        "rps_doc_stop_word_fraction": 0.0, "rps_doc_frac_chars_dupe_5grams": 0.0, "rps_doc_frac_chars_top_2gram": 0.0,
+        "rps_doc_frac_all_caps_words": 0.0, "rps_doc_frac_lines_end_with_ellipsis": 0.0,
+        "rps_doc_frac_no_alph_words": 1.0, "rps_doc_frac_unique_words": 1.0,
+        "rps_doc_mean_word_length": 2.5,  # NW has the two emoji runs: (3 + 2) / 2
+        "rps_doc_num_sentences": 0.0, "rps_doc_symbol_to_word_ratio": 0.0, "rps_doc_unigram_entropy": 0.69314718,
+        "rps_doc_word_count": 2},
+     {"rps_lines_ending_with_terminal_punctution_mark": 0.0, "rps_lines_javascript_counts": 0.0,
+      "rps_lines_num_words": 2, "rps_lines_numerical_chars_fraction": 0.0, "rps_lines_start_with_bulletpoint": 0.0,
+      "rps_lines_uppercase_letter_fraction": 0.0}, None),
+    ("the \ud800 cat.", {  # a lone surrogate (written as the JSON escape): a non-\w token and a word of NW
+        "rps_doc_curly_bracket": 0.0, "rps_doc_ldnoobw_words": 0.0, "rps_doc_lorem_ipsum": 0.0,
+        "rps_doc_stop_word_fraction": 0.25,  # RW = [the, \ud800, cat, .]
+        "rps_doc_frac_chars_dupe_5grams": 0.0, "rps_doc_frac_chars_top_2gram": 0.0,
+        "rps_doc_frac_all_caps_words": 0.0, "rps_doc_frac_lines_end_with_ellipsis": 0.0,
+        "rps_doc_frac_no_alph_words": 0.5, "rps_doc_frac_unique_words": 1.0,
+        "rps_doc_mean_word_length": 2.33333333,  # NW = [the, \ud800, cat]: 7 / 3
+        "rps_doc_num_sentences": 1.0, "rps_doc_symbol_to_word_ratio": 0.0, "rps_doc_unigram_entropy": 1.09861229,
+        "rps_doc_word_count": 3},
+     {"rps_lines_ending_with_terminal_punctution_mark": 1.0, "rps_lines_javascript_counts": 0.0,
+      "rps_lines_num_words": 3, "rps_lines_numerical_chars_fraction": 0.0, "rps_lines_start_with_bulletpoint": 0.0,
+      "rps_lines_uppercase_letter_fraction": 0.0}, None),
+    ("A b c.\n" * MANY_LINES, {  # RW = [A, b, c, .] * 3000 (b, c are en stop words, "A" is not); NW = [a, b, c] * 3000
+        "rps_doc_curly_bracket": 0.0, "rps_doc_ldnoobw_words": 0.0, "rps_doc_lorem_ipsum": 0.0,
+        "rps_doc_stop_word_fraction": 0.5, "rps_doc_frac_chars_dupe_10grams": 1.0,
+        "rps_doc_frac_chars_dupe_5grams": 1.0,
+        "rps_doc_frac_chars_top_2gram": 0.66666667,  # (a, b) 3000 times: 6000 / 9000
+        "rps_doc_frac_chars_top_3gram": 1.0, "rps_doc_frac_chars_top_4gram": 1.33288889,  # 4 * 2999 / 9000
+        "rps_doc_frac_all_caps_words": 0.25, "rps_doc_frac_lines_end_with_ellipsis": 0.0,
+        "rps_doc_frac_no_alph_words": 0.25, "rps_doc_frac_unique_words": 0.00033333,
+        "rps_doc_mean_word_length": 1.0, "rps_doc_num_sentences": float(MANY_LINES),
+        "rps_doc_symbol_to_word_ratio": 0.0, "rps_doc_unigram_entropy": 1.09861229, "rps_doc_word_count": 9000},
+     {"rps_lines_ending_with_terminal_punctution_mark": 1.0, "rps_lines_javascript_counts": 0.0,
+      "rps_lines_num_words": 3, "rps_lines_numerical_chars_fraction": 0.0, "rps_lines_start_with_bulletpoint": 0.0,
+      "rps_lines_uppercase_letter_fraction": 0.14285714}, 3),  # 1 / 7, the "\n" counted
+]
+
+
+def spec_minhash_bands(shingles: set[str]) -> dict[str, list[str]]:
+    """quality_signals.md §6 steps 3-8 written out plainly (Python ints, wrapping at 2^64 by hand)."""
+    rng = np.random.RandomState(42)
+    perms = []
+    for _ in range(128):
+        a = int(rng.randint(1, 2**61 - 1, dtype=np.uint64))
+        perms.append((a, int(rng.randint(0, 2**61 - 1, dtype=np.uint64))))
+    hashes = [int.from_bytes(hashlib.sha1(s.encode("utf-8")).digest()[:4], "little") for s in shingles]
+    sig = [min(0xFFFFFFFF, min(((h * a % 2**64 + b) % 2**64) % (2**61 - 1) & 0xFFFFFFFF for h in hashes))
+           for a, b in perms]
+    layout = {"1.0": (1, 128), "0.9": (5, 25), "0.8": (9, 13), "0.7": (14, 9)}
+    return {f"signature_sim{t}": [b"".join(v.to_bytes(4, "big") for v in sig[k * r:(k + 1) * r]).hex()
+                                  for k in range(bands)] for t, (bands, r) in layout.items()}
+
+
+def test_degenerate_documents_get_the_specified_values(shared_data: Path, tmp_path: Path) -> None:
+    e5 = "one two three four five six seven eight nine ten eleven twelve thirteen"  # §6 worked vector
+    assert spec_minhash_bands({e5})["signature_sim0.7"][0] == (
+        "7400483cbca37e29b8353fab39a4699e00afe6d3c9892331a32a03640a80c15de8ba5156")
+    docs = []
+    for i, (raw, _, _, _) in enumerate(DEGENERATE):
+        nlines = len(re.findall(r"([^\n]*\n|[^\n]+$)", raw))
+        docs.append({"url": f"http://d{i}.example/", "date_download": "2023-01-01T00:00:00Z",
+                     "digest": "sha1:" + "A" * 32, "length": len(raw), "nlines": nlines,
+                     "source_domain": f"d{i}.example", "title": f"degenerate {i}", "raw_content": raw, "cc_segment": "crawl-data/CC-MAIN-2023-06/x",
+                     "original_nlines": nlines + i, "original_length": len(raw) + 10 * i, "line_ids": [],
+                     "language": "en", "language_score": 0.5 + i / 100, "perplexity": 100.25 + i, "bucket": "head"})
+    lines = [json.dumps(doc).encode() + b"\n" for doc in docs]
+    assert b'"the \\ud800 cat."' in lines[5]  # the lone surrogate is in the file as a JSON escape
+    write_shard(tmp_path / "rel", {"en_head.json.gz": lines})
+    artifacts = write_artifacts(tmp_path / "art", shared_data, STABLE, dsir_lang="en")
+    record = annotate_shard(config(tmp_path / "rel"), 0, artifacts_url=artifacts, hash_mode=STABLE)
+
+    key = "2023-06/0000/en_head.json.gz"
+    out = [json.loads(line) for line in signals_lines(tmp_path / "rel", "en_head")]
+    rows = minhash_rows(tmp_path / "rel", "en_head")
+    ids = [f"{key}/{i}" for i in range(len(DEGENERATE))]
+    assert [r["id"] for r in out] == ids and [r["id"] for r in rows] == ids
+    assert record["files"]["en_head.json.gz"] == {**record["files"]["en_head.json.gz"], "lines": len(DEGENERATE),
+                                                  "bad_lines": 0, "minhash_null": 5}
+
+    def same(got: object, want: object) -> bool:  # equal and of the specified JSON type (2.0 is not 2)
+        return got == want and type(got) is type(want)
+
+    for doc, r, row, (raw, doc_values, line_values, shingles) in zip(docs, out, rows, DEGENERATE):
+        qs, n = r["quality_signals"], len(raw)
+        label = repr(raw[:20])
+        for field in ("length", "original_length", "nlines", "original_nlines", "language_score", "perplexity"):
+            assert qs[f"ccnet_{field}"] == [[0, n, float(doc[field])]], (label, field)
+        assert qs["ccnet_bucket"] == [[0, n, 0.0]]
+        assert qs["rps_doc_ut1_blacklist"] == [[0, n, None]]  # no UT1 map
+        for name in ("palm", "wikipedia", "wikiref"):
+            assert qs[f"rps_doc_ml_{name}_score"] == [[0, n, None]]  # no classifier models
+        for name in TARGETS:  # DSIR artifacts for en: a float, null only for an empty RAW (§3.7)
+            for suffix in ("", "_length_correction"):
+                triple = qs[f"rps_doc_{name}_importance{suffix}"]
+                assert triple[0][:2] == [0, n] and (triple[0][2] is None) == (raw == ""), (label, name)
+        for signal, want in doc_values.items():
+            [[start, end, got]] = qs[signal]
+            assert (start, end) == (0, n) and same(got, want), (label, signal, got, want)
+        slices = [[m.start(), m.end()] for m in re.finditer(r"([^\n]*\n|[^\n]+$)", raw)]
+        for signal in (s for s in qs if s.startswith("rps_lines_")):
+            if line_values is None:  # no line slices
+                want = [[0, 0, None]] if signal == "rps_lines_start_with_bulletpoint" else []
+                assert qs[signal] == want, (label, signal)
+                continue
+            assert [t[:2] for t in qs[signal]] == slices, (label, signal)
+            assert all(same(t[2], line_values[signal]) for t in qs[signal]), (label, signal, qs[signal][:3])
+        columns = [c for c in row if c.startswith("signature_sim")]
+        assert sorted(columns) == ["signature_sim0.7", "signature_sim0.8", "signature_sim0.9", "signature_sim1.0"]
+        if shingles is None:
+            assert all(row[c] is None for c in columns), label
+        else:
+            words = raw.replace(".", "").lower().split()  # N of these two: "." is their only punctuation
+            grams = {" ".join(words[i:i + 13]) for i in range(len(words) - 12)}
+            assert len(grams) == shingles
+            assert {c: row[c] for c in columns} == spec_minhash_bands(grams), label
 
 
 def test_tail_option_stale_outputs_and_force(shared_data: Path, tmp_path: Path) -> None:
