@@ -10,9 +10,11 @@
  *   repetition(words, max_n)   -> tuple       top / duplicate n-gram character counts
  *   token_stats(tokens, stop)  -> tuple       stop-word, all-caps and ASCII-letter token counts
  *   line_stats(lines, stable)  -> list        per-line counts of the six line signals
+ *   ft_predict(text, ...)      -> tuple       fastText's top-1 prediction for one line of text
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -834,12 +836,249 @@ fail:
     return NULL;
 }
 
+/* ------------------------------------------------------------------ ft_predict */
+
+/* The vocabulary of a fastText model as an open-addressing table of word ids (FNV-1a, linear probing)
+ * over `blob`, the words' UTF-8 bytes back to back, word i at blob[offsets[i]:offsets[i + 1]]. */
+static inline uint32_t fnv1a(const unsigned char *p, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+typedef struct {
+    const unsigned char *blob;
+    const int64_t *offsets;
+    const int32_t *slots;
+    size_t mask;
+} vocab_t;
+
+static int32_t
+vocab_find(const vocab_t *v, const unsigned char *word, size_t len)
+{
+    for (size_t i = fnv1a(word, len) & v->mask;; i = (i + 1) & v->mask) {
+        const int32_t id = v->slots[i];
+        if (id < 0)
+            return -1;
+        const int64_t from = v->offsets[id], to = v->offsets[id + 1];
+        if ((size_t)(to - from) == len && memcmp(v->blob + from, word, len) == 0)
+            return id;
+    }
+}
+
+static int
+get_vocab(Py_buffer *blob, Py_buffer *offsets, Py_buffer *slots, vocab_t *v, Py_ssize_t *nwords)
+{
+    const Py_ssize_t nslots = slots->len / 4;
+    *nwords = offsets->len / 8 - 1;
+    if (offsets->len % 8 || *nwords < 1 || slots->len % 4 || nslots < 2 * *nwords || (nslots & (nslots - 1))) {
+        PyErr_SetString(PyExc_ValueError, "vocabulary: offsets must be int64 (words + 1), slots int32, a power of "
+                                          "two and at least twice the words");
+        return -1;
+    }
+    v->blob = blob->buf;
+    v->offsets = offsets->buf;
+    v->slots = slots->buf;
+    v->mask = (size_t)nslots - 1;
+    if (v->offsets[0] != 0 || v->offsets[*nwords] != blob->len) {
+        PyErr_SetString(PyExc_ValueError, "vocabulary: offsets do not span the blob");
+        return -1;
+    }
+    return 0;
+}
+
+/* ft_vocab_slots(blob, offsets, nslots) -> bytes: the int32 slot table of the vocabulary (-1 = empty). */
+static PyObject *
+ft_vocab_slots(PyObject *module, PyObject *args)
+{
+    Py_buffer blob, offsets;
+    Py_ssize_t nslots;
+    if (!PyArg_ParseTuple(args, "y*y*n", &blob, &offsets, &nslots))
+        return NULL;
+    PyObject *result = NULL;
+    const Py_ssize_t nwords = offsets.len / 8 - 1;
+    if (offsets.len % 8 || nwords < 1 || nwords > INT32_MAX - 1 || nslots < 2 * nwords || (nslots & (nslots - 1))) {
+        PyErr_SetString(PyExc_ValueError, "ft_vocab_slots: bad offsets or slot count");
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, nslots * 4);
+    if (result == NULL)
+        goto done;
+    int32_t *slots = (int32_t *)PyBytes_AS_STRING(result);
+    memset(slots, 0xFF, (size_t)nslots * 4);
+    const int64_t *off = offsets.buf;
+    const unsigned char *words = blob.buf;
+    const vocab_t v = {words, off, slots, (size_t)nslots - 1};
+    for (Py_ssize_t id = 0; id < nwords; id++) {
+        if (off[id] < 0 || off[id + 1] < off[id] || off[id + 1] > blob.len) {
+            PyErr_SetString(PyExc_ValueError, "ft_vocab_slots: offsets out of order");
+            Py_CLEAR(result);
+            goto done;
+        }
+        const size_t len = (size_t)(off[id + 1] - off[id]);
+        if (vocab_find(&v, words + off[id], len) >= 0) /* fastText's words are unique; keep the first */
+            continue;
+        size_t i = fnv1a(words + off[id], len) & v.mask;
+        while (slots[i] >= 0)
+            i = (i + 1) & v.mask;
+        slots[i] = (int32_t)id;
+    }
+done:
+    PyBuffer_Release(&offsets);
+    PyBuffer_Release(&blob);
+    return result;
+}
+
+#define PREFETCH_ROWS 8 /* input rows are scattered over the matrix: ask for them this far ahead */
+
+static inline int ft_is_space(unsigned char c)
+{
+    return c == ' ' || c == '\n' || c == '\r' || c == '\t' || c == '\v' || c == '\f' || c == '\0';
+}
+
+/*
+ * ft_predict(text, blob, offsets, slots, wi, wo, dim) -> (label, prob): the top-1 prediction of a
+ * plain supervised fastText model (softmax loss, word unigrams, not quantized) for one line of UTF-8
+ * `text`, in fastText's own reading and float32 arithmetic (the pinned fasttext-numpy2 build, read
+ * off its source and checked against it whenever a model is loaded):
+ *
+ *   words    split on ' ' \n \r \t \v \f NUL; the rows of the in-vocabulary words, in order, up to
+ *            and including a "</s>" token, else followed by the row of "</s>" (the line's end)
+ *   hidden_j = (sum of the rows' column j, in order) * (float)(1.0 / rows)
+ *   out_i    = sum over j, in order, of wo[i][j] * hidden_j;   out_i = (float)exp((double)(out_i - max))
+ *   p_i      = out_i / (sum of out_i, in order)
+ *   best     = the last i with the greatest (float)log(p_i + 1e-5);  prob = expf(that log)
+ *
+ * `wi` and `wo` are float32 C-order matrices of `dim` columns.  The file is compiled with
+ * -ffp-contract=off: no multiply-add is fused, as in that build.  "</s>" must be in the vocabulary.
+ */
+static PyObject *
+ft_predict(PyObject *module, PyObject *args)
+{
+    Py_buffer text, blob, offsets, slots, wi, wo;
+    Py_ssize_t dim, nwords;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*n", &text, &blob, &offsets, &slots, &wi, &wo, &dim))
+        return NULL;
+    PyObject *result = NULL;
+    float *hidden = NULL, *out = NULL;
+    int32_t *ids = NULL;
+    vocab_t v;
+    if (get_vocab(&blob, &offsets, &slots, &v, &nwords) < 0)
+        goto done;
+    if (dim <= 0 || wi.len % (4 * dim) || wo.len % (4 * dim) || wo.len == 0 || wi.len / (4 * dim) < nwords) {
+        PyErr_SetString(PyExc_ValueError, "ft_predict: wi and wo must be float32 matrices of dim columns, wi with a "
+                                          "row per word");
+        goto done;
+    }
+    static const unsigned char EOS[] = "</s>";
+    const int32_t eos = vocab_find(&v, EOS, 4);
+    if (eos < 0) {
+        PyErr_SetString(PyExc_ValueError, "ft_predict: </s> is not in the vocabulary");
+        goto done;
+    }
+    const Py_ssize_t labels = wo.len / (4 * dim);
+    hidden = PyMem_Calloc((size_t)dim, sizeof(float));
+    out = PyMem_Malloc(sizeof(float) * (size_t)labels);
+    ids = PyMem_Malloc(sizeof(int32_t) * (size_t)(text.len / 2 + 2)); /* words <= (bytes + 1) / 2, plus </s> */
+    if (hidden == NULL || out == NULL || ids == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const unsigned char *s = text.buf;
+    const Py_ssize_t len = text.len;
+    const float *in = wi.buf, *w = wo.buf;
+    int best = -1, nan = 0;
+    float best_log = 0.0f;
+    Py_BEGIN_ALLOW_THREADS
+    /* the rows to average, in order: first all of them (ids), then the sums, fetching rows ahead */
+    Py_ssize_t rows = 0, i = 0;
+    int32_t id = -2; /* -2: the line's end was reached without a "</s>" token */
+    while (i < len) {
+        while (i < len && ft_is_space(s[i]))
+            i++;
+        const Py_ssize_t from = i;
+        while (i < len && !ft_is_space(s[i]))
+            i++;
+        if (i == from)
+            break;
+        id = vocab_find(&v, s + from, (size_t)(i - from));
+        if (id >= 0)
+            ids[rows++] = id;
+        if (id == eos)
+            break;
+    }
+    if (id != eos)
+        ids[rows++] = eos;
+    const size_t row_bytes = sizeof(float) * (size_t)dim;
+    for (Py_ssize_t t = 0; t < rows; t++) {
+        if (t + PREFETCH_ROWS < rows) {
+            const char *ahead = (const char *)(in + (size_t)ids[t + PREFETCH_ROWS] * (size_t)dim);
+            for (size_t b = 0; b < row_bytes; b += 64)
+                __builtin_prefetch(ahead + b);
+        }
+        const float *row = in + (size_t)ids[t] * (size_t)dim;
+        for (Py_ssize_t j = 0; j < dim; j++)
+            hidden[j] += row[j];
+    }
+    const float scale = (float)(1.0 / (double)rows);
+    for (Py_ssize_t j = 0; j < dim; j++)
+        hidden[j] *= scale;
+    for (Py_ssize_t k = 0; k < labels; k++) {
+        float d = 0.0f;
+        const float *row = w + (size_t)k * (size_t)dim;
+        for (Py_ssize_t j = 0; j < dim; j++)
+            d += row[j] * hidden[j];
+        nan |= isnan(d);
+        out[k] = d;
+    }
+    float max = out[0], z = 0.0f;
+    for (Py_ssize_t k = 0; k < labels; k++)
+        max = max > out[k] ? max : out[k];
+    for (Py_ssize_t k = 0; k < labels; k++) {
+        out[k] = (float)exp((double)(out[k] - max));
+        z += out[k];
+    }
+    for (Py_ssize_t k = 0; k < labels; k++) {
+        out[k] /= z;
+        if (out[k] < 0.0f) /* fastText's threshold 0.0 */
+            continue;
+        const float lg = (float)log((double)out[k] + 1e-5);
+        if (best < 0 || !(lg < best_log)) {
+            best = (int)k;
+            best_log = lg;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (nan) {
+        PyErr_SetString(PyExc_ValueError, "ft_predict: NaN in the output layer (fastText raises EncounteredNaNError)");
+        goto done;
+    }
+    result = Py_BuildValue("(id)", best, (double)expf(best_log));
+done:
+    PyMem_Free(ids);
+    PyMem_Free(hidden);
+    PyMem_Free(out);
+    PyBuffer_Release(&wo);
+    PyBuffer_Release(&wi);
+    PyBuffer_Release(&slots);
+    PyBuffer_Release(&offsets);
+    PyBuffer_Release(&blob);
+    PyBuffer_Release(&text);
+    return result;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef methods[] = {
     {"word_punct", word_punct, METH_O, "RW tokens: stdlib-re matches of \\w+|[^\\w\\s]+ in order."},
     {"minhash", minhash, METH_VARARGS, "minhash(joined, a, b, shingle) -> uint32 signature bytes or None."},
     {"sha1_prefix32", py_sha1_prefix32, METH_VARARGS, "LE uint32 of SHA-1(data)[:4]; lanes=True: SIMD path."},
+    {"ft_predict", ft_predict, METH_VARARGS, "ft_predict(text, blob, offsets, slots, wi, wo, dim) -> (label, prob)."},
+    {"ft_vocab_slots", ft_vocab_slots, METH_VARARGS, "ft_vocab_slots(blob, offsets, nslots) -> int32 slot table."},
     {"simd", py_simd, METH_VARARGS, "simd(name=None) -> the SHA-1 lane variant in use; a name switches to it."},
     {"repetition", repetition, METH_VARARGS, "repetition(words, max_n) -> (total_chars, top, cover)."},
     {"token_stats", token_stats, METH_VARARGS, "token_stats(tokens, stop_words) -> (stop, isupper, ascii letter)."},

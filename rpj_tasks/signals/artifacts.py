@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from rpj_tasks import storage
-from rpj_tasks.lid import load_model
+from rpj_tasks.signals.classifier import load_classifier
 from rpj_tasks.signals.hashseed import HASH_MODES, SEED42
 from rpj_tasks.signals.models import DSIR_SOURCE, DSIR_TARGETS, DsirScorer
 
@@ -44,8 +44,8 @@ class ArtifactsError(RuntimeError):
 
 @dataclass(frozen=True)
 class SignalArtifacts:
-    """Everything one language's signals need.  ``classifiers`` maps a model name to a loaded
-    fastText model; ``dsir`` is ``None`` when the source or every target is missing."""
+    """Everything one language's signals need.  ``classifiers`` maps a model name to its
+    predictor (:func:`rpj_tasks.signals.classifier.load_classifier`); ``dsir`` is ``None`` when the source or every target is missing."""
 
     lang: str
     stop_words: frozenset[str] = frozenset()
@@ -116,7 +116,7 @@ def _load_classifiers(root: str, lang: str) -> dict[str, Any]:
     for name in CLASSIFIERS:
         url = storage.join(root, "classifiers", lang, f"{name}.model.bin")
         if storage.exists(url):
-            models[name] = load_model(url)
+            models[name] = load_classifier(url)
     return models
 
 
