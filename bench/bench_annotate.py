@@ -15,6 +15,7 @@ generated text), then runs :func:`rpj_tasks.annotate.annotate_shard` and prints 
   generator's vocabulary and the documents);
 * ``seconds``: the stage's per-step seconds (read, signals, minhash, write, load_artifacts);
 * ``native``: whether the compiled loops (``rpj_tasks._speedups``) ran (``--pure-python`` turns them off);
+  ``simd``: the SHA-1 lane variant they used (``generic``, ``avx2`` or ``avx512f``, the widest this CPU runs);
 * ``loop_ns``: CPU nanoseconds per iteration of a plain Python ``for``/``+=`` loop, a yardstick for
   comparing figures taken on different machines (about 20-30 ns on a current desktop core);
 * ``artifacts`` (``"generated"`` or the ``--artifacts`` URL), ``hash_mode``, ``classifiers`` (the
@@ -374,6 +375,7 @@ def main() -> None:
         "docs_per_s_wall": round(lines / wall, 1),
         "peak_rss_mb": round(rss_peak / 1024, 1),
         "native": speedups.native is not None,
+        "simd": speedups.native.simd() if speedups.native is not None else None,
         "loop_ns": loop_ns(),
         "seconds": record["seconds"],
         "target": {"docs_per_s_cpu": 625, "peak_rss_mb": 1024},
