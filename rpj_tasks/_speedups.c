@@ -873,9 +873,12 @@ vocab_find(const vocab_t *v, const unsigned char *word, size_t len)
 static int
 get_vocab(Py_buffer *blob, Py_buffer *offsets, Py_buffer *slots, vocab_t *v, Py_ssize_t *nwords)
 {
+    /* `slots` must come from ft_vocab_slots over the same blob and offsets (its ids are not rechecked
+     * on every call): rpj_tasks.signals.classifier.CompiledClassifier keeps the three together. */
     const Py_ssize_t nslots = slots->len / 4;
     *nwords = offsets->len / 8 - 1;
-    if (offsets->len % 8 || *nwords < 1 || slots->len % 4 || nslots < 2 * *nwords || (nslots & (nslots - 1))) {
+    if (offsets->len % 8 || *nwords < 1 || *nwords > INT32_MAX - 1 || slots->len % 4 || nslots < 2 * *nwords ||
+        (nslots & (nslots - 1))) {
         PyErr_SetString(PyExc_ValueError, "vocabulary: offsets must be int64 (words + 1), slots int32, a power of "
                                           "two and at least twice the words");
         return -1;
@@ -920,7 +923,7 @@ ft_vocab_slots(PyObject *module, PyObject *args)
             goto done;
         }
         const size_t len = (size_t)(off[id + 1] - off[id]);
-        if (vocab_find(&v, words + off[id], len) >= 0) /* fastText's words are unique; keep the first */
+        if (vocab_find(&v, words + off[id], len) >= 0) /* callers pass unique words (CompiledClassifier checks) */
             continue;
         size_t i = fnv1a(words + off[id], len) & v.mask;
         while (slots[i] >= 0)

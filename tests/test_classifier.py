@@ -141,9 +141,14 @@ def test_other_models_keep_fasttext(tmp_path: Path, models, caplog: pytest.LogCa
     assert "wordNgrams=2" in caplog.text
     subwords = train(tmp_path, ["palm", "cc"], minn=2, maxn=4, bucket=10000)
     assert compiled_or_fasttext(subwords, "subwords") is subwords
+    assert "maxn=4" in caplog.text
     quantized = train(tmp_path, ["palm", "cc"], quantize=True)
-    assert compiled_or_fasttext(quantized, "quantized") is quantized
-    assert "quantized" in caplog.text
+    assert compiled_or_fasttext(quantized, "q8") is quantized
+    assert "classifier q8: fastText's own predict (quantized)" in caplog.text
+    for loss in ("hs", "ova"):
+        other = train(tmp_path, ["palm", "cc"], loss=loss)
+        assert compiled_or_fasttext(other, loss) is other
+        assert f"model supervised with loss {loss}" in caplog.text
 
 
 def test_a_probe_that_differs_keeps_fasttext(models, monkeypatch: pytest.MonkeyPatch,
@@ -190,6 +195,10 @@ def test_bad_arguments_are_errors(models) -> None:
     model = models["dim100"]
     with pytest.raises(ValueError, match="no </s>"):
         CompiledClassifier(["a", "b"], ["__label__x"], np.zeros((2, 4), np.float32), np.zeros((1, 4), np.float32))
+    with pytest.raises(ValueError, match="repeats a word"):
+        CompiledClassifier([EOS, "a", "a"], ["__label__x"], np.zeros((3, 4), np.float32), np.zeros((1, 4), np.float32))
+    with pytest.raises(ValueError, match="equal to a label"):
+        CompiledClassifier([EOS, "__label__x"], ["__label__x"], np.zeros((2, 4), np.float32), np.zeros((1, 4), np.float32))
     with pytest.raises(ValueError, match="do not match"):
         CompiledClassifier([EOS, "a"], ["__label__x"], np.zeros((2, 4), np.float32), np.zeros((2, 4), np.float32))
     fast = compiled(model)

@@ -1,9 +1,10 @@
 """The quality classifiers' fastText predictions (signals 37-39, §3.6), computed without fastText's
 per-word dictionary probe when the model allows it.
 
-fastText looks every word up in a 30-million-slot table (120 MB per loaded model), so on ~500-word
-documents its ``predict`` spends most of its time waiting for memory: ~150-250 µs per document and
-model on the development machine.  For a plain supervised model (softmax loss, word unigrams, no
+fastText reads a line through a ``std::istream`` one character at a time, makes a ``std::string`` per
+word and compares it with the dictionary entry's own heap-allocated string, so on ~500-word documents
+its ``predict`` takes ~90-300 µs per document and model on the development machine, mostly in the
+reading and the lookups.  For a plain supervised model (softmax loss, word unigrams, no
 subwords, not quantized) the prediction is only: the rows of the line's in-vocabulary words and of
 ``</s>``, averaged; one dot product per label; a softmax; the top label.  :class:`CompiledClassifier`
 keeps the vocabulary and the two matrices in numpy buffers, and runs that arithmetic in
@@ -44,6 +45,10 @@ class CompiledClassifier:
     def __init__(self, words: list[str], labels: list[str], input_matrix: np.ndarray, output_matrix: np.ndarray):
         if EOS not in words:
             raise ValueError("the vocabulary has no </s>")
+        if len(set(words)) != len(words) or not set(words).isdisjoint(labels):
+            # fastText's dictionary keeps the last of equal entries (a label wins over a word);
+            # training never makes such a model, so these keep fastText's own predict
+            raise ValueError("the vocabulary repeats a word or has a word equal to a label")
         encoded = [word.encode("utf-8") for word in words]
         self._blob = b"".join(encoded)
         self._offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
