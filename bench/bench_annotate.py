@@ -28,6 +28,12 @@ generated text), then runs :func:`rpj_tasks.annotate.annotate_shard` and prints 
 ``MANIFEST.json`` gives the DSIR hash mode (``cpython-seed42`` without one).  The generated
 documents' domains are not in a real UT1 map, so those UT1 lookups all miss.
 
+``--keep DIR`` writes the shard (``DIR/release``: ``documents``, the CCNet stats record and, after
+the run, the stage's ``quality_signals`` and ``minhash`` outputs) and the generated artifacts
+(``DIR/artifacts``) into ``DIR`` (created; it must not exist or be empty) instead of a temporary
+folder, and keeps them, so that other tools can run on exactly the same inputs; the JSON then has
+``kept`` (the folder's path).
+
 ``--check-parity`` then, untimed, annotates a copy of the same shard in a child process with the
 other implementation (``RPJ_PURE_PYTHON=1`` when the timed run used the compiled loops, else the
 compiled loops) and compares every ``quality_signals`` line byte for byte and every MinHash parquet
@@ -40,12 +46,13 @@ The script re-executes itself with ``PYTHONHASHSEED=42`` so that the stage runs 
 N functions with the most own time (cProfile) to stderr.
 
     .venv/bin/python bench/bench_annotate.py [--docs 4000] [--words 500] [--profile 30]
-        [--no-classifier | --artifacts URL] [--pure-python] [--check-parity]
+        [--no-classifier | --artifacts URL] [--pure-python] [--check-parity] [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import gzip
 import io
@@ -317,7 +324,13 @@ def main() -> None:
                         help="after the timed run, recompute with the other implementation and compare (untimed)")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N functions by own time")
     parser.add_argument("--pure-python", action="store_true", help="run without the compiled loops (RPJ_PURE_PYTHON=1)")
+    parser.add_argument("--keep", metavar="DIR",
+                        help="write the shard and the generated artifacts into DIR (new or empty) and keep them")
     args = parser.parse_args()
+    if args.keep:
+        keep = Path(args.keep).expanduser().resolve()
+        if keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
+            parser.error(f"--keep {args.keep}: exists and is not an empty directory")
     if args.artifacts and args.no_classifier:
         parser.error("--no-classifier applies to the generated artifacts only, not to --artifacts")
     pure = "1" if args.pure_python else ""
@@ -330,7 +343,12 @@ def main() -> None:
     gen = PageGenerator(seed=0)
     texts = [gen.page(args.words) for _ in range(args.docs)]
     half = args.docs // 2
-    with tempfile.TemporaryDirectory(prefix="rpj-bench-annotate-") as tmp:
+    if args.keep:
+        keep.mkdir(parents=True, exist_ok=True)
+        workdir = contextlib.nullcontext(str(keep))
+    else:
+        workdir = tempfile.TemporaryDirectory(prefix="rpj-bench-annotate-")
+    with workdir as tmp:
         root = Path(tmp)
         write_shard(root / "release", {
             "en_head.json.gz": [ccnet_document(t, i, "head") for i, t in enumerate(texts[:half])],
@@ -388,6 +406,8 @@ def main() -> None:
     }
     if parity is not None:
         result["parity"] = parity
+    if args.keep:
+        result["kept"] = str(keep)
     print(json.dumps(result))
     if parity is not None and not parity["ok"]:
         print("parity check failed: " + "; ".join(parity.get("mismatches", ["counts differ"])), file=sys.stderr)
