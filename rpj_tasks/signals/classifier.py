@@ -15,8 +15,8 @@ the vocabulary's UTF-8 bytes, so no Python string is made per word.
 That equality is checked, not assumed: :func:`load_classifier` compares both on probe lines built
 from the model's own vocabulary (every separator, out-of-vocabulary words, labels as words, lengths
 from 0 to 1,000 words) and keeps fastText itself if any probability differs, or if the model is of
-another kind, or if the extension is not built (``RPJ_PURE_PYTHON=1``).  The fastText object is
-dropped once the check passes.
+another kind, or if the extension is not built (``RPJ_PURE_PYTHON=1``).  The matrices are views of
+the fastText model's own memory (no copy), so the model object stays loaded behind the classifier.
 """
 
 from __future__ import annotations
@@ -42,7 +42,10 @@ class CompiledClassifier:
     """``predict(text)`` of a plain supervised fastText model, k=1, threshold 0: the same labels and
     probabilities as ``fasttext.FastText._FastText.predict`` (see the module docstring)."""
 
-    def __init__(self, words: list[str], labels: list[str], input_matrix: np.ndarray, output_matrix: np.ndarray):
+    def __init__(self, words: list[str], labels: list[str], input_matrix: np.ndarray, output_matrix: np.ndarray,
+                 owner: Any = None):
+        # `owner` keeps the memory of matrices that are views into it (a fastText model) alive
+        self._owner = owner
         if EOS not in words:
             raise ValueError("the vocabulary has no </s>")
         if len(set(words)) != len(words) or not set(words).isdisjoint(labels):
@@ -111,7 +114,10 @@ def compiled_or_fasttext(model: Any, name: str) -> Any:
     if not why:
         try:
             words, labels = model.get_words(), model.get_labels()
-            fast = CompiledClassifier(words, labels, model.get_input_matrix(), model.get_output_matrix())
+            # views of fastText's own matrices (no copy: the peak RSS stays fastText's); the
+            # classifier keeps the model, whose memory they are, alive
+            wi, wo = np.asarray(model.f.getInputMatrix()), np.asarray(model.f.getOutputMatrix())
+            fast = CompiledClassifier(words, labels, wi, wo, owner=model)
         except (ValueError, UnicodeError) as exc:
             why = str(exc)
     if not why:
