@@ -120,8 +120,9 @@ def compiled_or_fasttext(model: Any, name: str) -> Any:
             fast = CompiledClassifier(words, labels, wi, wo, owner=model)
         except (ValueError, UnicodeError) as exc:
             why = str(exc)
+    lines = probe_lines(words, labels) if not why else []
     if not why:
-        for line in probe_lines(words, labels):
+        for line in lines:
             want, got = model.predict(line), fast.predict(line)
             if want[0] != got[0] or want[1].tolist() != got[1].tolist():
                 why = f"differs from fastText on a probe line ({want} != {got})"
@@ -129,7 +130,7 @@ def compiled_or_fasttext(model: Any, name: str) -> Any:
     if why:
         log.info("classifier %s: fastText's own predict (%s)", name, why)
         return model
-    log.info("classifier %s: compiled predict (checked on %d probe lines)", name, _PROBES + 5)
+    log.info("classifier %s: compiled predict (checked on %d probe lines)", name, len(lines))
     return fast
 
 
