@@ -25,7 +25,7 @@ generated text), then runs :func:`rpj_tasks.annotate.annotate_shard` and prints 
 ``--artifacts URL`` annotates with an existing signal-artifacts folder instead (one built by
 ``rpj signal-artifacts --config`` or installed from the published RPv2 artifacts with
 ``--install-from``; a local path is accepted), so the figure can be taken with real models; its
-``MANIFEST.json`` gives the DSIR hash mode (``cpython-seed42`` without one).  The generated
+``MANIFEST.json`` (required, as by the stage) gives the DSIR hash mode.  The generated
 documents' domains are not in a real UT1 map, so those UT1 lookups all miss.
 
 ``--keep DIR`` writes the shard (``DIR/release``: ``documents``, the CCNet stats record and, after
@@ -232,10 +232,10 @@ def artifacts_url_of(value: str) -> str:
 
 
 def recorded_hash_mode(artifacts: str) -> str:
-    """The DSIR hash mode ``MANIFEST.json`` records (``cpython-seed42`` without one, as the stage does)."""
+    """The DSIR hash mode ``MANIFEST.json`` records; the stage refuses a folder without one, so does this."""
     url = storage.join(artifacts, "MANIFEST.json")
     if not storage.exists(url):
-        return SEED42
+        raise SystemExit(f"--artifacts {artifacts}: no MANIFEST.json (build or install them with rpj signal-artifacts)")
     return json.loads(storage.read_bytes(url)).get("hash_mode") or SEED42
 
 

@@ -59,8 +59,9 @@ class SignalArtifacts:
         """Read ``lang``'s artifacts under ``root_url`` (cached per process).
 
         ``hash_mode`` is the DSIR mode the run asks for; artifacts whose ``MANIFEST.json`` records
-        another mode are refused (:class:`ArtifactsError`).  Without a manifest (e.g. the published
-        RPv2 artifacts) the counts are taken to be ``cpython-seed42``.
+        another mode are refused (:class:`ArtifactsError`).  Without a manifest (a bare copy of the
+        published RPv2 ``artifacts_dir``; the annotation stage itself requires one) the counts are
+        taken to be ``cpython-seed42``.
         """
         if hash_mode not in HASH_MODES:
             raise ValueError(f"unknown hash_mode {hash_mode!r}; expected one of {HASH_MODES}")
@@ -122,7 +123,7 @@ def _load_classifiers(root: str, lang: str) -> dict[str, Any]:
 
 def _recorded_hash_mode(root: str, counts_file: str) -> str:
     """The mode ``MANIFEST.json`` records for ``counts_file`` (its own entry, else the top level);
-    ``cpython-seed42`` without a manifest, as for the published RPv2 artifacts."""
+    ``cpython-seed42`` without a manifest, the mode of the published RPv2 counts."""
     url = storage.join(root, "MANIFEST.json")
     if not storage.exists(url):
         return SEED42
