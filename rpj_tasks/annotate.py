@@ -14,8 +14,11 @@ with its byte offset.
 
 DSIR (D11): with artifacts in hash mode ``cpython-seed42`` the work runs in a process that passes
 the §5 item 3 self-check: this one if it already does, otherwise one ``seed42_pool`` worker per
-shard task that checks itself before it starts and is reused for all the shard's files.  A run
-whose hash mode differs from the one the artifacts' ``MANIFEST.json`` records is refused.
+shard task (a subprocess of :mod:`rpj_tasks.workers`, which starts the same under Airflow, Celery,
+the CLI or pytest) that checks itself before it starts, gets this process's storage options and
+is reused for all the shard's files; if it dies, the shard fails at once with
+:class:`~rpj_tasks.workers.WorkerDiedError`.  A run whose hash mode differs from the one the
+artifacts' ``MANIFEST.json`` records is refused.
 
 Commit protocol (as :mod:`rpj_tasks.ccnet`): every output is written atomically; outputs of an
 earlier run that this run did not produce are removed; the per-shard stats record
@@ -29,7 +32,6 @@ import gzip
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 import zlib
@@ -54,8 +56,9 @@ from rpj_tasks.signals import (
     require_seed42,
     seed42_pool,
 )
-from rpj_tasks.signals.hashseed import HASH_MODES, SEED42, WorkerDiedError, await_result, start_worker
+from rpj_tasks.signals.hashseed import HASH_MODES, SEED42
 from rpj_tasks.stats import Stats
+from rpj_tasks.workers import WorkerDiedError  # noqa: F401 - raised by run_jobs; importable from here
 
 log = logging.getLogger("rpj.annotate")
 
@@ -224,28 +227,20 @@ def annotate_file(job: FileJob) -> dict[str, Any]:
 # ---------------------------------------------------------------- the worker process
 
 
-def _worker_ready(options: dict[str, dict[str, Any]]) -> int:
-    """First call in a seed-42 worker: the self-check, the parent's storage options, the pid."""
-    require_seed42()
-    for proto, values in options.items():
-        storage.register_options(proto, values)
-    return os.getpid()
-
-
 def run_jobs(fn: Callable[[Any], Any], jobs: Iterable[Any], hash_mode: str) -> Iterator[Any]:
     """``fn(job)`` for each job, in order: here if this interpreter reproduces ``hash_mode``, else
-    in one ``PYTHONHASHSEED=42`` spawn worker (checked on start, given this process's storage
-    options, reused for every job)."""
+    in one ``PYTHONHASHSEED=42`` worker (``seed42_pool``: checked on start, given this process's
+    storage options, reused for every job).  A worker that dies raises
+    :class:`~rpj_tasks.workers.WorkerDiedError` for the job it held."""
     jobs = list(jobs)
     if hash_mode != SEED42 or dsir_hash_selfcheck():
         yield from map(fn, jobs)
         return
     if not jobs:
         return
-    with seed42_pool(1) as pool:
-        pid = start_worker(pool, _worker_ready, (storage.registered_options(),), "annotation")
+    with seed42_pool(1, name="annotate") as pool:
         for job in jobs:
-            yield await_result(pool.apply_async(fn, (job,)), pid, f"annotation of {getattr(job, 'documents_url', job)}")
+            yield pool.apply(fn, (job,), what=f"annotation of {getattr(job, 'documents_url', job)}")
 
 
 # ---------------------------------------------------------------- the shard

@@ -20,8 +20,9 @@ Every builder returns manifest entries keyed by the path relative to the root: s
 sha256 of the written bytes, counts, seeds and, for DSIR, the ``hash_mode``:
 
 * ``"cpython-seed42"`` reproduces the reference: CPython's builtin ``hash`` with
-  ``PYTHONHASHSEED=42``.  Counting always runs in ``rpj_tasks.signals.seed42_pool`` workers,
-  which check the §5 item 3 vectors before they count anything (defect D11).
+  ``PYTHONHASHSEED=42``.  Counting always runs in ``rpj_tasks.signals.seed42_pool`` workers
+  (:mod:`rpj_tasks.workers` subprocesses), which check the §5 item 3 vectors before they count
+  anything (defect D11); a worker that dies fails the build with ``WorkerDiedError``.
 * ``"stable"`` is seed-independent (``rpj_tasks.signals.hashseed.stable_hash``); its artifacts
   only match signals computed in the same mode.
 
@@ -53,7 +54,6 @@ import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from multiprocessing.pool import Pool
 from typing import Any
 
 import numpy as np
@@ -63,6 +63,7 @@ from rpj_tasks.signals.hashseed import HASH_MODES, feature_hash, seed42_pool
 from rpj_tasks.signals.models import CC_LABEL, DSIR_BUCKETS, classifier_text
 from rpj_tasks.signals.text import raw_words
 from rpj_tasks.stats import Stats
+from rpj_tasks.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -422,7 +423,7 @@ def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
 
 
 def _count_chunk(texts: list[str], hash_mode: str) -> tuple[np.ndarray, int, int]:
-    """Pool worker: summed DSIR features of ``texts``, their number and their RW token count.
+    """Worker call: summed DSIR features of ``texts``, their number and their RW token count.
 
     ``feature_hash`` refuses (``HashSeedError``) unless this interpreter reproduces the
     ``hash_mode`` (the §5 item 3 vectors for ``cpython-seed42``), before anything is counted.
@@ -449,13 +450,14 @@ class DsirCounts:
 
 
 def count_dsir(
-    texts: Iterable[str], hash_mode: str, *, pool: Pool | None = None, workers: int = 1, chunk_docs: int = 1000
+    texts: Iterable[str], hash_mode: str, *, pool: WorkerPool | None = None, workers: int = 1, chunk_docs: int = 1000
 ) -> DsirCounts:
     """Summed DSIR features of ``texts`` under ``hash_mode`` (one of :data:`HASH_MODES`).
 
     Counted in ``pool`` or else in a new ``rpj_tasks.signals.seed42_pool(workers)``, whose
-    interpreters start with ``PYTHONHASHSEED=42`` whatever this process's seed; each worker
-    checks the hash before counting, so a pool without the seed is refused.
+    interpreters start with ``PYTHONHASHSEED=42`` whatever this process's seed; chunks of
+    ``chunk_docs`` texts are counted in parallel and summed in order.  Each chunk checks the hash
+    before counting, so a pool without the seed is refused.
     """
     if hash_mode not in HASH_MODES:
         raise ValueError(f"unknown hash_mode {hash_mode!r}; expected one of {HASH_MODES}")
@@ -486,7 +488,7 @@ def build_dsir_counts(
     hash_mode: str,
     max_docs: int = 500_000,
     sources: list[str] | None = None,
-    pool: Pool | None = None,
+    pool: WorkerPool | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Write the counts and lambda of the first ``max_docs`` texts of ``dataset`` (§3.7).
 
@@ -529,7 +531,7 @@ def _ccnet_sample(config: dict[str, Any], lang: str, stats: Stats) -> list[str]:
 
 
 def _build_dsir(
-    config: dict[str, Any], out_root: str, lang: str, cc_texts: list[str], pool: Pool, stats: Stats
+    config: dict[str, Any], out_root: str, lang: str, cc_texts: list[str], pool: WorkerPool, stats: Stats
 ) -> dict[str, dict[str, Any]]:
     """DSIR counts of the CCNet sample (the source) and of every configured target corpus."""
     ccnet, corpora = config["ccnet"], config.get("corpora", {}).get(lang, {})

@@ -9,15 +9,20 @@ an output appear whole or not at all:
 
 Per-protocol options (S3 endpoint, credentials) are registered once per process with
 :func:`register_options`; the Airflow layer fills them from the ``aws_default`` connection.
+:func:`portable_options` gives them as plain data for worker processes (:mod:`rpj_tasks.workers`).
 Plain paths without a scheme are accepted and treated as ``file://`` URLs.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import gzip
 import hashlib
+import inspect
 import io
+import logging
 import os
 import shutil
 import tempfile
@@ -29,8 +34,11 @@ from typing import IO, Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+log = logging.getLogger("rpj.storage")
+
 _OPTIONS: dict[str, dict[str, Any]] = {}
 _LOCK = threading.Lock()
+_PLAIN = (str, bytes, bool, int, float, type(None))
 
 
 def register_options(protocol: str, options: dict[str, Any]) -> None:
@@ -44,6 +52,94 @@ def registered_options() -> dict[str, dict[str, Any]]:
     """A copy of every protocol's options set with :func:`register_options` (e.g. to hand to a worker)."""
     with _LOCK:
         return {protocol: dict(options) for protocol, options in _OPTIONS.items()}
+
+
+def portable_options() -> dict[str, dict[str, Any]]:
+    """The registered options as plain data (str, numbers, bools, None, and lists/dicts of them),
+    which pickle and mean the same in another process: what a worker process registers.
+
+    A ``session`` (the botocore / aiobotocore session the Amazon provider puts in the options of
+    its ``S3FileSystem``; it holds an unpicklable environment) becomes its current credentials
+    (``key``, ``secret``, ``token``) and region (``client_kwargs.region_name``); options given
+    explicitly win.  Temporary credentials are handed over as they are now: a worker does not
+    refresh them.  Any other value that is not plain data is left out, with a warning naming its
+    key.  No value is ever logged.
+    """
+    portable: dict[str, dict[str, Any]] = {}
+    for protocol, options in registered_options().items():
+        session = options.pop("session", None)
+        if session is not None:
+            from_session = _session_options(protocol, session)
+            client_kwargs = {**from_session.pop("client_kwargs", {}), **(options.get("client_kwargs") or {})}
+            options = {**from_session, **options}
+            if client_kwargs:
+                options["client_kwargs"] = client_kwargs
+        dropped: list[str] = []
+        portable[protocol] = _plain(options, protocol, dropped)
+        if dropped:
+            log.warning("storage options not handed to worker processes (not plain data): %s", ", ".join(dropped))
+    return portable
+
+
+def _plain(options: dict[str, Any], where: str, dropped: list[str]) -> dict[str, Any]:
+    """``options`` without the values that are not plain data (their key paths go to ``dropped``)."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        path = f"{where}.{key}"
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            out[key] = _plain(value, path, dropped)
+        elif _is_plain(value):
+            out[key] = value
+        else:
+            dropped.append(f"{path} ({type(value).__name__})")
+    return out
+
+
+def _is_plain(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return type(value) in _PLAIN
+
+
+def _session_options(protocol: str, session: Any) -> dict[str, Any]:
+    """Credentials and region of a boto3, botocore or aiobotocore session, as fsspec/s3fs options."""
+    out: dict[str, Any] = {}
+    try:
+        credentials = _resolved(session.get_credentials())
+        frozen = _resolved(credentials.get_frozen_credentials()) if credentials is not None else None
+    except Exception as exc:  # noqa: BLE001 - the worker then uses the default credential chain
+        log.warning("%s: the credentials of the storage session could not be read (%s); worker processes "
+                    "use the default credential chain", protocol, type(exc).__name__)
+        frozen = None
+    if frozen is not None:
+        out["key"], out["secret"] = frozen.access_key, frozen.secret_key
+        if frozen.token:
+            out["token"] = frozen.token
+    region = getattr(session, "region_name", None)  # boto3
+    if region is None and hasattr(session, "get_config_variable"):  # botocore, aiobotocore
+        with contextlib.suppress(Exception):
+            region = session.get_config_variable("region")
+    if isinstance(region, str) and region:
+        out["client_kwargs"] = {"region_name": region}
+    return out
+
+
+def _resolved(value: Any) -> Any:
+    """``value``, or what it resolves to if it is awaitable (aiobotocore's session API is async)."""
+    if not inspect.isawaitable(value):
+        return value
+
+    async def wait() -> Any:
+        return await value
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(wait())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # an event loop runs in this thread
+        return pool.submit(asyncio.run, wait()).result()
 
 
 def protocol_of(url: str) -> str:

@@ -29,7 +29,6 @@ from rpj_tasks.signals import (
     make_record,
     raw_words,
 )
-from rpj_tasks.signals import hashseed
 from rpj_tasks.signals.hashseed import SEED42, STABLE
 
 SNAPSHOT = "2023-06"
@@ -519,12 +518,11 @@ def probe(job: str) -> dict:
 
 @pytest.mark.skipif(dsir_hash_selfcheck(), reason="jobs would run in this interpreter")
 def test_worker_gets_storage_options_and_its_death_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hashseed, "_POLL_SECONDS", 0.2)
     options = {"endpoint_url": "http://127.0.0.1:9", "key": "k", "secret": "s"}
     monkeypatch.setitem(storage._OPTIONS, "s3", options)
     results = run_jobs(probe, ["s3", "crash", "s3"], SEED42)
     assert next(results) == options
-    with pytest.raises(WorkerDiedError, match="exited without finishing"):
+    with pytest.raises(WorkerDiedError, match=r"annotation of crash: .* exited without finishing \(exit code 3\)"):
         next(results)
 
 

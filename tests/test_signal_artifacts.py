@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gzip
 import hashlib
 import http.server
 import io
 import json
-import multiprocessing
 import os
 import re
 import subprocess
@@ -26,6 +24,7 @@ from rpj_tasks import signal_artifacts as sa
 from rpj_tasks.lid import default_lid_model_path
 from rpj_tasks.signals import HashSeedError, SignalArtifacts, call_with_seed42, classifier_text, hashseed, raw_words
 from rpj_tasks.stats import Stats
+from rpj_tasks.workers import WorkerPool
 
 LANGS = ("en", "de", "fr", "es", "it")
 STABLE_THE = 3331141520948189790  # stable_hash("the")
@@ -232,16 +231,9 @@ def test_dsir_seed42_counts_equal_a_direct_seed42_computation(tmp_path):
     assert entry["lambda"] == float(lam)
 
 
-@contextlib.contextmanager
-def seed7_pool(processes: int):
-    """A spawn pool whose workers have the wrong hash seed."""
-    os.environ["PYTHONHASHSEED"] = "7"
-    try:
-        pool = multiprocessing.get_context("spawn").Pool(processes)
-    finally:
-        del os.environ["PYTHONHASHSEED"]
-    with pool:
-        yield pool
+def seed7_pool(processes: int, **_: object) -> WorkerPool:
+    """A worker pool whose workers have the wrong hash seed (and no start-up check)."""
+    return WorkerPool(processes, name="seed7", env={"PYTHONHASHSEED": "7"})
 
 
 def test_dsir_refuses_when_the_worker_fails_the_self_check(monkeypatch):

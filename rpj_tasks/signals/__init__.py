@@ -18,6 +18,7 @@ from rpj_tasks.signals.compute import (
 )
 from rpj_tasks.signals.hashseed import (
     HashSeedError,
+    WorkerDiedError,
     call_with_seed42,
     dsir_hash_selfcheck,
     require_seed42,
@@ -28,7 +29,7 @@ from rpj_tasks.signals.text import DocText, normalize, prepare, raw_words, split
 
 __all__ = [
     "SIGNAL_KEYS", "ArtifactsError", "BadDocument", "DocText", "DsirScorer", "HashSeedError",
-    "SignalArtifacts", "call_with_seed42", "classifier_score", "classifier_text", "compute_signals",
+    "SignalArtifacts", "WorkerDiedError", "call_with_seed42", "classifier_score", "classifier_text", "compute_signals",
     "doc_id", "dsir_hash_selfcheck", "encode_record", "id_int", "make_record", "normalize",
     "null_record", "prepare", "raw_words", "require_seed42", "seed42_pool", "snapshot_id",
     "split_lines",
