@@ -44,6 +44,7 @@ import numpy as np
 
 from rpj_tasks import layout, storage
 from rpj_tasks.config import SnapshotConfig, validate_shard
+from rpj_tasks.errors import MissingInputError
 from rpj_tasks.minhash import signatures_from_words, write_minhash_parquet
 from rpj_tasks.signals import (
     ArtifactsError,
@@ -73,10 +74,6 @@ REQUIRED_FIELDS = frozenset({
 })
 BATCH_LINES = 256
 MAX_LOGGED_BAD_LINES = 20
-
-
-class MissingInputError(RuntimeError):
-    """The shard's CCNet output (stats record or a documents file it lists) does not exist."""
 
 
 # ---------------------------------------------------------------- paths

@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from rpj_tasks import layout, storage
 from rpj_tasks.config import SnapshotConfig, validate_shard
+from rpj_tasks.errors import MissingInputError
 from rpj_tasks.dedup import ShardHashes, remove_duplicate_lines
 from rpj_tasks.lid import LanguageIdentifier
 from rpj_tasks.lm import bucket as perplexity_bucket
@@ -31,10 +32,6 @@ from rpj_tasks.stats import Stats
 from rpj_tasks.wet import iter_documents
 
 log = logging.getLogger("rpj.ccnet")
-
-
-class MissingInputError(RuntimeError):
-    """An input a stage needs (hashes of a shard, staged segment, model) does not exist."""
 
 
 def hash_group(cfg: SnapshotConfig, shard: int) -> range:

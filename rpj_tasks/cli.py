@@ -21,6 +21,7 @@ from typing import Any
 
 from rpj_tasks import ccnet, layout, models, plan, storage
 from rpj_tasks.config import DSIR_HASH_MODES, ConfigError, SnapshotConfig, load_registry, validate_languages
+from rpj_tasks.errors import PermanentError, RpjError
 from rpj_tasks.stats import Stats
 
 
@@ -51,39 +52,44 @@ def snapshot_config(args: argparse.Namespace) -> SnapshotConfig:
     )
 
 
-def units_for(cfg: SnapshotConfig, args: argparse.Namespace) -> list[dict[str, Any]]:
-    from rpj_tasks.download import list_segments
+def units_for(cfg: SnapshotConfig, args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
+    """The run's work units and the crawl's segment paths (listing staged under the storage root)."""
+    from rpj_tasks.download import read_listing, stage_listing
 
     plan.parse_shards(args.shards, cfg.num_shards)
     if cfg.sample:
         from rpj_tasks.sample_setup import ensure_sample
 
         ensure_sample(cfg)
-    return plan.plan_units(cfg, list_segments(cfg.source_base, cfg.crawl), shards=args.shards, limit=args.limit)
+    listing = stage_listing(cfg.source_base, cfg.crawl, cfg.storage_root)
+    return plan.plan_units(cfg, shards=args.shards, limit=args.limit), read_listing(listing)
 
 
-def cmd_download(cfg: SnapshotConfig, units: list[dict[str, Any]], force: bool) -> None:
+def _shards(cfg: SnapshotConfig, units: list[dict[str, Any]], segments: list[str], key: str) -> list[tuple[int, list[str]]]:
+    from rpj_tasks.download import shard_segments
+
+    return [(s, shard_segments(segments, s, cfg.num_shards)) for u in units for s in plan.unit_shards(u, key)]
+
+
+def cmd_download(cfg: SnapshotConfig, units: list[dict[str, Any]], segments: list[str], force: bool) -> None:
     from rpj_tasks.download import download_shard
 
-    for unit in units:
-        for shard in unit["hashes"]:
-            stats = Stats()
-            download_shard(cfg.source_base, unit["segments"][str(shard)], layout.staging_wet_root(cfg.storage_root), stats, force=force)
-            print(f"download shard {shard:04d}: {stats.summary()}")
+    for shard, segs in _shards(cfg, units, segments, "hashes"):
+        stats = Stats()
+        download_shard(cfg.source_base, segs, layout.staging_wet_root(cfg.storage_root), stats, force=force)
+        print(f"download shard {shard:04d}: {stats.summary()}")
 
 
-def cmd_hashes(cfg: SnapshotConfig, units: list[dict[str, Any]], force: bool) -> None:
-    for unit in units:
-        for shard in unit["hashes"]:
-            ccnet.compute_hashes(cfg, shard, unit["segments"][str(shard)], force=force)
+def cmd_hashes(cfg: SnapshotConfig, units: list[dict[str, Any]], segments: list[str], force: bool) -> None:
+    for shard, segs in _shards(cfg, units, segments, "hashes"):
+        ccnet.compute_hashes(cfg, shard, segs, force=force)
 
 
-def cmd_mine(cfg: SnapshotConfig, units: list[dict[str, Any]], force: bool) -> None:
-    for unit in units:
-        for shard in unit["mine"]:
-            rec = ccnet.mine_shard(cfg, shard, unit["segments"][str(shard)], force=force)
-            state = "skipped (finished)" if rec["skipped"] else f"{rec['wall_seconds']}s"
-            print(f"mine shard {shard:04d}: kept {rec['counts'].get('kept', 0)} docs, {state}")
+def cmd_mine(cfg: SnapshotConfig, units: list[dict[str, Any]], segments: list[str], force: bool) -> None:
+    for shard, segs in _shards(cfg, units, segments, "mine"):
+        rec = ccnet.mine_shard(cfg, shard, segs, force=force)
+        state = "skipped (finished)" if rec["skipped"] else f"{rec['wall_seconds']}s"
+        print(f"mine shard {shard:04d}: kept {rec['counts'].get('kept', 0)} docs, {state}")
 
 
 def mined_shards(cfg: SnapshotConfig, args: argparse.Namespace) -> list[int]:
@@ -101,7 +107,7 @@ def mined_shards(cfg: SnapshotConfig, args: argparse.Namespace) -> list[int]:
 
 
 def cmd_annotate(cfg: SnapshotConfig, shards: list[int], args: argparse.Namespace) -> None:
-    from rpj_tasks.annotate import ArtifactsError, MissingInputError, annotate_shard
+    from rpj_tasks.annotate import annotate_shard
 
     if cfg.sample:
         from rpj_tasks.sample_setup import ensure_signal_artifacts
@@ -110,11 +116,8 @@ def cmd_annotate(cfg: SnapshotConfig, shards: list[int], args: argparse.Namespac
     else:
         artifacts = layout.signal_artifacts_url(cfg.storage_root, cfg.signals_version)
     for shard in shards:
-        try:
-            rec = annotate_shard(cfg, shard, artifacts_url=artifacts, annotate_tail=args.tail, force=args.force,
-                                 hash_mode=cfg.dsir_hash_mode)
-        except (ArtifactsError, MissingInputError) as exc:  # a precondition, not a crash: say so
-            raise ConfigError(str(exc)) from exc
+        rec = annotate_shard(cfg, shard, artifacts_url=artifacts, annotate_tail=args.tail, force=args.force,
+                             hash_mode=cfg.dsir_hash_mode)
         state = "skipped (finished)" if rec["skipped"] else "done"
         print(f"annotate shard {shard:04d}: {state}")
 
@@ -263,18 +266,23 @@ def main(argv: list[str] | None = None) -> int:
             if args.cmd == "annotate":
                 cmd_annotate(cfg, mined_shards(cfg, args), args)
                 return 0
-            units = units_for(cfg, args)
+            units, segments = units_for(cfg, args)
             if args.cmd == "plan":
                 print(json.dumps(units, indent=1))
             if args.cmd in ("download", "ccnet"):
-                cmd_download(cfg, units, args.force)
+                cmd_download(cfg, units, segments, args.force)
             if args.cmd in ("hashes", "ccnet"):
-                cmd_hashes(cfg, units, args.force)
+                cmd_hashes(cfg, units, segments, args.force)
             if args.cmd in ("mine", "ccnet"):
-                cmd_mine(cfg, units, args.force)
-    except ConfigError as exc:
-        print(f"rpj: error: {exc}", file=sys.stderr)
-        return 2
+                cmd_mine(cfg, units, segments, args.force)
+    except RpjError as exc:
+        # An expected failure: one line, no traceback; 2 = retrying cannot help, 1 = try again later.
+        kind = "error" if isinstance(exc, PermanentError) else "transient error (try again later)"
+        print(f"rpj: {kind}: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, PermanentError) else 1
+    except KeyboardInterrupt:
+        print("rpj: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from rpj_tasks.errors import PermanentError
+
 SNAPSHOT_RE = re.compile(r"^(\d{4})-(\d{2})$")
 CRAWL_RE = re.compile(r"^CC-MAIN-(\d{4}-\d{2})$")
 LANG_RE = re.compile(r"^[a-z]{2,3}$")
@@ -25,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REGISTRY = REPO_ROOT / "config" / "snapshots.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(PermanentError, ValueError):
     """A configuration value or a user-supplied parameter is invalid."""
 
 
@@ -52,7 +54,7 @@ def validate_shard(shard: Any, num_shards: int) -> int:
     """Return ``shard`` as an int if it is a valid shard number in ``[0, num_shards)``."""
     if isinstance(shard, bool) or not isinstance(shard, int | str):
         raise ConfigError(f"invalid shard {shard!r}: expected an integer")
-    if isinstance(shard, str) and not re.fullmatch(r"\d{1,4}", shard):
+    if isinstance(shard, str) and not re.fullmatch(r"[0-9]{1,6}", shard):
         raise ConfigError(f"invalid shard {shard!r}: expected an integer 0..{num_shards - 1}")
     value = int(shard)
     if not 0 <= value < num_shards:
@@ -107,6 +109,8 @@ class SnapshotConfig:
     download_pool_slots: int = 4
     dag_id: str = ""
     sample: bool = False
+    # The offline sample only: generate its mirror at source_base (a file:// URL) when absent.
+    generate_source: bool = False
 
     def __post_init__(self) -> None:
         validate_snapshot(self.id)
@@ -121,6 +125,11 @@ class SnapshotConfig:
         if self.dsir_hash_mode not in DSIR_HASH_MODES:
             raise ConfigError(
                 f"{self.id}: dsir_hash_mode must be one of {', '.join(DSIR_HASH_MODES)}, got {self.dsir_hash_mode!r}"
+            )
+        if self.generate_source and not (self.sample and self.source_base.startswith("file://")):
+            raise ConfigError(
+                f"{self.id}: generate_source is only for the sample snapshot with a file:// source_base "
+                f"(got sample={self.sample}, source_base={self.source_base!r}); rpj never writes to a source"
             )
         if not self.dag_id:
             object.__setattr__(self, "dag_id", "rpv2_" + self.id.replace("-", "_"))

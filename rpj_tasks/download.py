@@ -4,25 +4,29 @@
 ``s3://commoncrawl/`` or any other fsspec URL, e.g. a ``file://`` mirror (read through
 :mod:`rpj_tasks.storage`).  Transient failures are retried with exponential backoff and full
 jitter: HTTP 5xx and 429 (S3's ``SlowDown``), connection errors, timeouts, truncated bodies.
-A 404 or any other 4xx fails at once.  Every staged file is written atomically, its size checked
+A 404 or any other 4xx fails at once (:class:`PermanentDownloadError`); transient failures that
+outlast the retries raise :class:`DownloadFailedError` (retried later by the orchestrator).  Every
+failed attempt is logged with its reason and the delay before the next one.  Every staged file is written atomically, its size checked
 against ``Content-Length`` (or the object size) and its start checked to be gzip.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 import random
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 import requests
 import urllib3
 
-from rpj_tasks import storage
+from rpj_tasks import layout, storage
+from rpj_tasks.errors import MissingInputError, PermanentError, RpjError, TransientError
 from rpj_tasks.stats import Stats
 
 log = logging.getLogger("rpj.download")
@@ -32,8 +36,16 @@ CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-class DownloadError(RuntimeError):
-    """A segment could not be fetched, even after retries."""
+class DownloadError(RpjError):
+    """A source object could not be fetched."""
+
+
+class PermanentDownloadError(DownloadError, PermanentError):
+    """The source refused or lacks the object (HTTP 404 or another 4xx, no such file): retrying cannot help."""
+
+
+class DownloadFailedError(DownloadError, TransientError):
+    """Transient failures (5xx, 429, connection, truncation) outlasted every attempt."""
 
 
 class _Transient(Exception):
@@ -83,7 +95,7 @@ def _http_body(session: requests.Session, url: str, policy: RetryPolicy) -> tupl
         resp.close()
         if resp.status_code >= 500 or resp.status_code == 429:
             raise _Transient(reason)
-        raise DownloadError(f"{url}: {reason}")
+        raise PermanentDownloadError(f"{url}: {reason}")
     length = resp.headers.get("Content-Length")
     return resp, _Body(resp.raw.stream(CHUNK, decode_content=False), int(length) if length else None)
 
@@ -124,7 +136,7 @@ def _fetch_once(url: str, dest_url: str, session: requests.Session, policy: Retr
             size = fs.size(path)
             return _copy(_Body(iter(lambda: src.read(CHUNK), b""), int(size) if size is not None else None), dest)
     except (FileNotFoundError, PermissionError) as exc:
-        raise DownloadError(f"{url}: {type(exc).__name__}: {exc}") from exc
+        raise PermanentDownloadError(f"{url}: {type(exc).__name__}: {exc}") from exc
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, EOFError) as exc:
         raise _Transient(f"{type(exc).__name__}: {exc}") from exc
 
@@ -139,12 +151,12 @@ def _fetch(url: str, dest_url: str, session: requests.Session, policy: RetryPoli
             return _fetch_once(url, dest_url, session, policy), attempt
         except _Transient as exc:
             if attempt == policy.max_attempts:
-                raise DownloadError(f"{url}: failed after {attempt} attempts, last error: {exc}") from exc
+                raise DownloadFailedError(f"{url}: failed after {attempt} attempts, last error: {exc}") from exc
             delay = policy.delay(attempt)
             log.warning("%s: attempt %d/%d failed (%s); retrying in %.2fs", url, attempt, policy.max_attempts, exc, delay)
             stats.inc("download.retries")
             policy.sleep(delay)
-    raise DownloadError(f"{url}: max_attempts must be >= 1")
+    raise ValueError(f"{url}: max_attempts must be >= 1")
 
 
 def _read_small(url: str, policy: RetryPolicy) -> bytes:
@@ -158,25 +170,77 @@ def _read_small(url: str, policy: RetryPolicy) -> bytes:
                 return resp.content
             reason = f"HTTP {resp.status_code} {resp.reason}"
             if resp.status_code < 500 and resp.status_code != 429:
-                raise DownloadError(f"{url}: {reason}")
-        except FileNotFoundError as exc:
-            raise DownloadError(f"{url}: not found") from exc
+                raise PermanentDownloadError(f"{url}: {reason}")
+        except (FileNotFoundError, PermissionError) as exc:
+            raise PermanentDownloadError(f"{url}: {type(exc).__name__}: {exc}") from exc
         except (requests.RequestException, OSError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
         if attempt == policy.max_attempts:
-            raise DownloadError(f"{url}: failed after {attempt} attempts, last error: {reason}")
-        policy.sleep(policy.delay(attempt))
-    raise DownloadError(f"{url}: max_attempts must be >= 1")
+            raise DownloadFailedError(f"{url}: failed after {attempt} attempts, last error: {reason}")
+        delay = policy.delay(attempt)
+        log.warning("%s: attempt %d/%d failed (%s); retrying in %.2fs", url, attempt, policy.max_attempts, reason, delay)
+        policy.sleep(delay)
+    raise ValueError(f"{url}: max_attempts must be >= 1")
 
 
 # --------------------------------------------------------------------------- public API
 
 
+def listing_source_url(source_base: str, crawl_id: str) -> str:
+    return storage.join(source_base, "crawl-data", crawl_id, "wet.paths.gz")
+
+
+def parse_listing(data: bytes, url: str) -> list[str]:
+    """The segment paths of a ``wet.paths.gz`` (lines stripped, blanks skipped), in listing order."""
+    try:
+        text = gzip.decompress(data).decode("utf-8")
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        raise PermanentDownloadError(f"{url}: not a readable gzip listing ({type(exc).__name__}: {exc})") from exc
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def list_segments(source_base: str, crawl_id: str, *, retry: RetryPolicy = RetryPolicy()) -> list[str]:
     """The WET segment paths of ``crawl_id``, in ``wet.paths.gz`` order (lines stripped, blanks skipped)."""
-    url = storage.join(source_base, "crawl-data", crawl_id, "wet.paths.gz")
-    text = gzip.decompress(_read_small(url, retry)).decode("utf-8")
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    url = listing_source_url(source_base, crawl_id)
+    return parse_listing(_read_small(url, retry), url)
+
+
+def stage_listing(source_base: str, crawl_id: str, storage_root: str, *, retry: RetryPolicy = RetryPolicy()) -> dict[str, Any]:
+    """Fetch the crawl's listing once and commit a copy under the storage root.
+
+    Returns the descriptor ``{"url", "sha256", "segments"}`` that a plan hands to its tasks
+    instead of the segment paths; :func:`read_listing` resolves it (and checks the digest).
+    """
+    src = listing_source_url(source_base, crawl_id)
+    data = _read_small(src, retry)
+    segments = parse_listing(data, src)
+    if not segments:
+        raise PermanentDownloadError(f"{src}: the listing has no segments")
+    url = layout.listing_url(storage_root, crawl_id)
+    digest = hashlib.sha256(data).hexdigest()
+    if not storage.exists(url) or hashlib.sha256(storage.read_bytes(url)).hexdigest() != digest:
+        storage.write_bytes(url, data)
+    log.info("%s: %d segments, staged at %s", src, len(segments), url)
+    _LISTINGS[(url, digest)] = segments
+    return {"url": url, "sha256": digest, "segments": len(segments)}
+
+
+_LISTINGS: dict[tuple[str, str], list[str]] = {}
+
+
+def read_listing(listing: dict[str, Any]) -> list[str]:
+    """The segment paths of a staged listing descriptor (cached per process, digest checked)."""
+    key = (listing["url"], listing["sha256"])
+    if key not in _LISTINGS:
+        try:
+            data = storage.read_bytes(listing["url"])
+        except FileNotFoundError:
+            raise MissingInputError(f"staged listing {listing['url']} is missing: rerun the plan") from None
+        if hashlib.sha256(data).hexdigest() != listing["sha256"]:
+            raise MissingInputError(f"staged listing {listing['url']} changed since the plan: rerun the plan")
+        _LISTINGS.clear()  # one crawl per process at a time
+        _LISTINGS[key] = parse_listing(data, listing["url"])
+    return _LISTINGS[key]
 
 
 def shard_segments(segments: list[str], shard: int, num_shards: int) -> list[str]:

@@ -10,6 +10,7 @@ Release (rpv2_format.md §1)::
 
 rpj working areas (not part of a release)::
 
+    staging/listings/{crawl}/wet.paths.gz               the crawl's segment listing, staged by the plan
     staging/wet/<segment path as in wet.paths.gz>      downloaded WET segments
     staging/hashes/{snapshot}/{shard:04d}.bin            CCNet paragraph hashes of a shard
     stats/ccnet/{snapshot}/{shard:04d}.json              per-shard stats; written last = commit marker
@@ -49,6 +50,11 @@ def signals_url(root: str, snapshot: str, shard: int, lang: str, bucket: str) ->
 
 def minhash_url(root: str, snapshot: str, shard: int, lang: str, bucket: str) -> str:
     return join(root, "minhash", base_tag(snapshot, shard, lang, bucket) + ".minhash.parquet")
+
+
+def listing_url(root: str, crawl: str) -> str:
+    """The staged copy of a crawl's ``wet.paths.gz`` (read by every task of a run)."""
+    return join(root, "staging", "listings", crawl, "wet.paths.gz")
 
 
 def staging_wet_root(root: str) -> str:

@@ -22,6 +22,7 @@ import fasttext
 import numpy as np
 
 from rpj_tasks import storage
+from rpj_tasks.errors import PermanentError
 
 log = logging.getLogger("rpj.lid")
 
@@ -33,7 +34,7 @@ _MODELS: dict[str, fasttext.FastText._FastText] = {}
 _LOCK = threading.Lock()
 
 
-class LidModelError(RuntimeError):
+class LidModelError(PermanentError, RuntimeError):
     """The LID model is missing or is not the expected file."""
 
 

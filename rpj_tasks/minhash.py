@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasketch import MinHash
 
+from rpj_tasks.errors import PermanentError
 from rpj_tasks import storage
 from rpj_tasks.ids import doc_id, id_int
 from rpj_tasks.signals.text import normalize
@@ -63,7 +64,7 @@ _SURROGATES = "surrogatepass"
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class MinHashSetupError(RuntimeError):
+class MinHashSetupError(PermanentError, RuntimeError):
     """The permutation table or band layout differs from the RPv2 reference."""
 
 

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rpj_tasks.errors import PermanentError
 from rpj_tasks import storage
 from rpj_tasks.lm import PerplexityScorer, compute_cutoffs, load_cutoffs, normalized_lines, train_lm, train_sentencepiece
 
@@ -34,7 +35,7 @@ SAMPLE_VOCAB_SIZE = 8000
 LM_ORDER = 5
 
 
-class ModelsError(RuntimeError):
+class ModelsError(PermanentError, RuntimeError):
     pass
 
 

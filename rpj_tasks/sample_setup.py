@@ -28,12 +28,23 @@ CALIBRATION_DOCS = 1500
 
 
 def ensure_mirror(cfg: SnapshotConfig) -> None:
+    """Generate the sample mirror at ``source_base`` when the registry allows it and it is absent.
+
+    Only a snapshot with ``generate_source: true`` (the offline sample; its ``source_base`` must
+    then be a ``file://`` URL, checked by the config) ever gets a mirror written; any other source
+    is only read.  Absent means the local listing file does not exist: nothing is concluded from
+    an error.
+    """
+    from rpj_tasks.download import listing_source_url
     from rpj_tasks.sample import generate_mirror
 
-    paths = storage.join(cfg.source_base, "crawl-data", cfg.crawl, "wet.paths.gz")
-    if not storage.exists(paths):
-        log.info("generating the offline sample mirror at %s", cfg.source_base)
-        generate_mirror(cfg.source_base, seed=MIRROR_SEED, segments=MIRROR_SEGMENTS, docs_per_segment=MIRROR_DOCS_PER_SEGMENT)
+    if not cfg.generate_source:
+        return
+    paths = listing_source_url(cfg.source_base, cfg.crawl)
+    if storage.exists(paths):
+        return
+    log.warning("no listing at %s: generating the offline sample mirror at %s (generate_source: true)", paths, cfg.source_base)
+    generate_mirror(cfg.source_base, seed=MIRROR_SEED, segments=MIRROR_SEGMENTS, docs_per_segment=MIRROR_DOCS_PER_SEGMENT)
 
 
 def ensure_sample(cfg: SnapshotConfig) -> None:

@@ -12,7 +12,7 @@ from rpj_tasks.config import (
     validate_shard,
     validate_snapshot,
 )
-from rpj_tasks.plan import parse_shards, plan_units
+from rpj_tasks.plan import format_shards, parse_shards, plan_units, unit_shards
 
 
 def cfg(**kw) -> SnapshotConfig:
@@ -30,10 +30,22 @@ def test_crawl_id():
     assert crawl_id("2023-06") == "CC-MAIN-2023-06"
 
 
-@pytest.mark.parametrize("bad", [-1, 10, "x", "1; rm", "00010", True, 1.5, "3/../4"])
+@pytest.mark.parametrize("bad", [-1, 10, "x", "1; rm", "00010", True, 1.5, "3/../4", "\u0663", "3\n"])
 def test_bad_shards_rejected(bad):
     with pytest.raises(ConfigError):
         validate_shard(bad, 10)
+
+
+def test_five_digit_shards_accepted_as_strings_and_ints():
+    assert validate_shard("12345", 20000) == validate_shard(12345, 20000) == 12345
+
+
+def test_generate_source_only_for_a_local_sample():
+    with pytest.raises(ConfigError, match="never writes to a source"):
+        cfg(generate_source=True)
+    with pytest.raises(ConfigError, match="never writes to a source"):
+        cfg(generate_source=True, sample=True, source_base="https://example.org/")
+    assert cfg(generate_source=True, sample=True).generate_source
 
 
 def test_parse_shards():
@@ -94,27 +106,51 @@ def test_monthly_interval_mapping():
 
 
 def test_plan_units_groups_and_limits():
-    segments = [f"seg{i}" for i in range(25)]
     c = cfg(num_shards=10, hash_group_size=3)
-    units = plan_units(c, segments, shards="4,8", max_units=1000)
-    assert [u["mine"] for u in units] == [[4], [8]]
-    assert [u["hashes"] for u in units] == [[3, 4, 5], [6, 7, 8]]
-    assert units[0]["segments"]["3"] == ["seg7", "seg8", "seg9"]  # 3*25//10 .. 4*25//10
-    allu = plan_units(c, segments, max_units=2)
+    units = plan_units(c, shards="4,8", max_units=1000)
+    assert [u["mine"] for u in units] == ["4", "8"]
+    assert [u["hashes"] for u in units] == ["3-5", "6-8"]
+    assert [unit_shards(u, "hashes") for u in units] == [[3, 4, 5], [6, 7, 8]]
+    allu = plan_units(c, max_units=2)
     assert len(allu) == 2
-    assert sorted(s for u in allu for s in u["mine"]) == list(range(10))
+    assert sorted(s for u in allu for s in unit_shards(u)) == list(range(10))
     # the last group is truncated at num_shards
-    assert allu[-1]["hashes"][-1] == 9
-    assert plan_units(c, segments, limit=2)[0]["mine"] == [0, 1]
+    assert unit_shards(allu[-1], "hashes")[-1] == 9
+    assert unit_shards(plan_units(c, limit=2)[0]) == [0, 1]
 
 
-def test_plan_5000_shards_fits_map_length():
-    c = cfg(num_shards=5000)
-    units = plan_units(c, [f"s{i}" for i in range(90000)], max_units=1000)
+@pytest.mark.parametrize("shards", [[], [0], [0, 1, 2, 3, 7], [5, 9, 10, 11, 4999], list(range(0, 5000, 2))])
+def test_format_shards_round_trips(shards):
+    text = format_shards(shards)
+    assert parse_shards(text, 5000) == sorted(shards) or (shards == [] and text == "")
+    if shards:
+        assert len(text) <= len(",".join(map(str, shards)))
+
+
+def test_plan_of_a_real_crawl_keeps_every_xcom_small(tmp_path):
+    """90,000 segments into 5,000 shards: the plan's XComs (units, listing descriptor) stay under
+    64 KB and the tasks resolve every segment exactly once from the staged listing."""
+    import gzip
+    import json
+
+    from rpj_tasks.download import read_listing, shard_segments, stage_listing
+
+    segments = [f"crawl-data/CC-MAIN-2023-06/segments/{i:013d}.{i % 7}/wet/CC-MAIN-{i:06d}.warc.wet.gz" for i in range(90000)]
+    source = tmp_path / "source"
+    listing_file = source / "crawl-data" / "CC-MAIN-2023-06" / "wet.paths.gz"
+    listing_file.parent.mkdir(parents=True)
+    listing_file.write_bytes(gzip.compress("\n".join(segments).encode()))
+    c = cfg(num_shards=5000, storage_root=(tmp_path / "data").as_uri(), source_base=source.as_uri())
+    listing = stage_listing(c.source_base, c.crawl, c.storage_root)
+    units = plan_units(c, max_units=1000)
     assert len(units) <= 1000
-    assert sum(len(u["mine"]) for u in units) == 5000
-    seen = [seg for u in units for s in u["mine"] for seg in u["segments"][str(s)]]
-    assert len(seen) == 90000 and len(set(seen)) == 90000
+    assert len(json.dumps(units)) < 64 * 1024
+    assert len(json.dumps(max(units, key=lambda u: len(json.dumps(u))))) < 200
+    assert len(json.dumps(listing)) < 1024 and listing["segments"] == 90000
+    assert sum(len(unit_shards(u)) for u in units) == 5000
+    resolved = read_listing(listing)
+    seen = [seg for u in units for s in unit_shards(u) for seg in shard_segments(resolved, s, c.num_shards)]
+    assert seen == segments
 
 
 def test_release_and_stats_layout_urls():

@@ -48,7 +48,12 @@ def test_one_dag_per_snapshot_plus_sample_monthly_artifacts(dagbag):
 
 def test_snapshot_dag_shape_and_params(dagbag):
     d = dagbag["dags"]["rpv2_2023_06"]
+    # a real snapshot annotates each unit right after mining it (artifacts must exist: checked by the plan)
     assert d["tasks"] == [
+        "plan_units", "process.annotate", "process.download", "process.hashes", "process.mine", "report",
+    ]
+    # the sample builds its artifacts from its own documents first: annotation waits for every unit
+    assert dagbag["dags"]["rpv2_sample"]["tasks"] == [
         "annotate", "plan_units", "process.download", "process.hashes", "process.mine", "report", "signal_artifacts",
     ]
     assert d["params"]["num_shards"] == 5000
@@ -70,7 +75,7 @@ def test_monthly_maps_interval_to_snapshot_dags(tmp_path):
     proc = airflow(env, "tasks", "test", "rpv2_monthly", "snapshots_in_interval", "2023-03-01")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
-    assert "Returned value was: ['rpv2_2023_06']" in out
+    assert "Returned value was: [{'trigger_dag_id': 'rpv2_2023_06', 'month': '2023-02'}]" in out
     proc = airflow(env, "tasks", "test", "rpv2_monthly", "snapshots_in_interval", "2023-04-01")
     assert "Returned value was: []" in proc.stdout + proc.stderr
 

@@ -10,12 +10,14 @@
 from __future__ import annotations
 
 import logging
+import datetime as dt
 from typing import Any
 
 from airflow.sdk import DAG, Param, dag, get_current_context, task
 
-from rpj_dags.runtime import configure_storage, engine_logging
-from rpj_tasks import layout, models, storage
+from rpj_dags.common import DEFAULT_ARGS, START_DATE
+from rpj_dags.runtime import configure_storage, engine_task
+from rpj_tasks import layout, storage
 from rpj_tasks.config import ConfigError, SnapshotConfig, validate_languages
 
 log = logging.getLogger("rpj.airflow")
@@ -29,8 +31,6 @@ def _storage_root(registry: dict[str, SnapshotConfig]) -> str:
 
 
 def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
-    from rpj_dags.factory import DEFAULT_ARGS, START_DATE
-
     root = _storage_root(registry)
     sample = next((cfg for cfg in registry.values() if cfg.sample), None)
 
@@ -39,7 +39,7 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
         schedule=None,
         start_date=START_DATE,
         catchup=False,
-        default_args=DEFAULT_ARGS,
+        default_args={**DEFAULT_ARGS, "execution_timeout": dt.timedelta(hours=12)},
         tags=["rpv2", "artifacts"],
         render_template_as_native_obj=True,
         params={
@@ -73,9 +73,11 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
     )
     def prep_artifacts() -> None:
         @task
+        @engine_task
         def plan() -> list[dict[str, Any]]:
-            engine_logging()
             p = get_current_context()["params"]
+            from rpj_tasks import models
+
             if p["source"] == "none":
                 return []
             langs = validate_languages(p["languages"])
@@ -103,8 +105,10 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
             return [{"lang": lang, "corpus": corpora[lang], "calibration": calibration.get(lang)} for lang in langs]
 
         @task
+        @engine_task
         def build_language(job: dict[str, Any]) -> dict[str, Any]:
-            engine_logging()
+            from rpj_tasks import models
+
             p = get_current_context()["params"]
             configure_storage(root, job["corpus"])
             vocab = p["vocab_size"] if p["source"] != "sample" else models.SAMPLE_VOCAB_SIZE
@@ -114,7 +118,10 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
             )
 
         @task
+        @engine_task
         def finalize(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+            from rpj_tasks import models
+
             entries = list(entries)
             if not entries:
                 return None
@@ -125,10 +132,10 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
             )
 
         @task
+        @engine_task
         def build_signal_artifacts() -> dict[str, Any] | None:
             from rpj_tasks.signal_artifacts import build_signal_artifacts as build
 
-            engine_logging()
             p = get_current_context()["params"]
             if p["signals_source"] == "none":
                 log.info("signals_source=none: no quality-signal artifacts requested")

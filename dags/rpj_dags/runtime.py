@@ -1,14 +1,24 @@
-"""Airflow-side glue executed inside tasks: storage credentials and logging of engine loggers."""
+"""Airflow-side glue executed inside tasks: one preamble for every task (logging, storage
+credentials, the run's Params and config) and the translation of the engine's errors into
+Airflow's task outcomes.
+
+Nothing here runs at parse time; engine modules are imported inside the tasks.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from rpj_tasks import storage
+from rpj_tasks.errors import PermanentError
 
 log = logging.getLogger("rpj.airflow")
 
 OBJECT_STORE_CONN_ID = "aws_default"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def configure_storage(*urls: str, conn_id: str = OBJECT_STORE_CONN_ID) -> None:
@@ -34,3 +44,25 @@ def configure_storage(*urls: str, conn_id: str = OBJECT_STORE_CONN_ID) -> None:
 def engine_logging() -> None:
     """Route the engine's ``rpj.*`` loggers into the task log at INFO."""
     logging.getLogger("rpj").setLevel(logging.INFO)
+
+
+def engine_task(fn: F) -> F:
+    """Run a task body with the engine's logging, failing at once on a permanent error.
+
+    A :class:`~rpj_tasks.errors.PermanentError` (bad Params or config, a missing input or
+    artifact, HTTP 404) becomes ``AirflowFailException``: the task fails without spending its
+    retries.  Transient errors and bugs propagate and are retried as configured.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        engine_logging()
+        try:
+            return fn(*args, **kwargs)
+        except PermanentError as exc:
+            log.error("%s: %s (permanent: not retried)", type(exc).__name__, exc)
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]

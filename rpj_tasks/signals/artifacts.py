@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from rpj_tasks.errors import PermanentError
 from rpj_tasks import storage
 from rpj_tasks.signals.classifier import load_classifier
 from rpj_tasks.signals.hashseed import HASH_MODES, SEED42
@@ -38,7 +39,7 @@ _CACHE: dict[tuple[str, str, str], SignalArtifacts] = {}
 _LOCK = threading.Lock()
 
 
-class ArtifactsError(RuntimeError):
+class ArtifactsError(PermanentError, RuntimeError):
     """Signal artifacts are unreadable or were built for another hash mode."""
 
 

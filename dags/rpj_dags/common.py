@@ -1,0 +1,16 @@
+"""Settings shared by every rpj DAG (parse-time only: no engine import beyond the config)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+START_DATE = dt.datetime(2014, 1, 1, tzinfo=dt.timezone.utc)
+# Retries are for transient failures; permanent ones fail at once (runtime.engine_task).
+DEFAULT_ARGS = {
+    "owner": "rpj",
+    "retries": 2,
+    "retry_delay": dt.timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "execution_timeout": dt.timedelta(hours=1),
+}
+MAX_MAPPED_UNITS = 1000  # stays below Airflow's default [core] max_map_length of 1024

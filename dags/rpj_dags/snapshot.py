@@ -1,0 +1,276 @@
+"""One DAG per Common Crawl snapshot.
+
+    plan_units -> per unit [download -> hashes -> mine -> annotate] -> report
+
+``plan_units`` checks the Params, stages the crawl's listing under the storage root and returns
+compact unit descriptors (shard ranges, no segment paths); every mapped task resolves its own
+segments.  Each unit is annotated as soon as it is mined, with the quality-signal artifacts that
+must already exist (checked by the plan).  The offline sample is the one exception: it builds its
+artifacts from its own mined documents, so its annotation waits for every unit:
+
+    plan_units -> per unit [download -> hashes -> mine] -> signal_artifacts -> per unit annotate -> report
+
+Tasks are thin: the preamble (:func:`_run_config`), one engine call per shard, a log line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+from typing import Any
+
+from airflow.sdk import DAG, Param, TriggerRule, dag, get_current_context, task, task_group
+
+from rpj_dags.common import DEFAULT_ARGS, MAX_MAPPED_UNITS, START_DATE
+from rpj_dags.runtime import configure_storage, engine_task
+from rpj_tasks.config import DSIR_HASH_MODES, SnapshotConfig, validate_languages
+
+log = logging.getLogger("rpj.airflow")
+
+MAX_SHARD = 99_999  # num_shards is at most 100,000
+
+
+def snapshot_params(cfg: SnapshotConfig) -> dict[str, Param]:
+    shard_item = {
+        "anyOf": [
+            {"type": "integer", "minimum": 0, "maximum": MAX_SHARD},
+            {"type": "string", "pattern": r"^[0-9]{1,5}(-[0-9]{1,5})?$"},
+        ]
+    }
+    return {
+        "languages": Param(
+            cfg.languages, type="array", items={"type": "string", "pattern": "^[a-z]{2,3}$"}, minItems=1,
+            description="Languages to keep after LID (ISO codes); models must exist for each.",
+        ),
+        "num_shards": Param(
+            cfg.num_shards, type="integer", minimum=1, maximum=MAX_SHARD + 1,
+            description="Number of shards the crawl's WET segments are split into (RPv2: 5000).",
+        ),
+        "shards": Param(
+            [], type="array", items=shard_item,
+            description="Optional subset of shards, e.g. [0, 7, \"100-199\"]; empty = all shards. "
+            "Shards >= num_shards fail the plan_units task.",
+        ),
+        "shard_limit": Param(
+            None, type=["null", "integer"], minimum=1,
+            description="Optional: process at most this many shards of the selection (the first ones).",
+        ),
+        "force": Param(False, type="boolean", description="Recompute shards that are already finished."),
+        "annotate": Param(True, type="boolean", description="Compute quality signals and MinHash for the mined shards."),
+        "annotate_tail": Param(
+            False, type="boolean", description="Also annotate the tail bucket (the reference annotates head and middle only)."
+        ),
+        "dsir_hash_mode": Param(
+            cfg.dsir_hash_mode, type="string", enum=list(DSIR_HASH_MODES),
+            description="DSIR feature hash: cpython-seed42 (the reference's) or stable; must be the mode "
+            "the signal artifacts were built with.",
+        ),
+        "month": Param(
+            None, type=["null", "string"], pattern=r"^[0-9]{4}-[0-9]{2}$",
+            description="Set by rpv2_monthly: the month (YYYY-MM) whose crawls this run processes.",
+        ),
+    }
+
+
+def resolve_config(base: SnapshotConfig, params: dict[str, Any]) -> SnapshotConfig:
+    """The snapshot config with the run's params applied; raises ConfigError with a clear message."""
+    return base.with_overrides(
+        languages=validate_languages(params.get("languages") or base.languages),
+        num_shards=params.get("num_shards") or base.num_shards,
+        dsir_hash_mode=params.get("dsir_hash_mode") or base.dsir_hash_mode,
+    )
+
+
+def _run_config(base: SnapshotConfig) -> tuple[dict[str, Any], SnapshotConfig]:
+    """Every task's preamble: the run's Params, its config, storage credentials."""
+    params = get_current_context()["params"]
+    cfg = resolve_config(base, params)
+    configure_storage(cfg.storage_root, cfg.source_base)
+    return params, cfg
+
+
+def unit_timeouts(cfg: SnapshotConfig) -> dict[str, dt.timedelta]:
+    """``execution_timeout`` per task, from the most shards one unit can hold: a hung task fails
+    instead of holding its slot forever.  Per-shard budgets are several times a real shard's
+    measured cost (docs/PIPELINE.md, Performance); the sample's shards are tiny."""
+    groups = math.ceil(cfg.num_shards / cfg.hash_group_size)
+    shards = math.ceil(groups / min(groups, MAX_MAPPED_UNITS)) * cfg.hash_group_size
+    minutes = {"download": 30, "hashes": 20, "mine": 60, "annotate": 60}
+    if cfg.sample:
+        minutes = dict.fromkeys(minutes, 10)
+    return {name: dt.timedelta(minutes=m * shards) for name, m in minutes.items()}
+
+
+def build_snapshot_dag(base: SnapshotConfig) -> DAG:
+    doc = (
+        f"RPv2 processing of Common Crawl `{base.crawl}` (snapshot `{base.id}`): plan -> per unit of shards "
+        "[download -> hashes -> mine -> annotate] -> report.\n\n"
+        f"Outputs under `{base.storage_root}`: `documents/`, `quality_signals/`, `minhash/` for `{base.id}`; "
+        f"per-shard stats in `stats/ccnet/{base.id}/` and `stats/annotate/{base.id}/`."
+    )
+    timeouts = unit_timeouts(base)
+
+    @dag(
+        dag_id=base.dag_id,
+        schedule=None,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        params=snapshot_params(base),
+        tags=["rpv2", "ccnet", "sample" if base.sample else "snapshot"],
+        doc_md=doc,
+        render_template_as_native_obj=True,
+    )
+    def snapshot_dag() -> None:
+        @task(execution_timeout=dt.timedelta(minutes=30))
+        @engine_task
+        def plan_units() -> list[dict[str, Any]]:
+            """Check the Params, stage the listing (XCom ``listing``), return the compact units."""
+            from rpj_tasks import plan
+            from rpj_tasks.download import stage_listing
+
+            params, cfg = _run_config(base)
+            plan.parse_shards(params.get("shards"), cfg.num_shards)  # reject bad shard ids before any I/O
+            if params["annotate"] and not cfg.sample:
+                _require_signal_artifacts(cfg)
+            if cfg.sample:
+                from rpj_tasks.sample_setup import ensure_sample
+
+                ensure_sample(cfg)
+            listing = stage_listing(cfg.source_base, cfg.crawl, cfg.storage_root)
+            units = plan.plan_units(cfg, shards=params.get("shards"), limit=params.get("shard_limit"), max_units=MAX_MAPPED_UNITS)
+            n_mine = sum(len(plan.unit_shards(u)) for u in units)
+            log.info("%s: %d segments, %d shards to mine in %d units", cfg.crawl, listing["segments"], n_mine, len(units))
+            get_current_context()["ti"].xcom_push(key="listing", value=listing)
+            return units
+
+        @task(pool=base.download_pool, retries=3, execution_timeout=timeouts["download"])
+        @engine_task
+        def download(unit: dict[str, Any]) -> None:
+            from rpj_tasks import layout
+            from rpj_tasks.download import download_shard
+            from rpj_tasks.stats import Stats
+
+            params, cfg = _run_config(base)
+            for shard, segments in _unit_segments(cfg, unit, "hashes"):
+                stats = Stats()
+                download_shard(cfg.source_base, segments, layout.staging_wet_root(cfg.storage_root), stats, force=params["force"])
+                log.info("shard %04d downloaded: %s", shard, stats.summary())
+
+        @task(execution_timeout=timeouts["hashes"])
+        @engine_task
+        def hashes(unit: dict[str, Any]) -> None:
+            from rpj_tasks import ccnet
+
+            params, cfg = _run_config(base)
+            for shard, segments in _unit_segments(cfg, unit, "hashes"):
+                ccnet.compute_hashes(cfg, shard, segments, force=params["force"])
+
+        @task(execution_timeout=timeouts["mine"])
+        @engine_task
+        def mine(unit: dict[str, Any]) -> None:
+            from rpj_tasks import ccnet
+
+            params, cfg = _run_config(base)
+            shards = _unit_segments(cfg, unit, "mine")
+            for i, (shard, segments) in enumerate(shards, 1):
+                ccnet.mine_shard(cfg, shard, segments, force=params["force"])
+                log.info("unit %d: %d/%d shards mined", unit["unit"], i, len(shards))
+
+        @task(execution_timeout=timeouts["annotate"])
+        @engine_task
+        def annotate(unit: dict[str, Any], artifacts_url: str | None = None) -> None:
+            from rpj_tasks import layout, plan
+            from rpj_tasks.annotate import annotate_shard
+
+            params, cfg = _run_config(base)
+            if not params["annotate"]:
+                log.info("annotation disabled for this run (annotate=false)")
+                return
+            url = artifacts_url or layout.signal_artifacts_url(cfg.storage_root, cfg.signals_version)
+            shards = plan.unit_shards(unit)
+            for i, shard in enumerate(shards, 1):
+                annotate_shard(cfg, shard, artifacts_url=url, annotate_tail=params["annotate_tail"],
+                               force=params["force"], hash_mode=cfg.dsir_hash_mode)
+                log.info("unit %d: %d/%d shards annotated", unit["unit"], i, len(shards))
+
+        @task(execution_timeout=dt.timedelta(minutes=30), trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
+        @engine_task
+        def signal_artifacts() -> str | None:
+            """The sample's quality-signal artifacts, built from its own mined documents if missing."""
+            from rpj_tasks.sample_setup import ensure_signal_artifacts
+
+            params, cfg = _run_config(base)
+            return ensure_signal_artifacts(cfg) if params["annotate"] else None
+
+        # Runs when the plan succeeded, even if some units failed, to say which shards are missing;
+        # after a failed plan it is upstream_failed (no work, no error of its own).
+        @task(execution_timeout=dt.timedelta(minutes=30), trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
+        @engine_task
+        def report(units: list[dict[str, Any]]) -> dict[str, Any]:
+            params, cfg = _run_config(base)
+            return _report(cfg, units, annotated=params["annotate"])
+
+        units = plan_units()
+
+        if base.sample:
+            @task_group
+            def process(unit: dict[str, Any]) -> None:
+                download(unit) >> hashes(unit) >> mine(unit)
+
+            artifacts = signal_artifacts()
+            process.expand(unit=units) >> artifacts
+            annotate.partial(artifacts_url=artifacts).expand(unit=units) >> report(units)
+        else:
+            @task_group
+            def process(unit: dict[str, Any]) -> None:
+                download(unit) >> hashes(unit) >> mine(unit) >> annotate(unit)
+
+            process.expand(unit=units) >> report(units)
+
+    return snapshot_dag()
+
+
+def _unit_segments(cfg: SnapshotConfig, unit: dict[str, Any], key: str) -> list[tuple[int, list[str]]]:
+    """``(shard, segment paths)`` for the unit's ``key`` shards, from the listing the plan staged."""
+    from rpj_tasks import plan
+    from rpj_tasks.download import read_listing, shard_segments
+
+    listing = get_current_context()["ti"].xcom_pull(task_ids="plan_units", key="listing")
+    segments = read_listing(listing)
+    return [(shard, shard_segments(segments, shard, cfg.num_shards)) for shard in plan.unit_shards(unit, key)]
+
+
+def _require_signal_artifacts(cfg: SnapshotConfig) -> None:
+    from rpj_tasks import layout, storage
+    from rpj_tasks.signals.artifacts import ArtifactsError
+
+    url = layout.signal_artifacts_url(cfg.storage_root, cfg.signals_version)
+    if not storage.exists(storage.join(url, "MANIFEST.json")):
+        raise ArtifactsError(
+            f"no quality-signal artifacts at {url}: build them with the rpv2_prep_artifacts DAG "
+            f"(signals_source=build or install, signals_version={cfg.signals_version}), or trigger with annotate=false"
+        )
+
+
+def _report(cfg: SnapshotConfig, units: list[dict[str, Any]], *, annotated: bool) -> dict[str, Any]:
+    """The snapshot's CCNet summary in the log; fails naming every shard that did not finish."""
+    from rpj_tasks import ccnet, layout, plan, storage
+
+    shards = [s for u in units for s in plan.unit_shards(u)]
+    summary = ccnet.summarize(cfg, shards)
+    log.info("snapshot %s CCNet summary:\n%s", cfg.id, json.dumps(summary, indent=1, sort_keys=True))
+    missing = {"ccnet": summary["missing_shards"]}
+    if annotated:
+        missing["annotate"] = [s for s in shards if not storage.exists(layout.annotate_stats_url(cfg.storage_root, cfg.id, s))]
+    failed = {stage: ids for stage, ids in missing.items() if ids}
+    if failed:
+        raise RuntimeError(
+            "shards that did not finish, by stage: "
+            + "; ".join(f"{stage}: {len(ids)} {plan.format_shards(ids)}" for stage, ids in failed.items())
+            + ". See the failed task logs, then clear those tasks or rerun the DAG (finished shards are skipped)."
+        )
+    return summary

@@ -1,0 +1,30 @@
+"""The engine's error hierarchy: what an orchestrator (or the CLI) should do with a failure.
+
+* :class:`PermanentError`: retrying cannot help (bad Params or config, a missing input, model or
+  artifact, HTTP 404 / another 4xx, a file that is not what it claims to be).  An Airflow task
+  fails at once without retries; the CLI prints one line and exits 2.
+* :class:`TransientError`: it may work later (5xx, 429/SlowDown, a dropped connection, a worker
+  process killed by the OS).  Retried with backoff, each attempt logged, inside the engine and
+  then by the orchestrator.
+
+Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class RpjError(Exception):
+    """An expected failure of the pipeline, with a message meant for the operator."""
+
+
+class PermanentError(RpjError):
+    """Retrying the same work with the same inputs cannot succeed."""
+
+
+class TransientError(RpjError):
+    """The same work may succeed when retried later."""
+
+
+class MissingInputError(PermanentError, RuntimeError):
+    """An input a stage needs (a shard's hashes or CCNet record, a staged segment, a file the
+    record lists) does not exist: run the stage that produces it first."""
