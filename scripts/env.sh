@@ -10,7 +10,11 @@ ensure_env() {
     python3.11 -m pip install --quiet "uv==$UV_VERSION" 2>/dev/null || python3 -m pip install --quiet "uv==$UV_VERSION"
   fi
   # Exactly the locked versions (uv.lock); builds kenlm from source the first time (~1-2 min).
-  uv sync --frozen --python 3.11 --quiet
+  # Bytecode is compiled at install: PYTHONDONTWRITEBYTECODE=1 machines would otherwise recompile
+  # rpj and Airflow in every Airflow task process.
+  uv sync --frozen --python 3.11 --compile-bytecode --quiet
+  # rpj itself is an editable install (not in site-packages): compile its sources and the DAGs too.
+  "$RPJ_HOME/.venv/bin/python" -m compileall -q rpj_tasks dags plugins >/dev/null
   export PATH="$RPJ_HOME/.venv/bin:$PATH"
 }
 
