@@ -12,9 +12,13 @@ lines that are already normalised (see :func:`normalized_lines`), as cc_net's mo
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
+import os
+import sys
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 
@@ -87,14 +91,64 @@ def load_sentencepiece(url: str) -> spm.SentencePieceProcessor:
         return sp
 
 
+#: What the kenlm library prints on stderr while it loads a model, logged at DEBUG: the ARPA
+#: banner, the file name and the progress bar.  Other lines it prints are logged at INFO.
+KENLM_BANNER = ("Loading the LM will be faster if you build a binary file.", "Reading ", "----5---10", "****")
+
+
+@contextlib.contextmanager
+def _captured_fd2(lines: list[str]) -> Iterator[None]:
+    """Redirect file descriptor 2 to a temp file for the block; its non-blank lines go to ``lines``.
+
+    C++ libraries write to fd 2 directly, which an Airflow task logs at ERROR.  Process-wide:
+    what other threads write to stderr meanwhile is captured too (and logged by the caller).
+    """
+    with tempfile.TemporaryFile() as tmp:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(Exception):
+                    sys.stderr.flush()
+                os.dup2(saved, 2)
+        finally:
+            os.close(saved)
+            tmp.seek(0)
+            lines += [line for line in tmp.read().decode("utf-8", "replace").splitlines() if line.strip()]
+
+
 def load_kenlm(url: str) -> kenlm.Model:
-    """The KenLM model (ARPA or binary) at ``url``, loaded once per process."""
+    """The KenLM model (ARPA or binary) at ``url``, loaded once per process.
+
+    What kenlm prints on stderr while loading goes to the ``rpj.lm`` logger instead (banner and
+    progress bar at DEBUG, other lines at INFO; all at WARNING if the load fails); a load error
+    is raised as kenlm raises it.
+    """
     with _LOCK:
         lm = _LMS.get(url)
         if lm is None:
             log.info("loading KenLM model %s", url)
-            lm = _LMS[url] = kenlm.Model(storage.local_copy(url))
+            path = storage.local_copy(url)
+            printed: list[str] = []
+            try:
+                with _captured_fd2(printed):
+                    lm = kenlm.Model(path)
+            except BaseException:
+                _log_kenlm_output(url, printed, logging.WARNING)
+                raise
+            _log_kenlm_output(url, printed)
+            _LMS[url] = lm
         return lm
+
+
+def _log_kenlm_output(url: str, lines: list[str], level: int | None = None) -> None:
+    for line in lines:
+        line_level = level or (logging.DEBUG if line.startswith(KENLM_BANNER) else logging.INFO)
+        log.log(line_level, "kenlm (%s): %s", url, line)
 
 
 def tokenize(sp: spm.SentencePieceProcessor, line: str) -> str:
