@@ -297,18 +297,21 @@ class Worker:
     def _relay_stderr(self) -> None:
         """Thread: the worker's stderr, line by line, to the parent's logging or ``sys.stderr``."""
         assert self._proc.stderr is not None
-        for raw in iter(self._proc.stderr.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            record = _parse_record(line)
-            if record is not None:
-                name, level, message = record
-                self._tail.append(f"{logging.getLevelName(level)} {name}: {message}")
-                logging.getLogger(name).log(level, "%s%s", self._prefix, message)
-                continue
-            self._tail.append(line)
-            with contextlib.suppress(Exception):  # e.g. no sys.stderr (pythonw)
-                sys.stderr.write(f"{self._prefix}{line}\n")
-                sys.stderr.flush()
+        with contextlib.suppress(ValueError, OSError):  # closed by _finish while a grandchild holds it open
+            for raw in iter(self._proc.stderr.readline, b""):
+                self._relay_line(raw.decode("utf-8", "replace").rstrip("\r\n"))
+
+    def _relay_line(self, line: str) -> None:
+        record = _parse_record(line)
+        if record is not None:
+            name, level, message = record
+            self._tail.append(f"{logging.getLevelName(level)} {name}: {message}")
+            logging.getLogger(name).log(level, "%s%s", self._prefix, message)
+            return
+        self._tail.append(line)
+        with contextlib.suppress(Exception):  # e.g. no sys.stderr (pythonw)
+            sys.stderr.write(f"{self._prefix}{line}\n")
+            sys.stderr.flush()
 
 
 def _parse_record(line: str) -> tuple[str, int, str] | None:
