@@ -67,6 +67,8 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from rpj_tasks.errors import TransientError
+
 log = logging.getLogger("rpj.workers")
 
 #: How long a new worker may take to import, bootstrap and pass its start-up check.
@@ -88,9 +90,9 @@ __all__ = [
 ]
 
 
-class WorkerDiedError(RuntimeError):
+class WorkerDiedError(TransientError, RuntimeError):
     """A worker process exited (killed, out of memory, ``os._exit``, crash at start) before
-    answering, or did not answer its start-up calls in time."""
+    answering, or did not answer its start-up calls in time (transient: the orchestrator retries)."""
 
 
 class RemoteTraceback(Exception):

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from rpj_tasks import storage, workers
+from rpj_tasks.errors import TransientError
 from rpj_tasks.signals import HashSeedError, require_seed42
 from rpj_tasks.workers import RemoteTraceback, WorkerDiedError, WorkerPool
 
@@ -230,6 +231,7 @@ def test_sigkill_mid_call_raises_at_once_and_is_not_respawned(tmp_path: Path) ->
         message = str(info.value)
         assert "test_workers.mark_then_sleep" in message and f"worker process {victim}" in message
         assert "killed by SIGKILL" in message
+        assert isinstance(info.value, TransientError)  # the orchestrator retries the task
         assert pool.pids == [victim]
         with pytest.raises(WorkerDiedError, match="killed by SIGKILL"):  # at once, no new worker
             bounded(lambda: pool.apply(pid), 5)
