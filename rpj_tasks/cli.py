@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--source-base")
         s.add_argument("--num-shards", type=int)
         s.add_argument("--languages", help="e.g. en,de")
+        if name == "summary":
+            s.add_argument("--json", action="store_true", help="the totals as JSON")
         if name == "annotate":
             s.add_argument("--tail", action="store_true", help="annotate the tail bucket too")
             s.add_argument("--hash-mode", choices=DSIR_HASH_MODES,
@@ -260,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cfg = snapshot_config(args)
             if args.cmd == "summary":
-                shards = plan.parse_shards(args.shards, cfg.num_shards)
-                print(json.dumps(ccnet.summarize(cfg, shards[: args.limit]), indent=1, sort_keys=True))
+                from rpj_tasks.summary import format_summary, snapshot_summary
+
+                summary = snapshot_summary(cfg, plan.parse_shards(args.shards, cfg.num_shards)[: args.limit])
+                print(json.dumps(summary, indent=1, sort_keys=True) if args.json else format_summary(summary))
                 return 0
             if args.cmd == "annotate":
                 cmd_annotate(cfg, mined_shards(cfg, args), args)

@@ -39,6 +39,7 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
         schedule=None,
         start_date=START_DATE,
         catchup=False,
+        is_paused_upon_creation=False,  # manual only
         default_args={**DEFAULT_ARGS, "execution_timeout": dt.timedelta(hours=12)},
         tags=["rpv2", "artifacts"],
         render_template_as_native_obj=True,

@@ -8,7 +8,10 @@ the triggerer (deferred: no worker slot while waiting).
 The triggered run is tied to the month: its run id is ``rpv2_monthly__YYYY-MM`` (deterministic,
 so a retry or a rerun of the month waits for the run that exists instead of starting a second
 one) and its conf records ``{"month": "YYYY-MM"}``.  A failed snapshot run fails the task with a
-message naming the run and its first failed task.
+message naming the run and its first failed task; a paused snapshot DAG fails it at once.
+
+The DAG is paused at creation (its schedule starts real crawls): unpause it to enable the monthly
+schedule and before ``airflow backfill create`` (a paused DAG's backfill runs stay queued).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class ProcessSnapshotOperator(TriggerDagRunOperator):
         super().__init__(
             trigger_run_id=monthly_run_id(month), conf={"month": month}, wait_for_completion=True,
             deferrable=True, poke_interval=poll_interval, allowed_states=["success"], failed_states=["failed"],
-            **kwargs,
+            fail_when_dag_is_paused=True, **kwargs,
         )
 
     def execute(self, context: Any) -> None:
@@ -99,6 +102,8 @@ def build_monthly_dag(registry: dict[str, SnapshotConfig]) -> DAG:
         schedule=CronDataIntervalTimetable("0 0 1 * *", timezone="UTC"),
         start_date=START_DATE,
         catchup=False,
+        # Paused until an operator unpauses it: its schedule (and any backfill) starts real crawls.
+        is_paused_upon_creation=True,
         max_active_runs=2,
         default_args={**DEFAULT_ARGS, "execution_timeout": dt.timedelta(days=7)},
         tags=["rpv2", "schedule"],

@@ -125,6 +125,8 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
+        # No schedule of its own: unpaused from the start, so a trigger (UI, REST, rpv2_monthly) runs at once.
+        is_paused_upon_creation=False,
         default_args=DEFAULT_ARGS,
         params=snapshot_params(base),
         tags=["rpv2", "ccnet", "sample" if base.sample else "snapshot"],

@@ -1,0 +1,38 @@
+"""``rpj summary``: a few human lines from the per-shard stats records, whatever the shard count."""
+
+import json
+
+from rpj_tasks import cli
+
+
+def write_records(root, snapshot="2023-06"):
+    ccnet = root / "stats" / "ccnet" / snapshot
+    annotate = root / "stats" / "annotate" / snapshot
+    ccnet.mkdir(parents=True)
+    annotate.mkdir(parents=True)
+    (ccnet / "0003.json").write_text(json.dumps({"counts": {
+        "wet.docs": 100, "kept": 60, "kept.en.head": 20, "kept.en.tail": 10, "kept.de.middle": 30,
+        "wet.too_short": 25, "lid.dropped.other_language": 15, "wet.skipped.corrupt_gzip": 1}, "seconds": {}}))
+    (annotate / "0003.json").write_text(json.dumps({"counts": {"files.annotated": 2, "annotate.lines": 50}, "seconds": {}}))
+
+
+def test_summary_lines_of_a_partly_run_snapshot(tmp_path, capsys):
+    write_records(tmp_path)
+    assert cli.main(["summary", "--snapshot", "2023-06", "--storage-root", tmp_path.as_uri()]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "snapshot 2023-06: 1/5000 shards mined, 1 annotated"
+    assert out[1] == "  not mined yet: shards 0-2,4-4999"
+    assert out[2] == "  documents read 100, kept 60 (dropped: 25 too short, 15 other language)"
+    assert "    de: 30 kept (head 0, middle 30, tail 0)" in out
+    assert "    en: 30 kept (head 20, middle 0, tail 10)" in out
+    assert "  broken records skipped: corrupt_gzip 1" in out
+    assert "  quality signals + MinHash: 2 files, 50 documents" in out
+    assert len(out) < 15
+
+
+def test_summary_json(tmp_path, capsys):
+    write_records(tmp_path)
+    assert cli.main(["summary", "--snapshot", "2023-06", "--storage-root", tmp_path.as_uri(), "--json", "--shards", "0-9"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["not_mined"] == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    assert data["kept_by_language"] == {"de": {"middle": 30}, "en": {"head": 20, "tail": 10}}
