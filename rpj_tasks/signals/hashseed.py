@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from rpj_tasks.config import DSIR_HASH_MODES
+from rpj_tasks.errors import PermanentError
 from rpj_tasks.workers import STARTUP_SECONDS, WorkerDiedError, WorkerPool
 
 #: The modes, defined once in :mod:`rpj_tasks.config` (imported by DAG parsing, which must not load
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 
-class HashSeedError(RuntimeError):
+class HashSeedError(PermanentError, RuntimeError):
     """DSIR features were requested in a mode this interpreter cannot reproduce."""
 
 
