@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
-# README command 1: set everything up and run the sample snapshot through Airflow.
-#   - installs the locked Python environment (.venv, via uv),
-#   - creates the Airflow metadata DB (SQLite in airflow_home/) and the download pool,
-#   - runs the DAG rpv2_sample with `airflow dags test`: it generates the offline sample
-#     Common Crawl mirror and the sample models if missing, then download -> hashes -> mine.
-# Outputs: data/documents/2000-01/..., per-shard stats in data/stats/ccnet/2000-01/.
+# README command 1: set everything up and run the offline sample snapshot through a real Airflow.
+#   - installs the locked Python environment (.venv, via uv, bytecode compiled),
+#   - starts a one-machine Airflow deployment with embedded defaults (scripts/rpj-deploy up:
+#     SQLite metadata DB in airflow_home/, LocalExecutor, api-server on 127.0.0.1:${RPJ_DEPLOY_PORT:-8080},
+#     scheduler, dag-processor, triggerer; the download pool is created from the registry),
+#   - triggers rpv2_sample through the REST API and waits for it: the DAG generates the offline
+#     sample Common Crawl mirror and models, then download -> hashes -> mine (documents/), builds
+#     the sample's quality-signal artifacts and annotates every shard (quality_signals/, minhash/),
+#   - prints what was read, kept and annotated, where the outputs are, and how to open the web UI.
+# The deployment keeps running so that the run can be seen in the UI: `scripts/rpj-deploy down` stops it.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 ensure_env
-mkdir -p "$AIRFLOW_HOME"
-airflow db migrate >/dev/null
-airflow pools set rpj_commoncrawl 4 "Concurrent requests to the Common Crawl source" >/dev/null
-airflow dags test rpv2_sample "$@"
+export RPJ_DEPLOY_DB="${RPJ_DEPLOY_DB:-sqlite}" RPJ_DEPLOY_AUTH="${RPJ_DEPLOY_AUTH:-all-admins}"
+export RPJ_DEPLOY_PORT="${RPJ_DEPLOY_PORT:-8080}"
+"$RPJ_HOME/scripts/rpj-deploy" up >"$AIRFLOW_HOME/demo-up.log" 2>&1 || { cat "$AIRFLOW_HOME/demo-up.log"; exit 1; }
+echo "Airflow is up (scheduler, dag-processor, triggerer, api-server; LocalExecutor, SQLite): running rpv2_sample ..."
+python "$RPJ_HOME/deploy/trigger.py" --url "http://127.0.0.1:$RPJ_DEPLOY_PORT" rpv2_sample "$@"
+echo
 rpj summary --snapshot 2000-01
+cat <<MSG
+
+Web UI: http://127.0.0.1:$RPJ_DEPLOY_PORT/dags/rpv2_sample (no login needed in this local demo): the run,
+its tasks and their logs. Stop everything with: scripts/rpj-deploy down
+MSG
