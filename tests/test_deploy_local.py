@@ -1,0 +1,101 @@
+"""Native deployment (scripts/rpj-deploy) with the LocalExecutor on a fresh PostgreSQL database:
+the sample snapshot triggered through the REST API gives the CLI's bytes.  Also the script's
+refusals (port in use, PostgreSQL unreachable) and a SQLite + LocalExecutor bring-up."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+
+import pytest
+
+from deploy_harness import (
+    REPO, SAMPLE_DAG, SCRIPT, assert_same_outputs, base_env, cli_reference, deployment, free_port, output_digests,
+)
+
+pytestmark = pytest.mark.deploy
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    return cli_reference(tmp_path_factory.getbasetemp())
+
+
+def rpj_deploy(env, *args, timeout=120):
+    return subprocess.run(["bash", str(SCRIPT), *args], env={**env, "RPJ_DEPLOY_SKIP_SYNC": "1"}, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_sample_run_through_rest_on_local_executor(tmp_path_factory, reference):
+    t0 = time.monotonic()
+    with deployment(tmp_path_factory.mktemp("deploy-local"), executor="local") as dep:
+        health = dep.client.health()
+        assert {k: v["status"] for k, v in health.items() if v} == {
+            "metadatabase": "healthy", "scheduler": "healthy", "triggerer": "healthy", "dag_processor": "healthy"}
+
+        conf = {"shards": [0, 1, 2, 3]}
+        run = dep.run_dag(conf)
+        assert run["state"] == "success" and run["conf"] == conf
+        tis = dep.client.task_instances(SAMPLE_DAG, run["dag_run_id"])
+        assert {t["state"] for t in tis} == {"success"}, [(t["task_id"], t["map_index"], t["state"]) for t in tis]
+        ran = {t["task_id"] for t in tis}
+        assert {"plan_units", "process.download", "process.hashes", "process.mine", "annotate", "report"} <= ran
+
+        n = assert_same_outputs(dep.storage_root, reference)
+        assert n > 100
+
+        # task logs come through the API (the engine's loggers reach the task log)
+        mine = next(t for t in tis if t["task_id"] == "process.mine")
+        log = dep.client.task_log(SAMPLE_DAG, run["dag_run_id"], "process.mine", mine["try_number"], mine["map_index"])
+        assert "shards mined" in log, log[-3000:]
+
+        status = dep.rpj_deploy("status", "--state-dir", str(dep.state_dir), "--json")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert {c["component"] for c in json.loads(status.stdout)["components"]} == {
+            "api-server", "scheduler", "dag-processor", "triggerer"}
+
+        # `up` again with the same settings: a no-op on a running deployment
+        again = dep.rpj_deploy("up", *dep.up_args, "--skip-setup", "--timeout", "60")
+        assert again.returncode == 0 and "already running" in again.stdout, again.stdout + again.stderr
+        pids = {c: dep.pid(c) for c in ("api-server", "scheduler")}
+    # down: every process is gone
+    import psutil
+
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids.values())
+    print(f"local deployment test: {time.monotonic() - t0:.0f}s")
+
+
+def test_up_refuses_a_port_in_use(tmp_path):
+    env = base_env(tmp_path)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        proc = rpj_deploy(env, "up", "--airflow-home", str(tmp_path / "home"), "--db", "sqlite", "--port", str(port))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"api-server port (--port) {port} is already in use" in proc.stderr
+
+
+def test_up_says_when_postgres_is_unreachable(tmp_path):
+    env = base_env(tmp_path)
+    proc = rpj_deploy(env, "up", "--airflow-home", str(tmp_path / "home"), "--pg-port", str(free_port()),
+                      "--port", str(free_port()))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "PostgreSQL at 127.0.0.1:" in proc.stderr and "is unreachable" in proc.stderr and "--db sqlite" in proc.stderr
+
+
+def test_celery_needs_postgres(tmp_path):
+    proc = rpj_deploy(base_env(tmp_path), "up", "--airflow-home", str(tmp_path / "home"), "--db", "sqlite", "--executor", "celery")
+    assert proc.returncode == 2 and "--executor celery needs --db postgres" in proc.stderr, proc.stderr
+
+
+def test_sqlite_local_executor_comes_up_and_runs_a_ccnet_run(tmp_path_factory, reference):
+    """A machine without PostgreSQL: SQLite metadata DB + LocalExecutor, CCNet part only (no annotation)."""
+    with deployment(tmp_path_factory.mktemp("deploy-sqlite"), executor="local", db="sqlite", parallelism=2) as dep:
+        run = dep.run_dag({"shards": [0, 1, 2, 3], "annotate": False})
+        assert run["state"] == "success"
+        docs = {k: v for k, v in output_digests(dep.storage_root).items() if k.startswith("documents/")}
+        ref = {k: v for k, v in output_digests(reference).items() if k.startswith("documents/")}
+        assert docs and docs == ref
