@@ -8,7 +8,9 @@ the triggerer (deferred: no worker slot while waiting).
 The triggered run is tied to the month: its run id is ``rpv2_monthly__YYYY-MM`` (deterministic,
 so a retry or a rerun of the month waits for the run that exists instead of starting a second
 one) and its conf records ``{"month": "YYYY-MM"}``.  A failed snapshot run fails the task with a
-message naming the run and its first failed task; a paused snapshot DAG fails it at once.
+message naming the run and its first failed task, without retries (a retry would wait for the same
+failed run): clear the snapshot run's failed tasks, then this task.  A paused snapshot DAG fails it
+at once.
 
 The DAG is paused at creation (its schedule starts real crawls): unpause it to enable the monthly
 schedule and before ``airflow backfill create`` (a paused DAG's backfill runs stay queued).
@@ -65,13 +67,15 @@ class ProcessSnapshotOperator(TriggerDagRunOperator):
         super().execute(context)
 
     def execute_complete(self, context: Any, event: tuple[str, dict[str, Any]]) -> None:
-        from airflow.sdk.exceptions import AirflowException
+        from airflow.sdk.exceptions import AirflowFailException
 
         _, data = event
         run_id = str(self.trigger_run_id or data["run_ids"][0])
         state = data.get(run_id)
         if state in self.failed_states:
-            raise AirflowException(
+            # Not retried: a retry would only wait for the same failed run.  Fix the cause, clear the
+            # snapshot run's failed tasks, then clear this task: it waits for that run again.
+            raise AirflowFailException(
                 f"snapshot run {self.trigger_dag_id} / {run_id} ended {state}; "
                 f"first failed task: {first_failed_task(self.trigger_dag_id, run_id)} (open that task's log)"
             )
