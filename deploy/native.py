@@ -39,6 +39,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(DEPLOY_DIR))
 BIN = Path(sys.executable).parent
 STATE_FILE = "deploy.json"
 DB_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -500,16 +501,6 @@ def run_airflow(s: Settings, env: dict[str, str], *args: str, log_name: str, tim
     return proc.stdout
 
 
-def registry_pools() -> dict[str, int]:
-    sys.path.insert(0, str(REPO))
-    from rpj_tasks.config import load_registry
-
-    pools: dict[str, int] = {}
-    for cfg in load_registry().values():
-        pools[cfg.download_pool] = max(pools.get(cfg.download_pool, 0), cfg.download_pool_slots)
-    return pools
-
-
 def expected_dag_count() -> int:
     sys.path.insert(0, str(REPO))
     from rpj_tasks.config import load_registry
@@ -524,19 +515,17 @@ def setup_metadata(s: Settings, env: dict[str, str], log=print) -> None:
         Path(s.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
     log("airflow db migrate ...")
     run_airflow(s, env, "db", "migrate", log_name="setup")
-    pools = registry_pools()
-    pools_json = s.run_dir / "pools.json"
-    pools_json.write_text(json.dumps({
-        name: {"slots": slots, "description": "rpj: concurrent requests to the Common Crawl source", "include_deferred": False}
-        for name, slots in pools.items()
-    }, indent=1))
-    run_airflow(s, env, "pools", "import", str(pools_json), log_name="setup")
-    log("pools: " + ", ".join(f"{name}={slots}" for name, slots in pools.items()))
+    from registry_pools import pools_json
+
+    path = s.run_dir / "pools.json"
+    path.write_text(pools_json())
+    run_airflow(s, env, "pools", "import", str(path), log_name="setup")
+    log("pools: " + ", ".join(f"{name}={p['slots']}" for name, p in json.loads(path.read_text()).items()))
     conn = os.environ.get("RPJ_AWS_CONN", "").strip()
     if conn:
-        run_airflow_ok = subprocess.run([str(BIN / "airflow"), "connections", "delete", "aws_default"], env=env,
-                                        cwd=str(REPO), capture_output=True, text=True)
-        del run_airflow_ok  # a missing connection is fine
+        # Replace it: `connections add` refuses an existing id (a missing one is fine to delete).
+        subprocess.run([str(BIN / "airflow"), "connections", "delete", "aws_default"], env=env, cwd=str(REPO),
+                       capture_output=True, text=True)
         kind = "--conn-json" if conn.startswith("{") else "--conn-uri"
         run_airflow(s, env, "connections", "add", "aws_default", kind, conn, log_name="setup")
         log("connection aws_default created from RPJ_AWS_CONN")
