@@ -4,7 +4,7 @@ Generates realistic CCNet documents offline (wordfreq Zipfian English vocabulary
 heading lines, bullet lists, prose paragraphs of 1-8 sentences, dates, prices, curly quotes; about
 ``--words`` words per document on average), writes them as ``en_head`` and ``en_middle`` files of a
 shard with their CCNet stats record, builds signal artifacts (the real stop-word and LDNOOBW lists
-from the shared data folder, ``$RPJ_SHARED_DATA`` or ``../shared/data``; a UT1 map; random DSIR
+from the test fixtures, ``$RPJ_SHARED_DATA`` or ``tests/fixtures``; a UT1 map; random DSIR
 counts for the three en targets in the reference hash mode and, unless ``--no-classifier``, the two
 fastText models English RPv2 artifacts have, ``palm`` and ``wikiref``, each trained offline on
 generated text), then runs :func:`rpj_tasks.annotate.annotate_shard` and prints one JSON object:
@@ -161,11 +161,11 @@ def write_shard(root: Path, docs_per_file: dict[str, list[dict]]) -> None:
 
 
 def shared_data_dir() -> Path:
-    """``$RPJ_SHARED_DATA``, else ``../shared/data`` next to the repository (as ``tests/conftest.py``)."""
+    """``$RPJ_SHARED_DATA``, else the repository's ``tests/fixtures`` (as ``tests/conftest.py``)."""
     env = os.environ.get("RPJ_SHARED_DATA")
-    path = Path(env) if env else REPO.parent / "shared" / "data"
+    path = Path(env) if env else REPO / "tests" / "fixtures"
     if not path.is_dir():
-        raise SystemExit(f"shared data not found at {path}; set RPJ_SHARED_DATA to the shared/data folder")
+        raise SystemExit(f"test fixtures not found at {path} (RPJ_SHARED_DATA={env!r})")
     return path
 
 

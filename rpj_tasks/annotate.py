@@ -1,4 +1,4 @@
-"""The annotation stage, per shard: quality signals and MinHash signatures (rpv2_format.md §1, §3-5).
+"""The annotation stage, per shard: quality signals and MinHash signatures (docs/spec/rpv2_format.md §1, §3-5).
 
 For every ``documents/{snapshot}/{shard}/{lang}_{bucket}.json.gz`` of a shard whose bucket is
 head or middle (tail too with ``annotate_tail``; the reference annotates head and middle only)
@@ -67,7 +67,7 @@ DEFAULT_BUCKETS = ("head", "middle")
 DOCUMENTS_FILE = re.compile(r"^([a-z]{2,3})_(head|middle|tail)\.json\.gz$")
 SIGNALS_SUFFIX = ".signals.json.gz"
 MINHASH_SUFFIX = ".minhash.parquet"
-# The 14 fields the reference's strict reader requires (rpv2_format.md §4).
+# The 14 fields the reference's strict reader requires (docs/spec/rpv2_format.md §4).
 REQUIRED_FIELDS = frozenset({
     "raw_content", "url", "nlines", "original_nlines", "source_domain", "length", "original_length",
     "language", "language_score", "perplexity", "bucket", "digest", "cc_segment", "date_download",

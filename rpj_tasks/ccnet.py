@@ -1,4 +1,4 @@
-"""The CCNet stage, per shard: ``hashes`` then ``mine`` (rpv2_format.md §9).
+"""The CCNet stage, per shard: ``hashes`` then ``mine`` (docs/spec/rpv2_format.md §9).
 
 ``compute_hashes`` reads a shard's staged WET segments and stores the paragraph-hash map of the
 shard.  ``mine_shard`` merges the maps of the shard's hash group, then for every document:

@@ -1,4 +1,4 @@
-"""Stage Common Crawl WET segments (spec ``rpv2_format.md`` §9.1).
+"""Stage Common Crawl WET segments (spec ``docs/spec/rpv2_format.md`` §9.1).
 
 ``source_base`` is a URL: ``https://data.commoncrawl.org/`` (read with ``requests``, streaming),
 ``s3://commoncrawl/`` or any other fsspec URL, e.g. a ``file://`` mirror (read through

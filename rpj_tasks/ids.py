@@ -1,4 +1,4 @@
-"""Document ids of the RPv2 signals, MinHash and duplicates files (``rpv2_format.md`` §3).
+"""Document ids of the RPv2 signals, MinHash and duplicates files (``docs/spec/rpv2_format.md`` §3).
 
 ``id`` is ``{shard_key}/{line number}`` where the shard key is the documents file's path relative
 to the release root (``2023-06/0000/en_head.json.gz``) and the line number is 0-based; ``id_int``

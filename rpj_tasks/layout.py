@@ -1,6 +1,6 @@
 """Where everything lives under a storage root (RPv2 release layout plus rpj's own working areas).
 
-Release (rpv2_format.md §1)::
+Release (docs/spec/rpv2_format.md §1)::
 
     documents/{snapshot}/{shard:04d}/{lang}_{bucket}.json.gz
     quality_signals/{snapshot}/{shard:04d}/{lang}_{bucket}.signals.json.gz

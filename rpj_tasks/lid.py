@@ -1,4 +1,4 @@
-"""Language identification as in CCNet (spec ``rpv2_format.md`` §9.5).
+"""Language identification as in CCNet (spec ``docs/spec/rpv2_format.md`` §9.5).
 
 The text given to fastText is the deduplicated ``raw_content`` with every ``\\n`` deleted (lines
 are glued without a space).  The top label is kept with its probability rounded to 2 decimals the

@@ -1,4 +1,4 @@
-"""RPv2 MinHash signatures (``quality_signals.md`` §6) and the minhash parquet file (``rpv2_format.md`` §5).
+"""RPv2 MinHash signatures (``docs/spec/quality_signals.md`` §6) and the minhash parquet file (``docs/spec/rpv2_format.md`` §5).
 
 A document's signature is 128 uint32 values: for each permutation ``(a_i, b_i)`` the minimum over its
 distinct 13-word shingles of ``((h·a_i + b_i) mod 2^64) mod (2^61 − 1) & 0xFFFFFFFF``, where ``h`` is the
@@ -46,7 +46,7 @@ SEED = 42
 SHINGLE_SIZE = 13
 THRESHOLDS: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7)
 PERMUTATIONS_SHA256 = "6a5665743fa1884640a8eb3543348255a90b4dbd55b093f39e3d61ac90eac9e1"
-#: (bands, rows) per threshold, ``quality_signals.md`` §6.7; used only if datasketch's optimiser is missing.
+#: (bands, rows) per threshold, ``docs/spec/quality_signals.md`` §6.7; used only if datasketch's optimiser is missing.
 SPEC_BANDS: dict[float, tuple[int, int]] = {1.0: (1, 128), 0.9: (5, 25), 0.8: (9, 13), 0.7: (14, 9)}
 ROW_GROUP_SIZE = 1000
 

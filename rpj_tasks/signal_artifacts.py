@@ -1,4 +1,4 @@
-"""Build the artifacts the RPv2 quality signals read (``quality_signals.md`` §3.6, §3.7, §4).
+"""Build the artifacts the RPv2 quality signals read (``docs/spec/quality_signals.md`` §3.6, §3.7, §4).
 
 Layout under an artifacts root URL (what ``rpj_tasks.signals.SignalArtifacts.load`` reads)::
 

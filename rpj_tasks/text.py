@@ -1,4 +1,4 @@
-"""CCNet's two text normalisations and the paragraph hash (rpv2_format.md §9.4, §9.6 step 1).
+"""CCNet's two text normalisations and the paragraph hash (docs/spec/rpv2_format.md §9.4, §9.6 step 1).
 
 Both normalisations are one regex scan over precomputed tables (see ``_charset_regex``), so they
 cost a few microseconds per line.  Order of the reference steps is kept where it matters: digits are

@@ -4,7 +4,7 @@ The writer builds real WARC/1.0 records in the Common Crawl WET layout (CRLF hea
 blank line, the UTF-8 text block, then the ``\\r\\n\\r\\n`` record separator); a caller gzips each
 record as its own gzip member with :func:`gzip_member`, as Common Crawl does.
 
-The reader (spec ``rpv2_format.md`` §9.2, "implement instead") reads headers by name and frames
+The reader (spec ``docs/spec/rpv2_format.md`` §9.2, "implement instead") reads headers by name and frames
 records by Content-Length, then applies cc_net's content rules.  A declared block that is not
 followed by the separator and the next ``WARC/`` header has a wrong Content-Length: that record
 is framed by lines up to the next ``WARC/1.x`` line, as cc_net does, and counted as

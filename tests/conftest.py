@@ -7,12 +7,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def shared_data_dir() -> Path:
+    """The third-party fixtures (tests/fixtures/, see its README and LICENSES); RPJ_SHARED_DATA overrides."""
     env = os.environ.get("RPJ_SHARED_DATA")
-    path = Path(env) if env else REPO.parent / "shared" / "data"
+    path = Path(env) if env else REPO / "tests" / "fixtures"
     if not path.is_dir():
-        raise RuntimeError(
-            f"shared fixtures not found at {path}; set RPJ_SHARED_DATA to the shared/data folder"
-        )
+        raise RuntimeError(f"test fixtures not found at {path} (RPJ_SHARED_DATA={env!r})")
     return path
 
 

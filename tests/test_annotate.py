@@ -261,7 +261,7 @@ def test_truncated_documents_file_keeps_what_was_read(shared_data: Path, tmp_pat
 BIG_K = 5 * 2**20 // 9  # "the cat. " repeated: one line of 5 242 878 code points, no "\n"
 MANY_LINES = 3000  # "A b c.\n" repeated
 
-# (RAW, document-level values by quality_signals.md §3 / §7.5 worked out by hand, the value every line slice
+# (RAW, document-level values by docs/spec/quality_signals.md §3 / §7.5 worked out by hand, the value every line slice
 # has for the line signals 31-36 (§3.5), MinHash distinct shingles (§6) or None when NW has < 13 words)
 DEGENERATE = [
     ("", {  # E3 of §7.2: every degenerate value
@@ -348,7 +348,7 @@ DEGENERATE = [
 
 
 def spec_minhash_bands(shingles: set[str]) -> dict[str, list[str]]:
-    """quality_signals.md §6 steps 3-8 written out plainly (Python ints, wrapping at 2^64 by hand)."""
+    """docs/spec/quality_signals.md §6 steps 3-8 written out plainly (Python ints, wrapping at 2^64 by hand)."""
     rng = np.random.RandomState(42)
     perms = []
     for _ in range(128):
@@ -532,7 +532,7 @@ def poisson(k: int, lam: float) -> float:
 
 
 def literal_dsir(job: tuple[str, str, list[str]]) -> list[dict[str, float | None]]:
-    """quality_signals.md §3.7 word for word for ``(artifacts dir, lang, texts)``; needs seed 42."""
+    """docs/spec/quality_signals.md §3.7 word for word for ``(artifacts dir, lang, texts)``; needs seed 42."""
     assert dsir_hash_selfcheck()
     artifacts_dir, lang, texts = job
     load = lambda name: np.load(Path(artifacts_dir) / "dsir" / lang / name)  # noqa: E731

@@ -1,4 +1,4 @@
-"""RPv2 MinHash: quality_signals.md §6 / §7.4 vectors, expected_*.minhash.jsonl, rpv2_format.md §5 parquet."""
+"""RPv2 MinHash: docs/spec/quality_signals.md §6 / §7.4 vectors, expected_*.minhash.jsonl, docs/spec/rpv2_format.md §5 parquet."""
 
 from __future__ import annotations
 

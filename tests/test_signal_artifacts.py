@@ -29,7 +29,7 @@ from rpj_tasks.workers import WorkerPool
 LANGS = ("en", "de", "fr", "es", "it")
 STABLE_THE = 3331141520948189790  # stable_hash("the")
 
-# Independent DSIR reference, run in a PYTHONHASHSEED=42 interpreter (quality_signals.md §3.7).
+# Independent DSIR reference, run in a PYTHONHASHSEED=42 interpreter (docs/spec/quality_signals.md §3.7).
 _DIRECT_DSIR = r"""
 import json, re, sys
 import numpy as np

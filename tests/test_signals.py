@@ -1,4 +1,4 @@
-"""RPv2 quality signals against the reference outputs (quality_signals.md §7, rpv2_format.md §3-4)."""
+"""RPv2 quality signals against the reference outputs (docs/spec/quality_signals.md §7, docs/spec/rpv2_format.md §3-4)."""
 
 from __future__ import annotations
 

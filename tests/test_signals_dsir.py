@@ -1,4 +1,4 @@
-"""DSIR importance signals (quality_signals.md §3.7, §5 item 3) and the hash-seed guard (D11)."""
+"""DSIR importance signals (docs/spec/quality_signals.md §3.7, §5 item 3) and the hash-seed guard (D11)."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def test_scorer_refuses_in_this_process_unless_seeded() -> None:
 
 
 def test_self_check_vectors_are_the_spec_values() -> None:
-    # quality_signals.md §5 item 3, the table copied verbatim: (object, hash(x), abs(hash(x)) % 10000)
+    # docs/spec/quality_signals.md §5 item 3, the table copied verbatim: (object, hash(x), abs(hash(x)) % 10000)
     spec = [
         ("the", 6599659648229272820, 2820),
         ("The", 28150671178049062, 9062),

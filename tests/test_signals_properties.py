@@ -1,4 +1,4 @@
-"""Property tests: the fast signal code against a literal, slow reading of quality_signals.md §2-3.
+"""Property tests: the fast signal code against a literal, slow reading of docs/spec/quality_signals.md §2-3.
 
 The oracle below follows the spec text step by step (stdlib ``re`` RW and line regexes, every
 n-gram materialised, ``Counter.most_common``, explicit loops); the production code takes

@@ -8,7 +8,7 @@ from rpj_tasks.dedup import ShardHashes, remove_duplicate_lines
 from rpj_tasks.stats import Stats
 from rpj_tasks.text import ccnet_normalize, line_hash, line_hashes, normalize_for_dedup
 
-VECTORS = [  # rpv2_format.md §9.4
+VECTORS = [  # docs/spec/rpv2_format.md §9.4
     ("Hello World 2024!", "hello world 0000!", 4213747061662223874),
     ("  Hello   world 1999! ", "hello   world 0000!", 16128435427374557619),
     ("", "", 957977401221134810),

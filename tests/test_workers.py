@@ -162,7 +162,7 @@ def test_seed42_workers_start_under_a_main_that_cannot_be_reimported(tmp_path: P
     proc = run_parent_script(tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["run_jobs"] == [6599659648229272820, -1944465398313317419]  # quality_signals.md §5 item 3
+    assert out["run_jobs"] == [6599659648229272820, -1944465398313317419]  # docs/spec/quality_signals.md §5 item 3
     assert out["call"] is True
     assert out["counts"] == [[3, 1, 2], [5, 1, 3], [1, 1, 1]]  # uni+bigrams, docs, RW tokens
     assert "re-imported __main__" not in proc.stderr

@@ -1,4 +1,4 @@
-"""RPv2 quality signals (``quality_signals.md``): the 45 per-document signals and their records.
+"""RPv2 quality signals (``docs/spec/quality_signals.md``): the 45 per-document signals and their records.
 
 Typical use, once per process and language, then per document line::
 

@@ -1,5 +1,5 @@
-"""The 45 RPv2 quality signals of a document and its signals record (``quality_signals.md`` §3,
-``rpv2_format.md`` §3-4), value for value and key for key as the reference writes them.
+"""The 45 RPv2 quality signals of a document and its signals record (``docs/spec/quality_signals.md`` §3,
+``docs/spec/rpv2_format.md`` §3-4), value for value and key for key as the reference writes them.
 
 Scores are rounded with Python ``round(x, 8)`` exactly where the reference rounds; counts it stores
 as floats stay floats.  The record is encoded with ``msgspec.json`` (compact, raw UTF-8, msgspec's
@@ -341,7 +341,7 @@ def _models(text: DocText, artifacts: SignalArtifacts) -> dict[str, Score]:
 
 def make_record(doc: Mapping[str, Any], shard_key: str, idx: int, artifacts: SignalArtifacts,
                 text: DocText | None = None) -> dict[str, Any]:
-    """The signals record of line ``idx`` of the documents file ``shard_key`` (``rpv2_format.md`` §4).
+    """The signals record of line ``idx`` of the documents file ``shard_key`` (``docs/spec/rpv2_format.md`` §4).
 
     Raises :class:`BadDocument` when ``raw_content`` is not a string (use :func:`null_record`).
     """

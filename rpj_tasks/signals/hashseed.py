@@ -1,4 +1,4 @@
-"""The hash behind the DSIR importance features (``quality_signals.md`` §3.7, §5 item 3; defect D11).
+"""The hash behind the DSIR importance features (``docs/spec/quality_signals.md`` §3.7, §5 item 3; defect D11).
 
 The reference hashes RW unigrams and bigram tuples with CPython's builtin ``hash``, which only
 gives the RPv2 values on CPython >= 3.11 started with ``PYTHONHASHSEED=42``.  Two hash modes exist

@@ -1,4 +1,4 @@
-"""Repetition signals 13-21 (``quality_signals.md`` §3.3) without materialising every n-gram.
+"""Repetition signals 13-21 (``docs/spec/quality_signals.md`` §3.3) without materialising every n-gram.
 
 The reference builds all n-grams of NW for n = 2..10.  Here the levels are chained: an n-gram at
 position ``i`` can only occur twice if the (n-1)-grams at ``i`` and ``i + 1`` both do, so each level

@@ -1,4 +1,4 @@
-"""Text primitives of the RPv2 quality signals (``quality_signals.md`` §2).
+"""Text primitives of the RPv2 quality signals (``docs/spec/quality_signals.md`` §2).
 
 Every signal reads one of four views of a document's ``raw_content`` (RAW):
 
