@@ -361,7 +361,7 @@ def annotate_shard(
         record = json.loads(storage.read_bytes(stats_url))
         changed = _changed_since(record, ccnet_sha256, artifacts, buckets)
         if not changed:
-            log.info("shard %04d: annotated earlier (%s), skipping (use force to redo)", shard, stats_url)
+            log.info("shard %04d: annotated earlier (%s), skipping (force: --force in the CLI, the force Param in Airflow)", shard, stats_url)
             return {**record, "skipped": True}
         log.info("shard %04d: %s since it was annotated; annotating again", shard, changed)
     storage.remove(stats_url)  # an interrupted rerun must not look finished

@@ -64,7 +64,7 @@ def compute_hashes(cfg: SnapshotConfig, shard: int, segments: list[str], *, forc
     shard = validate_shard(shard, cfg.num_shards)
     url = layout.hashes_url(cfg.storage_root, cfg.id, shard)
     if storage.exists(url) and not force:
-        log.info("shard %04d: hashes exist at %s, skipping (use force to recompute)", shard, url)
+        log.info("shard %04d: hashes exist at %s, skipping (force: --force in the CLI, the force Param in Airflow)", shard, url)
         return {"shard": shard, "url": url, "skipped": True}
     stats = Stats()
     started = time.perf_counter()
@@ -120,7 +120,7 @@ def mine_shard(cfg: SnapshotConfig, shard: int, segments: list[str], *, force: b
     shard = validate_shard(shard, cfg.num_shards)
     stats_url = layout.ccnet_stats_url(cfg.storage_root, cfg.id, shard)
     if storage.exists(stats_url) and not force:
-        log.info("shard %04d: finished earlier (%s), skipping (use force to recompute)", shard, stats_url)
+        log.info("shard %04d: finished earlier (%s), skipping (force: --force in the CLI, the force Param in Airflow)", shard, stats_url)
         record = json.loads(storage.read_bytes(stats_url))
         return {**record, "skipped": True}
 

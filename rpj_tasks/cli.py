@@ -223,7 +223,9 @@ def run_models(args: argparse.Namespace) -> None:
         if args.models_cmd == "sample":
             from rpj_tasks.sample_setup import sample_corpora
 
-            sample = next(c for c in registry.values() if c.sample)
+            sample = next((c for c in registry.values() if c.sample), None)
+            if sample is None:
+                raise ConfigError(f"{args.registry or 'the registry'} has no sample snapshot (an entry with sample: true)")
             corpora, calibration = sample_corpora(sample.with_overrides(storage_root=root, languages=langs))
             vocab, cutoffs = models.SAMPLE_VOCAB_SIZE, None
         else:

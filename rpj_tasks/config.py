@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,11 @@ import yaml
 
 from rpj_tasks.errors import PermanentError
 
-SNAPSHOT_RE = re.compile(r"^(\d{4})-(\d{2})$")
-CRAWL_RE = re.compile(r"^CC-MAIN-(\d{4}-\d{2})$")
-LANG_RE = re.compile(r"^[a-z]{2,3}$")
-MODELS_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SNAPSHOT_RE = re.compile(r"([0-9]{4})-([0-9]{2})")
+CRAWL_RE = re.compile(r"CC-MAIN-([0-9]{4}-[0-9]{2})")
+LANG_RE = re.compile(r"[a-z]{2,3}")
+MODELS_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Identifiers become paths: every check is a full match (no trailing newline, ASCII digits only).
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\$\{[^}]*\})*))?\}")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -33,9 +34,11 @@ class ConfigError(PermanentError, ValueError):
 
 def validate_snapshot(snapshot: str) -> str:
     """Return ``snapshot`` if it is an RPv2 snapshot id ``YYYY-WW`` (week 01-53), else raise."""
-    m = SNAPSHOT_RE.match(str(snapshot))
-    if not m or not 1 <= int(m.group(2)) <= 53:
+    m = SNAPSHOT_RE.fullmatch(snapshot) if isinstance(snapshot, str) else None
+    if not m:
         raise ConfigError(f"invalid snapshot id {snapshot!r}: expected YYYY-WW, e.g. 2023-06")
+    if not 1 <= int(m.group(2)) <= 53:
+        raise ConfigError(f"invalid snapshot id {snapshot!r}: week {m.group(2)} does not exist (ISO weeks are 01-53)")
     return snapshot
 
 
@@ -44,7 +47,7 @@ def crawl_id(snapshot: str) -> str:
 
 
 def snapshot_of_crawl(crawl: str) -> str:
-    m = CRAWL_RE.match(crawl)
+    m = CRAWL_RE.fullmatch(crawl) if isinstance(crawl, str) else None
     if not m:
         raise ConfigError(f"invalid crawl id {crawl!r}: expected CC-MAIN-YYYY-WW")
     return validate_snapshot(m.group(1))
@@ -68,7 +71,7 @@ def validate_languages(langs: Any) -> list[str]:
     if not isinstance(langs, list | tuple) or not langs:
         raise ConfigError(f"invalid languages {langs!r}: expected a non-empty list such as [en, de]")
     for lang in langs:
-        if not isinstance(lang, str) or not LANG_RE.match(lang):
+        if not isinstance(lang, str) or not LANG_RE.fullmatch(lang):
             raise ConfigError(f"invalid language code {lang!r}: expected a 2- or 3-letter ISO code")
     if len(set(langs)) != len(langs):
         raise ConfigError(f"duplicate language in {langs!r}")
@@ -120,7 +123,7 @@ class SnapshotConfig:
         if not isinstance(self.hash_group_size, int) or self.hash_group_size < 1:
             raise ConfigError(f"{self.id}: hash_group_size must be a positive integer")
         for key in ("models_version", "signals_version"):
-            if not MODELS_VERSION_RE.match(getattr(self, key)):
+            if not isinstance(getattr(self, key), str) or not MODELS_VERSION_RE.fullmatch(getattr(self, key)):
                 raise ConfigError(f"{self.id}: invalid {key} {getattr(self, key)!r}")
         if self.dsir_hash_mode not in DSIR_HASH_MODES:
             raise ConfigError(
@@ -172,11 +175,21 @@ def load_registry(path: str | os.PathLike | None = None, env: dict[str, str] | N
     defaults = data.get("defaults", {})
     known = {f.name for f in fields(SnapshotConfig)}
     out: dict[str, SnapshotConfig] = {}
+    if not isinstance(data, dict) or not isinstance(defaults, dict) or not isinstance(data.get("snapshots", []), list):
+        raise ConfigError(f"{path}: expected a mapping with 'defaults' (a mapping) and 'snapshots' (a list)")
+    required = [f.name for f in fields(SnapshotConfig) if f.default is MISSING and f.default_factory is MISSING]
     for entry in data.get("snapshots", []):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: every snapshot entry must be a mapping, got {entry!r}")
         merged = {**defaults, **entry}
         unknown = set(merged) - known
         if unknown:
             raise ConfigError(f"{path}: unknown keys {sorted(unknown)} for snapshot {entry.get('id')!r}")
+        missing = [key for key in required if key not in merged]
+        if missing:
+            raise ConfigError(
+                f"{path}: snapshot {entry.get('id')!r} has no {', '.join(missing)} (set it in 'defaults' or in the entry)"
+            )
         cfg = SnapshotConfig(**_expand(merged, env))
         if cfg.id in out:
             raise ConfigError(f"{path}: snapshot {cfg.id} listed twice")

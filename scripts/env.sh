@@ -4,17 +4,29 @@ RPJ_HOME="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export RPJ_HOME
 UV_VERSION=0.13.9
 
-ensure_env() {
-  cd "$RPJ_HOME"
-  if ! command -v uv >/dev/null 2>&1 || [ "$(uv --version | cut -d' ' -f2)" != "$UV_VERSION" ]; then
-    python3.11 -m pip install --quiet "uv==$UV_VERSION" 2>/dev/null || python3 -m pip install --quiet "uv==$UV_VERSION"
+# uv, pinned: the one on PATH if it is this version, else a private copy in .tools/uv (a venv, so it
+# also works where pip refuses to install into the system Python, PEP 668).
+find_uv() {
+  if command -v uv >/dev/null 2>&1 && [ "$(uv --version | cut -d' ' -f2)" = "$UV_VERSION" ]; then
+    command -v uv; return
   fi
+  local tools="$RPJ_HOME/.tools/uv"
+  if [ ! -x "$tools/bin/uv" ] || [ "$("$tools/bin/uv" --version | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+    local py; py="$(command -v python3.11 || command -v python3)" || { echo "rpj: Python 3.11 is required" >&2; return 1; }
+    "$py" -m venv "$tools" >&2 || { echo "rpj: cannot create a venv for uv with $py (Debian: apt-get install python3-venv), or install uv $UV_VERSION on PATH" >&2; return 1; }
+    "$tools/bin/python" -m pip install --quiet "uv==$UV_VERSION" >&2 || { echo "rpj: could not install uv $UV_VERSION from the package registry" >&2; return 1; }
+  fi
+  echo "$tools/bin/uv"
+}
+
+ensure_env() {
+  local uv
+  uv="$(find_uv)" || return 1
   # Exactly the locked versions (uv.lock); builds kenlm from source the first time (~1-2 min).
   # Bytecode is compiled at install: PYTHONDONTWRITEBYTECODE=1 machines would otherwise recompile
-  # rpj and Airflow in every Airflow task process.
-  uv sync --frozen --python 3.11 --compile-bytecode --quiet
-  # rpj itself is an editable install (not in site-packages): compile its sources and the DAGs too.
-  "$RPJ_HOME/.venv/bin/python" -m compileall -q rpj_tasks dags plugins >/dev/null
+  # rpj and Airflow in every Airflow task process.  A subshell: the caller's directory is kept.
+  (cd "$RPJ_HOME" && "$uv" sync --frozen --python 3.11 --compile-bytecode --quiet \
+    && .venv/bin/python -m compileall -q rpj_tasks dags plugins deploy >/dev/null) || return 1
   export PATH="$RPJ_HOME/.venv/bin:$PATH"
 }
 

@@ -165,3 +165,25 @@ def test_release_and_stats_layout_urls():
     assert layout.documents_url(root, "2023-06", 7, "en", "head").endswith("/documents/2023-06/0007/en_head.json.gz")
     with pytest.raises(ValueError):
         layout.signals_url(root, "2023/06", 7, "en", "head")
+
+
+@pytest.mark.parametrize("bad", ["2000-01\n", "\u0662000-01", "2000-0\u0661"])
+def test_identifiers_are_full_ascii_matches(bad):
+    with pytest.raises(ConfigError, match="invalid snapshot id"):
+        validate_snapshot(bad)
+
+
+def test_language_with_trailing_newline_rejected():
+    from rpj_tasks.config import validate_languages
+
+    with pytest.raises(ConfigError, match="invalid language code"):
+        validate_languages(["en\n"])
+
+
+def test_missing_week_and_missing_registry_key_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="week 99 does not exist"):
+        validate_snapshot("1999-99")
+    reg = tmp_path / "r.yaml"
+    reg.write_text('defaults:\n  source_base: file:///x\nsnapshots:\n  - {id: "2023-06"}\n')
+    with pytest.raises(ConfigError, match="snapshot '2023-06' has no storage_root"):
+        load_registry(reg)

@@ -85,7 +85,7 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
             out = layout.models_url(root, p["version"])
             configure_storage(root, p["official_models_url"], *p["corpora"].values())
             if models.exists(out) and not p["force"]:
-                log.info("models %s already exist at %s; nothing to do (force to rebuild)", p["version"], out)
+                log.info("models %s already exist at %s; nothing to do (set the force Param to rebuild)", p["version"], out)
                 return []
             if p["source"] == "install":
                 if not p["official_models_url"]:
@@ -144,7 +144,7 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
             out = layout.signal_artifacts_url(root, p["signals_version"])
             configure_storage(root)
             if storage.exists(storage.join(out, "MANIFEST.json")) and not p["force"]:
-                log.info("signal artifacts %s already exist at %s (force to rebuild)", p["signals_version"], out)
+                log.info("signal artifacts %s already exist at %s (set the force Param to rebuild)", p["signals_version"], out)
                 return None
             if p["signals_source"] == "install":
                 from rpj_tasks.signal_artifacts import install_signal_artifacts
