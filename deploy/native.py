@@ -28,7 +28,6 @@ import os
 import re
 import secrets
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -210,6 +209,8 @@ def airflow_env(s: Settings, base: dict[str, str] | None = None) -> dict[str, st
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor" if s.executor == "celery" else "LocalExecutor",
         # Task processes reach the metadata DB only through the execution API of our api-server.
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{s.api_url}/execution/",
+        "AIRFLOW__API__HOST": s.host,
+        "AIRFLOW__API__PORT": str(s.port),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(s.log_server_port),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(s.trigger_log_server_port),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True" if s.auth == "all-admins" else "False",
@@ -343,48 +344,60 @@ def process_tree(proc) -> list:
         return []
 
 
-def signal_tree(procs: list, sig: int) -> None:
+def alive(proc) -> bool:
     psutil = _psutil()
-    groups = set()
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError, PermissionError):
-            groups.add(os.getpgid(p.pid))
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def kill_all(procs: list) -> None:
+    psutil = _psutil()
     for p in procs:
         with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
-            p.send_signal(sig)
-    # Groups whose leader is one of ours (our components and the task process groups).
-    for pgid in groups:
-        if any(p.pid == pgid for p in procs):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, sig)
+            p.kill()
 
 
 def stop_processes(records: list[dict[str, Any]], grace: float, log=print) -> None:
-    """SIGTERM every live process of ``records`` and its descendants; SIGKILL what is left after ``grace``."""
+    """Stop every live component of ``records`` and everything it started.
+
+    SIGTERM goes to each component's main process, which shuts its own children down (the
+    scheduler's executor workers, log servers, a Celery worker's running tasks: warm shutdown).
+    Whatever is still alive in the process trees when the mains are gone (orphaned task processes
+    run in process groups of their own), or when ``grace`` seconds have passed, gets SIGKILL.
+    """
     psutil = _psutil()
-    tree: list = []
+    mains, tree = [], {}
     for record in records:
         proc = process_of(record)
         if proc is None:
             continue
         procs = process_tree(proc)
         log(f"stopping {record['name']} (pid {record['pid']}, {len(procs) - 1} descendants)")
-        tree.extend(procs)
-    if not tree:
+        mains.append(proc)
+        tree.update({p.pid: p for p in procs})
+    if not mains:
         return
-    signal_tree(tree, signal.SIGTERM)
-    _gone, alive = psutil.wait_procs(tree, timeout=grace)
-    # Descendants started during the grace period (e.g. a task that was just launched).
-    alive = {p.pid: p for p in alive if p.is_running()}
-    for p in list(alive.values()):
+    for proc in mains:
         with contextlib.suppress(psutil.NoSuchProcess):
-            for child in p.children(recursive=True):
-                alive[child.pid] = child
-    if alive:
-        log(f"{len(alive)} process(es) still alive after {grace:.0f}s: SIGKILL")
-        signal_tree(list(alive.values()), signal.SIGKILL)
-        psutil.wait_procs(list(alive.values()), timeout=10)
-    for p in tree:  # reap our own children (when called in-process)
+            proc.terminate()
+    deadline = time.monotonic() + grace
+    _gone, alive_mains = psutil.wait_procs(mains, timeout=grace)
+    # Descendants started meanwhile (a task launched during shutdown) belong to the trees too.
+    for proc in alive_mains:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            tree.update({c.pid: c for c in proc.children(recursive=True)})
+    # Children get a moment to follow their parent out.
+    rest = [p for p in tree.values() if alive(p)]
+    if rest and not alive_mains:
+        _gone, rest = psutil.wait_procs(rest, timeout=max(0.0, min(5.0, deadline - time.monotonic())))
+    if rest:
+        log(f"{len(rest)} process(es) still alive after SIGTERM ({grace:.0f}s grace): SIGKILL "
+            + ", ".join(f"{p.pid}" for p in rest))
+        kill_all(rest)
+        psutil.wait_procs(rest, timeout=10)
+    for p in tree.values():  # reap our own children (when called in-process)
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(p.pid, os.WNOHANG)
 
@@ -646,11 +659,30 @@ def wait_ready(s: Settings, password: str | None, timeout: float, log=print) -> 
 # Commands
 
 
-def save_state(s: Settings) -> None:
+ENV_FILE = "env.json"
+SAVED_ENV_PREFIXES = ("AIRFLOW", "RPJ_", "AWS_", "PYTHONPATH", "PATH")
+
+
+def save_state(s: Settings, env: dict[str, str]) -> None:
+    """deploy.json (settings) and env.json (0600: the components' AIRFLOW*/RPJ_*/AWS_* environment,
+    reused when `up` restarts a component of a running deployment, and printed by `env`)."""
     s.run_dir.mkdir(parents=True, exist_ok=True)
     tmp = s.run_dir / (STATE_FILE + ".tmp")
     tmp.write_text(json.dumps({"settings": s.public(), "repo": str(REPO), "python": sys.executable}, indent=1))
     os.replace(tmp, s.run_dir / STATE_FILE)
+    saved = {k: v for k, v in env.items() if k.startswith(SAVED_ENV_PREFIXES)}
+    tmp = s.run_dir / (ENV_FILE + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(saved, f, indent=1, sort_keys=True)
+    os.replace(tmp, s.run_dir / ENV_FILE)
+
+
+def saved_env(s: Settings) -> dict[str, str] | None:
+    try:
+        return json.loads((s.run_dir / ENV_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def running(s: Settings) -> dict[str, Any]:
@@ -676,6 +708,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     else:
         alive = {}
     env = airflow_env(s)
+    previous = saved_env(s)
+    if alive and previous is not None:
+        # Components restarted next to running ones get the environment those started with.
+        env = airflow_env(s, base={**{k: v for k, v in os.environ.items() if not k.startswith(SAVED_ENV_PREFIXES)},
+                                   **previous})
     missing = [name for name in s.components if name not in alive]
     if not missing:
         print(f"rpj-deploy: already running ({', '.join(s.components)}); nothing to do")
@@ -686,7 +723,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if s.executor == "celery":
             check_redis(s)
         Path(s.airflow_home).mkdir(parents=True, exist_ok=True)
-        save_state(s)
+        save_state(s, env)
         if not args.skip_setup:
             setup_metadata(s, env)
     # Written before the api-server starts: it reads the passwords file at startup.
@@ -806,9 +843,9 @@ def cmd_env(args: argparse.Namespace) -> int:
     if state is None:
         raise DeployError(f"no deployment in {state_dir}")
     s = settings_from_state(state, args.pg_password)
-    env = airflow_env(s, base={})
+    env = airflow_env(s, base=saved_env(s) or {})
     for key in sorted(env):
-        if key.startswith(("AIRFLOW", "RPJ_")):
+        if key.startswith(("AIRFLOW", "RPJ_", "AWS_")):
             print(f"export {key}={shlex.quote(env[key])}")
     return 0
 
