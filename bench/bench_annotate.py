@@ -7,14 +7,14 @@ shard with their CCNet stats record, builds signal artifacts (the real stop-word
 from the test fixtures, ``$RPJ_SHARED_DATA`` or ``tests/fixtures``; a UT1 map; random DSIR
 counts for the three en targets in the reference hash mode and, unless ``--no-classifier``, the two
 fastText models English RPv2 artifacts have, ``palm`` and ``wikiref``, each trained offline on
-generated text), then runs :func:`rpj_tasks.annotate.annotate_shard` and prints one JSON object:
+generated text), then runs :func:`rpj_tasks.annotate.stage.annotate_shard` and prints one JSON object:
 
 * ``docs_per_s_cpu``: documents per CPU second of the annotation (the per-core rate);
 * ``docs_per_s_wall``, ``peak_rss_mb`` (``getrusage`` maximum resident set size of the process,
   taken right after the annotation; ``peak_rss_mb_before_annotate`` is the same before it: the
   generator's vocabulary and the documents);
 * ``seconds``: the stage's per-step seconds (read, signals, minhash, write, load_artifacts);
-* ``native``: whether the compiled loops (``rpj_tasks._speedups``) ran (``--pure-python`` turns them off);
+* ``native``: whether the compiled loops (``rpj_tasks.native._speedups``) ran (``--pure-python`` turns them off);
   ``simd``: the SHA-1 lane variant they used (``generic``, ``avx2`` or ``avx512f``, the widest this CPU runs);
 * ``loop_ns``: CPU nanoseconds per iteration of a plain Python ``for``/``+=`` loop, a yardstick for
   comparing figures taken on different machines (about 20-30 ns on a current desktop core);
@@ -71,11 +71,11 @@ import numpy as np
 import pyarrow.parquet as pq
 from wordfreq import top_n_list, word_frequency
 
-from rpj_tasks import storage
-from rpj_tasks.annotate import annotate_shard
-from rpj_tasks.config import SnapshotConfig
-from rpj_tasks.signal_artifacts import fetch_word_lists, train_classifier
-from rpj_tasks.signals.hashseed import SEED42
+from rpj_tasks.core import storage
+from rpj_tasks.annotate.stage import annotate_shard
+from rpj_tasks.core.config import SnapshotConfig
+from rpj_tasks.annotate.artifacts.build import fetch_word_lists, train_classifier
+from rpj_tasks.annotate.hashseed import SEED42
 
 REPO = Path(__file__).resolve().parents[1]
 SNAPSHOT = "2023-06"
@@ -212,9 +212,9 @@ def loop_ns(iterations: int = 3_000_000) -> float:
 # Run in the parity child: annotate shard 0 under argv[1] with the artifacts argv[2] in hash mode argv[3].
 PARITY_CHILD = """
 import json, sys
-from rpj_tasks import speedups
-from rpj_tasks.annotate import annotate_shard
-from rpj_tasks.config import SnapshotConfig
+from rpj_tasks import native as speedups
+from rpj_tasks.annotate.stage import annotate_shard
+from rpj_tasks.core.config import SnapshotConfig
 cfg = SnapshotConfig(id=sys.argv[4], storage_root=sys.argv[1], source_base="file:///unused")
 record = annotate_shard(cfg, 0, artifacts_url=sys.argv[2], hash_mode=sys.argv[3])
 print(json.dumps({"native": speedups.native is not None, "lines": record["counts"]["annotate.lines"]}))
@@ -338,7 +338,7 @@ def main() -> None:
         # run the stage here (not in a seed-42 worker), with the chosen implementation
         env = {**os.environ, "PYTHONHASHSEED": "42", "RPJ_PURE_PYTHON": pure}
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
-    from rpj_tasks import speedups
+    from rpj_tasks import native as speedups
 
     gen = PageGenerator(seed=0)
     texts = [gen.page(args.words) for _ in range(args.docs)]

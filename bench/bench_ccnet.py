@@ -19,12 +19,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from rpj_tasks import ccnet, layout, storage
-from rpj_tasks.config import SnapshotConfig, load_registry
-from rpj_tasks.download import download_shard, list_segments
-from rpj_tasks.sample import SAMPLE_CRAWL, generate_mirror
-from rpj_tasks.sample_setup import ensure_sample
-from rpj_tasks.stats import Stats
+from rpj_tasks.ccnet import stage as ccnet
+
+from rpj_tasks.core import layout, storage
+from rpj_tasks.core.config import SnapshotConfig, load_registry
+from rpj_tasks.download.fetch import download_shard, list_segments
+from rpj_tasks.sample.mirror import SAMPLE_CRAWL, generate_mirror
+from rpj_tasks.sample.setup import ensure_sample
+from rpj_tasks.core.stats import Stats
 
 
 def reset_peak_rss() -> bool:

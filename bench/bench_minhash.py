@@ -20,8 +20,8 @@ from pathlib import Path
 
 from wordfreq import top_n_list, word_frequency
 
-from rpj_tasks import minhash
-from rpj_tasks.signals.text import normalize
+from rpj_tasks.annotate import minhash
+from rpj_tasks.annotate.signals.text import normalize
 
 
 def make_docs(n_docs: int, n_words: int, seed: int = 0) -> list[str]:

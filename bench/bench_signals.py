@@ -6,7 +6,7 @@ accents, a repeated call-to-action line) and prints one JSON object:
 
 * ``docs_per_s`` / ``docs_per_s_cpu``: ``make_record`` + ``encode_record`` per document, one process,
   with the real stop-word and LDNOOBW lists (no classifier or DSIR artifacts);
-* ``with_minhash_docs_per_s``: the same plus :func:`rpj_tasks.minhash.signatures_from_words` on the
+* ``with_minhash_docs_per_s``: the same plus :func:`rpj_tasks.annotate.minhash.signatures_from_words` on the
   shared normalised words (what the annotation stage does per document);
 * ``dsir_docs_per_s``: signals plus a synthetic ``cpython-seed42`` DSIR scorer with three targets
   (run only when this interpreter has ``PYTHONHASHSEED=42``);
@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 from wordfreq import top_n_list, word_frequency
 
-from rpj_tasks import minhash
-from rpj_tasks.signals import SignalArtifacts, dsir_hash_selfcheck, encode_record, make_record, prepare
-from rpj_tasks.signals.artifacts import ldnoobw_entries
-from rpj_tasks.signals.models import DSIR_TARGETS, DsirScorer
+from rpj_tasks.annotate import minhash
+from rpj_tasks.annotate.signals import SignalArtifacts, dsir_hash_selfcheck, encode_record, make_record, prepare
+from rpj_tasks.annotate.artifacts.load import ldnoobw_entries
+from rpj_tasks.annotate.signals.models import DSIR_TARGETS, DsirScorer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHARD_KEY = "2023-06/0000/en_head.json.gz"

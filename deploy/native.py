@@ -516,7 +516,7 @@ def run_airflow(s: Settings, env: dict[str, str], *args: str, log_name: str, tim
 
 def expected_dag_count() -> int:
     sys.path.insert(0, str(REPO))
-    from rpj_tasks.config import load_registry
+    from rpj_tasks.core.config import load_registry
 
     return len(load_registry()) + 2  # + rpv2_monthly, rpv2_prep_artifacts
 

@@ -19,7 +19,7 @@ DESCRIPTION = "rpj: concurrent requests to the Common Crawl source"
 
 
 def registry_pools(registry: str | None = None) -> dict[str, int]:
-    from rpj_tasks.config import load_registry
+    from rpj_tasks.core.config import load_registry
 
     pools: dict[str, int] = {}
     for cfg in load_registry(registry).values():

@@ -88,7 +88,7 @@ def output_digests(storage_root: Path) -> dict[str, str]:
 
 
 def temp_files(storage_root: Path) -> list[str]:
-    """Leftover temporary files (``.<name>.tmp-<hex>``, see rpj_tasks.storage.atomic_write) in the outputs."""
+    """Leftover temporary files (``.<name>.tmp-<hex>``, see rpj_tasks.core.storage.atomic_write) in the outputs."""
     return [str(p.relative_to(storage_root)) for c in OUTPUT_COMPONENTS for p in (storage_root / c).rglob(".*")
             if ".tmp-" in p.name]
 

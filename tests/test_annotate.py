@@ -1,4 +1,4 @@
-"""The annotation stage (rpj_tasks.annotate): reference vectors, line alignment (D18), tail option,
+"""The annotation stage (rpj_tasks.annotate.stage): reference vectors, line alignment (D18), tail option,
 commit protocol, CCNet precondition, and DSIR values independent of the process's hash seed (D11)."""
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import special
 
-from rpj_tasks import annotate, layout, storage
-from rpj_tasks.annotate import FileJob, MissingInputError, WorkerDiedError, annotate_file, annotate_shard, run_jobs
-from rpj_tasks.config import SnapshotConfig
-from rpj_tasks.signal_artifacts import fetch_word_lists
-from rpj_tasks.signals import (
+from rpj_tasks.annotate import stage as annotate
+
+from rpj_tasks.core import layout, storage
+from rpj_tasks.annotate.stage import FileJob, MissingInputError, WorkerDiedError, annotate_file, annotate_shard, run_jobs
+from rpj_tasks.core.config import SnapshotConfig
+from rpj_tasks.annotate.artifacts.build import fetch_word_lists
+from rpj_tasks.annotate.signals import (
     ArtifactsError,
     HashSeedError,
     SignalArtifacts,
@@ -29,7 +31,7 @@ from rpj_tasks.signals import (
     make_record,
     raw_words,
 )
-from rpj_tasks.signals.hashseed import SEED42, STABLE
+from rpj_tasks.annotate.hashseed import SEED42, STABLE
 
 SNAPSHOT = "2023-06"
 TARGETS = ("books", "openwebtext", "wikipedia")

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from rpj_tasks import ccnet, layout, storage
-from rpj_tasks.config import load_registry
-from rpj_tasks.download import download_shard, list_segments
-from rpj_tasks.sample_setup import ensure_sample
-from rpj_tasks.stats import Stats
+from rpj_tasks.ccnet import stage as ccnet
+
+from rpj_tasks.core import layout, storage
+from rpj_tasks.core.config import load_registry
+from rpj_tasks.download.fetch import download_shard, list_segments
+from rpj_tasks.sample.setup import ensure_sample
+from rpj_tasks.core.stats import Stats
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,8 +76,8 @@ def test_language_subset_and_counts(sample):
 
 KILL_SCRIPT = """
 import sys, time
-from rpj_tasks import ccnet
-from rpj_tasks.config import load_registry
+from rpj_tasks.ccnet import stage as ccnet
+from rpj_tasks.core.config import load_registry
 
 root, source, shard, segments = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
 write = ccnet._ShardWriter.write

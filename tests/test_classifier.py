@@ -1,4 +1,4 @@
-"""The compiled fastText predict (rpj_tasks.signals.classifier) gives fastText's own labels and
+"""The compiled fastText predict (rpj_tasks.annotate.signals.classifier) gives fastText's own labels and
 probabilities, bit for bit, and falls back to fastText whenever it cannot."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from rpj_tasks.signals import classifier
-from rpj_tasks.signals.classifier import EOS, CompiledClassifier, compiled_or_fasttext, load_classifier, probe_lines
-from rpj_tasks.signals.models import classifier_score
-from rpj_tasks.speedups import native
+from rpj_tasks.annotate.signals import classifier
+from rpj_tasks.annotate.signals.classifier import EOS, CompiledClassifier, compiled_or_fasttext, load_classifier, probe_lines
+from rpj_tasks.annotate.signals.models import classifier_score
+from rpj_tasks.native import native
 
 pytestmark = pytest.mark.skipif(native is None, reason="needs the extension (test_speedups.test_extension_is_built)")
 
@@ -53,7 +53,7 @@ model.save_model(out)
 
 
 def train(tmp: Path, labels: list[str], quantize: bool = False, **params) -> fasttext.FastText._FastText:
-    """Trained in a child with zeroed fresh heap memory, as rpj_tasks.signal_artifacts trains (the
+    """Trained in a child with zeroed fresh heap memory, as rpj_tasks.annotate.artifacts.build trains (the
     fasttext-numpy2 wheel leaves parts of its matrices uninitialised)."""
     defaults = {"lr": 0.5, "dim": 100, "epoch": 5, "wordNgrams": 1, "minCount": 1, "thread": 1, "seed": 1, "verbose": 0}
     name = "-".join(f"{k}{v}" for k, v in sorted(params.items())) + "-".join(labels) + ("-q" if quantize else "")
@@ -129,14 +129,14 @@ def test_the_classifier_score_is_the_same(models) -> None:
 
 
 def test_plain_models_are_compiled_after_the_probe_check(models, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="rpj_tasks.signals.classifier")
+    caplog.set_level(logging.INFO, logger="rpj_tasks.annotate.signals.classifier")
     for name, model in models.items():
         assert isinstance(compiled_or_fasttext(model, name), CompiledClassifier), name
     assert "compiled predict (checked on 305 probe lines)" in caplog.text
 
 
 def test_other_models_keep_fasttext(tmp_path: Path, models, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="rpj_tasks.signals.classifier")
+    caplog.set_level(logging.INFO, logger="rpj_tasks.annotate.signals.classifier")
     bigrams = train(tmp_path, ["palm", "cc"], wordNgrams=2, bucket=10000)
     assert compiled_or_fasttext(bigrams, "bigrams") is bigrams
     assert "wordNgrams=2" in caplog.text
@@ -155,7 +155,7 @@ def test_other_models_keep_fasttext(tmp_path: Path, models, caplog: pytest.LogCa
 def test_a_probe_that_differs_keeps_fasttext(models, monkeypatch: pytest.MonkeyPatch,
                                              caplog: pytest.LogCaptureFixture) -> None:
     """The check is real: an arithmetic that is one float off on some line is not used."""
-    caplog.set_level(logging.INFO, logger="rpj_tasks.signals.classifier")
+    caplog.set_level(logging.INFO, logger="rpj_tasks.annotate.signals.classifier")
     real = CompiledClassifier.predict
 
     def off_by_one_ulp(self, text: str):

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from rpj_tasks import cli, download
-from rpj_tasks.config import ConfigError, SnapshotConfig
-from rpj_tasks.errors import MissingInputError, PermanentError, TransientError
-from rpj_tasks.sample_setup import ensure_mirror
+from rpj_tasks import cli
+
+from rpj_tasks.download import fetch as download
+from rpj_tasks.core.config import ConfigError, SnapshotConfig
+from rpj_tasks.core.errors import MissingInputError, PermanentError, TransientError
+from rpj_tasks.sample.setup import ensure_mirror
 from test_download import MirrorServer
 
 BIN = Path(sys.executable).parent

@@ -1,4 +1,4 @@
-"""The commit protocol (rpj_tasks.commit): records written last, inputs fingerprinted, stale and dead
+"""The commit protocol (rpj_tasks.core.commit): records written last, inputs fingerprinted, stale and dead
 temp files removed, concurrent runs safe, and a fault at any commit point never leaves a unit that a
 rerun would skip."""
 
@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from rpj_tasks import commit, storage
+from rpj_tasks.core import commit, storage
 
 WRITER = textwrap.dedent("""
     import sys, time
-    from rpj_tasks import commit, storage
+    from rpj_tasks.core import commit, storage
     root, inputs, n, delay = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     out = storage.join(root, "out")
     with commit.UnitCommit(storage.join(root, "record.json"), {"in": inputs}, [out]) as unit:

@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from rpj_tasks.config import (
+from rpj_tasks.core.config import (
     ConfigError,
     SnapshotConfig,
     crawl_id,
@@ -12,7 +12,7 @@ from rpj_tasks.config import (
     validate_shard,
     validate_snapshot,
 )
-from rpj_tasks.plan import format_shards, parse_shards, plan_units, unit_shards
+from rpj_tasks.core.plan import format_shards, parse_shards, plan_units, unit_shards
 
 
 def cfg(**kw) -> SnapshotConfig:
@@ -70,8 +70,8 @@ def test_registry_loads_84_snapshots_and_sample(monkeypatch):
 
 
 def test_dsir_hash_mode_setting():
-    from rpj_tasks.config import DSIR_HASH_MODES
-    from rpj_tasks.signals.hashseed import HASH_MODES
+    from rpj_tasks.core.config import DSIR_HASH_MODES
+    from rpj_tasks.annotate.hashseed import HASH_MODES
 
     assert DSIR_HASH_MODES == HASH_MODES == ("cpython-seed42", "stable")  # defined once, in config
     assert cfg().dsir_hash_mode == "cpython-seed42" and cfg(dsir_hash_mode="stable").dsir_hash_mode == "stable"
@@ -133,7 +133,7 @@ def test_plan_of_a_real_crawl_keeps_every_xcom_small(tmp_path):
     import gzip
     import json
 
-    from rpj_tasks.download import read_listing, shard_segments, stage_listing
+    from rpj_tasks.download.fetch import read_listing, shard_segments, stage_listing
 
     segments = [f"crawl-data/CC-MAIN-2023-06/segments/{i:013d}.{i % 7}/wet/CC-MAIN-{i:06d}.warc.wet.gz" for i in range(90000)]
     source = tmp_path / "source"
@@ -154,7 +154,7 @@ def test_plan_of_a_real_crawl_keeps_every_xcom_small(tmp_path):
 
 
 def test_release_and_stats_layout_urls():
-    from rpj_tasks import layout
+    from rpj_tasks.core import layout
 
     root = "s3://bucket/rpv2"
     assert layout.signals_url(root, "2023-06", 7, "en", "head") == (
@@ -174,7 +174,7 @@ def test_identifiers_are_full_ascii_matches(bad):
 
 
 def test_language_with_trailing_newline_rejected():
-    from rpj_tasks.config import validate_languages
+    from rpj_tasks.core.config import validate_languages
 
     with pytest.raises(ConfigError, match="invalid language code"):
         validate_languages(["en\n"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from airflow_env import BIN, REPO, airflow, airflow_env
-from rpj_tasks.lm import bucket, load_cutoffs
+from rpj_tasks.ccnet.lm import bucket, load_cutoffs
 
 SNAPSHOT = "2000-01"
 FIELDS = [

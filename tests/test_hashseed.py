@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from rpj_tasks.signals.hashseed import WorkerDiedError, call_with_seed42
+from rpj_tasks.annotate.hashseed import WorkerDiedError, call_with_seed42
 
 
 def hash_of(obj: object) -> int:

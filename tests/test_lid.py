@@ -4,8 +4,8 @@ import shutil
 import numpy as np
 import pytest
 
-from rpj_tasks import lid
-from rpj_tasks.lid import (
+from rpj_tasks.ccnet import lid
+from rpj_tasks.ccnet.lid import (
     LID_176_FTZ_SHA256,
     LanguageIdentifier,
     LidModelError,

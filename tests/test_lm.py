@@ -7,8 +7,8 @@ import kenlm
 import pytest
 from faker import Faker
 
-from rpj_tasks import arpa, lm
-from rpj_tasks.lm import (
+from rpj_tasks.ccnet import arpa, lm
+from rpj_tasks.ccnet.lm import (
     PerplexityScorer,
     bucket,
     compute_cutoffs,
@@ -17,7 +17,7 @@ from rpj_tasks.lm import (
     train_lm,
     train_sentencepiece,
 )
-from rpj_tasks.stats import Stats
+from rpj_tasks.core.stats import Stats
 
 
 def _corpus(n: int, seed: int = 0) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import kenlm
 import pytest
 
-from rpj_tasks import arpa, lm
+from rpj_tasks.ccnet import arpa, lm
 
 LINES = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog"] * 4
 

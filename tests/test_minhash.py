@@ -16,9 +16,9 @@ from datasketch import MinHash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rpj_tasks import minhash
-from rpj_tasks.signals.text import normalize
-from rpj_tasks.stats import Stats
+from rpj_tasks.annotate import minhash
+from rpj_tasks.annotate.signals.text import normalize
+from rpj_tasks.core.stats import Stats
 
 E5 = "One two three four five six seven eight nine ten eleven twelve thirteen"
 SHARDS = {"en": "2023-06/0000/en_head.json.gz", "de": "2023-06/0000/de_middle.json.gz"}

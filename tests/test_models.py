@@ -8,10 +8,11 @@ import threading
 import pytest
 
 from airflow_env import airflow, airflow_env
-from rpj_tasks import layout, models, storage
-from rpj_tasks.config import load_registry
-from rpj_tasks.lm import PerplexityScorer, load_cutoffs
-from rpj_tasks.sample_setup import sample_corpora
+from rpj_tasks.core import layout, storage
+from rpj_tasks.ccnet import models
+from rpj_tasks.core.config import load_registry
+from rpj_tasks.ccnet.lm import PerplexityScorer, load_cutoffs
+from rpj_tasks.sample.setup import sample_corpora
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_prep_artifacts_dag_builds_signal_artifacts(tmp_path):
     """signals_source=build from file:// word lists, a reference corpus and a (tiny) CCNet documents tree."""
     import gzip
 
-    from rpj_tasks.sample_setup import WORDLISTS
+    from rpj_tasks.sample.setup import WORDLISTS
 
     docs_dir = tmp_path / "data" / "documents" / "2000-01" / "0000"
     docs_dir.mkdir(parents=True)
@@ -121,7 +122,7 @@ def test_prep_artifacts_dag_builds_signal_artifacts(tmp_path):
     # signals_source=install: published (reference-layout) artifacts copied under another version
     from test_signal_artifacts import reference_layout
 
-    from rpj_tasks.sample_setup import WORDLISTS as lists
+    from rpj_tasks.sample.setup import WORDLISTS as lists
 
     files = reference_layout(tmp_path / "published", lists)  # the bundled lists stand in for shared/data
     conf = {"source": "none", "signals_source": "install", "signals_version": "rpv2-official", "languages": ["en"],

@@ -9,11 +9,12 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from airflow_env import REPO, airflow_env
-from rpj_tasks import ccnet, layout, storage
-from rpj_tasks.config import load_registry
-from rpj_tasks.download import download_shard, list_segments, shard_segments
-from rpj_tasks.sample_setup import ensure_sample
-from rpj_tasks.stats import Stats
+from rpj_tasks.ccnet import stage as ccnet
+from rpj_tasks.core import layout, storage
+from rpj_tasks.core.config import load_registry
+from rpj_tasks.download.fetch import download_shard, list_segments, shard_segments
+from rpj_tasks.sample.setup import ensure_sample
+from rpj_tasks.core.stats import Stats
 
 KEY, SECRET = "testing-key", "testing-secret"
 
@@ -72,7 +73,7 @@ def test_airflow_connection_configures_the_engine(s3, tmp_path):
     code = (
         "import sys; sys.path.insert(0, 'dags')\n"
         "from rpj_dags.runtime import configure_storage\n"
-        "from rpj_tasks import storage\n"
+        "from rpj_tasks.core import storage\n"
         "configure_storage('s3://rpj/conn-test', 'file:///tmp')\n"
         "storage.write_bytes('s3://rpj/conn-test/hello.txt', b'hello from a task')\n"
         "print(storage.read_bytes('s3://rpj/conn-test/hello.txt').decode())\n"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from rpj_tasks.lid import LanguageIdentifier
-from rpj_tasks.sample import MAIN_LANGS, MANIFEST_NAME, SAMPLE_CRAWL, generate_mirror, generate_reference_corpus
-from rpj_tasks.wet import block_digest, gzip_member
+from rpj_tasks.ccnet.lid import LanguageIdentifier
+from rpj_tasks.sample.mirror import MAIN_LANGS, MANIFEST_NAME, SAMPLE_CRAWL, generate_mirror, generate_reference_corpus
+from rpj_tasks.download.wet import block_digest, gzip_member
 
 ISO3 = {"eng": "en", "deu": "de", "fra": "fr", "spa": "es", "ita": "it", "nld": "nl", "por": "pt", "pol": "pl", "swe": "sv"}
 GZIP_HEADER = gzip_member(b"x")[:10]

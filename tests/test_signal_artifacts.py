@@ -1,4 +1,4 @@
-"""Tests for rpj_tasks.signal_artifacts: word lists, UT1, CCNet sample, fastText, DSIR, manifest."""
+"""Tests for rpj_tasks.annotate.artifacts.build: word lists, UT1, CCNet sample, fastText, DSIR, manifest."""
 
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rpj_tasks import signal_artifacts as sa
-from rpj_tasks.lid import default_lid_model_path
-from rpj_tasks.signals import HashSeedError, SignalArtifacts, call_with_seed42, classifier_text, hashseed, raw_words
-from rpj_tasks.stats import Stats
-from rpj_tasks.workers import WorkerPool
+from rpj_tasks.annotate.artifacts import build as sa
+from rpj_tasks.ccnet.lid import default_lid_model_path
+from rpj_tasks.annotate import hashseed
+from rpj_tasks.annotate.signals import HashSeedError, SignalArtifacts, call_with_seed42, classifier_text, raw_words
+from rpj_tasks.core.stats import Stats
+from rpj_tasks.core.workers import WorkerPool
 
 LANGS = ("en", "de", "fr", "es", "it")
 STABLE_THE = 3331141520948189790  # stable_hash("the")

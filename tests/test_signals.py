@@ -14,8 +14,8 @@ import msgspec
 import numpy as np
 import pytest
 
-from rpj_tasks import storage
-from rpj_tasks.signals import (
+from rpj_tasks.core import storage
+from rpj_tasks.annotate.signals import (
     SIGNAL_KEYS,
     ArtifactsError,
     BadDocument,
@@ -31,8 +31,8 @@ from rpj_tasks.signals import (
     raw_words,
     split_lines,
 )
-from rpj_tasks.signals.artifacts import ldnoobw_entries
-from rpj_tasks.signals.text import normalize
+from rpj_tasks.annotate.artifacts.load import ldnoobw_entries
+from rpj_tasks.annotate.signals.text import normalize
 
 EN_KEY = "2023-06/0000/en_head.json.gz"
 DE_KEY = "2023-06/0000/de_middle.json.gz"

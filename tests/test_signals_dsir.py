@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from rpj_tasks.signals import (
+from rpj_tasks.annotate.signals import (
     HashSeedError,
     SignalArtifacts,
     call_with_seed42,
@@ -19,8 +19,8 @@ from rpj_tasks.signals import (
     dsir_hash_selfcheck,
     raw_words,
 )
-from rpj_tasks.signals.hashseed import SEED42_VECTORS, stable_hash
-from rpj_tasks.signals.models import DsirScorer, log_poisson_pmfs, poisson_pmf
+from rpj_tasks.annotate.hashseed import SEED42_VECTORS, stable_hash
+from rpj_tasks.annotate.signals.models import DsirScorer, log_poisson_pmfs, poisson_pmf
 
 TEXTS = [
     "The cat sat on the mat. The cat!",
@@ -91,7 +91,7 @@ def test_selfcheck_passes_in_a_seed42_worker() -> None:
 def test_selfcheck_fails_and_scorer_refuses_under_another_seed() -> None:
     code = (
         "import numpy as np\n"
-        "from rpj_tasks.signals import DsirScorer, dsir_hash_selfcheck\n"
+        "from rpj_tasks.annotate.signals import DsirScorer, dsir_hash_selfcheck\n"
         "print(dsir_hash_selfcheck())\n"
         "pair = (np.ones(10000, np.int64), np.asarray(5.0))\n"
         "DsirScorer(pair, {'wikipedia': pair}, 'cpython-seed42')\n"
@@ -163,7 +163,7 @@ STABLE_PINNED = [
 
 def test_stable_hash_is_pinned() -> None:
     assert [(obj, stable_hash(obj)) for obj, _ in STABLE_PINNED] == STABLE_PINNED
-    script = "from rpj_tasks.signals.hashseed import stable_hash as h; print(h('the'), h(('the', 'cat')))"
+    script = "from rpj_tasks.annotate.hashseed import stable_hash as h; print(h('the'), h(('the', 'cat')))"
     runs = {subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed},
                            capture_output=True, text=True, check=True).stdout for seed in ("0", "1")}
     assert runs == {"3331141520948189790 2135851104040289225\n"}  # the same in every hash seed

@@ -22,8 +22,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from rpj_tasks import minhash, speedups
-from rpj_tasks.signals import (
+from rpj_tasks.annotate import minhash
+
+from rpj_tasks import native as speedups
+from rpj_tasks.annotate.signals import (
     SIGNAL_KEYS,
     DsirScorer,
     SignalArtifacts,
@@ -33,12 +35,12 @@ from rpj_tasks.signals import (
     make_record,
     prepare,
 )
-from rpj_tasks.signals import compute, models, repetition
-from rpj_tasks.signals import text as text_mod
-from rpj_tasks.signals.artifacts import ldnoobw_entries
-from rpj_tasks.signals.hashseed import SEED42
-from rpj_tasks.signals.models import DSIR_BUCKETS
-from rpj_tasks.signals.repetition import repetition_scores
+from rpj_tasks.annotate.signals import compute, models, repetition
+from rpj_tasks.annotate.signals import text as text_mod
+from rpj_tasks.annotate.artifacts.load import ldnoobw_entries
+from rpj_tasks.annotate.hashseed import SEED42
+from rpj_tasks.annotate.signals.models import DSIR_BUCKETS
+from rpj_tasks.annotate.signals.repetition import repetition_scores
 
 R = 8
 

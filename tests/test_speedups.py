@@ -1,4 +1,4 @@
-"""The compiled inner loops (rpj_tasks/_speedups.c) give exactly what their pure-Python twins give."""
+"""The compiled inner loops (rpj_tasks/native/_speedups.c) give exactly what their pure-Python twins give."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from rpj_tasks import minhash, speedups
-from rpj_tasks.signals.repetition import repetition_scores
-from rpj_tasks.signals.text import raw_words_python
+from rpj_tasks.annotate import minhash
+
+from rpj_tasks import native as speedups
+from rpj_tasks.annotate.signals.repetition import repetition_scores
+from rpj_tasks.annotate.signals.text import raw_words_python
 
 REPO = Path(__file__).resolve().parents[1]
 native = speedups.native
@@ -37,7 +39,7 @@ TEXT = st.text(
 def test_extension_is_built() -> None:
     """The install builds the extension (uv sync); a missing compiler must not pass unnoticed here."""
     assert os.environ.get("RPJ_PURE_PYTHON", "") in ("", "0"), "run the suite without RPJ_PURE_PYTHON"
-    assert native is not None, "rpj_tasks._speedups is not built: run `uv sync` with a C compiler"
+    assert native is not None, "rpj_tasks.native._speedups is not built: run `uv sync` with a C compiler"
 
 
 needs_native = pytest.mark.skipif(native is None, reason="covered by test_extension_is_built")
@@ -143,7 +145,7 @@ def test_minhash_native_equals_numpy_and_datasketch(words: list[str]) -> None:
 @needs_native
 def test_minhash_many_lanes_and_shared_data_vectors(shared_data: Path) -> None:
     """Documents of the reference test vectors (every band equal) and a long document (many lanes)."""
-    from rpj_tasks.signals.text import normalize
+    from rpj_tasks.annotate.signals.text import normalize
 
     tv = shared_data / "testvectors"
     for lang in ("en", "de"):
@@ -234,10 +236,11 @@ def test_repetition_long_documents() -> None:
 PURE_SCRIPT = """
 import json, sys
 from pathlib import Path
-from rpj_tasks import speedups, minhash
-from rpj_tasks.signals import SignalArtifacts, encode_record, make_record
-from rpj_tasks.signals.artifacts import ldnoobw_entries
-from rpj_tasks.signals.text import raw_words, raw_words_python, normalize
+from rpj_tasks import native as speedups
+from rpj_tasks.annotate import minhash
+from rpj_tasks.annotate.signals import SignalArtifacts, encode_record, make_record
+from rpj_tasks.annotate.artifacts.load import ldnoobw_entries
+from rpj_tasks.annotate.signals.text import raw_words, raw_words_python, normalize
 assert speedups.native is None and raw_words is raw_words_python
 assert minhash.signatures_from_words is minhash.signatures_from_words_numpy
 shared, out = Path(sys.argv[1]), []
@@ -270,7 +273,7 @@ def test_pure_python_path_gives_the_reference_bytes(shared_data: Path) -> None:
 @needs_native
 def test_token_stats_every_code_point() -> None:
     """isupper / ASCII-letter / stop-word counts per single character, pairs and with a cased prefix."""
-    from rpj_tasks.signals.compute import _token_stats_python
+    from rpj_tasks.annotate.signals.compute import _token_stats_python
 
     chars = [chr(c) for c in range(0x110000)]
     stop = frozenset(chars[::97])
@@ -291,8 +294,8 @@ LINE_CHARS = st.one_of(
 
 
 def line_columns(raw: str) -> tuple[tuple, tuple]:
-    from rpj_tasks.signals.compute import _line_columns_native, _line_columns_python
-    from rpj_tasks.signals.text import prepare
+    from rpj_tasks.annotate.signals.compute import _line_columns_native, _line_columns_python
+    from rpj_tasks.annotate.signals.text import prepare
 
     text = prepare(raw)
     if not text.lines:  # handled before the columns are built

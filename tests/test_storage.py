@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from rpj_tasks import storage
+from rpj_tasks.core import storage
 
 
 def test_atomic_write_visible_only_after_success(tmp_path):
@@ -55,7 +55,7 @@ def test_killed_writer_leaves_no_visible_file(tmp_path):
     target = tmp_path / "out" / "big.json.gz"
     code = textwrap.dedent(f"""
         import sys, time
-        from rpj_tasks import storage
+        from rpj_tasks.core import storage
         with storage.atomic_gzip_write({target.as_uri()!r}) as gz:
             gz.write(b"x" * 1_000_000)
             gz.flush()

@@ -4,9 +4,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rpj_tasks.dedup import ShardHashes, remove_duplicate_lines
-from rpj_tasks.stats import Stats
-from rpj_tasks.text import ccnet_normalize, line_hash, line_hashes, normalize_for_dedup
+from rpj_tasks.ccnet.dedup import ShardHashes, remove_duplicate_lines
+from rpj_tasks.core.stats import Stats
+from rpj_tasks.ccnet.normalize import ccnet_normalize, line_hash, line_hashes, normalize_for_dedup
 
 VECTORS = [  # docs/spec/rpv2_format.md §9.4
     ("Hello World 2024!", "hello world 0000!", 4213747061662223874),
@@ -162,7 +162,7 @@ def dedup_reference(line):
 def perplexity_reference(text):
     import re
     import unicodedata
-    from rpj_tasks.text import UNICODE_PUNCT
+    from rpj_tasks.ccnet.normalize import UNICODE_PUNCT
     text = text.strip()
     if not text:
         return text

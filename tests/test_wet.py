@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rpj_tasks.stats import Stats
-from rpj_tasks.wet import (
+from rpj_tasks.core.stats import Stats
+from rpj_tasks.download.wet import (
     WetFormatError,
     block_digest,
     conversion_record,

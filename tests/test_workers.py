@@ -1,4 +1,4 @@
-"""rpj_tasks.workers: worker processes that start whatever the parent is, and fail loudly.
+"""rpj_tasks.core.workers: worker processes that start whatever the parent is, and fail loudly.
 
 Every wait here is bounded: a regression (a hang, a respawn loop) fails the test instead of
 stalling the suite.  No Airflow import; the S3 test runs a moto server on 127.0.0.1.
@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-from rpj_tasks import storage, workers
-from rpj_tasks.errors import TransientError
-from rpj_tasks.signals import HashSeedError, require_seed42
-from rpj_tasks.workers import RemoteTraceback, WorkerDiedError, WorkerPool
+from rpj_tasks.core import storage, workers
+from rpj_tasks.core.errors import TransientError
+from rpj_tasks.annotate.signals import HashSeedError, require_seed42
+from rpj_tasks.core.workers import RemoteTraceback, WorkerDiedError, WorkerPool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,9 +136,9 @@ if sys.argv[1:] == ["--spawn"]:  # control: the multiprocessing pool rpj used be
             print("spawn worker never answered")
     sys.exit(0)
 
-from rpj_tasks.annotate import run_jobs
-from rpj_tasks.signal_artifacts import _count_chunk
-from rpj_tasks.signals import call_with_seed42, dsir_hash_selfcheck, seed42_pool
+from rpj_tasks.annotate.stage import run_jobs
+from rpj_tasks.annotate.artifacts.build import _count_chunk
+from rpj_tasks.annotate.signals import call_with_seed42, dsir_hash_selfcheck, seed42_pool
 
 assert not dsir_hash_selfcheck()  # this process has another seed
 out = {"run_jobs": list(run_jobs(hash, ["the", ("the", "cat")], "cpython-seed42")),
@@ -298,7 +298,7 @@ def pid_after(seconds: float) -> int:
 
 ORPHAN_SCRIPT = '''
 import sys, time
-from rpj_tasks.workers import WorkerPool
+from rpj_tasks.core.workers import WorkerPool
 pool = WorkerPool(2, name="orphan")
 print(" ".join(map(str, pool.pids)), flush=True)
 pool.apply(time.sleep, (300,))  # worker 0 busy, worker 1 idle

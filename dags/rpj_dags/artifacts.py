@@ -17,8 +17,8 @@ from airflow.sdk import DAG, Param, dag, get_current_context, task
 
 from rpj_dags.common import DEFAULT_ARGS, START_DATE
 from rpj_dags.runtime import configure_storage, engine_task
-from rpj_tasks import layout, storage
-from rpj_tasks.config import ConfigError, SnapshotConfig, validate_languages
+from rpj_tasks.core import layout, storage
+from rpj_tasks.core.config import ConfigError, SnapshotConfig, validate_languages
 
 log = logging.getLogger("rpj.airflow")
 
@@ -62,7 +62,7 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
                                                 "published RPv2 artifacts from signals_install_url."),
             "signals_version": Param("rpv2-official", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
             "signals_config": Param({}, type="object", description=(
-                "build: see rpj_tasks.signal_artifacts.build_signal_artifacts: langs, stopwords_url_template, "
+                "build: see rpj_tasks.annotate.artifacts.build.build_signal_artifacts: langs, stopwords_url_template, "
                 "ldnoobw_url_template, ut1_url, ccnet {documents_root, snapshots}, corpora {lang: {dataset: URL}}, "
                 "wikiref_model_url, dsir_num_samples, classifier_num_samples, hash_mode.")),
             "signals_install_url": Param("", type="string", description=(
@@ -77,7 +77,7 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
         @engine_task
         def plan() -> list[dict[str, Any]]:
             p = get_current_context()["params"]
-            from rpj_tasks import models
+            from rpj_tasks.ccnet import models
 
             if p["source"] == "none":
                 return []
@@ -95,7 +95,7 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
             if p["source"] == "sample":
                 if sample is None:
                     raise ConfigError("the registry has no sample snapshot")
-                from rpj_tasks.sample_setup import sample_corpora
+                from rpj_tasks.sample.setup import sample_corpora
 
                 corpora, calibration = sample_corpora(sample.with_overrides(languages=langs))
             else:
@@ -108,7 +108,7 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
         @task
         @engine_task
         def build_language(job: dict[str, Any]) -> dict[str, Any]:
-            from rpj_tasks import models
+            from rpj_tasks.ccnet import models
 
             p = get_current_context()["params"]
             configure_storage(root, job["corpus"])
@@ -121,7 +121,7 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
         @task
         @engine_task
         def finalize(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
-            from rpj_tasks import models
+            from rpj_tasks.ccnet import models
 
             entries = list(entries)
             if not entries:
@@ -135,7 +135,7 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
         @task
         @engine_task
         def build_signal_artifacts() -> dict[str, Any] | None:
-            from rpj_tasks.signal_artifacts import build_signal_artifacts as build
+            from rpj_tasks.annotate.artifacts.build import build_signal_artifacts as build
 
             p = get_current_context()["params"]
             if p["signals_source"] == "none":
@@ -147,7 +147,7 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
                 log.info("signal artifacts %s already exist at %s (set the force Param to rebuild)", p["signals_version"], out)
                 return None
             if p["signals_source"] == "install":
-                from rpj_tasks.signal_artifacts import install_signal_artifacts
+                from rpj_tasks.annotate.artifacts.build import install_signal_artifacts
 
                 if not p["signals_install_url"]:
                     raise ConfigError("signals_source=install needs signals_install_url")

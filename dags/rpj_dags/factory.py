@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, get_parsing_context
 
-from rpj_tasks.config import ConfigError, load_registry
+from rpj_tasks.core.config import ConfigError, load_registry
 
 MONTHLY, ARTIFACTS = "rpv2_monthly", "rpv2_prep_artifacts"
 

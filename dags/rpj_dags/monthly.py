@@ -25,7 +25,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import DAG, CronDataIntervalTimetable, get_current_context, task
 
 from rpj_dags.common import DEFAULT_ARGS, START_DATE
-from rpj_tasks.config import SnapshotConfig, snapshots_released_between
+from rpj_tasks.core.config import SnapshotConfig, snapshots_released_between
 
 RUN_ID_PREFIX = "rpv2_monthly__"
 # The snapshot DAG's tasks in the order they run: the first failed one is the cause.

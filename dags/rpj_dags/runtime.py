@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from rpj_tasks import storage
-from rpj_tasks.errors import PermanentError
+from rpj_tasks.core import storage
+from rpj_tasks.core.errors import PermanentError
 
 log = logging.getLogger("rpj.airflow")
 
@@ -49,7 +49,7 @@ def engine_logging() -> None:
 def engine_task(fn: F) -> F:
     """Run a task body with the engine's logging, failing at once on a permanent error.
 
-    A :class:`~rpj_tasks.errors.PermanentError` (bad Params or config, a missing input or
+    A :class:`~rpj_tasks.core.errors.PermanentError` (bad Params or config, a missing input or
     artifact, HTTP 404) becomes ``AirflowFailException``: the task fails without spending its
     retries.  Transient errors and bugs propagate and are retried as configured.
     """

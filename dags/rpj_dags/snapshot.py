@@ -25,7 +25,7 @@ from airflow.sdk import DAG, Param, TriggerRule, dag, get_current_context, task,
 
 from rpj_dags.common import DEFAULT_ARGS, MAX_MAPPED_UNITS, START_DATE
 from rpj_dags.runtime import configure_storage, engine_task
-from rpj_tasks.config import DSIR_HASH_MODES, SnapshotConfig, validate_languages
+from rpj_tasks.core.config import DSIR_HASH_MODES, SnapshotConfig, validate_languages
 
 log = logging.getLogger("rpj.airflow")
 
@@ -138,15 +138,15 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
         @engine_task
         def plan_units() -> list[dict[str, Any]]:
             """Check the Params, stage the listing (XCom ``listing``), return the compact units."""
-            from rpj_tasks import plan
-            from rpj_tasks.download import stage_listing
+            from rpj_tasks.core import plan
+            from rpj_tasks.download.fetch import stage_listing
 
             params, cfg = _run_config(base)
             plan.parse_shards(params.get("shards"), cfg.num_shards)  # reject bad shard ids before any I/O
             if params["annotate"] and not cfg.sample:
                 _require_signal_artifacts(cfg)
             if cfg.sample:
-                from rpj_tasks.sample_setup import ensure_sample
+                from rpj_tasks.sample.setup import ensure_sample
 
                 ensure_sample(cfg)
             listing = stage_listing(cfg.source_base, cfg.crawl, cfg.storage_root)
@@ -159,9 +159,9 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
         @task(pool=base.download_pool, retries=3, execution_timeout=timeouts["download"])
         @engine_task
         def download(unit: dict[str, Any]) -> None:
-            from rpj_tasks import layout
-            from rpj_tasks.download import download_shard
-            from rpj_tasks.stats import Stats
+            from rpj_tasks.core import layout
+            from rpj_tasks.download.fetch import download_shard
+            from rpj_tasks.core.stats import Stats
 
             params, cfg = _run_config(base)
             for shard, segments in _unit_segments(cfg, unit, "hashes"):
@@ -172,7 +172,7 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
         @task(execution_timeout=timeouts["hashes"])
         @engine_task
         def hashes(unit: dict[str, Any]) -> None:
-            from rpj_tasks import ccnet
+            from rpj_tasks.ccnet import stage as ccnet
 
             params, cfg = _run_config(base)
             for shard, segments in _unit_segments(cfg, unit, "hashes"):
@@ -181,7 +181,7 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
         @task(execution_timeout=timeouts["mine"])
         @engine_task
         def mine(unit: dict[str, Any]) -> None:
-            from rpj_tasks import ccnet
+            from rpj_tasks.ccnet import stage as ccnet
 
             params, cfg = _run_config(base)
             shards = _unit_segments(cfg, unit, "mine")
@@ -192,8 +192,8 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
         @task(execution_timeout=timeouts["annotate"])
         @engine_task
         def annotate(unit: dict[str, Any], artifacts_url: str | None = None) -> None:
-            from rpj_tasks import layout, plan
-            from rpj_tasks.annotate import annotate_shard
+            from rpj_tasks.core import layout, plan
+            from rpj_tasks.annotate.stage import annotate_shard
 
             params, cfg = _run_config(base)
             if not params["annotate"]:
@@ -210,7 +210,7 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
         @engine_task
         def signal_artifacts() -> str | None:
             """The sample's quality-signal artifacts, built from its own mined documents if missing."""
-            from rpj_tasks.sample_setup import ensure_signal_artifacts
+            from rpj_tasks.sample.setup import ensure_signal_artifacts
 
             params, cfg = _run_config(base)
             return ensure_signal_artifacts(cfg) if params["annotate"] else None
@@ -245,8 +245,8 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
 
 def _unit_segments(cfg: SnapshotConfig, unit: dict[str, Any], key: str) -> list[tuple[int, list[str]]]:
     """``(shard, segment paths)`` for the unit's ``key`` shards, from the listing the plan staged."""
-    from rpj_tasks import plan
-    from rpj_tasks.download import read_listing, shard_segments
+    from rpj_tasks.core import plan
+    from rpj_tasks.download.fetch import read_listing, shard_segments
 
     listing = get_current_context()["ti"].xcom_pull(task_ids="plan_units", key="listing")
     segments = read_listing(listing)
@@ -254,8 +254,8 @@ def _unit_segments(cfg: SnapshotConfig, unit: dict[str, Any], key: str) -> list[
 
 
 def _require_signal_artifacts(cfg: SnapshotConfig) -> None:
-    from rpj_tasks import layout, storage
-    from rpj_tasks.signals.artifacts import ArtifactsError
+    from rpj_tasks.core import layout, storage
+    from rpj_tasks.annotate.artifacts.load import ArtifactsError
 
     url = layout.signal_artifacts_url(cfg.storage_root, cfg.signals_version)
     if not storage.exists(storage.join(url, "MANIFEST.json")):
@@ -267,7 +267,8 @@ def _require_signal_artifacts(cfg: SnapshotConfig) -> None:
 
 def _report(cfg: SnapshotConfig, units: list[dict[str, Any]], *, annotated: bool) -> dict[str, Any]:
     """The snapshot's CCNet summary in the log; fails naming every shard that did not finish."""
-    from rpj_tasks import ccnet, layout, plan, storage
+    from rpj_tasks.ccnet import stage as ccnet
+    from rpj_tasks.core import layout, plan, storage
 
     shards = [s for u in units for s in plan.unit_shards(u)]
     summary = ccnet.summarize(cfg, shards)

@@ -1,0 +1,1 @@
+"""Quality-signal artifacts: loading (load), building and installing (build)."""

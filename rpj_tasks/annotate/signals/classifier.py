@@ -1,0 +1,139 @@
+"""The quality classifiers' fastText predictions (signals 37-39, §3.6), computed without fastText's
+per-word dictionary probe when the model allows it.
+
+fastText reads a line through a ``std::istream`` one character at a time, makes a ``std::string`` per
+word and compares it with the dictionary entry's own heap-allocated string, so on ~500-word documents
+its ``predict`` takes ~90-300 µs per document and model on the development machine, mostly in the
+reading and the lookups.  For a plain supervised model (softmax loss, word unigrams, no
+subwords, not quantized) the prediction is only: the rows of the line's in-vocabulary words and of
+``</s>``, averaged; one dot product per label; a softmax; the top label.  :class:`CompiledClassifier`
+keeps the vocabulary and the two matrices in numpy buffers, and runs that arithmetic in
+``rpj_tasks.native._speedups.ft_predict`` in fastText's own float32 order, so the probabilities are the
+same floats, bit for bit.  Words are split and looked up in C too, in an open-addressing table over
+the vocabulary's UTF-8 bytes, so no Python string is made per word.
+
+That equality is checked, not assumed: :func:`load_classifier` compares both on probe lines built
+from the model's own vocabulary (every separator, out-of-vocabulary words, labels as words, lengths
+from 0 to 1,000 words) and keeps fastText itself if any probability differs, or if the model is of
+another kind, or if the extension is not built (``RPJ_PURE_PYTHON=1``).  The matrices are views of
+the fastText model's own memory (no copy), so the model object stays loaded behind the classifier.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import fasttext
+import numpy as np
+
+from rpj_tasks.core import storage
+from rpj_tasks.native import native
+
+log = logging.getLogger(__name__)
+
+EOS = "</s>"
+_PROBE_SEED = 20231030
+_PROBES = 300
+
+
+class CompiledClassifier:
+    """``predict(text)`` of a plain supervised fastText model, k=1, threshold 0: the same labels and
+    probabilities as ``fasttext.FastText._FastText.predict`` (see the module docstring)."""
+
+    def __init__(self, words: list[str], labels: list[str], input_matrix: np.ndarray, output_matrix: np.ndarray,
+                 owner: Any = None):
+        # `owner` keeps the memory of matrices that are views into it (a fastText model) alive
+        self._owner = owner
+        if EOS not in words:
+            raise ValueError("the vocabulary has no </s>")
+        if len(set(words)) != len(words) or not set(words).isdisjoint(labels):
+            # fastText's dictionary keeps the last of equal entries (a label wins over a word);
+            # training never makes such a model, so these keep fastText's own predict
+            raise ValueError("the vocabulary repeats a word or has a word equal to a label")
+        encoded = [word.encode("utf-8") for word in words]
+        self._blob = b"".join(encoded)
+        self._offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(word) for word in encoded], out=self._offsets[1:])
+        nslots = 1 << max(4, (2 * len(encoded) - 1).bit_length())
+        self._slots = native.ft_vocab_slots(self._blob, self._offsets, nslots)
+        self._labels = tuple(labels)
+        self._wi = np.ascontiguousarray(input_matrix, dtype=np.float32)
+        self._wo = np.ascontiguousarray(output_matrix, dtype=np.float32)
+        self._dim = self._wi.shape[1]
+        if self._wo.shape != (len(self._labels), self._dim) or self._wi.shape[0] < len(words):
+            raise ValueError(f"matrices {self._wi.shape} / {self._wo.shape} do not match {len(words)} words and "
+                             f"{len(self._labels)} labels")
+
+    def predict(self, text: str) -> tuple[tuple[str, ...], np.ndarray]:
+        if "\n" in text:
+            raise ValueError("predict processes one line at a time (remove '\\n')")
+        # UnicodeEncodeError for lone surrogates, which fastText's own predict cannot take either
+        label, prob = native.ft_predict(text.encode("utf-8"), self._blob, self._offsets, self._slots,
+                                        self._wi, self._wo, self._dim)
+        return (self._labels[label],), np.array([prob])
+
+
+def _plain_supervised(model: Any) -> str:
+    """Why ``model`` needs fastText itself ('' if the compiled path applies)."""
+    import fasttext_pybind as ftp
+
+    if model.f.isQuant():
+        return "quantized"
+    args = model.f.getArgs()
+    if args.model != ftp.model_name.supervised or args.loss != ftp.loss_name.softmax:
+        return f"model {args.model.name} with loss {args.loss.name}"
+    if args.wordNgrams > 1 or args.maxn > 0:
+        return f"wordNgrams={args.wordNgrams}, maxn={args.maxn}"
+    return ""
+
+
+def probe_lines(words: list[str], labels: list[str], n: int = _PROBES, seed: int = _PROBE_SEED) -> list[str]:
+    """Lines that exercise every branch: each separator, runs of them at both ends, words outside
+    the vocabulary, labels written as words, a lone ``</s>``, and 0 to 1,000 words."""
+    rng = random.Random(seed)
+    separators = [" ", "\t", "\r", "\v", "\f", "\0", "  ", " \t "]
+    extra = [*labels, EOS, "__label__", "oov-\u00e9t\u00e9", "\U0001f600", "x" * 40]
+    lines = ["", " ", "\t\0", EOS, labels[0] if labels else "x"]
+    for k in range(n):
+        length = rng.choice([1, 2, 3, 7, 20, 100, 300, 1000]) if k % 10 else rng.randint(0, 40)
+        tokens = [rng.choice(extra) if rng.random() < 0.05 else rng.choice(words) for _ in range(length)]
+        out = rng.choice(["", " ", "\t"])
+        for token in tokens:
+            out += token + (rng.choice(separators) if rng.random() < 0.2 else " ")
+        lines.append(out if rng.random() < 0.5 else out.strip(" "))
+    return lines
+
+
+def compiled_or_fasttext(model: Any, name: str) -> Any:
+    """A :class:`CompiledClassifier` equal to ``model`` on every probe line, else ``model``."""
+    if native is None:
+        return model
+    why = _plain_supervised(model)
+    if not why:
+        try:
+            words, labels = model.get_words(), model.get_labels()
+            # views of fastText's own matrices (no copy: the peak RSS stays fastText's); the
+            # classifier keeps the model, whose memory they are, alive
+            wi, wo = np.asarray(model.f.getInputMatrix()), np.asarray(model.f.getOutputMatrix())
+            fast = CompiledClassifier(words, labels, wi, wo, owner=model)
+        except (ValueError, UnicodeError) as exc:
+            why = str(exc)
+    lines = probe_lines(words, labels) if not why else []
+    if not why:
+        for line in lines:
+            want, got = model.predict(line), fast.predict(line)
+            if want[0] != got[0] or want[1].tolist() != got[1].tolist():
+                why = f"differs from fastText on a probe line ({want} != {got})"
+                break
+    if why:
+        log.info("classifier %s: fastText's own predict (%s)", name, why)
+        return model
+    log.info("classifier %s: compiled predict (checked on %d probe lines)", name, len(lines))
+    return fast
+
+
+def load_classifier(url: str) -> Any:
+    """The fastText model at ``url``, as :func:`compiled_or_fasttext` returns it."""
+    return compiled_or_fasttext(fasttext.load_model(storage.local_copy(url)), url)

@@ -1,0 +1,143 @@
+"""Model-based signals: fastText classifiers (37-39, §3.6) and DSIR importance weights (40-45, §3.7)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from itertools import chain, islice
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import special
+
+from rpj_tasks.annotate.hashseed import SEED42, feature_hash
+from rpj_tasks.native import native
+
+PRECISION = 8
+CC_LABEL = "__label__cc"
+DSIR_BUCKETS = 10_000
+DSIR_SOURCE = "ccnet"
+DSIR_TARGETS = ("books", "openwebtext", "wikipedia")
+
+
+def classifier_text(raw: str) -> str:
+    """§3.6 input: the lines of RAW (``str.splitlines``) joined by single spaces, stripped."""
+    return " ".join(raw.splitlines()).strip()
+
+
+def classifier_score(model: Any, text: str) -> float:
+    """R(1 - p) if fastText's top label is ``__label__cc``, else R(p) (``predict``, k=1).
+
+    A text with lone surrogates (not encodable as UTF-8) is scored with them replaced by ``?``.
+    """
+    try:
+        labels, probs = model.predict(text)
+    except (TypeError, UnicodeError):
+        labels, probs = model.predict(text.encode("utf-8", "replace").decode("utf-8"))
+    prob = probs[0]
+    return round(float(1 - prob if labels[0] == CC_LABEL else prob), PRECISION)
+
+
+def poisson_pmf(k: int, lam: float) -> float:
+    """``scipy.stats.poisson.pmf(k, lam)`` computed as scipy does, without its dispatch overhead."""
+    return float(np.clip(np.exp(special.xlogy(k, lam) - special.gammaln(k + 1) - lam), 0.0, 1.0))
+
+
+def log_poisson_pmfs(k: int, lambdas: Sequence[float]) -> np.ndarray:
+    """``np.log(poisson_pmf(k, lam) + 1e-8)`` for several lambdas in one pass of each ufunc.
+
+    The ufuncs are element-wise, so every element equals the scalar computation (checked over a
+    large grid in ``tests/test_signals_dsir.py``).
+    """
+    lams = np.asarray(lambdas, dtype=np.float64)
+    pmf = np.clip(np.exp(special.xlogy(k, lams) - special.gammaln(k + 1) - lams), 0.0, 1.0)
+    return np.log(pmf + 1e-8)
+
+
+@dataclass(frozen=True)
+class DsirTarget:
+    """Log-ratio of one target distribution against the source, and both length lambdas."""
+
+    log_diff: np.ndarray
+    target_lambda: float
+    source_lambda: float
+
+
+class DsirScorer:
+    """Importance weights of documents against each available target dataset.
+
+    ``source`` and each of ``targets`` are ``(counts, lambda)``: the int64[10000] hashed feature
+    counts and the 0-d mean RW token count.  Built in a process where ``hash_mode`` cannot be
+    reproduced, the constructor raises :class:`~rpj_tasks.annotate.hashseed.HashSeedError`.
+    """
+
+    def __init__(
+        self,
+        source: tuple[np.ndarray, np.ndarray],
+        targets: dict[str, tuple[np.ndarray, np.ndarray]],
+        hash_mode: str,
+    ) -> None:
+        self.hash_mode = hash_mode
+        self._hash: Callable[[Any], int] = feature_hash(hash_mode)
+        # builtin hash in C (same str hash, CPython's tuple-hash formula for the bigrams)
+        self._native = native is not None and hash_mode == SEED42
+        # log(pmf(length, lambda) + 1e-8) per distinct lambda, by document length (a pure function)
+        self._log_pmf: dict[int, dict[float, float]] = {}
+        source_counts, source_lambda = source
+        source_log = np.log(_distribution(source_counts) + 1e-8)
+        self.targets = {
+            name: DsirTarget(
+                np.array(np.log(_distribution(counts) + 1e-8) - source_log), float(lam), float(source_lambda)
+            )
+            for name, (counts, lam) in targets.items()
+        }
+
+    def features(self, tokens: Sequence[str]) -> np.ndarray:
+        """Bucket counts of the RW unigrams and bigram tuples (``abs(hash(x)) % 10000``).
+
+        ``abs`` is taken in uint64 so that a hash of -2**63 maps like Python's ``abs``.
+        """
+        if self._native:
+            counts = np.zeros(DSIR_BUCKETS, dtype=np.int64)
+            native.dsir_counts(tokens if type(tokens) is list else list(tokens), counts)
+            return counts
+        return self.features_python(tokens)
+
+    def features_python(self, tokens: Sequence[str]) -> np.ndarray:
+        """:meth:`features` computed with the mode's hash function object (the definition)."""
+        h = self._hash
+        pairs = zip(tokens, islice(tokens, 1, None))
+        hashes = np.fromiter(chain(map(h, tokens), map(h, pairs)), np.int64, max(0, 2 * len(tokens) - 1))
+        index = np.abs(hashes).view(np.uint64) % np.uint64(DSIR_BUCKETS)
+        return np.bincount(index.astype(np.intp), minlength=DSIR_BUCKETS)
+
+    def scores(self, tokens: Sequence[str], length: int) -> dict[str, tuple[float, float]]:
+        """``{target: (importance, length-corrected importance)}`` for a document of ``length`` chars."""
+        features = self.features(tokens)
+        log_pmf = self._log_pmfs(length)
+        out = {}
+        for name, target in self.targets.items():
+            score = float(np.inner(features, target.log_diff))
+            correction = log_pmf[target.target_lambda] - log_pmf[target.source_lambda]
+            out[name] = (round(score, PRECISION), round(score + float(correction), PRECISION))
+        return out
+
+    def _log_pmfs(self, length: int) -> dict[float, float]:
+        """``np.log(poisson_pmf(length, lam) + 1e-8)`` for every lambda, computed once per length."""
+        cached = self._log_pmf.get(length)
+        if cached is None:
+            if len(self._log_pmf) >= 100_000:
+                self._log_pmf.clear()
+            lambdas = sorted({lam for t in self.targets.values() for lam in (t.target_lambda, t.source_lambda)})
+            cached = self._log_pmf[length] = dict(zip(lambdas, log_poisson_pmfs(length, lambdas).tolist()))
+        return cached
+
+
+def _distribution(counts: np.ndarray) -> np.ndarray:
+    if counts.shape != (DSIR_BUCKETS,):
+        raise ValueError(f"DSIR counts must have shape ({DSIR_BUCKETS},), not {counts.shape}")
+    total = counts.sum()
+    if total <= 0 or not math.isfinite(float(total)):
+        raise ValueError("DSIR counts must have a positive finite sum")
+    return counts / total

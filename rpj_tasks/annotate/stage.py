@@ -1,0 +1,412 @@
+"""The annotation stage, per shard: quality signals and MinHash signatures (docs/spec/rpv2_format.md §1, §3-5).
+
+For every ``documents/{snapshot}/{shard}/{lang}_{bucket}.json.gz`` of a shard whose bucket is
+head or middle (tail too with ``annotate_tail``; the reference annotates head and middle only)
+it writes::
+
+    quality_signals/{base_tag}.signals.json.gz   one encode_record line per document line
+    minhash/{base_tag}.minhash.parquet           one row per document line
+
+Line ``i`` of both describes line ``i`` of the documents file, ids ``{shard_key}/{i}``.  A line
+that is not a usable document (invalid UTF-8 or JSON, not an object, no string ``raw_content``)
+still gets a record with null scores and a row with null signatures (D18), counted and logged
+with its byte offset.
+
+DSIR (D11): with artifacts in hash mode ``cpython-seed42`` the work runs in a process that passes
+the §5 item 3 self-check: this one if it already does, otherwise one ``seed42_pool`` worker per
+shard task (a subprocess of :mod:`rpj_tasks.core.workers`, which starts the same under Airflow, Celery,
+the CLI or pytest) that checks itself before it starts, gets this process's storage options and
+is reused for all the shard's files; if it dies, the shard fails at once with
+:class:`~rpj_tasks.core.workers.WorkerDiedError`.  A run whose hash mode differs from the one the
+artifacts' ``MANIFEST.json`` records is refused.
+
+Commit protocol (as :mod:`rpj_tasks.ccnet.stage`): every output is written atomically; outputs of an
+earlier run that this run did not produce are removed; the per-shard stats record
+``stats/annotate/{snapshot}/{shard}.json`` is written last and marks the shard finished.  A
+finished shard is skipped unless ``force`` or its CCNet record changed since (documents re-mined).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import re
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from typing import IO, Any
+
+import numpy as np
+
+from rpj_tasks.core import layout, storage
+from rpj_tasks.core.config import SnapshotConfig, validate_shard
+from rpj_tasks.core.errors import MissingInputError
+from rpj_tasks.annotate.minhash import signatures_from_words, write_minhash_parquet
+from rpj_tasks.annotate.signals import (
+    ArtifactsError,
+    SignalArtifacts,
+    dsir_hash_selfcheck,
+    encode_record,
+    make_record,
+    null_record,
+    prepare,
+    require_seed42,
+    seed42_pool,
+)
+from rpj_tasks.annotate.hashseed import HASH_MODES, SEED42
+from rpj_tasks.core.stats import Stats
+from rpj_tasks.core.workers import WorkerDiedError  # noqa: F401 - raised by run_jobs; importable from here
+
+log = logging.getLogger("rpj.annotate")
+
+DEFAULT_BUCKETS = ("head", "middle")
+DOCUMENTS_FILE = re.compile(r"^([a-z]{2,3})_(head|middle|tail)\.json\.gz$")
+SIGNALS_SUFFIX = ".signals.json.gz"
+MINHASH_SUFFIX = ".minhash.parquet"
+# The 14 fields the reference's strict reader requires (docs/spec/rpv2_format.md §4).
+REQUIRED_FIELDS = frozenset({
+    "raw_content", "url", "nlines", "original_nlines", "source_domain", "length", "original_length",
+    "language", "language_score", "perplexity", "bucket", "digest", "cc_segment", "date_download",
+})
+BATCH_LINES = 256
+MAX_LOGGED_BAD_LINES = 20
+
+
+# ---------------------------------------------------------------- paths
+
+
+annotate_stats_url = layout.annotate_stats_url  # the shard's commit marker
+
+
+# ---------------------------------------------------------------- per file (runs in the worker)
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """One documents file to annotate and where its outputs go."""
+
+    name: str
+    lang: str
+    shard_key: str
+    documents_url: str
+    signals_url: str
+    minhash_url: str
+    artifacts_url: str
+    hash_mode: str
+
+
+def _note(bad: list[str], message: str) -> None:
+    """Keep the first :data:`MAX_LOGGED_BAD_LINES` bad-line messages of a file (the rest are counted)."""
+    if len(bad) < MAX_LOGGED_BAD_LINES:
+        bad.append(message)
+
+
+def _read_lines(url: str, stats: Stats, bad: list[str]) -> Iterator[tuple[int, bytes]]:
+    """``(decompressed byte offset, line)`` of a gzip file; a corrupt or truncated gzip ends it (counted)."""
+    offset = 0
+    with storage.open_read(url) as raw, gzip.GzipFile(fileobj=raw) as stream:
+        try:
+            for line in stream:
+                yield offset, line
+                offset += len(line)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            stats.inc("annotate.truncated")
+            _note(bad, f"{url}: byte {offset}: gzip stream ends early ({exc}); later lines are lost")
+
+
+def _decode(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """The document of a line, or ``(partial document or None, reason)`` when it is not usable."""
+    try:
+        doc = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "invalid_utf8"
+    except ValueError:
+        return None, "invalid_json"
+    if not isinstance(doc, dict):
+        return None, "not_an_object"
+    if not isinstance(doc.get("raw_content"), str):
+        return doc, "no_raw_content"
+    return doc, None
+
+
+def _decoded_batch(lines: Iterator[tuple[int, tuple[int, bytes]]]) -> list[tuple[int, int, Any, str | None]]:
+    """The next :data:`BATCH_LINES` lines as ``(idx, byte offset, document, reason unusable)``."""
+    return [(idx, offset, *_decode(line)) for idx, (offset, line) in islice(lines, BATCH_LINES)]
+
+
+def _annotate_batch(
+    batch: list[tuple[int, int, Any, str | None]], job: FileJob, artifacts: SignalArtifacts, stats: Stats,
+    bad: list[str],
+) -> tuple[list[bytes], list[list[str]]]:
+    """Signals lines and NW word lists (empty for unusable lines) of a decoded batch."""
+    out: list[bytes] = []
+    words: list[list[str]] = []
+    for idx, offset, doc, reason in batch:
+        if reason is not None:
+            stats.inc("annotate.bad_line")
+            stats.inc(f"annotate.bad_line.{reason}")
+            _note(bad, f"{job.documents_url}: line {idx} (byte {offset}): {reason.replace('_', ' ')}; null record")
+            out.append(encode_record(null_record(job.shard_key, idx, doc)))
+            words.append([])
+            continue
+        if not REQUIRED_FIELDS <= doc.keys():
+            stats.inc("annotate.incomplete_document")
+        text = prepare(doc["raw_content"])
+        out.append(encode_record(make_record(doc, job.shard_key, idx, artifacts, text)))
+        words.append(text.words)
+    return out, words
+
+
+def _signatures(job: FileJob, artifacts: SignalArtifacts, signals_out: IO[bytes], stats: Stats,
+                bad: list[str]) -> Iterator[np.ndarray | None]:
+    """Annotate the file batch by batch: write the signals lines, yield one signature per line."""
+    lines = enumerate(_read_lines(job.documents_url, stats, bad))
+    while True:
+        with stats.timer("read"):
+            batch = _decoded_batch(lines)
+        if not batch:
+            return
+        with stats.timer("signals"):
+            records, words = _annotate_batch(batch, job, artifacts, stats, bad)
+        with stats.timer("minhash"):
+            sigs = signatures_from_words(words)
+        with stats.timer("write"):
+            signals_out.write(b"\n".join(records) + b"\n")
+        stats.inc("annotate.lines", len(batch))
+        stats.inc("minhash.null", sum(sig is None for sig in sigs))
+        yield from sigs
+
+
+def _artifacts_summary(artifacts: SignalArtifacts) -> dict[str, Any]:
+    """What a language's signals could use (absent parts give null scores)."""
+    return {
+        "stop_words": len(artifacts.stop_words),
+        "ldnoobw": len(artifacts.ldnoobw),
+        "ut1_domains": len(artifacts.ut1),
+        "classifiers": sorted(artifacts.classifiers),
+        "dsir_targets": sorted(artifacts.dsir.targets) if artifacts.dsir is not None else [],
+    }
+
+
+def annotate_file(job: FileJob) -> dict[str, Any]:
+    """Write the signals and MinHash files of one documents file; returns its stats.
+
+    In hash mode ``cpython-seed42`` the interpreter must pass the DSIR self-check (else
+    :class:`~rpj_tasks.annotate.signals.HashSeedError`).  Bad lines are reported in ``"bad_lines"``
+    (the first :data:`MAX_LOGGED_BAD_LINES` messages), for the caller to log.
+    """
+    if job.hash_mode == SEED42:
+        require_seed42()
+    stats = Stats()
+    bad: list[str] = []
+    with stats.timer("load_artifacts"):
+        artifacts = SignalArtifacts.load(job.artifacts_url, job.lang, job.hash_mode)
+    started = time.perf_counter()
+    with storage.atomic_gzip_write(job.signals_url) as signals_out:
+        write_minhash_parquet(job.minhash_url, job.shard_key, _signatures(job, artifacts, signals_out, stats, bad))
+    # Parquet encoding happens inside write_minhash_parquet, between the steps timed above.
+    inner = sum(stats.seconds.get(step, 0.0) for step in ("read", "signals", "minhash", "write"))
+    stats.add_time("write", max(0.0, time.perf_counter() - started - inner))
+    return {
+        "name": job.name,
+        "lang": job.lang,
+        "stats": stats.to_dict(),
+        "artifacts": _artifacts_summary(artifacts),
+        "bad_lines": bad,
+        "bad_lines_not_logged": stats["annotate.bad_line"] + stats["annotate.truncated"] - len(bad),
+    }
+
+
+# ---------------------------------------------------------------- the worker process
+
+
+def run_jobs(fn: Callable[[Any], Any], jobs: Iterable[Any], hash_mode: str) -> Iterator[Any]:
+    """``fn(job)`` for each job, in order: here if this interpreter reproduces ``hash_mode``, else
+    in one ``PYTHONHASHSEED=42`` worker (``seed42_pool``: checked on start, given this process's
+    storage options, reused for every job).  A worker that dies raises
+    :class:`~rpj_tasks.core.workers.WorkerDiedError` for the job it held."""
+    jobs = list(jobs)
+    if hash_mode != SEED42 or dsir_hash_selfcheck():
+        yield from map(fn, jobs)
+        return
+    if not jobs:
+        return
+    with seed42_pool(1, name="annotate") as pool:
+        for job in jobs:
+            yield pool.apply(fn, (job,), what=f"annotation of {getattr(job, 'documents_url', job)}")
+
+
+# ---------------------------------------------------------------- the shard
+
+
+def _artifacts_manifest(artifacts_url: str, hash_mode: str) -> dict[str, Any]:
+    """The artifacts' identity for the stats record; refuses a hash-mode mismatch up front."""
+    if hash_mode not in HASH_MODES:
+        raise ValueError(f"unknown hash_mode {hash_mode!r}; expected one of {HASH_MODES}")
+    url = storage.join(artifacts_url, "MANIFEST.json")
+    if not storage.exists(url):
+        # Without it a mistyped version would annotate with no word lists, models or DSIR counts
+        # (null signals), and the stats could not say which artifacts were used.
+        raise ArtifactsError(
+            f"no signal artifacts at {artifacts_url} (no MANIFEST.json): build them "
+            "(rpj signal-artifacts --config, or the rpv2_prep_artifacts DAG with signals_source=build) or install "
+            "the published RPv2 artifacts (rpj signal-artifacts --install-from, signals_source=install)"
+        )
+    data = storage.read_bytes(url)
+    manifest = json.loads(data)
+    recorded = manifest.get("hash_mode", SEED42)  # installed published artifacts: the reference's seed 42
+    if recorded != hash_mode:
+        raise ArtifactsError(
+            f"{artifacts_url}: the signal artifacts were built with DSIR hash_mode {recorded!r}, "
+            f"but the annotation runs in {hash_mode!r}; use matching artifacts or hash_mode"
+        )
+    return {
+        "url": artifacts_url,
+        "manifest_sha256": hashlib.sha256(data).hexdigest(),
+        "format_version": manifest.get("format_version"),
+        "hash_mode": hash_mode,
+    }
+
+
+def _changed_since(record: dict[str, Any], ccnet_sha256: str, artifacts: dict[str, Any], buckets: tuple[str, ...]) -> str:
+    """Why a finished shard's stats record does not describe this run ('' if it does)."""
+    if record.get("ccnet_stats_sha256") != ccnet_sha256:
+        return "its CCNet output changed"
+    if record.get("buckets") != list(buckets):
+        return f"the annotated buckets changed ({record.get('buckets')} -> {list(buckets)})"
+    earlier = record.get("artifacts", {})
+    if any(earlier.get(key) != artifacts[key] for key in ("url", "manifest_sha256", "hash_mode")):
+        return f"the signal artifacts changed ({earlier.get('url')} -> {artifacts['url']})"
+    return ""
+
+
+def _ccnet_record_sha256(cfg: SnapshotConfig, shard: int) -> str:
+    url = layout.ccnet_stats_url(cfg.storage_root, cfg.id, shard)
+    if not storage.exists(url):
+        raise MissingInputError(
+            f"shard {shard:04d} of {cfg.id} has no CCNet stats record ({url}): its documents are not "
+            "finished; run the CCNet mine task for this shard first"
+        )
+    return hashlib.sha256(storage.read_bytes(url)).hexdigest()
+
+
+def _documents(cfg: SnapshotConfig, shard: int, buckets: tuple[str, ...], stats: Stats) -> list[tuple[str, str, str]]:
+    """``(name, lang, bucket)`` of the shard's documents files to annotate, sorted by name."""
+    record = json.loads(storage.read_bytes(layout.ccnet_stats_url(cfg.storage_root, cfg.id, shard)))
+    names = storage.listdir(layout.shard_dir(cfg.storage_root, "documents", cfg.id, shard))
+    missing = sorted(set(record.get("files", [])) - set(names))
+    if missing:
+        raise MissingInputError(f"shard {shard:04d} of {cfg.id}: documents {missing} listed by CCNet are missing")
+    selected = []
+    for name in names:
+        match = DOCUMENTS_FILE.match(name)
+        if match is None:
+            if not name.startswith("."):
+                stats.inc("files.ignored")
+                log.warning("shard %04d: ignoring %s (not a {lang}_{bucket}.json.gz documents file)", shard, name)
+            continue
+        lang, bucket = match.groups()
+        if bucket not in buckets:
+            stats.inc(f"files.not_annotated.{bucket}")
+            continue
+        selected.append((name, lang, bucket))
+    return selected
+
+
+def _remove_stale(cfg: SnapshotConfig, shard: int, produced: set[str], stats: Stats) -> None:
+    """Delete signals/MinHash files of the shard that this run did not write."""
+    for component, suffix in (("quality_signals", SIGNALS_SUFFIX), ("minhash", MINHASH_SUFFIX)):
+        folder = layout.shard_dir(cfg.storage_root, component, cfg.id, shard)
+        for name in storage.listdir(folder):
+            if name.endswith(suffix) and name.removesuffix(suffix) + ".json.gz" not in produced:
+                storage.remove(storage.join(folder, name))
+                stats.inc("stale_files_removed")
+
+
+def _log_file(shard: int, result: dict[str, Any]) -> None:
+    for message in result["bad_lines"]:
+        log.warning("%s", message)
+    if result["bad_lines_not_logged"]:
+        log.warning("%s: %d more bad lines not logged", result["name"], result["bad_lines_not_logged"])
+    counts, seconds = result["stats"]["counts"], result["stats"]["seconds"]
+    log.info("shard %04d: %s: %d lines, %d bad, %d without MinHash in %.1fs", shard, result["name"],
+             counts.get("annotate.lines", 0), counts.get("annotate.bad_line", 0), counts.get("minhash.null", 0),
+             sum(seconds.values()))
+
+
+def annotate_shard(
+    cfg: SnapshotConfig,
+    shard: int,
+    *,
+    artifacts_url: str,
+    annotate_tail: bool = False,
+    force: bool = False,
+    hash_mode: str = SEED42,
+) -> dict[str, Any]:
+    """Annotate one CCNet shard; returns its stats record (also stored under ``stats/annotate/``).
+
+    ``hash_mode`` is the DSIR mode of the run (``cpython-seed42``, the reference, or ``stable``);
+    it must be the mode the artifacts under ``artifacts_url`` were built with.
+    """
+    shard = validate_shard(shard, cfg.num_shards)
+    stats_url = annotate_stats_url(cfg.storage_root, cfg.id, shard)
+    ccnet_sha256 = _ccnet_record_sha256(cfg, shard)
+    artifacts = _artifacts_manifest(artifacts_url, hash_mode)
+    buckets = (*DEFAULT_BUCKETS, "tail") if annotate_tail else DEFAULT_BUCKETS
+    if storage.exists(stats_url) and not force:
+        record = json.loads(storage.read_bytes(stats_url))
+        changed = _changed_since(record, ccnet_sha256, artifacts, buckets)
+        if not changed:
+            log.info("shard %04d: annotated earlier (%s), skipping (force: --force in the CLI, the force Param in Airflow)", shard, stats_url)
+            return {**record, "skipped": True}
+        log.info("shard %04d: %s since it was annotated; annotating again", shard, changed)
+    storage.remove(stats_url)  # an interrupted rerun must not look finished
+
+    started = time.perf_counter()
+    stats = Stats()
+    jobs = [
+        FileJob(
+            name=name, lang=lang, shard_key=layout.shard_key(cfg.id, shard, lang, bucket),
+            documents_url=layout.documents_url(cfg.storage_root, cfg.id, shard, lang, bucket),
+            signals_url=layout.signals_url(cfg.storage_root, cfg.id, shard, lang, bucket),
+            minhash_url=layout.minhash_url(cfg.storage_root, cfg.id, shard, lang, bucket),
+            artifacts_url=artifacts_url, hash_mode=hash_mode,
+        )
+        for name, lang, bucket in _documents(cfg, shard, buckets, stats)
+    ]
+    files: dict[str, Any] = {}
+    languages: dict[str, Any] = {}
+    for result in run_jobs(annotate_file, jobs, hash_mode):
+        _log_file(shard, result)
+        file_stats = Stats.from_dict(result["stats"])
+        stats.merge(file_stats)
+        languages[result["lang"]] = result["artifacts"]
+        files[result["name"]] = {
+            "lines": file_stats["annotate.lines"],
+            "bad_lines": file_stats["annotate.bad_line"],
+            "minhash_null": file_stats["minhash.null"],
+            "seconds": round(sum(file_stats.seconds.values()), 3),
+        }
+    stats.inc("files.annotated", len(files))
+    _remove_stale(cfg, shard, set(files), stats)
+
+    wall = time.perf_counter() - started
+    record = {
+        "snapshot": cfg.id,
+        "shard": shard,
+        "buckets": list(buckets),
+        "ccnet_stats_sha256": ccnet_sha256,
+        "artifacts": {**artifacts, "languages": dict(sorted(languages.items()))},
+        "files": files,
+        "wall_seconds": round(wall, 3),
+        "docs_per_second": round(stats["annotate.lines"] / wall, 1) if wall else None,
+        **stats.to_dict(),
+    }
+    storage.write_bytes(stats_url, json.dumps(record, indent=1, sort_keys=True).encode())
+    log.info("shard %04d: annotated %d lines in %d files (%.1f docs/s) | %s", shard, stats["annotate.lines"],
+             len(files), record["docs_per_second"] or 0.0, stats.summary())
+    return {**record, "skipped": False}

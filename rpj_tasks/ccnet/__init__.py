@@ -1,0 +1,1 @@
+"""CCNet stage: paragraph dedup, normalisation, fastText LID, SentencePiece + KenLM perplexity, buckets."""

@@ -1,0 +1,194 @@
+"""CCNet perplexity models: a versioned directory of SentencePiece + KenLM models and cutoffs.
+
+Layout under ``artifacts/ccnet/{version}/`` (see :mod:`rpj_tasks.core.layout`)::
+
+    MANIFEST.json           {"version", "kind": "built"|"installed", "languages": {lang: {"sp", "lm", "sha256"}},
+                             "cutoffs": "cutoff.csv", ...}
+    {lang}.sp.model         SentencePiece unigram model
+    {lang}.arpa | {lang}.arpa.bin   KenLM 5-gram (ARPA we estimate ourselves, or cc_net's binary)
+    cutoff.csv              cc_net layout: percentile rows 0-99, one column per language
+
+Two ways to fill it: :func:`install_models` copies official cc_net files from a URL;
+:func:`build_models` trains SentencePiece and estimates a 5-gram model from a reference corpus per
+language and derives bucket cutoffs from the perplexity percentiles of a calibration corpus
+(CCNet's own cutoffs only fit CCNet's own models).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rpj_tasks.core.config import PACKAGE_DATA
+from rpj_tasks.core.errors import PermanentError
+from rpj_tasks.core import storage
+from rpj_tasks.ccnet.lm import PerplexityScorer, compute_cutoffs, load_cutoffs, normalized_lines, train_lm, train_sentencepiece
+
+log = logging.getLogger("rpj.models")
+
+MANIFEST = "MANIFEST.json"
+CCNET_CUTOFFS = PACKAGE_DATA / "ccnet_cutoff.csv"
+SAMPLE_VOCAB_SIZE = 8000
+LM_ORDER = 5
+
+
+class ModelsError(PermanentError, RuntimeError):
+    pass
+
+
+@dataclass
+class CCNetModels:
+    """The loaded models of one version, restricted to the languages a run needs."""
+
+    manifest_url: str
+    fingerprint: str
+    cutoffs: dict[str, tuple[float, float]]
+    files: dict[str, tuple[str, str]]
+    _scorers: dict[str, PerplexityScorer] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, models_url: str, languages: Iterable[str]) -> CCNetModels:
+        manifest_url = storage.join(models_url, MANIFEST)
+        if not storage.exists(manifest_url):
+            raise ModelsError(
+                f"no CCNet models at {models_url} ({MANIFEST} missing): build or install them with the "
+                "rpv2_prep_artifacts DAG or `rpj models build|install|sample`"
+            )
+        raw = storage.read_bytes(manifest_url)
+        manifest = json.loads(raw)
+        missing = [lang for lang in languages if lang not in manifest["languages"]]
+        if missing:
+            raise ModelsError(f"models {models_url} have no model for languages {missing}")
+        files = {
+            lang: (storage.join(models_url, entry["sp"]), storage.join(models_url, entry["lm"]))
+            for lang, entry in manifest["languages"].items()
+            if lang in set(languages)
+        }
+        cutoffs = load_cutoffs(storage.join(models_url, manifest["cutoffs"]))
+        return cls(manifest_url, hashlib.sha256(raw).hexdigest(), cutoffs, files)
+
+    def scorer(self, lang: str) -> PerplexityScorer:
+        if lang not in self._scorers:
+            self._scorers[lang] = PerplexityScorer(*self.files[lang])
+        return self._scorers[lang]
+
+
+def exists(models_url: str) -> bool:
+    """Whether a complete models version is at ``models_url`` (its manifest is written last)."""
+    return storage.exists(storage.join(models_url, MANIFEST))
+
+
+def _sha256_url(url: str) -> str:
+    digest = hashlib.sha256()
+    with storage.open_read(url) as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _copy(src: str, dst: str) -> None:
+    with storage.open_read(src) as fin, storage.atomic_write(dst) as fout:
+        for chunk in iter(lambda: fin.read(1 << 20), b""):
+            fout.write(chunk)
+
+
+def _write_manifest(out_url: str, manifest: dict) -> dict:
+    for lang, entry in manifest["languages"].items():
+        entry["sha256"] = {k: _sha256_url(storage.join(out_url, entry[k])) for k in ("sp", "lm")}
+    manifest["cutoffs_sha256"] = _sha256_url(storage.join(out_url, manifest["cutoffs"]))
+    storage.write_bytes(storage.join(out_url, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True).encode())
+    log.info("models %s written to %s", manifest["version"], out_url)
+    return manifest
+
+
+def install_models(source_url: str, languages: list[str], out_url: str, *, cutoffs_url: str | None = None) -> dict:
+    """Copy official cc_net models ``{source_url}/{lang}.sp.model`` and ``{lang}.arpa.bin``."""
+    entries = {}
+    for lang in languages:
+        for name in (f"{lang}.sp.model", f"{lang}.arpa.bin"):
+            src = storage.join(source_url, name)
+            if not storage.exists(src):
+                raise ModelsError(f"official model file {src} not found")
+            _copy(src, storage.join(out_url, name))
+        entries[lang] = {"sp": f"{lang}.sp.model", "lm": f"{lang}.arpa.bin"}
+    _copy(cutoffs_url or CCNET_CUTOFFS.as_uri(), storage.join(out_url, "cutoff.csv"))
+    manifest = {
+        "version": out_url.rstrip("/").rsplit("/", 1)[-1],
+        "kind": "installed",
+        "source": source_url,
+        "languages": entries,
+        "cutoffs": "cutoff.csv",
+    }
+    return _write_manifest(out_url, manifest)
+
+
+def read_corpus(url: str) -> Iterator[str]:
+    """Documents of a reference corpus: one per line (``.txt``) or the ``text`` field (``.jsonl``), gzip allowed."""
+    compression = "gzip" if url.endswith(".gz") else None
+    fs, path = storage.fs_and_path(url)
+    with fs.open(path, "rt", encoding="utf-8", compression=compression) as f:
+        is_jsonl = ".jsonl" in url
+        for line in f:
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            yield json.loads(line)["text"] if is_jsonl else line
+
+
+def build_language(
+    lang: str, corpus_url: str, out_url: str, *, vocab_size: int, order: int = LM_ORDER, calibration_url: str | None = None
+) -> dict:
+    """Train ``{lang}.sp.model`` and estimate ``{lang}.arpa`` from a reference corpus.
+
+    Documents are normalised like cc_net (``ccnet_normalize``) before both trainings.  With a
+    calibration corpus, the perplexities of its documents are returned for the cutoffs.
+    """
+    texts = list(normalized_lines(read_corpus(corpus_url)))
+    if not texts:
+        raise ModelsError(f"reference corpus {corpus_url} for {lang} is empty")
+    sp_url, lm_url = storage.join(out_url, f"{lang}.sp.model"), storage.join(out_url, f"{lang}.arpa")
+    train_sentencepiece(texts, sp_url, vocab_size)
+    train_lm(texts, sp_url, lm_url, order)
+    entry: dict = {"lang": lang, "sp": f"{lang}.sp.model", "lm": f"{lang}.arpa", "corpus": corpus_url,
+                   "documents": len(texts), "vocab_size": vocab_size, "order": order}
+    if calibration_url:
+        scorer = PerplexityScorer(sp_url, lm_url)
+        perplexities = [p for p in map(scorer.perplexity, read_corpus(calibration_url)) if p is not None]
+        if not perplexities:
+            raise ModelsError(f"calibration corpus {calibration_url} for {lang} is empty")
+        entry["calibration"] = calibration_url
+        entry["perplexities"] = perplexities
+    log.info("built %s models from %d documents in %s", lang, len(texts), out_url)
+    return entry
+
+
+def finalize_built(out_url: str, entries: list[dict], *, cutoffs_url: str | None = None) -> dict:
+    """Write ``cutoff.csv`` and ``MANIFEST.json`` for models made by :func:`build_language`.
+
+    Cutoffs come from the calibration perplexities when every language has them, else from
+    ``cutoffs_url`` (default: cc_net's file).
+    """
+    target = storage.join(out_url, "cutoff.csv")
+    if all("perplexities" in e for e in entries):
+        storage.write_bytes(target, compute_cutoffs({e["lang"]: e["perplexities"] for e in entries}).encode())
+        cutoff_source = "calibration"
+    else:
+        cutoff_source = cutoffs_url or CCNET_CUTOFFS.as_uri()
+        _copy(cutoff_source, target)
+    languages = {
+        e["lang"]: {k: v for k, v in e.items() if k not in ("lang", "perplexities")}
+        | ({"calibration_documents": len(e["perplexities"])} if "perplexities" in e else {})
+        for e in entries
+    }
+    manifest = {
+        "version": out_url.rstrip("/").rsplit("/", 1)[-1],
+        "kind": "built",
+        "languages": languages,
+        "cutoffs": "cutoff.csv",
+        "cutoffs_source": cutoff_source,
+    }
+    return _write_manifest(out_url, manifest)

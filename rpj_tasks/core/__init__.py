@@ -1,0 +1,1 @@
+"""Shared core of every stage: config, errors, storage, layout, the commit protocol, stats, ids, plan, worker processes."""

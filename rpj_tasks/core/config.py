@@ -1,0 +1,209 @@
+"""The snapshot registry (``config/snapshots.yaml``) and validation of ids and shard numbers.
+
+Every identifier that ends up in a path is validated here first, so that a malformed snapshot id
+or shard number is rejected before any URL is built.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rpj_tasks.core.errors import PermanentError
+
+SNAPSHOT_RE = re.compile(r"([0-9]{4})-([0-9]{2})")
+CRAWL_RE = re.compile(r"CC-MAIN-([0-9]{4}-[0-9]{2})")
+LANG_RE = re.compile(r"[a-z]{2,3}")
+MODELS_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Identifiers become paths: every check is a full match (no trailing newline, ASCII digits only).
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\$\{[^}]*\})*))?\}")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Files shipped inside the package (word lists, cc_net cutoffs, their licenses).
+PACKAGE_DATA = Path(__file__).resolve().parents[1] / "data"
+DEFAULT_REGISTRY = REPO_ROOT / "config" / "snapshots.yaml"
+
+
+class ConfigError(PermanentError, ValueError):
+    """A configuration value or a user-supplied parameter is invalid."""
+
+
+def validate_snapshot(snapshot: str) -> str:
+    """Return ``snapshot`` if it is an RPv2 snapshot id ``YYYY-WW`` (week 01-53), else raise."""
+    m = SNAPSHOT_RE.fullmatch(snapshot) if isinstance(snapshot, str) else None
+    if not m:
+        raise ConfigError(f"invalid snapshot id {snapshot!r}: expected YYYY-WW, e.g. 2023-06")
+    if not 1 <= int(m.group(2)) <= 53:
+        raise ConfigError(f"invalid snapshot id {snapshot!r}: week {m.group(2)} does not exist (ISO weeks are 01-53)")
+    return snapshot
+
+
+def crawl_id(snapshot: str) -> str:
+    return f"CC-MAIN-{validate_snapshot(snapshot)}"
+
+
+def snapshot_of_crawl(crawl: str) -> str:
+    m = CRAWL_RE.fullmatch(crawl) if isinstance(crawl, str) else None
+    if not m:
+        raise ConfigError(f"invalid crawl id {crawl!r}: expected CC-MAIN-YYYY-WW")
+    return validate_snapshot(m.group(1))
+
+
+def validate_shard(shard: Any, num_shards: int) -> int:
+    """Return ``shard`` as an int if it is a valid shard number in ``[0, num_shards)``."""
+    if isinstance(shard, bool) or not isinstance(shard, int | str):
+        raise ConfigError(f"invalid shard {shard!r}: expected an integer")
+    if isinstance(shard, str) and not re.fullmatch(r"[0-9]{1,6}", shard):
+        raise ConfigError(f"invalid shard {shard!r}: expected an integer 0..{num_shards - 1}")
+    value = int(shard)
+    if not 0 <= value < num_shards:
+        raise ConfigError(f"shard {value} out of range: this snapshot has {num_shards} shards (0..{num_shards - 1})")
+    return value
+
+
+def validate_languages(langs: Any) -> list[str]:
+    if isinstance(langs, str):
+        langs = [x for x in re.split(r"[\s,]+", langs) if x]
+    if not isinstance(langs, list | tuple) or not langs:
+        raise ConfigError(f"invalid languages {langs!r}: expected a non-empty list such as [en, de]")
+    for lang in langs:
+        if not isinstance(lang, str) or not LANG_RE.fullmatch(lang):
+            raise ConfigError(f"invalid language code {lang!r}: expected a 2- or 3-letter ISO code")
+    if len(set(langs)) != len(langs):
+        raise ConfigError(f"duplicate language in {langs!r}")
+    return list(langs)
+
+
+def snapshot_week_start(snapshot: str) -> dt.date:
+    """Monday of ISO week WW of year YYYY: the date a crawl ``CC-MAIN-YYYY-WW`` is taken to be released."""
+    year, week = (int(x) for x in validate_snapshot(snapshot).split("-"))
+    try:
+        return dt.date.fromisocalendar(year, week, 1)
+    except ValueError as exc:
+        raise ConfigError(f"snapshot {snapshot!r}: {year} has no ISO week {week}") from exc
+
+
+#: DSIR feature-hash modes, defined here (not in ``rpj_tasks.annotate.hashseed``, which imports them)
+#: so that DAG parsing does not import the signal code.
+DSIR_HASH_MODES = ("cpython-seed42", "stable")
+
+
+@dataclass(frozen=True)
+class SnapshotConfig:
+    """Settings of one snapshot (registry defaults merged with the entry)."""
+
+    id: str
+    storage_root: str
+    source_base: str
+    languages: list[str] = field(default_factory=lambda: ["en", "de", "fr", "es", "it"])
+    num_shards: int = 5000
+    hash_group_size: int = 1
+    min_len: int = 300
+    lid_threshold: float = 0.5
+    lid_model: str = ""
+    models_version: str = "ccnet-official"
+    signals_version: str = "rpv2-official"
+    dsir_hash_mode: str = "cpython-seed42"
+    download_pool: str = "rpj_commoncrawl"
+    download_pool_slots: int = 4
+    dag_id: str = ""
+    sample: bool = False
+    # The offline sample only: generate its mirror at source_base (a file:// URL) when absent.
+    generate_source: bool = False
+
+    def __post_init__(self) -> None:
+        validate_snapshot(self.id)
+        validate_languages(self.languages)
+        if not isinstance(self.num_shards, int) or not 1 <= self.num_shards <= 100_000:
+            raise ConfigError(f"{self.id}: num_shards must be an integer in 1..100000, got {self.num_shards!r}")
+        if not isinstance(self.hash_group_size, int) or self.hash_group_size < 1:
+            raise ConfigError(f"{self.id}: hash_group_size must be a positive integer")
+        for key in ("models_version", "signals_version"):
+            if not isinstance(getattr(self, key), str) or not MODELS_VERSION_RE.fullmatch(getattr(self, key)):
+                raise ConfigError(f"{self.id}: invalid {key} {getattr(self, key)!r}")
+        if self.dsir_hash_mode not in DSIR_HASH_MODES:
+            raise ConfigError(
+                f"{self.id}: dsir_hash_mode must be one of {', '.join(DSIR_HASH_MODES)}, got {self.dsir_hash_mode!r}"
+            )
+        if self.generate_source and not (self.sample and self.source_base.startswith("file://")):
+            raise ConfigError(
+                f"{self.id}: generate_source is only for the sample snapshot with a file:// source_base "
+                f"(got sample={self.sample}, source_base={self.source_base!r}); rpj never writes to a source"
+            )
+        if not self.dag_id:
+            object.__setattr__(self, "dag_id", "rpv2_" + self.id.replace("-", "_"))
+
+    @property
+    def crawl(self) -> str:
+        return crawl_id(self.id)
+
+    def with_overrides(self, **changes: Any) -> SnapshotConfig:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _expand(value: Any, env: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        def sub(m: re.Match) -> str:
+            name, default = m.group(1), m.group(2)
+            if env.get(name):
+                return env[name]
+            if default is None:
+                raise ConfigError(f"environment variable {name} is not set (used in the snapshot registry)")
+            return _expand(default, env)
+
+        return _ENV_RE.sub(sub, value)
+    if isinstance(value, list):
+        return [_expand(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v, env) for k, v in value.items()}
+    return value
+
+
+def load_registry(path: str | os.PathLike | None = None, env: dict[str, str] | None = None) -> dict[str, SnapshotConfig]:
+    """Load the registry: ``{snapshot id: SnapshotConfig}`` in file order."""
+    path = Path(path or os.environ.get("RPJ_REGISTRY") or DEFAULT_REGISTRY)
+    env = dict(os.environ if env is None else env)
+    env.setdefault("RPJ_HOME", str(REPO_ROOT))
+    data = yaml.safe_load(path.read_text()) or {}
+    defaults = data.get("defaults", {})
+    known = {f.name for f in fields(SnapshotConfig)}
+    out: dict[str, SnapshotConfig] = {}
+    if not isinstance(data, dict) or not isinstance(defaults, dict) or not isinstance(data.get("snapshots", []), list):
+        raise ConfigError(f"{path}: expected a mapping with 'defaults' (a mapping) and 'snapshots' (a list)")
+    required = [f.name for f in fields(SnapshotConfig) if f.default is MISSING and f.default_factory is MISSING]
+    for entry in data.get("snapshots", []):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: every snapshot entry must be a mapping, got {entry!r}")
+        merged = {**defaults, **entry}
+        unknown = set(merged) - known
+        if unknown:
+            raise ConfigError(f"{path}: unknown keys {sorted(unknown)} for snapshot {entry.get('id')!r}")
+        missing = [key for key in required if key not in merged]
+        if missing:
+            raise ConfigError(
+                f"{path}: snapshot {entry.get('id')!r} has no {', '.join(missing)} (set it in 'defaults' or in the entry)"
+            )
+        cfg = SnapshotConfig(**_expand(merged, env))
+        if cfg.id in out:
+            raise ConfigError(f"{path}: snapshot {cfg.id} listed twice")
+        out[cfg.id] = cfg
+    return out
+
+
+def snapshots_released_between(snapshots: list[str], start: dt.datetime | dt.date, end: dt.datetime | dt.date) -> list[str]:
+    """Snapshot ids whose release date (Monday of their ISO week) lies in ``[start, end)``.
+
+    This is the monthly DAG's mapping from a data interval to the crawls to process.
+    """
+    start_d = start.date() if isinstance(start, dt.datetime) else start
+    end_d = end.date() if isinstance(end, dt.datetime) else end
+    return sorted(s for s in snapshots if start_d <= snapshot_week_start(s) < end_d)

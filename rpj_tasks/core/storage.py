@@ -1,0 +1,288 @@
+"""Storage by URL: every engine input and output is a URL (``file://``, ``s3://``, ``https://`` ...).
+
+The engine never assumes a local path.  All writes go through :func:`atomic_write`, which makes
+an output appear whole or not at all:
+
+* local files: write ``.<name>.tmp-<random>`` in the same directory, fsync, then ``os.replace``;
+* object stores: buffer to a local spool file, then upload it in one PUT (``fs.put_file``).
+  A killed task leaves no object behind.
+
+Per-protocol options (S3 endpoint, credentials) are registered once per process with
+:func:`register_options`; the Airflow layer fills them from the ``aws_default`` connection.
+:func:`portable_options` gives them as plain data for worker processes (:mod:`rpj_tasks.core.workers`).
+Plain paths without a scheme are accepted and treated as ``file://`` URLs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import gzip
+import hashlib
+import inspect
+import io
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import IO, Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+log = logging.getLogger("rpj.storage")
+
+_OPTIONS: dict[str, dict[str, Any]] = {}
+_LOCK = threading.Lock()
+_PLAIN = (str, bytes, bool, int, float, type(None))
+
+
+def register_options(protocol: str, options: dict[str, Any]) -> None:
+    """Set fsspec storage options for ``protocol`` (e.g. ``"s3"``) for this process."""
+    with _LOCK:
+        _OPTIONS[protocol] = dict(options)
+    fsspec.config.conf.pop(protocol, None)
+
+
+def registered_options() -> dict[str, dict[str, Any]]:
+    """A copy of every protocol's options set with :func:`register_options` (e.g. to hand to a worker)."""
+    with _LOCK:
+        return {protocol: dict(options) for protocol, options in _OPTIONS.items()}
+
+
+def portable_options() -> dict[str, dict[str, Any]]:
+    """The registered options as plain data (str, numbers, bools, None, and lists/dicts of them),
+    which pickle and mean the same in another process: what a worker process registers.
+
+    A ``session`` (the botocore / aiobotocore session the Amazon provider puts in the options of
+    its ``S3FileSystem``; it holds an unpicklable environment) becomes its current credentials
+    (``key``, ``secret``, ``token``) and region (``client_kwargs.region_name``); options given
+    explicitly win.  Temporary credentials are handed over as they are now: a worker does not
+    refresh them.  Any other value that is not plain data is left out, with a warning naming its
+    key.  No value is ever logged.
+    """
+    portable: dict[str, dict[str, Any]] = {}
+    for protocol, options in registered_options().items():
+        session = options.pop("session", None)
+        if session is not None:
+            from_session = _session_options(protocol, session)
+            client_kwargs = {**from_session.pop("client_kwargs", {}), **(options.get("client_kwargs") or {})}
+            options = {**from_session, **options}
+            if client_kwargs:
+                options["client_kwargs"] = client_kwargs
+        dropped: list[str] = []
+        portable[protocol] = _plain(options, protocol, dropped)
+        if dropped:
+            log.warning("storage options not handed to worker processes (not plain data): %s", ", ".join(dropped))
+    return portable
+
+
+def _plain(options: dict[str, Any], where: str, dropped: list[str]) -> dict[str, Any]:
+    """``options`` without the values that are not plain data (their key paths go to ``dropped``)."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        path = f"{where}.{key}"
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            out[key] = _plain(value, path, dropped)
+        elif _is_plain(value):
+            out[key] = value
+        else:
+            dropped.append(f"{path} ({type(value).__name__})")
+    return out
+
+
+def _is_plain(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return type(value) in _PLAIN
+
+
+def _session_options(protocol: str, session: Any) -> dict[str, Any]:
+    """Credentials and region of a boto3, botocore or aiobotocore session, as fsspec/s3fs options."""
+    out: dict[str, Any] = {}
+    try:
+        credentials = _resolved(session.get_credentials())
+        frozen = _resolved(credentials.get_frozen_credentials()) if credentials is not None else None
+    except Exception as exc:  # noqa: BLE001 - the worker then uses the default credential chain
+        log.warning("%s: the credentials of the storage session could not be read (%s); worker processes "
+                    "use the default credential chain", protocol, type(exc).__name__)
+        frozen = None
+    if frozen is not None:
+        out["key"], out["secret"] = frozen.access_key, frozen.secret_key
+        if frozen.token:
+            out["token"] = frozen.token
+    region = getattr(session, "region_name", None)  # boto3
+    if region is None and hasattr(session, "get_config_variable"):  # botocore, aiobotocore
+        with contextlib.suppress(Exception):
+            region = session.get_config_variable("region")
+    if isinstance(region, str) and region:
+        out["client_kwargs"] = {"region_name": region}
+    return out
+
+
+def _resolved(value: Any) -> Any:
+    """``value``, or what it resolves to if it is awaitable (aiobotocore's session API is async)."""
+    if not inspect.isawaitable(value):
+        return value
+
+    async def wait() -> Any:
+        return await value
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(wait())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # an event loop runs in this thread
+        return pool.submit(asyncio.run, wait()).result()
+
+
+def protocol_of(url: str) -> str:
+    return url.split("://", 1)[0] if "://" in url else "file"
+
+
+def fs_and_path(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    proto = protocol_of(url)
+    fs, path = fsspec.core.url_to_fs(url, **_OPTIONS.get(proto, {}))
+    return fs, path
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URL path components with ``/`` (never ``os.path``)."""
+    out = base.rstrip("/")
+    for part in parts:
+        part = str(part).strip("/")
+        if part:
+            out = f"{out}/{part}"
+    return out
+
+
+def is_local(url: str) -> bool:
+    return isinstance(fs_and_path(url)[0], LocalFileSystem)
+
+
+def exists(url: str) -> bool:
+    fs, path = fs_and_path(url)
+    return fs.exists(path)
+
+
+def size(url: str) -> int:
+    fs, path = fs_and_path(url)
+    return int(fs.size(path))
+
+
+def listdir(url: str) -> list[str]:
+    """Names (not URLs) of the entries directly below ``url``; empty if it does not exist."""
+    fs, path = fs_and_path(url)
+    try:
+        entries = fs.ls(path, detail=False)
+    except FileNotFoundError:
+        return []
+    return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
+
+
+def remove(url: str) -> None:
+    fs, path = fs_and_path(url)
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm(path)
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is a temporary file of :func:`atomic_write` (left behind by a killed writer)."""
+    return name.startswith(".") and ".tmp-" in name
+
+
+def open_read(url: str, mode: str = "rb") -> IO:
+    """Open for sequential reading (HTTP is streamed: servers need not support range requests)."""
+    fs, path = fs_and_path(url)
+    if protocol_of(url) in ("http", "https"):
+        return fs.open(path, mode, block_size=0)
+    return fs.open(path, mode)
+
+
+def read_bytes(url: str) -> bytes:
+    fs, path = fs_and_path(url)
+    return fs.cat_file(path)
+
+
+@contextlib.contextmanager
+def atomic_write(url: str, mode: str = "wb") -> Iterator[IO]:
+    """Open ``url`` for writing; the object becomes visible only when the block exits cleanly."""
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_write supports 'wb' and 'w', not {mode!r}")
+    fs, path = fs_and_path(url)
+    if isinstance(fs, LocalFileSystem):
+        directory, name = os.path.split(path)
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex}")  # see is_temp_name
+        try:
+            with open(tmp, "wb") as raw:
+                f: IO = raw if mode == "wb" else io.TextIOWrapper(raw, encoding="utf-8", newline="")
+                yield f
+                f.flush()
+                os.fsync(raw.fileno())
+                if f is not raw:
+                    f.detach()
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return
+    with tempfile.NamedTemporaryFile(prefix="rpj-spool-", delete=True) as spool:
+        f = spool if mode == "wb" else io.TextIOWrapper(spool, encoding="utf-8", newline="")
+        yield f
+        f.flush()
+        if f is not spool:
+            f.detach()
+        spool.flush()
+        fs.put_file(spool.name, path)
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    with atomic_write(url) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_gzip_write(url: str, compresslevel: int = 6) -> Iterator[IO[bytes]]:
+    """Deterministic gzip (no file name, mtime 0) written atomically: same input, same bytes."""
+    with atomic_write(url) as raw:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=compresslevel) as gz:
+            yield gz
+
+
+def cache_dir() -> str:
+    return os.environ.get("RPJ_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "rpj")
+
+
+def local_copy(url: str) -> str:
+    """A local filesystem path holding the bytes of ``url`` (for libraries that need a path).
+
+    Local URLs are returned as paths directly.  Remote objects are copied once into
+    :func:`cache_dir`, keyed by URL and size, atomically.
+    """
+    fs, path = fs_and_path(url)
+    if isinstance(fs, LocalFileSystem):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{url}: no such file")
+        return path
+    nbytes = int(fs.size(path))
+    key = hashlib.sha256(f"{url}\0{nbytes}".encode()).hexdigest()[:24]
+    target = os.path.join(cache_dir(), "objects", key, os.path.basename(path))
+    if os.path.exists(target) and os.path.getsize(target) == nbytes:
+        return target
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = f"{target}.tmp-{uuid.uuid4().hex}"
+    try:
+        with fs.open(path, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return target

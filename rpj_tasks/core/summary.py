@@ -1,0 +1,87 @@
+"""A snapshot's totals from its per-shard stats records, as data and as a few human lines.
+
+Read by ``rpj summary`` and at the end of the demo: documents read, dropped by reason and kept per
+language and bucket (CCNet), files and lines annotated, shards that did not finish, and where the
+outputs are.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rpj_tasks.core import layout, storage
+from rpj_tasks.core.config import SnapshotConfig
+from rpj_tasks.core.stats import Stats
+
+DROP_REASONS = {
+    "wet.too_short": "too short",
+    "dedup.dropped.all_lines_duplicate": "all lines duplicate",
+    "lid.dropped.other_language": "other language",
+    "lid.dropped.below_threshold": "LID score below threshold",
+}
+MAX_SHARD_TEXT = 120
+
+
+def _finished(url: str) -> set[int]:
+    return {int(n[:-5]) for n in storage.listdir(url) if n.endswith(".json") and n[:-5].isdigit()}
+
+
+def snapshot_summary(cfg: SnapshotConfig, shards: list[int] | None = None) -> dict[str, Any]:
+    """Totals over the CCNet and annotation records of ``shards`` (default: every shard)."""
+    shards = list(range(cfg.num_shards)) if shards is None else shards
+    ccnet_dir = layout.ccnet_stats_dir(cfg.storage_root, cfg.id)
+    annotate_dir = storage.join(cfg.storage_root, "stats", "annotate", cfg.id)
+    mined, annotated = _finished(ccnet_dir) & set(shards), _finished(annotate_dir) & set(shards)
+    ccnet, annotate = Stats(), Stats()
+    for shard in sorted(mined):
+        ccnet.merge(Stats.from_dict(json.loads(storage.read_bytes(layout.ccnet_stats_url(cfg.storage_root, cfg.id, shard)))))
+    for shard in sorted(annotated):
+        annotate.merge(Stats.from_dict(json.loads(storage.read_bytes(layout.annotate_stats_url(cfg.storage_root, cfg.id, shard)))))
+    kept: dict[str, dict[str, int]] = {}
+    for name, n in ccnet.counts.items():
+        parts = name.split(".")
+        if len(parts) == 3 and parts[0] == "kept":
+            kept.setdefault(parts[1], {})[parts[2]] = n
+    return {
+        "snapshot": cfg.id,
+        "storage_root": cfg.storage_root,
+        "shards": len(shards),
+        "mined_shards": len(mined),
+        "annotated_shards": len(annotated),
+        "not_mined": sorted(set(shards) - mined),
+        "documents_read": ccnet["wet.docs"],
+        "documents_kept": ccnet["kept"],
+        "dropped": {label: ccnet[key] for key, label in DROP_REASONS.items()},
+        "kept_by_language": {lang: kept[lang] for lang in sorted(kept)},
+        "files_annotated": annotate["files.annotated"],
+        "lines_annotated": annotate["annotate.lines"],
+        "bad_records": {k: v for k, v in ccnet.counts.items() if k.startswith("wet.skipped.")},
+    }
+
+
+def _shard_list(shards: list[int]) -> str:
+    from rpj_tasks.core.plan import format_shards
+
+    text = format_shards(shards)
+    return text if len(text) <= MAX_SHARD_TEXT else text[:MAX_SHARD_TEXT].rsplit(",", 1)[0] + ", ..."
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """A few lines for a person: what was read, kept (per language), annotated, and where it is."""
+    root = s["storage_root"]
+    lines = [f"snapshot {s['snapshot']}: {s['mined_shards']}/{s['shards']} shards mined, {s['annotated_shards']} annotated"]
+    if s["not_mined"]:
+        lines.append(f"  not mined yet: shards {_shard_list(s['not_mined'])}")
+    dropped = ", ".join(f"{n} {label}" for label, n in s["dropped"].items() if n)
+    lines.append(f"  documents read {s['documents_read']}, kept {s['documents_kept']}" + (f" (dropped: {dropped})" if dropped else ""))
+    for lang, buckets in s["kept_by_language"].items():
+        total = sum(buckets.values())
+        detail = ", ".join(f"{b} {buckets.get(b, 0)}" for b in layout.BUCKETS)
+        lines.append(f"    {lang}: {total} kept ({detail})")
+    if s["bad_records"]:
+        lines.append("  broken records skipped: " + ", ".join(f"{k.removeprefix('wet.skipped.')} {v}" for k, v in sorted(s["bad_records"].items())))
+    lines.append(f"  quality signals + MinHash: {s['files_annotated']} files, {s['lines_annotated']} documents")
+    lines.append("  outputs: " + ", ".join(storage.join(root, c, s["snapshot"]) for c in ("documents", "quality_signals", "minhash")))
+    lines.append(f"  per-shard stats: {storage.join(root, 'stats', 'ccnet', s['snapshot'])}, {storage.join(root, 'stats', 'annotate', s['snapshot'])}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Download stage: the crawl's listing, fetching WET segments (retries, staging), the WET reader."""

@@ -1,0 +1,1 @@
+"""The offline sample snapshot: a generated Common Crawl mirror and everything it needs."""
