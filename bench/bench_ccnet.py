@@ -23,7 +23,8 @@ from rpj_tasks.ccnet import stage as ccnet
 
 from rpj_tasks.core import layout, storage
 from rpj_tasks.core.config import SnapshotConfig, load_registry
-from rpj_tasks.download.fetch import download_shard, list_segments
+from rpj_tasks.download.fetch import download_shard
+from rpj_tasks.download.listing import list_segments
 from rpj_tasks.sample.mirror import SAMPLE_CRAWL, generate_mirror
 from rpj_tasks.sample.setup import ensure_sample
 from rpj_tasks.core.stats import Stats

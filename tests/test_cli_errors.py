@@ -11,6 +11,7 @@ import pytest
 from rpj_tasks import cli
 
 from rpj_tasks.download import fetch as download
+from rpj_tasks.download import listing as listings
 from rpj_tasks.core.config import ConfigError, SnapshotConfig
 from rpj_tasks.core.errors import MissingInputError, PermanentError, TransientError
 from rpj_tasks.sample.setup import ensure_mirror
@@ -84,7 +85,7 @@ def test_offline_source_is_one_transient_line_exit_1(tmp_path, monkeypatch, caps
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     fast = download.RetryPolicy(max_attempts=3, base_delay=0.01, connect_timeout=1.0)
-    monkeypatch.setitem(download.stage_listing.__kwdefaults__, "retry", fast)
+    monkeypatch.setitem(listings.stage_listing.__kwdefaults__, "retry", fast)
     code = cli.main(["--registry", str(registry(tmp_path, f"http://127.0.0.1:{port}/")), "ccnet", "--snapshot", "2000-01"])
     err = capsys.readouterr().err
     assert code == 1
@@ -107,7 +108,7 @@ def test_a_failing_http_source_is_never_written_to(tmp_path):
     try:
         ensure_mirror(cfg)  # generate_source is off: nothing to do, nothing read
         with pytest.raises(download.DownloadFailedError, match="503"):
-            download.stage_listing(cfg.source_base, cfg.crawl, cfg.storage_root,
+            listings.stage_listing(cfg.source_base, cfg.crawl, cfg.storage_root,
                                    retry=download.RetryPolicy(max_attempts=2, base_delay=0.01))
     finally:
         server.close()

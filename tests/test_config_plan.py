@@ -133,7 +133,7 @@ def test_plan_of_a_real_crawl_keeps_every_xcom_small(tmp_path):
     import gzip
     import json
 
-    from rpj_tasks.download.fetch import read_listing, shard_segments, stage_listing
+    from rpj_tasks.download.listing import read_listing, shard_segments, stage_listing
 
     segments = [f"crawl-data/CC-MAIN-2023-06/segments/{i:013d}.{i % 7}/wet/CC-MAIN-{i:06d}.warc.wet.gz" for i in range(90000)]
     source = tmp_path / "source"

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from rpj_tasks.core import storage
-from rpj_tasks.download.fetch import DownloadError, RetryPolicy, download_shard, list_segments, shard_segments
+from rpj_tasks.download.fetch import DownloadError, RetryPolicy, download_shard
+from rpj_tasks.download.listing import list_segments, shard_segments
 from rpj_tasks.sample.mirror import SAMPLE_CRAWL, generate_mirror
 from rpj_tasks.core.stats import Stats
 

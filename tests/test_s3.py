@@ -12,7 +12,8 @@ from airflow_env import REPO, airflow_env
 from rpj_tasks.ccnet import stage as ccnet
 from rpj_tasks.core import layout, storage
 from rpj_tasks.core.config import load_registry
-from rpj_tasks.download.fetch import download_shard, list_segments, shard_segments
+from rpj_tasks.download.fetch import download_shard
+from rpj_tasks.download.listing import list_segments, shard_segments
 from rpj_tasks.sample.setup import ensure_sample
 from rpj_tasks.core.stats import Stats
 

@@ -139,7 +139,7 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
         def plan_units() -> list[dict[str, Any]]:
             """Check the Params, stage the listing (XCom ``listing``), return the compact units."""
             from rpj_tasks.core import plan
-            from rpj_tasks.download.fetch import stage_listing
+            from rpj_tasks.download.listing import stage_listing
 
             params, cfg = _run_config(base)
             plan.parse_shards(params.get("shards"), cfg.num_shards)  # reject bad shard ids before any I/O
@@ -246,7 +246,7 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
 def _unit_segments(cfg: SnapshotConfig, unit: dict[str, Any], key: str) -> list[tuple[int, list[str]]]:
     """``(shard, segment paths)`` for the unit's ``key`` shards, from the listing the plan staged."""
     from rpj_tasks.core import plan
-    from rpj_tasks.download.fetch import read_listing, shard_segments
+    from rpj_tasks.download.listing import read_listing, shard_segments
 
     listing = get_current_context()["ti"].xcom_pull(task_ids="plan_units", key="listing")
     segments = read_listing(listing)

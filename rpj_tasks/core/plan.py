@@ -7,7 +7,7 @@ their number stays under the orchestrator's map-length limit (Airflow's default 
 
 A unit is a compact descriptor, ``{"unit": 3, "mine": "12-15", "hashes": "12-15"}``: shard sets
 as range strings, no segment paths.  Each task resolves its segments from the crawl's listing,
-staged once per run under the storage root (:func:`rpj_tasks.download.fetch.stage_listing`), so the
+staged once per run under the storage root (:func:`rpj_tasks.download.listing.stage_listing`), so the
 plan stays a few bytes per unit (about 40 KB for 5,000 shards in 1,000 units) however large the
 crawl.
 """

@@ -159,7 +159,7 @@ def _fetch(url: str, dest_url: str, session: requests.Session, policy: RetryPoli
     raise ValueError(f"{url}: max_attempts must be >= 1")
 
 
-def _read_small(url: str, policy: RetryPolicy) -> bytes:
+def read_small(url: str, policy: RetryPolicy) -> bytes:
     """The whole (small) object at ``url``, with the same retry policy."""
     for attempt in range(1, policy.max_attempts + 1):
         try:
@@ -184,71 +184,6 @@ def _read_small(url: str, policy: RetryPolicy) -> bytes:
 
 
 # --------------------------------------------------------------------------- public API
-
-
-def listing_source_url(source_base: str, crawl_id: str) -> str:
-    return storage.join(source_base, "crawl-data", crawl_id, "wet.paths.gz")
-
-
-def parse_listing(data: bytes, url: str) -> list[str]:
-    """The segment paths of a ``wet.paths.gz`` (lines stripped, blanks skipped), in listing order."""
-    try:
-        text = gzip.decompress(data).decode("utf-8")
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
-        raise PermanentDownloadError(f"{url}: not a readable gzip listing ({type(exc).__name__}: {exc})") from exc
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def list_segments(source_base: str, crawl_id: str, *, retry: RetryPolicy = RetryPolicy()) -> list[str]:
-    """The WET segment paths of ``crawl_id``, in ``wet.paths.gz`` order (lines stripped, blanks skipped)."""
-    url = listing_source_url(source_base, crawl_id)
-    return parse_listing(_read_small(url, retry), url)
-
-
-def stage_listing(source_base: str, crawl_id: str, storage_root: str, *, retry: RetryPolicy = RetryPolicy()) -> dict[str, Any]:
-    """Fetch the crawl's listing once and commit a copy under the storage root.
-
-    Returns the descriptor ``{"url", "sha256", "segments"}`` that a plan hands to its tasks
-    instead of the segment paths; :func:`read_listing` resolves it (and checks the digest).
-    """
-    src = listing_source_url(source_base, crawl_id)
-    data = _read_small(src, retry)
-    segments = parse_listing(data, src)
-    if not segments:
-        raise PermanentDownloadError(f"{src}: the listing has no segments")
-    url = layout.listing_url(storage_root, crawl_id)
-    digest = hashlib.sha256(data).hexdigest()
-    if not storage.exists(url) or hashlib.sha256(storage.read_bytes(url)).hexdigest() != digest:
-        storage.write_bytes(url, data)
-    log.info("%s: %d segments, staged at %s", src, len(segments), url)
-    _LISTINGS[(url, digest)] = segments
-    return {"url": url, "sha256": digest, "segments": len(segments)}
-
-
-_LISTINGS: dict[tuple[str, str], list[str]] = {}
-
-
-def read_listing(listing: dict[str, Any]) -> list[str]:
-    """The segment paths of a staged listing descriptor (cached per process, digest checked)."""
-    key = (listing["url"], listing["sha256"])
-    if key not in _LISTINGS:
-        try:
-            data = storage.read_bytes(listing["url"])
-        except FileNotFoundError:
-            raise MissingInputError(f"staged listing {listing['url']} is missing: rerun the plan") from None
-        if hashlib.sha256(data).hexdigest() != listing["sha256"]:
-            raise MissingInputError(f"staged listing {listing['url']} changed since the plan: rerun the plan")
-        _LISTINGS.clear()  # one crawl per process at a time
-        _LISTINGS[key] = parse_listing(data, listing["url"])
-    return _LISTINGS[key]
-
-
-def shard_segments(segments: list[str], shard: int, num_shards: int) -> list[str]:
-    """Shard ``shard`` of ``num_shards`` gets ``segments[i*n//S : (i+1)*n//S]`` (cc_net's split)."""
-    if not 0 <= shard < num_shards:
-        raise ValueError(f"shard {shard} outside [0, {num_shards})")
-    n = len(segments)
-    return segments[shard * n // num_shards : (shard + 1) * n // num_shards]
 
 
 def download_shard(source_base: str, segments: list[str], staging_base: str, stats: Stats, *,

@@ -37,7 +37,7 @@ def ensure_mirror(cfg: SnapshotConfig) -> None:
     is only read.  Absent means the local listing file does not exist: nothing is concluded from
     an error.
     """
-    from rpj_tasks.download.fetch import listing_source_url
+    from rpj_tasks.download.listing import listing_source_url
     from rpj_tasks.sample.mirror import generate_mirror
 
     if not cfg.generate_source:
@@ -79,7 +79,7 @@ def sample_corpora(cfg: SnapshotConfig) -> tuple[dict[str, str], dict[str, str]]
 
     mirror = storage.join(base, "calibration-mirror")
     generate_mirror(mirror, seed=CALIBRATION_SEED, segments=1, docs_per_segment=CALIBRATION_DOCS, broken=False)
-    from rpj_tasks.download.fetch import list_segments
+    from rpj_tasks.download.listing import list_segments
 
     stats = Stats()
     docs = []
