@@ -501,16 +501,25 @@ def check_redis(s: Settings) -> None:
                           "Start Redis or set --redis-url / --redis-db (RPJ_DEPLOY_REDIS_URL / RPJ_DEPLOY_REDIS_DB).") from exc
 
 
+#: Flags whose value may hold a credential (RPJ_AWS_CONN): never written to a log or an error message.
+SECRET_FLAGS = ("--conn-json", "--conn-uri", "--conn-password")
+
+
+def shown_args(args: tuple[str, ...] | list[str]) -> str:
+    """``args`` quoted for a log line, with the value of every :data:`SECRET_FLAGS` flag redacted."""
+    return shlex.join("<redacted>" if i and args[i - 1] in SECRET_FLAGS else a for i, a in enumerate(args))
+
+
 def run_airflow(s: Settings, env: dict[str, str], *args: str, log_name: str, timeout: float = 600) -> str:
     s.log_dir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run([str(BIN / "airflow"), *args], env=env, cwd=str(REPO), capture_output=True, text=True,
                           timeout=timeout)
     with open(log_file(s, log_name), "a") as f:
-        f.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} airflow {shlex.join(args)} -> {proc.returncode}\n")
+        f.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} airflow {shown_args(args)} -> {proc.returncode}\n")
         f.write(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
-        raise DeployError(f"`airflow {' '.join(args)}` failed (exit {proc.returncode}); see {log_file(s, log_name)}:\n{tail}")
+        raise DeployError(f"`airflow {shown_args(args)}` failed (exit {proc.returncode}); see {log_file(s, log_name)}:\n{tail}")
     return proc.stdout
 
 

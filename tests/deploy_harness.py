@@ -201,6 +201,11 @@ class AirflowClient:
         path += f"/{map_index}/tries" if map_index >= 0 else "/tries"
         return self.request("GET", path).json()["task_instances"]
 
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
+        path = self._run_path(dag_id, run_id) + f"/taskInstances/{quote(task_id, safe='')}/xcomEntries/{quote(key, safe='')}"
+        value = self.request("GET", path, params={"map_index": map_index, "deserialize": "true"}).json()["value"]
+        return json.loads(value) if isinstance(value, str) else value
+
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
         path = self._run_path(dag_id, run_id) + f"/taskInstances/{quote(task_id, safe='')}/logs/{try_number}"
         r = self.request("GET", path, params={"map_index": map_index, "full_content": "true"},
