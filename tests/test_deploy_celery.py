@@ -14,7 +14,7 @@ import time
 import pytest
 
 from deploy_harness import SAMPLE_DAG, SNAPSHOT, assert_same_outputs, cli_reference, deployment, output_digests, temp_files
-from rpj_tasks.plan import parse_shards
+from rpj_tasks.core.plan import parse_shards
 
 pytestmark = pytest.mark.deploy
 
@@ -108,7 +108,7 @@ def test_killed_worker_tasks_are_retried(celery, reference):
     assert not [f for f in leftovers if f.startswith("documents/")], f"temp files of the killed mine: {leftovers}"
     assert_same_outputs_but_temp(dep, reference)
     if leftovers:
-        pytest.xfail(f"known engine defect (rpj_tasks/annotate.py): a retried annotate task does not remove "
+        pytest.xfail(f"known engine defect (rpj_tasks/annotate/stage.py): a retried annotate task does not remove "
                      f"the temp files of the killed try: {leftovers}")
 
 
