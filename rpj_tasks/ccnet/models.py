@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rpj_tasks.core.config import PACKAGE_DATA
-from rpj_tasks.core.config import PACKAGE_DATA
 from rpj_tasks.core.errors import PermanentError
 from rpj_tasks.core import storage
 from rpj_tasks.ccnet.lm import PerplexityScorer, compute_cutoffs, load_cutoffs, normalized_lines, train_lm, train_sentencepiece
