@@ -23,7 +23,7 @@ from rpj_tasks.ccnet import stage as ccnet
 
 from rpj_tasks.core import layout, storage
 from rpj_tasks.core.config import SnapshotConfig, load_registry
-from rpj_tasks.download.fetch import download_shard
+from rpj_tasks.download.fetch import download_unit
 from rpj_tasks.download.listing import list_segments
 from rpj_tasks.sample.mirror import SAMPLE_CRAWL, generate_mirror
 from rpj_tasks.sample.setup import ensure_sample
@@ -54,7 +54,7 @@ def set_up(cfg: SnapshotConfig, docs: int, work: Path, mirror: str, root: str) -
     ensure_sample(cfg.with_overrides(source_base=(work / "sample-mirror").as_uri()))
     if not storage.exists(storage.join(mirror, "crawl-data", SAMPLE_CRAWL, "wet.paths.gz")):
         generate_mirror(mirror, seed=7, segments=1, docs_per_segment=docs, broken=False)
-    download_shard(mirror, list_segments(mirror, cfg.crawl), layout.staging_wet_root(root), Stats())
+    download_unit(cfg, 0, list_segments(mirror, cfg.crawl))
 
 
 def main() -> None:

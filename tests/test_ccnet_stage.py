@@ -13,7 +13,7 @@ from rpj_tasks.ccnet import stage as ccnet
 
 from rpj_tasks.core import layout, storage
 from rpj_tasks.core.config import load_registry
-from rpj_tasks.download.fetch import download_shard
+from rpj_tasks.download.fetch import download_unit
 from rpj_tasks.download.listing import list_segments
 from rpj_tasks.sample.setup import ensure_sample
 from rpj_tasks.core.stats import Stats
@@ -29,8 +29,8 @@ def sample(tmp_path_factory):
     ensure_sample(cfg)
     segments = list_segments(cfg.source_base, cfg.crawl)
     per_shard = {s: segments[s * len(segments) // cfg.num_shards:(s + 1) * len(segments) // cfg.num_shards] for s in range(cfg.num_shards)}
-    for segs in per_shard.values():
-        download_shard(cfg.source_base, segs, layout.staging_wet_root(cfg.storage_root), Stats())
+    for s, segs in per_shard.items():
+        download_unit(cfg, s, segs)
     for s, segs in per_shard.items():
         ccnet.compute_hashes(cfg, s, segs)
     return tmp, cfg, per_shard
@@ -43,7 +43,8 @@ def shard_files(cfg, shard):
 
 def test_mine_needs_the_hashes_of_its_group(sample):
     tmp, cfg, per_shard = sample
-    shutil.copytree(tmp / "data" / "artifacts", tmp / "nohashes" / "artifacts", dirs_exist_ok=True)
+    shutil.copytree(tmp / "data", tmp / "nohashes", dirs_exist_ok=True)
+    shutil.rmtree(tmp / "nohashes" / "staging" / "hashes")  # the hash files of the group are gone
     other = cfg.with_overrides(storage_root=(tmp / "nohashes").as_uri())
     with pytest.raises(ccnet.MissingInputError, match="hashes of shard 0000"):
         ccnet.mine_shard(other, 1, per_shard[1])

@@ -150,3 +150,12 @@ def test_relative_names():
     assert commit.relative("s3://b/root/stats/ccnet/2023-06", "s3://b/root/documents/2023-06/0001/en_head.json.gz") == (
         "../../../documents/2023-06/0001/en_head.json.gz")
     assert commit.relative("file:///a/b", "file:///a/b/c/d") == "c/d"
+
+
+@pytest.mark.parametrize("base,url", [
+    ("file:///tmp/a/stats/x", "file:///tmp/a/docs/y/z.json.gz"),
+    ("s3://b/root/stats/ccnet/2023-06", "s3://b/root/documents/2023-06/0001/en_head.json.gz"),
+    ("s3://b/root/stats", "s3://b/root/stats/sub/file"),
+])
+def test_relative_and_resolve_round_trip(base, url):
+    assert commit.resolve(base, commit.relative(base, url)) == url

@@ -12,7 +12,7 @@ from airflow_env import REPO, airflow_env
 from rpj_tasks.ccnet import stage as ccnet
 from rpj_tasks.core import layout, storage
 from rpj_tasks.core.config import load_registry
-from rpj_tasks.download.fetch import download_shard
+from rpj_tasks.download.fetch import download_unit
 from rpj_tasks.download.listing import list_segments, shard_segments
 from rpj_tasks.sample.setup import ensure_sample
 from rpj_tasks.core.stats import Stats
@@ -39,8 +39,8 @@ def s3():
 def run_shards(cfg, shards):
     segments = list_segments(cfg.source_base, cfg.crawl)
     per_shard = {s: shard_segments(segments, s, cfg.num_shards) for s in shards}
-    for segs in per_shard.values():
-        download_shard(cfg.source_base, segs, layout.staging_wet_root(cfg.storage_root), Stats())
+    for s, segs in per_shard.items():
+        download_unit(cfg, s, segs)
     for s, segs in per_shard.items():
         ccnet.compute_hashes(cfg, s, segs)
     return [ccnet.mine_shard(cfg, s, segs) for s, segs in per_shard.items()]
@@ -63,7 +63,8 @@ def test_ccnet_stage_on_s3_matches_local(s3, tmp_path):
         rel = key.removeprefix("release/")
         body = client.get_object(Bucket="rpj", Key=key)["Body"].read()
         assert body == (tmp_path / "data" / rel).read_bytes(), rel
-    assert ccnet.is_finished(remote, 0) and ccnet.mine_shard(remote, 0, [])["skipped"]
+    segments = list_segments(remote.source_base, remote.crawl)
+    assert ccnet.is_finished(remote, 0) and ccnet.mine_shard(remote, 0, shard_segments(segments, 0, remote.num_shards))["skipped"]
 
 
 def test_airflow_connection_configures_the_engine(s3, tmp_path):

@@ -159,15 +159,11 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
         @task(pool=base.download_pool, retries=3, execution_timeout=timeouts["download"])
         @engine_task
         def download(unit: dict[str, Any]) -> None:
-            from rpj_tasks.core import layout
-            from rpj_tasks.download.fetch import download_shard
-            from rpj_tasks.core.stats import Stats
+            from rpj_tasks.download.fetch import download_unit
 
             params, cfg = _run_config(base)
             for shard, segments in _unit_segments(cfg, unit, "hashes"):
-                stats = Stats()
-                download_shard(cfg.source_base, segments, layout.staging_wet_root(cfg.storage_root), stats, force=params["force"])
-                log.info("shard %04d downloaded: %s", shard, stats.summary())
+                download_unit(cfg, shard, segments, force=params["force"])
 
         @task(execution_timeout=timeouts["hashes"])
         @engine_task

@@ -6,22 +6,26 @@ line dedup -> fastText LID (threshold, language whitelist) -> SentencePiece + Ke
 -> head/middle/tail bucket, and writes ``documents/{snapshot}/{shard}/{lang}_{bucket}.json.gz``
 in WET order (so reruns are byte-identical, fixing D6).
 
-Commit protocol: the document files of a shard are written to temporary names and renamed
-together at the end; files of an earlier run that this run did not produce are removed; the
-per-shard stats record is written last and marks the shard finished.  A finished shard is
-skipped on rerun unless ``force``.
+Commit protocol (:mod:`rpj_tasks.core.commit`): each step of a shard is a unit whose record is
+written last and lists its input fingerprint and outputs.  ``hashes``: inputs = the shard's staged
+segments (sha256 from the download record) and ``min_len``; record ``stats/hashes/``.  ``mine``:
+inputs = the staged segments, the hash files of the shard's hash group (sha256 from their
+records), the models' manifest digest and the settings that change documents; record
+``stats/ccnet/`` (with the shard's counts).  A finished shard whose inputs are unchanged is
+skipped unless ``force``; anything else is redone, and a redo that dies leaves no record.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import time
 from collections.abc import Iterator
 from typing import IO, Any
 
-from rpj_tasks.core import layout, storage
+from rpj_tasks.core import commit, layout, storage
 from rpj_tasks.core.config import SnapshotConfig, validate_shard
 from rpj_tasks.core.errors import MissingInputError
 from rpj_tasks.ccnet.dedup import ShardHashes, remove_duplicate_lines
@@ -59,27 +63,68 @@ def staged_segments(cfg: SnapshotConfig, segments: list[str]) -> list[tuple[str,
     return [(seg, layout.staged_segment_url(cfg.storage_root, seg)) for seg in segments]
 
 
+def _segment_digests(cfg: SnapshotConfig, shard: int, segments: list[str]) -> dict[str, str]:
+    """``{segment: sha256}`` of the shard's staged segments, from its download record."""
+    record_url = layout.download_record_url(cfg.storage_root, cfg.id, shard)
+    record = commit.finished(record_url, {"segments": list(segments)})
+    if record is None:
+        raise MissingInputError(
+            f"shard {shard:04d} of {cfg.id}: its segments are not staged ({record_url} is missing, stale or "
+            "lists files that are gone); run the download task for this shard first"
+        )
+    digests = {url: record["outputs"][rel]["sha256"] for rel, url in commit.listed_outputs(record_url, record).items()}
+    return {seg: digests[url] for seg, url in staged_segments(cfg, segments)}
+
+
+def _hashes_inputs(cfg: SnapshotConfig, shard: int, segments: list[str]) -> dict[str, Any]:
+    return {"segments": _segment_digests(cfg, shard, segments), "min_len": cfg.min_len}
+
+
 def compute_hashes(cfg: SnapshotConfig, shard: int, segments: list[str], *, force: bool = False) -> dict[str, Any]:
-    """``hashes`` stage: store the paragraph-hash map of one shard."""
+    """``hashes`` stage: store the paragraph-hash map of one shard (a unit of the commit protocol)."""
     shard = validate_shard(shard, cfg.num_shards)
     url = layout.hashes_url(cfg.storage_root, cfg.id, shard)
-    if storage.exists(url) and not force:
+    record_url = layout.hashes_record_url(cfg.storage_root, cfg.id, shard)
+    inputs = _hashes_inputs(cfg, shard, segments)
+    if not force and (record := commit.finished(record_url, inputs)) is not None:
         log.info("shard %04d: hashes exist at %s, skipping (force: --force in the CLI, the force Param in Airflow)", shard, url)
-        return {"shard": shard, "url": url, "skipped": True}
+        return {**record, "shard": shard, "url": url, "skipped": True}
     stats = Stats()
     started = time.perf_counter()
-    docs = read_shard_documents(staged_segments(cfg, segments), stats, cfg.min_len)
-    with stats.timer("hashes"):
-        table = ShardHashes.collect(doc["raw_content"].split("\n") for doc in docs)
-    storage.write_bytes(url, table.to_bytes())
+    name = url.rsplit("/", 1)[1]
+    with commit.UnitCommit(record_url, inputs, [url.rsplit("/", 1)[0]], owned=lambda n: n == name) as unit:
+        docs = read_shard_documents(staged_segments(cfg, segments), stats, cfg.min_len)
+        with stats.timer("hashes"):
+            table = ShardHashes.collect(doc["raw_content"].split("\n") for doc in docs)
+        unit.write_bytes(url, table.to_bytes())
+        record = unit.commit({"snapshot": cfg.id, "shard": shard, "distinct_line_hashes": len(table), **stats.to_dict()})
     log.info(
         "shard %04d: %d documents, %d distinct line hashes in %.1fs -> %s",
         shard, stats["wet.docs"], len(table), time.perf_counter() - started, url,
     )
-    return {"shard": shard, "url": url, "skipped": False, "counts": dict(stats.counts)}
+    return {**record, "shard": shard, "url": url, "skipped": False}
 
 
-def load_group_hashes(cfg: SnapshotConfig, shard: int) -> ShardHashes:
+def _group_hash_digests(cfg: SnapshotConfig, shard: int) -> dict[str, str]:
+    """``{member shard: sha256 of its hash file}`` for the shard's hash group, from their records."""
+    out = {}
+    for member in hash_group(cfg, shard):
+        record_url = layout.hashes_record_url(cfg.storage_root, cfg.id, member)
+        url = layout.hashes_url(cfg.storage_root, cfg.id, member)
+        record = commit.load_record(record_url)
+        rel = commit.relative(record_url.rsplit("/", 1)[0], url)
+        if record is None or rel not in record.get("outputs", {}) or not storage.exists(url):
+            raise MissingInputError(
+                f"shard {shard:04d} needs the hashes of shard {member:04d} (its hash group), "
+                f"but {url} or its record {record_url} does not exist; run the hashes task for that shard first"
+            )
+        out[f"{member:04d}"] = record["outputs"][rel]["sha256"]
+    return out
+
+
+def load_group_hashes(cfg: SnapshotConfig, shard: int, expected: dict[str, str] | None = None) -> ShardHashes:
+    """The merged hash map of the shard's group; with ``expected`` (``{member: sha256}``), each file
+    is checked against it (a hash file rewritten since the fingerprint was taken fails the shard)."""
     parts = []
     for member in hash_group(cfg, shard):
         url = layout.hashes_url(cfg.storage_root, cfg.id, member)
@@ -88,7 +133,10 @@ def load_group_hashes(cfg: SnapshotConfig, shard: int) -> ShardHashes:
                 f"shard {shard:04d} needs the hashes of shard {member:04d} (its hash group), "
                 f"but {url} does not exist; run the hashes task for that shard first"
             )
-        parts.append(ShardHashes.from_bytes(storage.read_bytes(url)))
+        data = storage.read_bytes(url)
+        if expected is not None and hashlib.sha256(data).hexdigest() != expected[f"{member:04d}"]:
+            raise MissingInputError(f"{url} changed while shard {shard:04d} was being mined; run it again")
+        parts.append(ShardHashes.from_bytes(data))
     return ShardHashes.merge(parts)
 
 
@@ -97,10 +145,10 @@ def is_finished(cfg: SnapshotConfig, shard: int) -> bool:
 
 
 class _ShardWriter:
-    """Lazily opened, atomically committed ``{lang}_{bucket}.json.gz`` files of one shard."""
+    """Lazily opened ``{lang}_{bucket}.json.gz`` files of one shard, committed through ``unit``."""
 
-    def __init__(self, cfg: SnapshotConfig, shard: int, stack: contextlib.ExitStack) -> None:
-        self.cfg, self.shard, self.stack = cfg, shard, stack
+    def __init__(self, cfg: SnapshotConfig, shard: int, unit: commit.UnitCommit, stack: contextlib.ExitStack) -> None:
+        self.cfg, self.shard, self.unit, self.stack = cfg, shard, unit, stack
         self.files: dict[tuple[str, str], IO[bytes]] = {}
 
     def write(self, doc: dict[str, Any]) -> None:
@@ -108,81 +156,87 @@ class _ShardWriter:
         out = self.files.get(key)
         if out is None:
             url = layout.documents_url(self.cfg.storage_root, self.cfg.id, self.shard, *key)
-            out = self.files[key] = self.stack.enter_context(storage.atomic_gzip_write(url))
+            out = self.files[key] = self.stack.enter_context(self.unit.gzip_writer(url))
         out.write(json.dumps(doc, ensure_ascii=False).encode("utf-8") + b"\n")
 
     def produced(self) -> set[str]:
         return {f"{lang}_{bucket}.json.gz" for lang, bucket in self.files}
 
 
+def mine_inputs(cfg: SnapshotConfig, shard: int, segments: list[str], models_fingerprint: str) -> dict[str, Any]:
+    """What the documents of a shard depend on: the fingerprint of its ``mine`` unit."""
+    return {
+        "segments": _segment_digests(cfg, shard, segments),
+        "hashes": _group_hash_digests(cfg, shard),
+        "models": models_fingerprint,
+        "languages": list(cfg.languages),
+        "lid_threshold": cfg.lid_threshold,
+        "lid_model": cfg.lid_model,
+        "min_len": cfg.min_len,
+    }
+
+
 def mine_shard(cfg: SnapshotConfig, shard: int, segments: list[str], *, force: bool = False) -> dict[str, Any]:
     """``mine`` stage of one shard; returns the shard's stats record (also stored under stats/)."""
     shard = validate_shard(shard, cfg.num_shards)
     stats_url = layout.ccnet_stats_url(cfg.storage_root, cfg.id, shard)
-    if storage.exists(stats_url) and not force:
+    models = CCNetModels.load(layout.models_url(cfg.storage_root, cfg.models_version), cfg.languages)
+    inputs = mine_inputs(cfg, shard, segments, models.fingerprint)
+    if not force and (record := commit.finished(stats_url, inputs)) is not None:
         log.info("shard %04d: finished earlier (%s), skipping (force: --force in the CLI, the force Param in Airflow)", shard, stats_url)
-        record = json.loads(storage.read_bytes(stats_url))
         return {**record, "skipped": True}
 
     started = time.perf_counter()
     stats = Stats()
-    models = CCNetModels.load(layout.models_url(cfg.storage_root, cfg.models_version), cfg.languages)
     lid = LanguageIdentifier(cfg.lid_model or None)
-    with stats.timer("load_hashes"):
-        table = load_group_hashes(cfg, shard)
     languages = set(cfg.languages)
-
-    with contextlib.ExitStack() as stack:
-        writer = _ShardWriter(cfg, shard, stack)
-        docs = read_shard_documents(staged_segments(cfg, segments), stats, cfg.min_len)
-        while True:
-            with stats.timer("read"):
-                doc = next(docs, None)
-            if doc is None:
-                break
-            with stats.timer("dedup"):
-                doc = remove_duplicate_lines(doc, table, stats)
-            if doc is None:
-                continue
-            with stats.timer("lid"):
-                lang, score = lid.predict(doc["raw_content"])
-            if score < cfg.lid_threshold:
-                stats.inc("lid.dropped.below_threshold")
-                continue
-            if lang not in languages:
-                stats.inc("lid.dropped.other_language")
-                continue
-            doc["language"] = lang
-            doc["language_score"] = score
-            with stats.timer("perplexity"):
-                doc["perplexity"] = models.scorer(lang).perplexity(doc["raw_content"])
-            doc["bucket"] = perplexity_bucket(doc["perplexity"], models.cutoffs.get(lang))
-            with stats.timer("write"):
-                writer.write(doc)
-            stats.inc(f"kept.{lang}.{doc['bucket']}")
-            stats.inc("kept")
-        produced = writer.produced()
-    # All files of the shard are committed (renamed) now; drop leftovers of earlier runs:
-    # outputs this run did not produce, and temp files of a killed run.
     shard_docs = layout.shard_dir(cfg.storage_root, "documents", cfg.id, shard)
-    for name in storage.listdir(shard_docs):
-        if storage.is_temp_name(name) or (name.endswith(".json.gz") and name not in produced):
-            storage.remove(storage.join(shard_docs, name))
-            stats.inc("stale_files_removed")
-
-    record = {
-        "snapshot": cfg.id,
-        "shard": shard,
-        "segments": segments,
-        "languages": cfg.languages,
-        "hash_group": [hash_group(cfg, shard).start, hash_group(cfg, shard).stop - 1],
-        "models": models.manifest_url,
-        "models_sha256": models.fingerprint,
-        "files": sorted(produced),
-        "wall_seconds": round(time.perf_counter() - started, 3),
-        **stats.to_dict(),
-    }
-    storage.write_bytes(stats_url, json.dumps(record, indent=1, sort_keys=True).encode())
+    with commit.UnitCommit(stats_url, inputs, [shard_docs], owned=lambda n: n.endswith(".json.gz")) as unit:
+        with stats.timer("load_hashes"):
+            table = load_group_hashes(cfg, shard, inputs["hashes"])
+        with contextlib.ExitStack() as stack:
+            writer = _ShardWriter(cfg, shard, unit, stack)
+            docs = read_shard_documents(staged_segments(cfg, segments), stats, cfg.min_len)
+            while True:
+                with stats.timer("read"):
+                    doc = next(docs, None)
+                if doc is None:
+                    break
+                with stats.timer("dedup"):
+                    doc = remove_duplicate_lines(doc, table, stats)
+                if doc is None:
+                    continue
+                with stats.timer("lid"):
+                    lang, score = lid.predict(doc["raw_content"])
+                if score < cfg.lid_threshold:
+                    stats.inc("lid.dropped.below_threshold")
+                    continue
+                if lang not in languages:
+                    stats.inc("lid.dropped.other_language")
+                    continue
+                doc["language"] = lang
+                doc["language_score"] = score
+                with stats.timer("perplexity"):
+                    doc["perplexity"] = models.scorer(lang).perplexity(doc["raw_content"])
+                doc["bucket"] = perplexity_bucket(doc["perplexity"], models.cutoffs.get(lang))
+                with stats.timer("write"):
+                    writer.write(doc)
+                stats.inc(f"kept.{lang}.{doc['bucket']}")
+                stats.inc("kept")
+            produced = writer.produced()
+        stats.inc("stale_files_removed", unit.remove_stale())
+        record = unit.commit({
+            "snapshot": cfg.id,
+            "shard": shard,
+            "segments": segments,
+            "languages": cfg.languages,
+            "hash_group": [hash_group(cfg, shard).start, hash_group(cfg, shard).stop - 1],
+            "models": models.manifest_url,
+            "models_sha256": models.fingerprint,
+            "files": sorted(produced),
+            "wall_seconds": round(time.perf_counter() - started, 3),
+            **stats.to_dict(),
+        })
     log.info(
         "shard %04d: read %d docs, kept %d in %d files (%.1f docs/s) | %s",
         shard, stats["wet.docs"], stats["kept"], len(produced),

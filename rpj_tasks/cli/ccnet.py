@@ -7,9 +7,8 @@ import json
 from typing import Any
 
 from rpj_tasks.cli.common import add_snapshot_args, snapshot_config
-from rpj_tasks.core import layout, plan
+from rpj_tasks.core import plan
 from rpj_tasks.core.config import SnapshotConfig
-from rpj_tasks.core.stats import Stats
 
 COMMANDS = {
     "plan": "print the work units",
@@ -60,12 +59,12 @@ def _shards(cfg: SnapshotConfig, units: list[dict[str, Any]], segments: list[str
 
 
 def download(cfg: SnapshotConfig, units: list[dict[str, Any]], segments: list[str], force: bool) -> None:
-    from rpj_tasks.download.fetch import download_shard
+    from rpj_tasks.download.fetch import download_unit
 
     for shard, segs in _shards(cfg, units, segments, "hashes"):
-        stats = Stats()
-        download_shard(cfg.source_base, segs, layout.staging_wet_root(cfg.storage_root), stats, force=force)
-        print(f"download shard {shard:04d}: {stats.summary()}")
+        rec = download_unit(cfg, shard, segs, force=force)
+        state = "skipped (staged)" if rec["skipped"] else f"{len(rec['outputs'])} segments staged"
+        print(f"download shard {shard:04d}: {state}")
 
 
 def hashes(cfg: SnapshotConfig, units: list[dict[str, Any]], segments: list[str], force: bool) -> None:

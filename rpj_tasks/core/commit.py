@@ -28,17 +28,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
-import gzip
-import hashlib
-import io
 import json
 import logging
 import os
+import posixpath
 import signal
-import socket
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -48,29 +44,13 @@ from rpj_tasks.core import storage
 
 log = logging.getLogger("rpj.commit")
 
-HOST = socket.gethostname().replace(".", "_")
 STALE_TEMP_SECONDS = 24 * 3600
-SPOOL_PREFIX = "rpj-spool-"
 _FAULT_COUNTS: dict[str, int] = {}
-
-
-def run_tag() -> str:
-    """``{host}.{pid}.{nonce}``: names this process's temporary files (fresh after a fork)."""
-    global _TAG, _TAG_PID
-    if _TAG_PID != os.getpid():
-        _TAG, _TAG_PID = f"{HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}", os.getpid()
-    return _TAG
-
-
-_TAG, _TAG_PID = "", -1
-
-
-def temp_name(name: str) -> str:
-    return f".{name}.tmp-{run_tag()}"
+HOST, SPOOL_PREFIX, run_tag, temp_name = storage.HOST, storage.SPOOL_PREFIX, storage.run_tag, storage.temp_name
 
 
 def _tag_of(name: str) -> str | None:
-    if not (name.startswith(".") and ".tmp-" in name):
+    if not storage.is_temp_name(name):
         return None
     return name.rsplit(".tmp-", 1)[1]
 
@@ -112,49 +92,6 @@ def fault(point: str) -> None:
     raise ValueError(f"RPJ_FAULT: unknown action {action!r}")
 
 
-class _HashingWriter(io.RawIOBase):
-    """Passes bytes to ``raw`` and keeps their sha256 and count."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self.raw, self.sha256, self.bytes = raw, hashlib.sha256(), 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        self.raw.write(view)
-        self.sha256.update(view)
-        self.bytes += len(view)
-        return len(view)
-
-
-@contextlib.contextmanager
-def _atomic(url: str) -> Iterator[_HashingWriter]:
-    """Write ``url`` under this run's temp name (local) or through a spool file (object stores)."""
-    fs, path = storage.fs_and_path(url)
-    if isinstance(fs, LocalFileSystem):
-        directory, name = os.path.split(path)
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, temp_name(name))
-        try:
-            with open(tmp, "wb") as raw:
-                writer = _HashingWriter(raw)
-                yield writer
-                raw.flush()
-                os.fsync(raw.fileno())
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        return
-    with tempfile.NamedTemporaryFile(prefix=f"{SPOOL_PREFIX}{run_tag()}-", delete=True) as spool:
-        writer = _HashingWriter(spool)
-        yield writer
-        spool.flush()
-        fs.put_file(spool.name, path)
-
-
 def remove_dead_spools() -> int:
     """Remove spool files (object-store uploads) left in the temp dir by runs that died."""
     removed = 0
@@ -182,9 +119,8 @@ def finished(record_url: str, inputs: dict[str, Any]) -> dict[str, Any] | None:
     if record.get("inputs") != inputs:
         log.info("%s: inputs changed since it was written: redo", record_url)
         return None
-    base = record_url.rsplit("/", 1)[0]
-    for rel, meta in record.get("outputs", {}).items():
-        url = storage.join(base, rel)
+    for rel, url in listed_outputs(record_url, record).items():
+        meta = record["outputs"][rel]
         try:
             size = storage.size(url)
         except FileNotFoundError:
@@ -196,10 +132,20 @@ def finished(record_url: str, inputs: dict[str, Any]) -> dict[str, Any] | None:
     return record
 
 
+def resolve(base: str, rel: str) -> str:
+    """The URL of ``rel`` (may hold ``..``) below ``base``."""
+    scheme, sep, path = storage.join(base, rel).partition("://")
+    if not sep:
+        scheme, path = "", scheme
+    leading = "/" if path.startswith("/") else ""
+    path = leading + posixpath.normpath(path).lstrip("/")
+    return f"{scheme}://{path}" if sep else path
+
+
 def listed_outputs(record_url: str, record: dict[str, Any]) -> dict[str, str]:
     """``{relative name: URL}`` of the outputs a record lists: the only files readers use."""
     base = record_url.rsplit("/", 1)[0]
-    return {rel: storage.join(base, rel) for rel in sorted(record.get("outputs", {}))}
+    return {rel: resolve(base, rel) for rel in sorted(record.get("outputs", {}))}
 
 
 def relative(base: str, url: str) -> str:
@@ -231,11 +177,13 @@ class UnitCommit:
         self.base = record_url.rsplit("/", 1)[0]
         self.outputs: dict[str, dict[str, Any]] = {}
         self._written: set[str] = set()
+        self._stale_done = False
+        self.removed = 0
         self.committed: dict[str, Any] | None = None
 
     def __enter__(self) -> UnitCommit:
         storage.remove(self.record_url)
-        self.remove_dead_temps()
+        self.removed += self.remove_dead_temps()
         remove_dead_spools()
         return self
 
@@ -262,39 +210,51 @@ class UnitCommit:
     @contextlib.contextmanager
     def writer(self, url: str) -> Iterator[IO[bytes]]:
         """Write one output; it is committed (visible, listed) when the block exits cleanly."""
-        with _atomic(url) as w:
-            yield w  # type: ignore[misc]
-        self._register(url, w)
+        digests: dict[str, dict[str, Any]] = {}
+        with storage.atomic_write(url, digests=digests) as f:
+            yield f
+        self.add_outputs(digests)
 
     @contextlib.contextmanager
     def gzip_writer(self, url: str, compresslevel: int = 6) -> Iterator[IO[bytes]]:
         """Deterministic gzip (no name, mtime 0): same input, same bytes."""
-        with _atomic(url) as w:
-            with gzip.GzipFile(filename="", mode="wb", fileobj=w, mtime=0, compresslevel=compresslevel) as gz:
-                yield gz  # type: ignore[misc]
-        self._register(url, w)
+        digests: dict[str, dict[str, Any]] = {}
+        with storage.atomic_gzip_write(url, compresslevel, digests=digests) as f:
+            yield f
+        self.add_outputs(digests)
 
     def write_bytes(self, url: str, data: bytes) -> None:
         with self.writer(url) as f:
             f.write(data)
 
-    def _register(self, url: str, w: _HashingWriter) -> None:
-        self.outputs[relative(self.base, url)] = {"sha256": w.sha256.hexdigest(), "bytes": w.bytes}
-        self._written.add(url)
-        fault("output")
+    def add_outputs(self, digests: dict[str, dict[str, Any]]) -> None:
+        """Count outputs committed by ``storage.atomic_write(..., digests=)``, e.g. in a worker process."""
+        for url, meta in digests.items():
+            self.outputs[relative(self.base, url)] = dict(meta)
+            self._written.add(url)
+            fault("output")
+
+    def remove_stale(self) -> int:
+        """Remove the unit's files that this run did not write (an earlier run's); how many went.
+
+        :attr:`removed` counts them, with the dead runs' temp files removed on enter."""
+        if not self._stale_done:
+            for directory in self.output_dirs:
+                for name in storage.listdir(directory):
+                    url = storage.join(directory, name)
+                    if _tag_of(name) is None and self.owned(name) and url not in self._written:
+                        storage.remove(url)
+                        self.removed += 1
+                        log.info("removed stale output %s", url)
+            self._stale_done = True
+            fault("stale")
+        return self.removed
 
     def commit(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Remove stale outputs, then write the record (last); returns it."""
-        for directory in self.output_dirs:
-            for name in storage.listdir(directory):
-                url = storage.join(directory, name)
-                if _tag_of(name) is None and self.owned(name) and url not in self._written:
-                    storage.remove(url)
-                    log.info("removed stale output %s", url)
-        fault("stale")
+        """Remove stale outputs (unless done already), then write the record (last); returns it."""
+        self.remove_stale()
         record = {**(extra or {}), "inputs": self.inputs, "outputs": dict(sorted(self.outputs.items()))}
         fault("record")
-        with _atomic(self.record_url) as w:
-            w.write(json.dumps(record, indent=1, sort_keys=True).encode())
+        storage.write_bytes(self.record_url, json.dumps(record, indent=1, sort_keys=True).encode())
         self.committed = record
         return record

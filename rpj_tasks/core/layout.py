@@ -13,6 +13,8 @@ rpj working areas (not part of a release)::
     staging/listings/{crawl}/wet.paths.gz               the crawl's segment listing, staged by the plan
     staging/wet/<segment path as in wet.paths.gz>      downloaded WET segments
     staging/hashes/{snapshot}/{shard:04d}.bin            CCNet paragraph hashes of a shard
+    stats/download/{snapshot}/{shard:04d}.json           staged segments of a shard (sha256, size); commit record
+    stats/hashes/{snapshot}/{shard:04d}.json             paragraph hashes of a shard; commit record
     stats/ccnet/{snapshot}/{shard:04d}.json              per-shard stats; written last = commit marker
     artifacts/ccnet/{version}/                           SentencePiece + KenLM models, cutoff.csv
     artifacts/signals/{version}/                         word lists, UT1, classifiers, DSIR counts
@@ -76,6 +78,16 @@ def ccnet_stats_dir(root: str, snapshot: str) -> str:
 
 def ccnet_stats_url(root: str, snapshot: str, shard: int) -> str:
     return join(ccnet_stats_dir(root, snapshot), f"{shard:04d}.json")
+
+
+def download_record_url(root: str, snapshot: str, shard: int) -> str:
+    """A shard's download record: its staged segments with sha256 and size (commit protocol)."""
+    return join(root, "stats", "download", validate_snapshot(snapshot), f"{shard:04d}.json")
+
+
+def hashes_record_url(root: str, snapshot: str, shard: int) -> str:
+    """A shard's hashes record: the paragraph-hash file with its inputs (commit protocol)."""
+    return join(root, "stats", "hashes", validate_snapshot(snapshot), f"{shard:04d}.json")
 
 
 def annotate_stats_url(root: str, snapshot: str, shard: int) -> str:

@@ -3,7 +3,8 @@
 The engine never assumes a local path.  All writes go through :func:`atomic_write`, which makes
 an output appear whole or not at all:
 
-* local files: write ``.<name>.tmp-<random>`` in the same directory, fsync, then ``os.replace``;
+* local files: write ``.<name>.tmp-<host>.<pid>.<nonce>`` (:func:`temp_name`) in the same
+  directory, fsync, then ``os.replace``;
 * object stores: buffer to a local spool file, then upload it in one PUT (``fs.put_file``).
   A killed task leaves no object behind.
 
@@ -25,6 +26,7 @@ import io
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import uuid
@@ -197,6 +199,42 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(".") and ".tmp-" in name
 
 
+HOST = socket.gethostname().replace(".", "_")
+SPOOL_PREFIX = "rpj-spool-"
+_TAG, _TAG_PID = "", -1
+
+
+def run_tag() -> str:
+    """``{host}.{pid}.{nonce}``: names this process's temporary files (fresh after a fork), so that
+    concurrent runs never touch each other's files and a dead run's files can be recognised."""
+    global _TAG, _TAG_PID
+    if _TAG_PID != os.getpid():
+        _TAG, _TAG_PID = f"{HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}", os.getpid()
+    return _TAG
+
+
+def temp_name(name: str) -> str:
+    return f".{name}.tmp-{run_tag()}"
+
+
+class _HashingWriter(io.RawIOBase):
+    """Passes bytes to ``raw``, keeping their sha256 and count."""
+
+    def __init__(self, raw: IO[bytes], hashing: bool) -> None:
+        self.raw, self.sha256, self.bytes = raw, hashlib.sha256() if hashing else None, 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self.raw.write(view)
+        if self.sha256 is not None:
+            self.sha256.update(view)
+        self.bytes += len(view)
+        return len(view)
+
+
 def open_read(url: str, mode: str = "rb") -> IO:
     """Open for sequential reading (HTTP is streamed: servers need not support range requests)."""
     fs, path = fs_and_path(url)
@@ -211,47 +249,56 @@ def read_bytes(url: str) -> bytes:
 
 
 @contextlib.contextmanager
-def atomic_write(url: str, mode: str = "wb") -> Iterator[IO]:
-    """Open ``url`` for writing; the object becomes visible only when the block exits cleanly."""
+def atomic_write(url: str, mode: str = "wb", digests: dict[str, dict[str, Any]] | None = None) -> Iterator[IO]:
+    """Open ``url`` for writing; the object becomes visible only when the block exits cleanly.
+
+    Local files are written as ``.{name}.tmp-{run_tag()}`` and renamed; object stores get one PUT
+    from a local spool file (``rpj-spool-{run_tag()}-*`` in the temp dir).  With ``digests``, the
+    committed object's ``{"sha256", "bytes"}`` is stored there under ``url``.
+    """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write supports 'wb' and 'w', not {mode!r}")
     fs, path = fs_and_path(url)
     if isinstance(fs, LocalFileSystem):
         directory, name = os.path.split(path)
         os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex}")  # see is_temp_name
+        tmp = os.path.join(directory, temp_name(name))
         try:
             with open(tmp, "wb") as raw:
-                f: IO = raw if mode == "wb" else io.TextIOWrapper(raw, encoding="utf-8", newline="")
+                writer = _HashingWriter(raw, digests is not None)
+                f: IO = writer if mode == "wb" else io.TextIOWrapper(writer, encoding="utf-8", newline="")  # type: ignore[arg-type]
                 yield f
                 f.flush()
-                os.fsync(raw.fileno())
-                if f is not raw:
+                if f is not writer:
                     f.detach()
+                os.fsync(raw.fileno())
             os.replace(tmp, path)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        return
-    with tempfile.NamedTemporaryFile(prefix="rpj-spool-", delete=True) as spool:
-        f = spool if mode == "wb" else io.TextIOWrapper(spool, encoding="utf-8", newline="")
-        yield f
-        f.flush()
-        if f is not spool:
-            f.detach()
-        spool.flush()
-        fs.put_file(spool.name, path)
+    else:
+        with tempfile.NamedTemporaryFile(prefix=f"{SPOOL_PREFIX}{run_tag()}-", delete=True) as spool:
+            writer = _HashingWriter(spool, digests is not None)
+            f = writer if mode == "wb" else io.TextIOWrapper(writer, encoding="utf-8", newline="")  # type: ignore[arg-type]
+            yield f
+            f.flush()
+            if f is not writer:
+                f.detach()
+            spool.flush()
+            fs.put_file(spool.name, path)
+    if digests is not None and writer.sha256 is not None:
+        digests[url] = {"sha256": writer.sha256.hexdigest(), "bytes": writer.bytes}
 
 
-def write_bytes(url: str, data: bytes) -> None:
-    with atomic_write(url) as f:
+def write_bytes(url: str, data: bytes, digests: dict[str, dict[str, Any]] | None = None) -> None:
+    with atomic_write(url, digests=digests) as f:
         f.write(data)
 
 
 @contextlib.contextmanager
-def atomic_gzip_write(url: str, compresslevel: int = 6) -> Iterator[IO[bytes]]:
+def atomic_gzip_write(url: str, compresslevel: int = 6, digests: dict[str, dict[str, Any]] | None = None) -> Iterator[IO[bytes]]:
     """Deterministic gzip (no file name, mtime 0) written atomically: same input, same bytes."""
-    with atomic_write(url) as raw:
+    with atomic_write(url, digests=digests) as raw:
         with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=compresslevel) as gz:
             yield gz
 

@@ -12,7 +12,6 @@ against ``Content-Length`` (or the object size) and its start checked to be gzip
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import logging
 import random
@@ -25,8 +24,9 @@ from typing import IO, Any
 import requests
 import urllib3
 
-from rpj_tasks.core import layout, storage
-from rpj_tasks.core.errors import MissingInputError, PermanentError, RpjError, TransientError
+from rpj_tasks.core import commit, layout, storage
+from rpj_tasks.core.config import SnapshotConfig
+from rpj_tasks.core.errors import PermanentError, RpjError, TransientError
 from rpj_tasks.core.stats import Stats
 
 log = logging.getLogger("rpj.download")
@@ -124,15 +124,16 @@ def _check_gzip_start(chunk: bytes) -> None:
         raise _Transient(f"unreadable gzip start: {exc}") from exc
 
 
-def _fetch_once(url: str, dest_url: str, session: requests.Session, policy: RetryPolicy) -> int:
+def _fetch_once(url: str, dest_url: str, session: requests.Session, policy: RetryPolicy,
+                digests: dict[str, Any] | None = None) -> int:
     """One attempt at copying ``url`` to ``dest_url`` (atomically); the number of bytes."""
     try:
         if _is_http(url):
             resp, body = _http_body(session, url, policy)
-            with resp, storage.atomic_write(dest_url) as dest:
+            with resp, storage.atomic_write(dest_url, digests=digests) as dest:
                 return _copy(body, dest)
         fs, path = storage.fs_and_path(url)
-        with fs.open(path, "rb") as src, storage.atomic_write(dest_url) as dest:
+        with fs.open(path, "rb") as src, storage.atomic_write(dest_url, digests=digests) as dest:
             size = fs.size(path)
             return _copy(_Body(iter(lambda: src.read(CHUNK), b""), int(size) if size is not None else None), dest)
     except (FileNotFoundError, PermissionError) as exc:
@@ -144,11 +145,12 @@ def _fetch_once(url: str, dest_url: str, session: requests.Session, policy: Retr
 # --------------------------------------------------------------------------- with retries
 
 
-def _fetch(url: str, dest_url: str, session: requests.Session, policy: RetryPolicy, stats: Stats) -> tuple[int, int]:
+def _fetch(url: str, dest_url: str, session: requests.Session, policy: RetryPolicy, stats: Stats,
+           digests: dict[str, Any] | None = None) -> tuple[int, int]:
     """Copy ``url`` to ``dest_url`` with retries; ``(bytes, attempts)``."""
     for attempt in range(1, policy.max_attempts + 1):
         try:
-            return _fetch_once(url, dest_url, session, policy), attempt
+            return _fetch_once(url, dest_url, session, policy, digests), attempt
         except _Transient as exc:
             if attempt == policy.max_attempts:
                 raise DownloadFailedError(f"{url}: failed after {attempt} attempts, last error: {exc}") from exc
@@ -187,11 +189,14 @@ def read_small(url: str, policy: RetryPolicy) -> bytes:
 
 
 def download_shard(source_base: str, segments: list[str], staging_base: str, stats: Stats, *,
-                   force: bool = False, retry: RetryPolicy = RetryPolicy()) -> list[str]:
+                   force: bool = False, retry: RetryPolicy = RetryPolicy(),
+                   digests: dict[str, dict[str, Any]] | None = None, known: dict[str, dict[str, Any]] | None = None) -> list[str]:
     """Copy each segment to ``{staging_base}/{segment}``; return the staged URLs in segment order.
 
-    Segments already staged are kept unless ``force``.  Raises :class:`DownloadError` naming the
-    URL and the last error when a segment still fails after ``retry.max_attempts`` attempts.
+    Segments already staged are kept unless ``force``.  With ``digests``, each staged file's
+    ``{"sha256", "bytes"}`` is stored there by URL: taken from ``known`` (an earlier record) when
+    the size matches, else computed.  Raises :class:`DownloadError` naming the URL and the last
+    error when a segment still fails after ``retry.max_attempts`` attempts.
     """
     staged = []
     with requests.Session() as session, stats.timer("download"):
@@ -201,10 +206,50 @@ def download_shard(source_base: str, segments: list[str], staging_base: str, sta
             if not force and storage.exists(dest):
                 stats.inc("download.skipped_existing")
                 log.info("%s: already staged, skipped", dest)
+                if digests is not None:
+                    digests[dest] = _staged_digest(dest, (known or {}).get(dest))
                 continue
             start = time.perf_counter()
-            nbytes, attempts = _fetch(src, dest, session, retry, stats)
+            nbytes, attempts = _fetch(src, dest, session, retry, stats, digests)
             stats.inc("download.segments")
             stats.inc("download.bytes", nbytes)
             log.info("%s: %d bytes in %.2fs, %d attempt(s)", src, nbytes, time.perf_counter() - start, attempts)
     return staged
+
+
+def _staged_digest(url: str, known: dict[str, Any] | None) -> dict[str, Any]:
+    size = storage.size(url)
+    if known is not None and known.get("bytes") == size:
+        return dict(known)
+    sha = hashlib.sha256()
+    with storage.open_read(url) as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            sha.update(chunk)
+    return {"sha256": sha.hexdigest(), "bytes": size}
+
+
+def download_unit(cfg: SnapshotConfig, shard: int, segments: list[str], *, force: bool = False,
+                  retry: RetryPolicy = RetryPolicy()) -> dict[str, Any]:
+    """Stage one shard's segments under the commit protocol (:mod:`rpj_tasks.core.commit`).
+
+    The record ``stats/download/{snapshot}/{shard}.json`` lists every staged file with its sha256
+    and size; the CCNet steps fingerprint their inputs with it.  A shard whose record matches its
+    segments and whose files are all there is skipped unless ``force``.
+    """
+    record_url = layout.download_record_url(cfg.storage_root, cfg.id, shard)
+    inputs = {"segments": list(segments)}
+    if not force and (record := commit.finished(record_url, inputs)) is not None:
+        log.info("shard %04d: segments staged earlier (%s), skipping", shard, record_url)
+        return {**record, "skipped": True}
+    earlier = commit.load_record(record_url) or {}
+    known = {url: earlier["outputs"][rel] for rel, url in commit.listed_outputs(record_url, earlier).items()}
+    root = layout.staging_wet_root(cfg.storage_root)
+    dirs = sorted({storage.join(root, seg).rsplit("/", 1)[0] for seg in segments})
+    stats = Stats()
+    with commit.UnitCommit(record_url, inputs, dirs, owned=lambda name: False) as unit:
+        digests: dict[str, dict[str, Any]] = {}
+        download_shard(cfg.source_base, segments, root, stats, force=force, retry=retry, digests=digests, known=known)
+        unit.add_outputs(digests)
+        record = unit.commit({"snapshot": cfg.id, "shard": shard, **stats.to_dict()})
+    log.info("shard %04d downloaded: %s", shard, stats.summary())
+    return {**record, "skipped": False}
