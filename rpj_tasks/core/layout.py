@@ -8,6 +8,9 @@ Release (docs/spec/rpv2_format.md §1)::
     duplicates/{snapshot}/{shard:04d}/{lang}_{bucket}.duplicates.parquet
     listings/{lang}-{snapshot}-{partition}.txt
 
+File names, suffixes, languages and buckets are defined here once (the fields and columns inside
+the files are in :mod:`rpj_tasks.core.schema`).
+
 rpj working areas (not part of a release)::
 
     staging/listings/{crawl}/wet.paths.gz               the crawl's segment listing, staged by the plan
@@ -23,10 +26,44 @@ rpj working areas (not part of a release)::
 
 from __future__ import annotations
 
+import re
+
 from rpj_tasks.core.config import validate_snapshot
 from rpj_tasks.core.storage import join
 
-BUCKETS = ("head", "middle", "tail")
+#: The five RPv2 languages (docs/spec/rpv2_format.md §1): the default of every language setting
+#: (registry, DAG Params, CLI) and the languages that have word lists (quality_signals.md §3.2).
+LANGUAGES: tuple[str, ...] = ("en", "de", "fr", "es", "it")
+#: CCNet perplexity buckets, in order (rpv2_format.md §9.7).
+BUCKETS: tuple[str, ...] = ("head", "middle", "tail")
+#: The buckets the release annotates (signals, MinHash, duplicates; rpv2_format.md §1); tail too
+#: with ``annotate_tail``.
+ANNOTATED_BUCKETS: tuple[str, ...] = ("head", "middle")
+
+# Every component file is ``{component}/{base_tag}{suffix}`` (rpv2_format.md §1).
+DOCUMENTS_SUFFIX = ".json.gz"
+SIGNALS_SUFFIX = ".signals.json.gz"
+MINHASH_SUFFIX = ".minhash.parquet"
+DUPLICATES_SUFFIX = ".duplicates.parquet"
+#: Fuzzy-dedup output of ``run_lsh.py`` (rpv2_format.md §7; users run it, not a release component).
+CLUSTERS_SUFFIX = ".clusters.parquet"
+#: A documents file name in a shard folder, ``{lang}_{bucket}.json.gz``; groups: language, bucket.
+DOCUMENTS_FILE = re.compile(r"^([a-z]{2,3})_(" + "|".join(BUCKETS) + ")" + re.escape(DOCUMENTS_SUFFIX) + "$")
+
+
+def file_name(lang: str, bucket: str, suffix: str = DOCUMENTS_SUFFIX) -> str:
+    """A component's file name in a shard folder, e.g. ``en_head.json.gz`` or ``en_head.minhash.parquet``."""
+    return f"{lang}_{bucket}{suffix}"
+
+
+def hash_group(shard: int, size: int, num_shards: int) -> range:
+    """The shards whose paragraph hashes are merged for ``shard`` (cc_net ``hash_in_mem``, rpv2_format.md §9.4).
+
+    Consecutive blocks ``[g*size, (g+1)*size)`` with ``g = shard // size``, the last one cut at
+    ``num_shards``; a work unit of the plan is always made of whole groups.
+    """
+    start = (shard // size) * size
+    return range(start, min(start + size, num_shards))
 
 
 def shard_dir(root: str, component: str, snapshot: str, shard: int) -> str:
@@ -39,7 +76,7 @@ def base_tag(snapshot: str, shard: int, lang: str, bucket: str) -> str:
 
 def shard_key(snapshot: str, shard: int, lang: str, bucket: str) -> str:
     """The id prefix of every document of a file, e.g. ``2023-06/0000/en_head.json.gz``."""
-    return base_tag(snapshot, shard, lang, bucket) + ".json.gz"
+    return base_tag(snapshot, shard, lang, bucket) + DOCUMENTS_SUFFIX
 
 
 def documents_url(root: str, snapshot: str, shard: int, lang: str, bucket: str) -> str:
@@ -47,11 +84,15 @@ def documents_url(root: str, snapshot: str, shard: int, lang: str, bucket: str) 
 
 
 def signals_url(root: str, snapshot: str, shard: int, lang: str, bucket: str) -> str:
-    return join(root, "quality_signals", base_tag(snapshot, shard, lang, bucket) + ".signals.json.gz")
+    return join(root, "quality_signals", base_tag(snapshot, shard, lang, bucket) + SIGNALS_SUFFIX)
 
 
 def minhash_url(root: str, snapshot: str, shard: int, lang: str, bucket: str) -> str:
-    return join(root, "minhash", base_tag(snapshot, shard, lang, bucket) + ".minhash.parquet")
+    return join(root, "minhash", base_tag(snapshot, shard, lang, bucket) + MINHASH_SUFFIX)
+
+
+def duplicates_url(root: str, snapshot: str, shard: int, lang: str, bucket: str) -> str:
+    return join(root, "duplicates", base_tag(snapshot, shard, lang, bucket) + DUPLICATES_SUFFIX)
 
 
 def listing_url(root: str, crawl: str) -> str:
