@@ -34,6 +34,13 @@ from datasketch import MinHash
 
 from rpj_tasks.core.errors import PermanentError
 from rpj_tasks.core import storage
+from rpj_tasks.core.schema import MINHASH_BANDS as SPEC_BANDS
+from rpj_tasks.core.schema import MINHASH_NUM_PERM as NUM_PERM
+from rpj_tasks.core.schema import MINHASH_ROW_GROUP_SIZE as ROW_GROUP_SIZE
+from rpj_tasks.core.schema import MINHASH_SCHEMA as SCHEMA
+from rpj_tasks.core.schema import MINHASH_SIGNATURE_COLUMNS as COLUMNS
+from rpj_tasks.core.schema import MINHASH_THRESHOLDS as THRESHOLDS
+from rpj_tasks.core.schema import signature_column
 from rpj_tasks.core.ids import doc_id, id_int
 from rpj_tasks.annotate.signals.text import normalize
 from rpj_tasks.native import native
@@ -41,14 +48,11 @@ from rpj_tasks.core.stats import Stats
 
 log = logging.getLogger(__name__)
 
-NUM_PERM = 128
+# NUM_PERM, THRESHOLDS, SPEC_BANDS ((bands, rows) per threshold, checked against datasketch's optimiser
+# below), ROW_GROUP_SIZE, the column names and SCHEMA come from rpj_tasks.core.schema (rpv2_format.md §5).
 SEED = 42
 SHINGLE_SIZE = 13
-THRESHOLDS: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7)
 PERMUTATIONS_SHA256 = "6a5665743fa1884640a8eb3543348255a90b4dbd55b093f39e3d61ac90eac9e1"
-#: (bands, rows) per threshold, ``docs/spec/quality_signals.md`` §6.7; used only if datasketch's optimiser is missing.
-SPEC_BANDS: dict[float, tuple[int, int]] = {1.0: (1, 128), 0.9: (5, 25), 0.8: (9, 13), 0.7: (14, 9)}
-ROW_GROUP_SIZE = 1000
 
 _MERSENNE = np.uint64((1 << 61) - 1)
 _SHIFT61 = np.uint64(61)
@@ -66,19 +70,6 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 class MinHashSetupError(PermanentError, RuntimeError):
     """The permutation table or band layout differs from the RPv2 reference."""
-
-
-def signature_column(threshold: float) -> str:
-    """Parquet column name, e.g. ``signature_sim0.9`` (the threshold formatted as a Python float)."""
-    return f"signature_sim{float(threshold)}"
-
-
-COLUMNS: tuple[str, ...] = tuple(signature_column(t) for t in THRESHOLDS)
-
-SCHEMA = pa.schema(
-    [("shard_id", pa.string()), ("id", pa.string()), ("id_int", pa.uint64())]
-    + [(name, pa.list_(pa.binary())) for name in COLUMNS]
-)
 
 
 def reference_permutations() -> np.ndarray:
