@@ -55,10 +55,13 @@ def write_shard(root: Path, files: dict[str, list[bytes]], shard: int = 0, marke
     folder.mkdir(parents=True, exist_ok=True)
     for name, lines in files.items():
         (folder / name).write_bytes(gzip.compress(b"".join(lines), mtime=0))
-    if marker:
+    if marker:  # the CCNet record, as the commit protocol writes it: each output's sha256 and size
         path = root / "stats" / "ccnet" / SNAPSHOT / f"{shard:04d}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"shard": shard, "files": sorted(files)}))
+        outputs = {f"../../../documents/{SNAPSHOT}/{shard:04d}/{name}": {
+            "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest(), "bytes": (folder / name).stat().st_size}
+            for name in sorted(files)}
+        path.write_text(json.dumps({"shard": shard, "files": sorted(files), "inputs": {}, "outputs": outputs}))
 
 
 def write_artifacts(root: Path, shared: Path, hash_mode: str, dsir_lang: str | None = None) -> str:
@@ -160,8 +163,16 @@ def test_stats_record_is_the_finished_marker(vector_shard) -> None:
     assert stored["artifacts"]["languages"]["en"]["stop_words"] == 570
     assert stored["artifacts"]["languages"]["en"]["dsir_targets"] == []
     assert stored["artifacts"]["languages"]["fr"]["dsir_targets"] == list(TARGETS)
-    ccnet = (root / "stats" / "ccnet" / SNAPSHOT / "0000.json").read_bytes()
-    assert stored["ccnet_stats_sha256"] == hashlib.sha256(ccnet).hexdigest()
+    # commit protocol: the inputs are the documents files' digests (only those annotated) and the
+    # artifacts; every output is listed with its digest and size
+    docs = root / "documents" / SNAPSHOT / "0000"
+    assert stored["inputs"]["documents"] == {
+        name: hashlib.sha256((docs / name).read_bytes()).hexdigest() for name in sorted(stored["files"])}
+    assert stored["inputs"]["artifacts"]["manifest_sha256"] == stored["artifacts"]["manifest_sha256"]
+    for rel, meta in stored["outputs"].items():
+        data = (root / "stats" / "annotate" / SNAPSHOT / rel).resolve().read_bytes()
+        assert meta == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    assert len(stored["outputs"]) == 2 * len(stored["files"])
     assert stored["files"]["en_head.json.gz"] == {**stored["files"]["en_head.json.gz"],
                                                   "lines": 6, "bad_lines": 0, "minhash_null": 2}
     assert stored["files"]["de_middle.json.gz"]["lines"] == 1

@@ -25,6 +25,7 @@ import logging
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 from itertools import accumulate, islice
 
 import numpy as np
@@ -311,7 +312,8 @@ def _chunks(items: Iterable[MinHashItem], size: int) -> Iterator[list[MinHashIte
 
 
 def write_minhash_parquet(
-    url: str, shard_key: str, items: Iterable[MinHashItem], stats: Stats | None = None
+    url: str, shard_key: str, items: Iterable[MinHashItem], stats: Stats | None = None,
+    digests: dict[str, Any] | None = None,
 ) -> int:
     """Write ``{base_tag}.minhash.parquet`` atomically: one row per item, in order; returns the row count.
 
@@ -321,7 +323,7 @@ def write_minhash_parquet(
     """
     stats = stats if stats is not None else Stats()
     rows = 0
-    with stats.timer("minhash"), storage.atomic_write(url) as raw:
+    with stats.timer("minhash"), storage.atomic_write(url, digests=digests) as raw:
         with pq.ParquetWriter(raw, SCHEMA, compression="snappy") as writer:
             for chunk in _chunks(items, ROW_GROUP_SIZE):
                 sigs = _resolve(chunk, url, rows, stats)

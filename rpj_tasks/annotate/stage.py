@@ -42,7 +42,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from rpj_tasks.core import layout, storage
+from rpj_tasks.core import commit, layout, storage
 from rpj_tasks.core.config import SnapshotConfig, validate_shard
 from rpj_tasks.core.errors import MissingInputError
 from rpj_tasks.annotate.minhash import signatures_from_words, write_minhash_parquet
@@ -206,8 +206,10 @@ def annotate_file(job: FileJob) -> dict[str, Any]:
     with stats.timer("load_artifacts"):
         artifacts = SignalArtifacts.load(job.artifacts_url, job.lang, job.hash_mode)
     started = time.perf_counter()
-    with storage.atomic_gzip_write(job.signals_url) as signals_out:
-        write_minhash_parquet(job.minhash_url, job.shard_key, _signatures(job, artifacts, signals_out, stats, bad))
+    outputs: dict[str, Any] = {}  # committed outputs' sha256 and size, for the parent's record
+    with storage.atomic_gzip_write(job.signals_url, digests=outputs) as signals_out:
+        write_minhash_parquet(job.minhash_url, job.shard_key, _signatures(job, artifacts, signals_out, stats, bad),
+                              digests=outputs)
     # Parquet encoding happens inside write_minhash_parquet, between the steps timed above.
     inner = sum(stats.seconds.get(step, 0.0) for step in ("read", "signals", "minhash", "write"))
     stats.add_time("write", max(0.0, time.perf_counter() - started - inner))
@@ -218,6 +220,7 @@ def annotate_file(job: FileJob) -> dict[str, Any]:
         "artifacts": _artifacts_summary(artifacts),
         "bad_lines": bad,
         "bad_lines_not_logged": stats["annotate.bad_line"] + stats["annotate.truncated"] - len(bad),
+        "outputs": outputs,
     }
 
 
@@ -272,42 +275,32 @@ def _artifacts_manifest(artifacts_url: str, hash_mode: str) -> dict[str, Any]:
     }
 
 
-def _changed_since(record: dict[str, Any], ccnet_sha256: str, artifacts: dict[str, Any], buckets: tuple[str, ...]) -> str:
-    """Why a finished shard's stats record does not describe this run ('' if it does)."""
-    if record.get("ccnet_stats_sha256") != ccnet_sha256:
-        return "its CCNet output changed"
-    if record.get("buckets") != list(buckets):
-        return f"the annotated buckets changed ({record.get('buckets')} -> {list(buckets)})"
-    earlier = record.get("artifacts", {})
-    if any(earlier.get(key) != artifacts[key] for key in ("url", "manifest_sha256", "hash_mode")):
-        return f"the signal artifacts changed ({earlier.get('url')} -> {artifacts['url']})"
-    return ""
-
-
-def _ccnet_record_sha256(cfg: SnapshotConfig, shard: int) -> str:
-    url = layout.ccnet_stats_url(cfg.storage_root, cfg.id, shard)
-    if not storage.exists(url):
+def _documents_inputs(cfg: SnapshotConfig, shard: int) -> dict[str, dict[str, Any]]:
+    """``{name: {"url", "sha256"}}`` of the documents files the shard's CCNet record lists (the only
+    files annotation reads)."""
+    record_url = layout.ccnet_stats_url(cfg.storage_root, cfg.id, shard)
+    record = commit.load_record(record_url)
+    if record is None:
         raise MissingInputError(
-            f"shard {shard:04d} of {cfg.id} has no CCNet stats record ({url}): its documents are not "
+            f"shard {shard:04d} of {cfg.id} has no CCNet stats record ({record_url}): its documents are not "
             "finished; run the CCNet mine task for this shard first"
         )
-    return hashlib.sha256(storage.read_bytes(url)).hexdigest()
+    out = {}
+    for rel, url in commit.listed_outputs(record_url, record).items():
+        if not storage.exists(url):
+            raise MissingInputError(f"shard {shard:04d} of {cfg.id}: documents {[url.rsplit('/', 1)[1]]} listed by CCNet are missing")
+        out[url.rsplit("/", 1)[1]] = {"url": url, "sha256": record["outputs"][rel]["sha256"]}
+    return out
 
 
-def _documents(cfg: SnapshotConfig, shard: int, buckets: tuple[str, ...], stats: Stats) -> list[tuple[str, str, str]]:
-    """``(name, lang, bucket)`` of the shard's documents files to annotate, sorted by name."""
-    record = json.loads(storage.read_bytes(layout.ccnet_stats_url(cfg.storage_root, cfg.id, shard)))
-    names = storage.listdir(layout.shard_dir(cfg.storage_root, "documents", cfg.id, shard))
-    missing = sorted(set(record.get("files", [])) - set(names))
-    if missing:
-        raise MissingInputError(f"shard {shard:04d} of {cfg.id}: documents {missing} listed by CCNet are missing")
+def _documents(documents: dict[str, dict[str, Any]], shard: int, buckets: tuple[str, ...], stats: Stats) -> list[tuple[str, str, str]]:
+    """``(name, lang, bucket)`` of the listed documents files to annotate, sorted by name."""
     selected = []
-    for name in names:
+    for name in sorted(documents):
         match = DOCUMENTS_FILE.match(name)
         if match is None:
-            if not name.startswith("."):
-                stats.inc("files.ignored")
-                log.warning("shard %04d: ignoring %s (not a {lang}_{bucket}.json.gz documents file)", shard, name)
+            stats.inc("files.ignored")
+            log.warning("shard %04d: ignoring %s (not a {lang}_{bucket}.json.gz documents file)", shard, name)
             continue
         lang, bucket = match.groups()
         if bucket not in buckets:
@@ -315,16 +308,6 @@ def _documents(cfg: SnapshotConfig, shard: int, buckets: tuple[str, ...], stats:
             continue
         selected.append((name, lang, bucket))
     return selected
-
-
-def _remove_stale(cfg: SnapshotConfig, shard: int, produced: set[str], stats: Stats) -> None:
-    """Delete signals/MinHash files of the shard that this run did not write."""
-    for component, suffix in (("quality_signals", SIGNALS_SUFFIX), ("minhash", MINHASH_SUFFIX)):
-        folder = layout.shard_dir(cfg.storage_root, component, cfg.id, shard)
-        for name in storage.listdir(folder):
-            if name.endswith(suffix) and name.removesuffix(suffix) + ".json.gz" not in produced:
-                storage.remove(storage.join(folder, name))
-                stats.inc("stale_files_removed")
 
 
 def _log_file(shard: int, result: dict[str, Any]) -> None:
@@ -354,59 +337,61 @@ def annotate_shard(
     """
     shard = validate_shard(shard, cfg.num_shards)
     stats_url = annotate_stats_url(cfg.storage_root, cfg.id, shard)
-    ccnet_sha256 = _ccnet_record_sha256(cfg, shard)
+    documents = _documents_inputs(cfg, shard)
     artifacts = _artifacts_manifest(artifacts_url, hash_mode)
     buckets = (*DEFAULT_BUCKETS, "tail") if annotate_tail else DEFAULT_BUCKETS
-    if storage.exists(stats_url) and not force:
-        record = json.loads(storage.read_bytes(stats_url))
-        changed = _changed_since(record, ccnet_sha256, artifacts, buckets)
-        if not changed:
-            log.info("shard %04d: annotated earlier (%s), skipping (force: --force in the CLI, the force Param in Airflow)", shard, stats_url)
-            return {**record, "skipped": True}
-        log.info("shard %04d: %s since it was annotated; annotating again", shard, changed)
-    storage.remove(stats_url)  # an interrupted rerun must not look finished
+    stats = Stats()
+    selected = _documents(documents, shard, buckets, stats)
+    inputs = {
+        "documents": {name: documents[name]["sha256"] for name, _, _ in selected},
+        "artifacts": {key: artifacts[key] for key in ("url", "manifest_sha256", "hash_mode")},
+        "buckets": list(buckets),
+    }
+    if not force and (record := commit.finished(stats_url, inputs)) is not None:
+        log.info("shard %04d: annotated earlier (%s), skipping (force: --force in the CLI, the force Param in Airflow)", shard, stats_url)
+        return {**record, "skipped": True}
 
     started = time.perf_counter()
-    stats = Stats()
     jobs = [
         FileJob(
             name=name, lang=lang, shard_key=layout.shard_key(cfg.id, shard, lang, bucket),
-            documents_url=layout.documents_url(cfg.storage_root, cfg.id, shard, lang, bucket),
+            documents_url=documents[name]["url"],
             signals_url=layout.signals_url(cfg.storage_root, cfg.id, shard, lang, bucket),
             minhash_url=layout.minhash_url(cfg.storage_root, cfg.id, shard, lang, bucket),
             artifacts_url=artifacts_url, hash_mode=hash_mode,
         )
-        for name, lang, bucket in _documents(cfg, shard, buckets, stats)
+        for name, lang, bucket in selected
     ]
     files: dict[str, Any] = {}
     languages: dict[str, Any] = {}
-    for result in run_jobs(annotate_file, jobs, hash_mode):
-        _log_file(shard, result)
-        file_stats = Stats.from_dict(result["stats"])
-        stats.merge(file_stats)
-        languages[result["lang"]] = result["artifacts"]
-        files[result["name"]] = {
-            "lines": file_stats["annotate.lines"],
-            "bad_lines": file_stats["annotate.bad_line"],
-            "minhash_null": file_stats["minhash.null"],
-            "seconds": round(sum(file_stats.seconds.values()), 3),
-        }
-    stats.inc("files.annotated", len(files))
-    _remove_stale(cfg, shard, set(files), stats)
-
-    wall = time.perf_counter() - started
-    record = {
-        "snapshot": cfg.id,
-        "shard": shard,
-        "buckets": list(buckets),
-        "ccnet_stats_sha256": ccnet_sha256,
-        "artifacts": {**artifacts, "languages": dict(sorted(languages.items()))},
-        "files": files,
-        "wall_seconds": round(wall, 3),
-        "docs_per_second": round(stats["annotate.lines"] / wall, 1) if wall else None,
-        **stats.to_dict(),
-    }
-    storage.write_bytes(stats_url, json.dumps(record, indent=1, sort_keys=True).encode())
+    output_dirs = [layout.shard_dir(cfg.storage_root, component, cfg.id, shard) for component in ("quality_signals", "minhash")]
+    with commit.UnitCommit(stats_url, inputs, output_dirs,
+                           owned=lambda n: n.endswith((SIGNALS_SUFFIX, MINHASH_SUFFIX))) as unit:
+        for result in run_jobs(annotate_file, jobs, hash_mode):
+            _log_file(shard, result)
+            unit.add_outputs(result["outputs"])
+            file_stats = Stats.from_dict(result["stats"])
+            stats.merge(file_stats)
+            languages[result["lang"]] = result["artifacts"]
+            files[result["name"]] = {
+                "lines": file_stats["annotate.lines"],
+                "bad_lines": file_stats["annotate.bad_line"],
+                "minhash_null": file_stats["minhash.null"],
+                "seconds": round(sum(file_stats.seconds.values()), 3),
+            }
+        stats.inc("files.annotated", len(files))
+        stats.inc("stale_files_removed", unit.remove_stale())
+        wall = time.perf_counter() - started
+        record = unit.commit({
+            "snapshot": cfg.id,
+            "shard": shard,
+            "buckets": list(buckets),
+            "artifacts": {**artifacts, "languages": dict(sorted(languages.items()))},
+            "files": files,
+            "wall_seconds": round(wall, 3),
+            "docs_per_second": round(stats["annotate.lines"] / wall, 1) if wall else None,
+            **stats.to_dict(),
+        })
     log.info("shard %04d: annotated %d lines in %d files (%.1f docs/s) | %s", shard, stats["annotate.lines"],
              len(files), record["docs_per_second"] or 0.0, stats.summary())
     return {**record, "skipped": False}
