@@ -21,6 +21,8 @@ from typing import Any
 import msgspec
 
 from rpj_tasks.core.ids import doc_id, id_int, snapshot_id
+from rpj_tasks.core.schema import LINE_SIGNAL_KEYS as _LINE_KEYS
+from rpj_tasks.core.schema import SIGNAL_KEYS
 from rpj_tasks.annotate.artifacts.load import SignalArtifacts
 from rpj_tasks.annotate.signals.models import DSIR_TARGETS, classifier_text, classifier_score
 from rpj_tasks.annotate.signals.repetition import DUPE_NS, TOP_NS, repetition_scores
@@ -31,40 +33,8 @@ PRECISION = 8
 CCNET_FIELDS = ("length", "original_length", "nlines", "original_nlines", "language_score", "perplexity")
 BUCKET_VALUES = {"head": 0.0, "middle": 1.0, "tail": 2.0}
 METADATA_FIELDS = ("cc_segment", "url", "source_domain", "language")
-_LINE_KEYS = (
-    "rps_lines_ending_with_terminal_punctution_mark",
-    "rps_lines_javascript_counts",
-    "rps_lines_num_words",
-    "rps_lines_numerical_chars_fraction",
-    "rps_lines_start_with_bulletpoint",
-    "rps_lines_uppercase_letter_fraction",
-)
-
-SIGNAL_KEYS: tuple[str, ...] = (
-    *(f"ccnet_{name}" for name in CCNET_FIELDS),
-    "ccnet_bucket",
-    "rps_doc_curly_bracket",
-    "rps_doc_ldnoobw_words",
-    "rps_doc_lorem_ipsum",
-    "rps_doc_stop_word_fraction",
-    "rps_doc_ut1_blacklist",
-    *(f"rps_doc_frac_chars_dupe_{n}grams" for n in DUPE_NS),
-    *(f"rps_doc_frac_chars_top_{n}gram" for n in TOP_NS),
-    "rps_doc_frac_all_caps_words",
-    "rps_doc_frac_lines_end_with_ellipsis",
-    "rps_doc_frac_no_alph_words",
-    "rps_doc_frac_unique_words",
-    "rps_doc_mean_word_length",
-    "rps_doc_num_sentences",
-    "rps_doc_symbol_to_word_ratio",
-    "rps_doc_unigram_entropy",
-    "rps_doc_word_count",
-    *_LINE_KEYS,
-    "rps_doc_ml_palm_score",
-    "rps_doc_ml_wikipedia_score",
-    "rps_doc_ml_wikiref_score",
-    *(f"rps_doc_{t}_importance{suffix}" for t in DSIR_TARGETS for suffix in ("", "_length_correction")),
-)
+# SIGNAL_KEYS (the 45 keys in emitted order) and the six line keys are rpj_tasks.core.schema's;
+# compute_signals returns them in that order (tests/test_schema.py checks the names built here).
 
 _LOREM = re.compile(r"lorem ipsum", re.IGNORECASE)
 _SENTENCE = re.compile(r"\b[^.!?]+[.!?]*")
