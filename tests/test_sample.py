@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from rpj_tasks.ccnet.lid import LanguageIdentifier
-from rpj_tasks.sample.mirror import MAIN_LANGS, MANIFEST_NAME, SAMPLE_CRAWL, generate_mirror, generate_reference_corpus
+from rpj_tasks.core.layout import LANGUAGES as MAIN_LANGS  # the sample's main languages: the five RPv2 ones
+from rpj_tasks.sample.mirror import MANIFEST_NAME, SAMPLE_CRAWL, generate_mirror, generate_reference_corpus
 from rpj_tasks.download.wet import block_digest, gzip_member
 
 ISO3 = {"eng": "en", "deu": "de", "fra": "fr", "spa": "es", "ita": "it", "nld": "nl", "por": "pt", "pol": "pl", "swe": "sv"}

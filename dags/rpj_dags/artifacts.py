@@ -49,7 +49,7 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
             "source": Param("install", type="string", enum=["install", "build", "sample", "none"],
                             description="CCNet models. install: copy official cc_net models; build: train from reference "
                                         "corpora; sample: build from the offline sample corpus; none: skip."),
-            "languages": Param(["en", "de", "fr", "es", "it"], type="array", items={"type": "string"}, minItems=1),
+            "languages": Param(list(layout.LANGUAGES), type="array", items={"type": "string"}, minItems=1),
             "official_models_url": Param("", type="string",
                                          description="install: URL of a directory with {lang}.sp.model and {lang}.arpa.bin."),
             "cutoffs_url": Param("", type="string", description="install/build: cutoff.csv URL (default: cc_net's for install)."),

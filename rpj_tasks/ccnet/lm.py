@@ -36,7 +36,6 @@ log = logging.getLogger("rpj.lm")
 
 PERCENTILE_HEAD = 30
 PERCENTILE_TAIL = 60
-BUCKETS = ("head", "middle", "tail")
 
 _SP_MODELS: dict[str, spm.SentencePieceProcessor] = {}
 _LMS: dict[str, kenlm.Model] = {}

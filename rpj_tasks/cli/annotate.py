@@ -26,7 +26,7 @@ def register(sub: Any) -> None:
     how = a.add_mutually_exclusive_group(required=True)
     how.add_argument("--config", help="build: JSON file, see rpj_tasks.annotate.artifacts.build.build_signal_artifacts")
     how.add_argument("--install-from", help="install: URL of published RPv2 artifacts (the reference's artifacts_dir)")
-    a.add_argument("--languages", default="en,de,fr,es,it", help="install: languages to copy")
+    a.add_argument("--languages", default=",".join(layout.LANGUAGES), help="install: languages to copy")
     a.add_argument("--stopwords-url-template", help="install: stop-word lists URL with {lang} (default: upstream)")
     a.set_defaults(run=run_signal_artifacts)
 

@@ -18,7 +18,7 @@ def register(sub: Any) -> None:
         s = msub.add_parser(name)
         s.add_argument("--version", required=name != "sample", default="sample-v1" if name == "sample" else None)
         s.add_argument("--storage-root")
-        s.add_argument("--languages", default="en,de,fr,es,it")
+        s.add_argument("--languages", default=",".join(layout.LANGUAGES))
         s.add_argument("--force", action="store_true")
         if name == "install":
             s.add_argument("--from", dest="source", required=True, help="URL with {lang}.sp.model and {lang}.arpa.bin")

@@ -89,6 +89,13 @@ def snapshot_week_start(snapshot: str) -> dt.date:
         raise ConfigError(f"snapshot {snapshot!r}: {year} has no ISO week {week}") from exc
 
 
+def _default_languages() -> list[str]:
+    """``rpj_tasks.core.layout.LANGUAGES`` (imported here: layout imports this module)."""
+    from rpj_tasks.core.layout import LANGUAGES
+
+    return list(LANGUAGES)
+
+
 #: DSIR feature-hash modes, defined here (not in ``rpj_tasks.annotate.hashseed``, which imports them)
 #: so that DAG parsing does not import the signal code.
 DSIR_HASH_MODES = ("cpython-seed42", "stable")
@@ -101,7 +108,7 @@ class SnapshotConfig:
     id: str
     storage_root: str
     source_base: str
-    languages: list[str] = field(default_factory=lambda: ["en", "de", "fr", "es", "it"])
+    languages: list[str] = field(default_factory=_default_languages)
     num_shards: int = 5000
     hash_group_size: int = 1
     min_len: int = 300

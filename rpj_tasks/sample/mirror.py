@@ -38,7 +38,6 @@ SAMPLE_SNAPSHOT = "2000-01"
 SAMPLE_CRAWL = "CC-MAIN-2000-01"
 MANIFEST_NAME = "sample_manifest.json"
 
-MAIN_LANGS = ("en", "de", "fr", "es", "it")
 LANG_WEIGHTS = {"en": 0.34, "de": 0.15, "fr": 0.13, "es": 0.13, "it": 0.11,
                 "nl": 0.035, "pt": 0.035, "pl": 0.035, "sv": 0.035}
 
