@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from airflow_env import REPO, airflow, airflow_env
+from rpj_tasks.core.layout import LANGUAGES
 
 INSPECT = r"""
 import json
@@ -57,7 +58,7 @@ def test_snapshot_dag_shape_and_params(dagbag):
         "annotate", "plan_units", "process.download", "process.hashes", "process.mine", "report", "signal_artifacts",
     ]
     assert d["params"]["num_shards"] == 5000
-    assert d["params"]["languages"] == ["en", "de", "fr", "es", "it"]
+    assert d["params"]["languages"] == list(LANGUAGES)
     assert d["params"]["force"] is False
     assert d["params"]["annotate"] is True and d["params"]["annotate_tail"] is False
     assert d["params"]["dsir_hash_mode"] == "cpython-seed42"

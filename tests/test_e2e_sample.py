@@ -10,13 +10,11 @@ import pytest
 
 from airflow_env import BIN, REPO, airflow, airflow_env
 from rpj_tasks.ccnet.lm import bucket, load_cutoffs
+from rpj_tasks.core.layout import BUCKETS, LANGUAGES
+from rpj_tasks.core.schema import DOCUMENT_FIELD_TYPES, DOCUMENT_FIELDS  # checked against the spec: test_schema.py
 
 SNAPSHOT = "2000-01"
-FIELDS = [
-    "url", "date_download", "digest", "length", "nlines", "source_domain", "title", "raw_content",
-    "cc_segment", "original_nlines", "original_length", "line_ids", "language", "language_score",
-    "perplexity", "bucket",
-]
+FIELDS = list(DOCUMENT_FIELDS)
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +57,13 @@ def test_documents_follow_the_rpv2_contract(run):
         shard, name = rel.split("/")
         assert len(shard) == 4 and shard.isdigit() and 0 <= int(shard) < 4
         lang, bucket_name = name[: -len(".json.gz")].split("_")
-        assert lang in {"en", "de", "fr", "es", "it"} and bucket_name in {"head", "middle", "tail"}
+        assert lang in LANGUAGES and bucket_name in BUCKETS
         assert raw[:2] == b"\x1f\x8b" and raw[4:8] == b"\0\0\0\0"  # gzip, mtime 0: reproducible bytes
         for line in gzip.decompress(raw).decode("utf-8").splitlines():
             assert '": ' in line and ", \"" in line  # json.dumps default separators
             doc = json.loads(line)
             assert list(doc) == FIELDS
+            assert all(type(doc[k]) is t for k, t in DOCUMENT_FIELD_TYPES.items()), doc
             assert doc["language"] == lang and doc["bucket"] == bucket_name
             assert doc["length"] == len(doc["raw_content"])
             assert doc["nlines"] == len(doc["line_ids"]) == doc["raw_content"].count("\n") + 1
@@ -78,8 +77,8 @@ def test_documents_follow_the_rpv2_contract(run):
             assert doc["original_length"] >= len(doc["raw_content"].encode()) - 1
             langs_seen.add(lang)
             buckets_seen.add(bucket_name)
-    assert langs_seen == {"en", "de", "fr", "es", "it"}
-    assert buckets_seen == {"head", "middle", "tail"}
+    assert langs_seen == set(LANGUAGES)
+    assert buckets_seen == set(BUCKETS)
 
 
 def test_stats_records_per_shard(run):

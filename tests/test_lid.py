@@ -13,8 +13,9 @@ from rpj_tasks.ccnet.lid import (
     passes_threshold,
     round_score,
 )
+from rpj_tasks.core.layout import LANGUAGES
 
-LANGS = ("en", "de", "fr", "es", "it")
+LANGS = LANGUAGES  # tests/fixtures/lid/ has sentences for each
 
 
 @pytest.fixture(scope="module")

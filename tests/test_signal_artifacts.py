@@ -24,10 +24,11 @@ from rpj_tasks.annotate.artifacts import build as sa
 from rpj_tasks.ccnet.lid import default_lid_model_path
 from rpj_tasks.annotate import hashseed
 from rpj_tasks.annotate.signals import HashSeedError, SignalArtifacts, call_with_seed42, classifier_text, raw_words
+from rpj_tasks.core.layout import LANGUAGES
 from rpj_tasks.core.stats import Stats
 from rpj_tasks.core.workers import WorkerPool
 
-LANGS = ("en", "de", "fr", "es", "it")
+LANGS = LANGUAGES
 STABLE_THE = 3331141520948189790  # stable_hash("the")
 
 # Independent DSIR reference, run in a PYTHONHASHSEED=42 interpreter (docs/spec/quality_signals.md §3.7).

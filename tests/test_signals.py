@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from rpj_tasks.core import storage
+from rpj_tasks.core.schema import LINE_SIGNAL_KEYS
 from rpj_tasks.annotate.signals import (
     SIGNAL_KEYS,
     ArtifactsError,
@@ -142,10 +143,7 @@ LINE_TABLE = {  # §7.3: doc -> (terminal, javascript, num_words, numerical, bul
         [[0, 69, 0.0], [69, 107, 0.05555556]], [[0, 69, 0.0], [69, 107, 0.0]],
         [[0, 69, 0.07246377], [69, 107, 0.10526316]]),
 }
-LINE_KEYS = (
-    "rps_lines_ending_with_terminal_punctution_mark", "rps_lines_javascript_counts", "rps_lines_num_words",
-    "rps_lines_numerical_chars_fraction", "rps_lines_start_with_bulletpoint", "rps_lines_uppercase_letter_fraction",
-)
+LINE_KEYS = LINE_SIGNAL_KEYS  # the six line signals in emitted order (core.schema, checked against the spec)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rpj_tasks.core.schema import WET_DOCUMENT_FIELDS
 from rpj_tasks.core.stats import Stats
 from rpj_tasks.download.wet import (
     WetFormatError,
@@ -24,7 +25,7 @@ from rpj_tasks.download.wet import (
     warcinfo_record,
 )
 
-KEYS = ["url", "date_download", "digest", "length", "nlines", "source_domain", "title", "raw_content"]
+KEYS = list(WET_DOCUMENT_FIELDS)  # the first 8 documents fields, in order (core.schema, checked against the spec)
 OLD_2014 = "CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc.wet"
 DATE = "2023-01-26T21:25:04Z"
 
