@@ -40,9 +40,7 @@ log = logging.getLogger("rpj.ccnet")
 
 def hash_group(cfg: SnapshotConfig, shard: int) -> range:
     """The consecutive block of shards whose hashes are merged for ``shard`` (cc_net ``hash_in_mem``)."""
-    size = cfg.hash_group_size
-    start = (shard // size) * size
-    return range(start, min(start + size, cfg.num_shards))
+    return layout.hash_group(shard, cfg.hash_group_size, cfg.num_shards)
 
 
 def read_shard_documents(

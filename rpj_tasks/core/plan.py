@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from rpj_tasks.core import layout
 from rpj_tasks.core.config import ConfigError, SnapshotConfig, validate_shard
 
 DEFAULT_MAX_UNITS = 1000
@@ -75,13 +76,13 @@ def plan_units(
     size = cfg.hash_group_size
     groups: dict[int, list[int]] = {}
     for shard in selected:
-        groups.setdefault(shard // size, []).append(shard)
-    group_ids = sorted(groups)
+        groups.setdefault(layout.hash_group(shard, size, cfg.num_shards).start, []).append(shard)
+    group_ids = sorted(groups)  # each group's first shard
     per_unit = max(1, math.ceil(len(group_ids) / max_units))
     units = []
     for i in range(0, len(group_ids), per_unit):
         chunk = group_ids[i : i + per_unit]
         mine = [s for g in chunk for s in groups[g]]
-        hashes = [s for g in chunk for s in range(g * size, min((g + 1) * size, cfg.num_shards))]
+        hashes = [s for g in chunk for s in layout.hash_group(g, size, cfg.num_shards)]
         units.append({"unit": len(units), "mine": format_shards(mine), "hashes": format_shards(hashes)})
     return units
