@@ -158,7 +158,7 @@ class _ShardWriter:
         out.write(json.dumps(doc, ensure_ascii=False).encode("utf-8") + b"\n")
 
     def produced(self) -> set[str]:
-        return {f"{lang}_{bucket}.json.gz" for lang, bucket in self.files}
+        return {layout.file_name(lang, bucket) for lang, bucket in self.files}
 
 
 def mine_inputs(cfg: SnapshotConfig, shard: int, segments: list[str], models_fingerprint: str) -> dict[str, Any]:
@@ -189,7 +189,7 @@ def mine_shard(cfg: SnapshotConfig, shard: int, segments: list[str], *, force: b
     lid = LanguageIdentifier(cfg.lid_model or None)
     languages = set(cfg.languages)
     shard_docs = layout.shard_dir(cfg.storage_root, "documents", cfg.id, shard)
-    with commit.UnitCommit(stats_url, inputs, [shard_docs], owned=lambda n: n.endswith(".json.gz")) as unit:
+    with commit.UnitCommit(stats_url, inputs, [shard_docs], owned=lambda n: n.endswith(layout.DOCUMENTS_SUFFIX)) as unit:
         with stats.timer("load_hashes"):
             table = load_group_hashes(cfg, shard, inputs["hashes"])
         with contextlib.ExitStack() as stack:
