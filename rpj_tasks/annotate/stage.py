@@ -28,13 +28,10 @@ finished shard is skipped unless ``force`` or its CCNet record changed since (do
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
-import re
 import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -45,6 +42,11 @@ import numpy as np
 from rpj_tasks.core import commit, layout, storage
 from rpj_tasks.core.config import SnapshotConfig, validate_shard
 from rpj_tasks.core.errors import MissingInputError
+from rpj_tasks.core.layout import ANNOTATED_BUCKETS as DEFAULT_BUCKETS
+from rpj_tasks.core.layout import DOCUMENTS_FILE, MINHASH_SUFFIX, SIGNALS_SUFFIX
+from rpj_tasks.core.lines import MAX_LOGGED_BAD_LINES  # noqa: F401 - described bad lines per file; importable from here
+from rpj_tasks.core.lines import BadLines, iter_lines, parse_object
+from rpj_tasks.core.schema import REQUIRED_DOCUMENT_FIELDS as REQUIRED_FIELDS  # the reference reader's 14 (§4)
 from rpj_tasks.annotate.minhash import signatures_from_words, write_minhash_parquet
 from rpj_tasks.annotate.signals import (
     ArtifactsError,
@@ -63,17 +65,7 @@ from rpj_tasks.core.workers import WorkerDiedError  # noqa: F401 - raised by run
 
 log = logging.getLogger("rpj.annotate")
 
-DEFAULT_BUCKETS = ("head", "middle")
-DOCUMENTS_FILE = re.compile(r"^([a-z]{2,3})_(head|middle|tail)\.json\.gz$")
-SIGNALS_SUFFIX = ".signals.json.gz"
-MINHASH_SUFFIX = ".minhash.parquet"
-# The 14 fields the reference's strict reader requires (docs/spec/rpv2_format.md §4).
-REQUIRED_FIELDS = frozenset({
-    "raw_content", "url", "nlines", "original_nlines", "source_domain", "length", "original_length",
-    "language", "language_score", "perplexity", "bucket", "digest", "cc_segment", "date_download",
-})
 BATCH_LINES = 256
-MAX_LOGGED_BAD_LINES = 20
 
 
 # ---------------------------------------------------------------- paths
@@ -99,38 +91,14 @@ class FileJob:
     hash_mode: str
 
 
-def _note(bad: list[str], message: str) -> None:
-    """Keep the first :data:`MAX_LOGGED_BAD_LINES` bad-line messages of a file (the rest are counted)."""
-    if len(bad) < MAX_LOGGED_BAD_LINES:
-        bad.append(message)
-
-
-def _read_lines(url: str, stats: Stats, bad: list[str]) -> Iterator[tuple[int, bytes]]:
-    """``(decompressed byte offset, line)`` of a gzip file; a corrupt or truncated gzip ends it (counted)."""
-    offset = 0
-    with storage.open_read(url) as raw, gzip.GzipFile(fileobj=raw) as stream:
-        try:
-            for line in stream:
-                yield offset, line
-                offset += len(line)
-        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-            stats.inc("annotate.truncated")
-            _note(bad, f"{url}: byte {offset}: gzip stream ends early ({exc}); later lines are lost")
-
-
 def _decode(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
-    """The document of a line, or ``(partial document or None, reason)`` when it is not usable."""
-    try:
-        doc = json.loads(line.decode("utf-8"))
-    except UnicodeDecodeError:
-        return None, "invalid_utf8"
-    except ValueError:
-        return None, "invalid_json"
-    if not isinstance(doc, dict):
-        return None, "not_an_object"
-    if not isinstance(doc.get("raw_content"), str):
+    """The document of a line, or ``(partial document or None, reason)`` when it is not usable:
+    ``invalid_utf8``, ``invalid_json``, ``not_an_object`` (:func:`rpj_tasks.core.lines.parse_object`,
+    strict UTF-8) or ``no_raw_content``."""
+    doc, reason = parse_object(line)
+    if doc is not None and not isinstance(doc.get("raw_content"), str):
         return doc, "no_raw_content"
-    return doc, None
+    return doc, reason
 
 
 def _decoded_batch(lines: Iterator[tuple[int, tuple[int, bytes]]]) -> list[tuple[int, int, Any, str | None]]:
@@ -140,16 +108,14 @@ def _decoded_batch(lines: Iterator[tuple[int, tuple[int, bytes]]]) -> list[tuple
 
 def _annotate_batch(
     batch: list[tuple[int, int, Any, str | None]], job: FileJob, artifacts: SignalArtifacts, stats: Stats,
-    bad: list[str],
+    bad: BadLines,
 ) -> tuple[list[bytes], list[list[str]]]:
     """Signals lines and NW word lists (empty for unusable lines) of a decoded batch."""
     out: list[bytes] = []
     words: list[list[str]] = []
     for idx, offset, doc, reason in batch:
         if reason is not None:
-            stats.inc("annotate.bad_line")
-            stats.inc(f"annotate.bad_line.{reason}")
-            _note(bad, f"{job.documents_url}: line {idx} (byte {offset}): {reason.replace('_', ' ')}; null record")
+            bad.line(job.documents_url, offset, reason, index=idx, outcome="null record")  # annotate.bad_line[.reason]
             out.append(encode_record(null_record(job.shard_key, idx, doc)))
             words.append([])
             continue
@@ -162,9 +128,9 @@ def _annotate_batch(
 
 
 def _signatures(job: FileJob, artifacts: SignalArtifacts, signals_out: IO[bytes], stats: Stats,
-                bad: list[str]) -> Iterator[np.ndarray | None]:
+                bad: BadLines) -> Iterator[np.ndarray | None]:
     """Annotate the file batch by batch: write the signals lines, yield one signature per line."""
-    lines = enumerate(_read_lines(job.documents_url, stats, bad))
+    lines = enumerate(iter_lines(job.documents_url, bad, compressed=True))  # a truncated gzip: annotate.truncated
     while True:
         with stats.timer("read"):
             batch = _decoded_batch(lines)
@@ -202,7 +168,7 @@ def annotate_file(job: FileJob) -> dict[str, Any]:
     if job.hash_mode == SEED42:
         require_seed42()
     stats = Stats()
-    bad: list[str] = []
+    bad = BadLines(stats, "annotate")  # described here, logged by the caller (_log_file)
     with stats.timer("load_artifacts"):
         artifacts = SignalArtifacts.load(job.artifacts_url, job.lang, job.hash_mode)
     started = time.perf_counter()
@@ -218,8 +184,8 @@ def annotate_file(job: FileJob) -> dict[str, Any]:
         "lang": job.lang,
         "stats": stats.to_dict(),
         "artifacts": _artifacts_summary(artifacts),
-        "bad_lines": bad,
-        "bad_lines_not_logged": stats["annotate.bad_line"] + stats["annotate.truncated"] - len(bad),
+        "bad_lines": bad.messages,
+        "bad_lines_not_logged": bad.not_logged,
         "outputs": outputs,
     }
 
