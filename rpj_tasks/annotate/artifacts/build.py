@@ -36,7 +36,6 @@ unseeded and took the first records of its input listing.  Here every draw is se
 from __future__ import annotations
 
 import functools
-import gzip
 import hashlib
 import io
 import itertools
@@ -51,7 +50,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -62,12 +60,14 @@ from rpj_tasks.core import storage
 from rpj_tasks.annotate.hashseed import HASH_MODES, feature_hash, seed42_pool
 from rpj_tasks.annotate.signals.models import CC_LABEL, DSIR_BUCKETS, classifier_text
 from rpj_tasks.annotate.signals.text import raw_words
+from rpj_tasks.core.layout import LANGUAGES, file_name
+from rpj_tasks.core.lines import INVALID_UTF8, BadLines, iter_lines, parse_object
 from rpj_tasks.core.stats import Stats
 from rpj_tasks.core.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
-LANGS = ("en", "de", "fr", "es", "it")
+LANGS = LANGUAGES
 DEFAULT_STOPWORDS_URL = (
     "https://raw.githubusercontent.com/6/stopwords-json/"
     "fca10ee6724fdfae58b9e72e43ac7d4a6ae9cd45/dist/{lang}.json"
@@ -108,14 +108,19 @@ def _check_name(kind: str, value: str) -> str:
     return value
 
 
-def _decode_line(line: bytes, field: str | None) -> str:
-    """The string ``field`` of a JSON line, or the line itself (UTF-8, without its newline)."""
+def _decode_line(line: bytes, field: str | None) -> tuple[str | None, str | None]:
+    """``(text, None)``: the string ``field`` of a JSON line (:func:`json.loads` on the bytes), or the
+    line itself (UTF-8); ``(None, reason)`` when it has none."""
     if field is None:
-        return line.decode("utf-8").removesuffix("\n")
-    value = json.loads(line)[field]
-    if not isinstance(value, str):
-        raise TypeError(f"{field!r} is not a string")
-    return value
+        try:
+            return line.decode("utf-8"), None
+        except UnicodeDecodeError:
+            return None, INVALID_UTF8
+    obj, reason = parse_object(line, encoding=None)
+    if obj is None:
+        return None, reason
+    value = obj.get(field)
+    return (value, None) if isinstance(value, str) else (None, "no_string_field")
 
 
 def iter_texts(url: str, stats: Stats, prefix: str = "corpus", field: str = "text") -> Iterator[str]:
@@ -123,32 +128,24 @@ def iter_texts(url: str, stats: Stats, prefix: str = "corpus", field: str = "tex
 
     ``*.json``/``*.jsonl`` files hold one JSON object per line and give its string ``field``;
     any other file holds one document per line (blank lines are skipped, ``{prefix}.blank_line``).
-    Undecodable lines are counted as ``{prefix}.bad_line`` and logged with their (decompressed)
-    byte offset; a truncated or corrupt gzip ends the file with ``{prefix}.truncated``.
-    Good lines are always kept.
+    Undecodable lines are counted as ``{prefix}.bad_line`` and the first ones logged with their
+    (decompressed) byte offset; a truncated or corrupt gzip ends the file with ``{prefix}.truncated``
+    (:mod:`rpj_tasks.core.lines`).  Good lines are always kept.
     """
     name = url.removesuffix(".gz")
     json_field = field if name.endswith((".json", ".jsonl")) else None
-    with storage.open_read(url) as raw:
-        stream = gzip.GzipFile(fileobj=raw) if url.endswith(".gz") else raw
-        offset = 0
-        try:
-            for line in stream:
-                start, offset = offset, offset + len(line)
-                try:
-                    value = _decode_line(line, json_field)
-                except (ValueError, KeyError, TypeError, IndexError) as exc:
-                    stats.inc(f"{prefix}.bad_line")
-                    log.warning("%s: byte %d: skipped line (%s)", url, start, exc)
-                    continue
-                if json_field is None and not value.strip():
-                    stats.inc(f"{prefix}.blank_line")
-                    continue
-                stats.inc(f"{prefix}.docs")
-                yield value
-        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-            stats.inc(f"{prefix}.truncated")
-            log.warning("%s: byte %d: stopped reading (%s)", url, offset, exc)
+    bad = BadLines(stats, prefix, logger=log, by_reason=False)
+    for offset, line in iter_lines(url, bad):
+        value, reason = _decode_line(line, json_field)
+        if value is None:
+            bad.line(url, offset, reason or "invalid")
+            continue
+        if json_field is None and not value.strip():
+            stats.inc(f"{prefix}.blank_line")
+            continue
+        stats.inc(f"{prefix}.docs")
+        yield value
+    bad.log_unlogged(url)
 
 
 # ---------------------------------------------------------------- word lists (§4)
@@ -302,7 +299,7 @@ def ccnet_bucket_quotas(n: int) -> dict[str, int]:
 
 def _bucket_files(documents_root: str, snapshot: str, lang: str, bucket: str) -> list[str]:
     fs, root = storage.fs_and_path(documents_root)
-    name = f"{lang}_{bucket}.json.gz"
+    name = file_name(lang, bucket)
     shards = sorted(p.rstrip("/").split("/")[-2] for p in fs.glob(f"{root.rstrip('/')}/{snapshot}/*/{name}"))
     return [storage.join(documents_root, snapshot, shard, name) for shard in shards]
 

@@ -27,13 +27,14 @@ import numpy as np
 
 from rpj_tasks.core.errors import PermanentError
 from rpj_tasks.core import storage
+from rpj_tasks.core.layout import LANGUAGES
 from rpj_tasks.annotate.signals.classifier import load_classifier
 from rpj_tasks.annotate.hashseed import HASH_MODES, SEED42
 from rpj_tasks.annotate.signals.models import DSIR_SOURCE, DSIR_TARGETS, DsirScorer
 
 log = logging.getLogger(__name__)
 
-WORD_LIST_LANGS = ("en", "de", "fr", "es", "it")
+WORD_LIST_LANGS = LANGUAGES  # other languages have no word lists (quality_signals.md §3.2)
 CLASSIFIERS = ("palm", "wikipedia", "wikiref")
 _CACHE: dict[tuple[str, str, str], SignalArtifacts] = {}
 _LOCK = threading.Lock()
