@@ -173,3 +173,38 @@ def test_bad_lines_are_counted_and_the_first_described(caplog: pytest.LogCapture
     assert dict(stats.counts) == {"q.bad_line": 2}
     assert quiet.messages == ["u: byte 5: not an object (a list); null record"] and quiet.not_logged == 1
     quiet.log_unlogged("u")  # no logger: nothing to do
+
+
+# ---------------------------------------------------------------- the readers built on it
+
+
+def test_models_corpus_reader(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """ccnet.models.read_corpus: text-mode line ends, blank lines skipped, bad lines counted and skipped."""
+    from rpj_tasks.ccnet.models import read_corpus
+
+    txt = write(tmp_path, "c.txt.gz", b"one\r\ntwo\rthree\n \n\xff bad\nfour")
+    stats = Stats()
+    with caplog.at_level(logging.WARNING, logger="rpj.models"):
+        assert list(read_corpus(txt, stats)) == ["one", "two", "three", "four"]
+    assert dict(stats.counts) == {"corpus.bad_line": 1, "corpus.bad_line.invalid_utf8": 1}
+    assert f"{txt}: byte 17: invalid utf8; skipped" in caplog.text
+    jsonl = write(tmp_path, "c.jsonl", b'{"text": "a"}\r\n\r\n{"text": 5}\n[1]\n{"text": "b\\r\\nc"}\n{"te')
+    stats = Stats()
+    assert list(read_corpus(jsonl, stats)) == ["a", "b\r\nc"]
+    assert stats["corpus.bad_line"] == 3 and stats["corpus.bad_line.no_string_text"] == 2
+    assert stats["corpus.bad_line.invalid_json"] == 1
+
+
+def test_artifacts_corpus_reader(tmp_path: Path) -> None:
+    """annotate.artifacts.build.iter_texts: json's own decoding of the bytes, a CR kept in text lines,
+    one bad-line counter (the artifacts' manifest lists the counts)."""
+    from rpj_tasks.annotate.artifacts.build import iter_texts
+
+    url = write(tmp_path, "c.jsonl.gz", b'\xef\xbb\xbf{"text": "a"}\n{"text": null}\n\n{"text": "\xed\xa0\x80"}\n\xff\n')
+    stats = Stats()
+    assert list(iter_texts(url, stats, "c")) == ["a", "\ud800"]
+    assert dict(stats.counts) == {"c.docs": 2, "c.bad_line": 3}
+    url = write(tmp_path, "c.txt", b"x\r\n\n \ny")
+    stats = Stats()
+    assert list(iter_texts(url, stats, "c")) == ["x\r", "y"]
+    assert dict(stats.counts) == {"c.docs": 2, "c.blank_line": 2}

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from rpj_tasks.core.config import PACKAGE_DATA
 from rpj_tasks.core.errors import PermanentError
+from rpj_tasks.core.lines import INVALID_JSON, INVALID_UTF8, BadLines, iter_lines
+from rpj_tasks.core.stats import Stats
 from rpj_tasks.core import storage
 from rpj_tasks.ccnet.lm import PerplexityScorer, compute_cutoffs, load_cutoffs, normalized_lines, train_lm, train_sentencepiece
 
@@ -126,17 +128,36 @@ def install_models(source_url: str, languages: list[str], out_url: str, *, cutof
     return _write_manifest(out_url, manifest)
 
 
-def read_corpus(url: str) -> Iterator[str]:
-    """Documents of a reference corpus: one per line (``.txt``) or the ``text`` field (``.jsonl``), gzip allowed."""
-    compression = "gzip" if url.endswith(".gz") else None
-    fs, path = storage.fs_and_path(url)
-    with fs.open(path, "rt", encoding="utf-8", compression=compression) as f:
-        is_jsonl = ".jsonl" in url
-        for line in f:
-            line = line.rstrip("\n")
-            if not line.strip():
+def read_corpus(url: str, stats: Stats | None = None) -> Iterator[str]:
+    """Documents of a reference corpus: one per line (``.txt``) or the ``text`` field (``.jsonl``), gzip allowed.
+
+    Lines end as in text mode (``\\n``, ``\\r\\n`` or ``\\r``); blank lines are skipped.  A line that is
+    not UTF-8, or (``.jsonl``) not a JSON object with a string ``text``, is counted as
+    ``corpus.bad_line`` and logged with its byte offset, as is a gzip stream that ends early
+    (``corpus.truncated``); the other lines are kept (:mod:`rpj_tasks.core.lines`).
+    """
+    is_jsonl = ".jsonl" in url
+    bad = BadLines(stats if stats is not None else Stats(), "corpus", logger=log)
+    for offset, line in iter_lines(url, bad, universal_newlines=True):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            bad.line(url, offset, INVALID_UTF8)
+            continue
+        if not text.strip():
+            continue
+        if is_jsonl:
+            try:
+                doc = json.loads(text)
+            except ValueError:
+                bad.line(url, offset, INVALID_JSON)
                 continue
-            yield json.loads(line)["text"] if is_jsonl else line
+            text = doc.get("text") if isinstance(doc, dict) else None
+            if not isinstance(text, str):
+                bad.line(url, offset, "no_string_text")
+                continue
+        yield text
+    bad.log_unlogged(url)
 
 
 def build_language(
