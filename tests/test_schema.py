@@ -6,6 +6,7 @@ neither the module nor the spec can change without the other.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -111,6 +112,15 @@ def test_signals_record_layout() -> None:
     assert tuple(re.findall(r'"(\w+)":', metadata.group(1))) == schema.SIGNALS_METADATA_KEYS
     top = re.sub(r'"metadata": \{.*?\}', '"metadata": M', text, flags=re.S)
     assert tuple(re.findall(r'"(\w+)":', top)) == schema.SIGNALS_RECORD_KEYS
+
+
+def test_the_signals_writer_follows_the_record_layout() -> None:
+    from rpj_tasks.annotate.signals import encode_record, null_record
+
+    record = json.loads(encode_record(null_record("2023-06/0000/en_head.json.gz", 3, {"raw_content": "abc"})))
+    assert tuple(record) == schema.SIGNALS_RECORD_KEYS
+    assert tuple(record["metadata"]) == schema.SIGNALS_METADATA_KEYS
+    assert tuple(record["quality_signals"]) == schema.SIGNAL_KEYS
 
 
 def test_the_signal_code_builds_the_schema_keys() -> None:
