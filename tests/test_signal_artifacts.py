@@ -520,10 +520,15 @@ def test_cli_installs_once_unless_forced(tmp_path, shared_data, monkeypatch, cap
     assert printed == json.loads((out / "MANIFEST.json").read_text()) and printed["langs"] == ["en"]
     assert (out / "classifiers/en/palm.model.bin").exists() and (out / "ut1/domain_to_category_id.json").exists()
 
-    (out / "ldnoobw/en.txt").write_text("changed by hand\n")
+    assert cli.main(argv) == 0  # same inputs, every listed file intact: kept
+    assert "built earlier for the same inputs: kept" in capsys.readouterr().out
+    (out / "ldnoobw/en.txt").write_text("changed by hand\n")  # a listed file damaged: the next run repairs it
+    (out / "stale.bin").write_bytes(b"left by an older build")
     assert cli.main(argv) == 0
-    assert "already exist" in capsys.readouterr().out and (out / "ldnoobw/en.txt").read_text() == "changed by hand\n"
-    assert cli.main([*argv, "--force"]) == 0
     assert (out / "ldnoobw/en.txt").read_bytes() == (shared_data / "ldnoobw/en.txt").read_bytes()
+    assert not (out / "stale.bin").exists()  # files the manifest does not list are removed
+    capsys.readouterr()
+    assert cli.main([*argv, "--force"]) == 0
+    assert json.loads(capsys.readouterr().out)["langs"] == ["en"]
     with pytest.raises(SystemExit):  # build (--config) or install, exactly one
         cli.main(["signal-artifacts", "--version", "v2"])

@@ -103,6 +103,7 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
             missing = [lang for lang in langs if lang not in corpora]
             if missing:
                 raise ConfigError(f"no reference corpus URL for {missing}")
+            models.begin(out)  # the build_language tasks write; finalize commits the manifest last
             return [{"lang": lang, "corpus": corpora[lang], "calibration": calibration.get(lang)} for lang in langs]
 
         @task
@@ -143,9 +144,6 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
                 return None
             out = layout.signal_artifacts_url(root, p["signals_version"])
             configure_storage(root)
-            if storage.exists(storage.join(out, "MANIFEST.json")) and not p["force"]:
-                log.info("signal artifacts %s already exist at %s (set the force Param to rebuild)", p["signals_version"], out)
-                return None
             if p["signals_source"] == "install":
                 from rpj_tasks.annotate.artifacts.build import install_signal_artifacts
 
@@ -154,14 +152,14 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
                 configure_storage(root, p["signals_install_url"])
                 manifest = install_signal_artifacts(
                     p["signals_install_url"], out, validate_languages(p["languages"]),
-                    **{k: v for k, v in p["signals_config"].items() if k == "stopwords_url_template"},
+                    **{k: v for k, v in p["signals_config"].items() if k == "stopwords_url_template"}, force=p["force"],
                 )
                 return {"url": out, "files": len(manifest["artifacts"])}
             config = dict(p["signals_config"])
             config.setdefault("ccnet", {"documents_root": storage.join(root, "documents"), "snapshots": []})
             if not config["ccnet"].get("snapshots"):
                 raise ConfigError("signals_config.ccnet.snapshots must list the snapshots to draw the CCNet sample from")
-            manifest = build(config, out)
+            manifest = build(config, out, force=p["force"])
             return {"url": out, "files": len(manifest.get("artifacts", manifest))}
 
         finalize(build_language.expand(job=plan()))

@@ -250,13 +250,13 @@ def _unit_segments(cfg: SnapshotConfig, unit: dict[str, Any], key: str) -> list[
 
 
 def _require_signal_artifacts(cfg: SnapshotConfig) -> None:
-    from rpj_tasks.core import layout, storage
     from rpj_tasks.annotate.artifacts.load import ArtifactsError
+    from rpj_tasks.core import commit, layout, storage
 
     url = layout.signal_artifacts_url(cfg.storage_root, cfg.signals_version)
-    if not storage.exists(storage.join(url, "MANIFEST.json")):
+    if commit.finished(storage.join(url, "MANIFEST.json"), None) is None:
         raise ArtifactsError(
-            f"no quality-signal artifacts at {url}: build them with the rpv2_prep_artifacts DAG "
+            f"no complete quality-signal artifacts at {url}: build them with the rpv2_prep_artifacts DAG "
             f"(signals_source=build or install, signals_version={cfg.signals_version}), or trigger with annotate=false"
         )
 

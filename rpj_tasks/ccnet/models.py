@@ -21,13 +21,12 @@ import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from rpj_tasks.core.config import PACKAGE_DATA
 from rpj_tasks.core.errors import PermanentError
 from rpj_tasks.core.lines import INVALID_JSON, INVALID_UTF8, BadLines, iter_lines
 from rpj_tasks.core.stats import Stats
-from rpj_tasks.core import storage
+from rpj_tasks.core import commit, storage
 from rpj_tasks.ccnet.lm import PerplexityScorer, compute_cutoffs, load_cutoffs, normalized_lines, train_lm, train_sentencepiece
 
 log = logging.getLogger("rpj.models")
@@ -80,8 +79,15 @@ class CCNetModels:
 
 
 def exists(models_url: str) -> bool:
-    """Whether a complete models version is at ``models_url`` (its manifest is written last)."""
-    return storage.exists(storage.join(models_url, MANIFEST))
+    """Whether a complete models version is at ``models_url``: its manifest (the commit record,
+    written last) exists and every file it lists is there."""
+    return commit.finished(storage.join(models_url, MANIFEST), None) is not None
+
+
+def begin(models_url: str) -> None:
+    """Start (re)building a models version: its manifest goes first, so that a build that dies
+    half-way is never taken for a finished one."""
+    storage.remove(storage.join(models_url, MANIFEST))
 
 
 def _sha256_url(url: str) -> str:
@@ -98,17 +104,29 @@ def _copy(src: str, dst: str) -> None:
             fout.write(chunk)
 
 
-def _write_manifest(out_url: str, manifest: dict) -> dict:
-    for lang, entry in manifest["languages"].items():
-        entry["sha256"] = {k: _sha256_url(storage.join(out_url, entry[k])) for k in ("sp", "lm")}
-    manifest["cutoffs_sha256"] = _sha256_url(storage.join(out_url, manifest["cutoffs"]))
-    storage.write_bytes(storage.join(out_url, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True).encode())
+def _write_manifest(out_url: str, manifest: dict, inputs: dict) -> dict:
+    """Commit the version (:mod:`rpj_tasks.core.commit`): every model file and the cutoffs listed
+    with sha256 and size, files of an earlier build that this one did not write removed, then
+    ``MANIFEST.json`` (the record) written last."""
+    files = [entry[k] for entry in manifest["languages"].values() for k in ("sp", "lm")] + [manifest["cutoffs"]]
+    outputs = {}
+    for rel in files:
+        url = storage.join(out_url, rel)
+        outputs[url] = {"sha256": _sha256_url(url), "bytes": storage.size(url)}
+    for entry in manifest["languages"].values():
+        entry["sha256"] = {k: outputs[storage.join(out_url, entry[k])]["sha256"] for k in ("sp", "lm")}
+    manifest["cutoffs_sha256"] = outputs[storage.join(out_url, manifest["cutoffs"])]["sha256"]
+    with commit.UnitCommit(storage.join(out_url, MANIFEST), inputs, [out_url], owned=lambda n: n != MANIFEST,
+                           recursive=True) as unit:
+        unit.add_outputs(outputs)
+        record = unit.commit(manifest)
     log.info("models %s written to %s", manifest["version"], out_url)
-    return manifest
+    return record
 
 
 def install_models(source_url: str, languages: list[str], out_url: str, *, cutoffs_url: str | None = None) -> dict:
     """Copy official cc_net models ``{source_url}/{lang}.sp.model`` and ``{lang}.arpa.bin``."""
+    begin(out_url)
     entries = {}
     for lang in languages:
         for name in (f"{lang}.sp.model", f"{lang}.arpa.bin"):
@@ -125,7 +143,7 @@ def install_models(source_url: str, languages: list[str], out_url: str, *, cutof
         "languages": entries,
         "cutoffs": "cutoff.csv",
     }
-    return _write_manifest(out_url, manifest)
+    return _write_manifest(out_url, manifest, {"source": source_url, "languages": list(languages), "cutoffs": cutoffs_url})
 
 
 def read_corpus(url: str, stats: Stats | None = None) -> Iterator[str]:
@@ -212,4 +230,6 @@ def finalize_built(out_url: str, entries: list[dict], *, cutoffs_url: str | None
         "cutoffs": "cutoff.csv",
         "cutoffs_source": cutoff_source,
     }
-    return _write_manifest(out_url, manifest)
+    inputs = {lang: {k: v for k, v in entry.items() if k in ("corpus", "calibration", "vocab_size", "order")}
+              for lang, entry in languages.items()}
+    return _write_manifest(out_url, manifest, {"built": inputs, "cutoffs": cutoff_source})

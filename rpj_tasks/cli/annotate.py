@@ -67,13 +67,13 @@ def run_signal_artifacts(args: argparse.Namespace) -> None:
     from rpj_tasks.annotate.artifacts.build import build_signal_artifacts, install_signal_artifacts
 
     out = layout.signal_artifacts_url(storage_root(args), args.version)
-    if storage.exists(storage.join(out, "MANIFEST.json")) and not args.force:
-        print(f"signal artifacts already exist at {out} (use --force to rebuild)")
-        return
     if args.install_from:
         extra = {"stopwords_url_template": args.stopwords_url_template} if args.stopwords_url_template else {}
-        manifest = install_signal_artifacts(args.install_from, out, validate_languages(args.languages), **extra)
+        manifest = install_signal_artifacts(args.install_from, out, validate_languages(args.languages), **extra, force=args.force)
     else:
         with open(args.config) as f:
-            manifest = build_signal_artifacts(json.load(f), out)
+            manifest = build_signal_artifacts(json.load(f), out, force=args.force)
+    if manifest.get("skipped"):
+        print(f"signal artifacts at {out} were built earlier for the same inputs: kept (--force rebuilds)")
+        return
     print(json.dumps(manifest, indent=1, sort_keys=True))

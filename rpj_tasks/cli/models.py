@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> None:
     else:
         corpora, calibration = key_values(args.corpus), key_values(args.calibration)
         vocab, cutoffs = args.vocab_size, args.cutoffs
+    models.begin(out)
     entries = [
         models.build_language(lang, corpora[lang], out, vocab_size=vocab, calibration_url=calibration.get(lang))
         for lang in langs

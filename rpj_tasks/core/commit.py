@@ -111,12 +111,15 @@ def load_record(record_url: str) -> dict[str, Any] | None:
         return None
 
 
-def finished(record_url: str, inputs: dict[str, Any]) -> dict[str, Any] | None:
-    """The unit's record if it is finished for ``inputs`` (rule 1), else None (with the reason logged)."""
+def finished(record_url: str, inputs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The unit's record if it is finished for ``inputs`` (rule 1), else None (with the reason logged).
+
+    ``inputs=None`` accepts any inputs (a unit the caller identifies by name alone, e.g. an artifacts
+    version) but still requires every listed output."""
     record = load_record(record_url)
     if record is None:
         return None
-    if record.get("inputs") != inputs:
+    if inputs is not None and record.get("inputs") != inputs:
         log.info("%s: inputs changed since it was written: redo", record_url)
         return None
     for rel, url in listed_outputs(record_url, record).items():
@@ -171,9 +174,10 @@ class UnitCommit:
     """
 
     def __init__(self, record_url: str, inputs: dict[str, Any], output_dirs: list[str], *,
-                 owned: Any = None) -> None:
+                 owned: Any = None, recursive: bool = False) -> None:
         self.record_url, self.inputs, self.output_dirs = record_url, inputs, output_dirs
         self.owned = owned or (lambda name: True)
+        self.recursive = recursive
         self.base = record_url.rsplit("/", 1)[0]
         self.outputs: dict[str, dict[str, Any]] = {}
         self._written: set[str] = set()
@@ -190,12 +194,24 @@ class UnitCommit:
     def __exit__(self, *exc: Any) -> None:
         return None
 
+    def _entries(self, directory: str) -> list[str]:
+        """Names below ``directory``: direct entries, or every file's relative path if recursive."""
+        if not self.recursive:
+            return storage.listdir(directory)
+        fs, path = storage.fs_and_path(directory)
+        try:
+            found = fs.find(path)
+        except FileNotFoundError:
+            return []
+        root = path.rstrip("/") + "/"
+        return sorted(f[len(root):] for f in found if f.startswith(root))
+
     def remove_dead_temps(self) -> int:
         removed = 0
         for directory in self.output_dirs:
             fs, path = storage.fs_and_path(directory)
-            for name in storage.listdir(directory):
-                tag = _tag_of(name)
+            for name in self._entries(directory):
+                tag = _tag_of(name.rsplit("/", 1)[-1])
                 if tag is None:
                     continue
                 age = None
@@ -240,9 +256,9 @@ class UnitCommit:
         :attr:`removed` counts them, with the dead runs' temp files removed on enter."""
         if not self._stale_done:
             for directory in self.output_dirs:
-                for name in storage.listdir(directory):
+                for name in self._entries(directory):
                     url = storage.join(directory, name)
-                    if _tag_of(name) is None and self.owned(name) and url not in self._written:
+                    if _tag_of(name.rsplit("/", 1)[-1]) is None and self.owned(name) and url not in self._written:
                         storage.remove(url)
                         self.removed += 1
                         log.info("removed stale output %s", url)

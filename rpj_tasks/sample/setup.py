@@ -9,11 +9,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 import logging
-from pathlib import Path
 
-from rpj_tasks.core import layout, storage
+from rpj_tasks.core import commit, layout, storage
 
 from rpj_tasks.ccnet import models
 from rpj_tasks.core.config import PACKAGE_DATA, SnapshotConfig
@@ -56,6 +57,7 @@ def ensure_sample(cfg: SnapshotConfig) -> None:
     if models.exists(out):
         return
     log.info("building the sample CCNet models %s", out)
+    models.begin(out)
     corpora, calibration = sample_corpora(cfg)
     entries = [
         models.build_language(lang, corpora[lang], out, vocab_size=models.SAMPLE_VOCAB_SIZE, calibration_url=calibration[lang])
@@ -106,20 +108,28 @@ WORDLISTS = PACKAGE_DATA / "wordlists"
 SIGNALS_SAMPLE_SIZES = {"dsir_num_samples": 2000, "classifier_num_samples": 400}
 
 
-def ensure_signal_artifacts(cfg: SnapshotConfig) -> str:
-    """The sample's quality-signal artifacts, built if missing; returns their URL.
+def ensure_signal_artifacts(cfg: SnapshotConfig, *, force: bool = False) -> str:
+    """The sample's quality-signal artifacts, built if missing (or with ``force``); returns their URL.
 
     Word lists come from the copies bundled in ``rpj_tasks/data/wordlists`` (the real upstream
     files); classifiers and DSIR counts are trained on the sample's reference corpora against a
     CCNet sample drawn from the snapshot's own ``documents/`` (so the CCNet stage must have run).
     No UT1 list is available offline: ``rps_doc_ut1_blacklist`` is null, as in the spec's vectors.
     """
-    from rpj_tasks.sample.mirror import generate_reference_corpus
     from rpj_tasks.annotate.artifacts.build import build_signal_artifacts
 
     out = layout.signal_artifacts_url(cfg.storage_root, cfg.signals_version)
-    if storage.exists(storage.join(out, "MANIFEST.json")):
+    if not force and commit.finished(storage.join(out, "MANIFEST.json"), None) is not None:  # built earlier, every file there
         return out
+    log.info("building the sample quality-signal artifacts %s", out)
+    build_signal_artifacts(sample_signals_config(cfg), out, force=force)
+    return out
+
+
+def sample_signals_config(cfg: SnapshotConfig) -> dict[str, Any]:
+    """The sample's artifact build config (its reference corpora generated if missing)."""
+    from rpj_tasks.sample.mirror import generate_reference_corpus
+
     base = storage.join(cfg.storage_root, "artifacts", "corpora", "sample")
     corpora: dict[str, dict[str, str]] = {lang: {} for lang in cfg.languages}
     for dataset, seed in (("wikipedia", REFERENCE_SEED), ("openwebtext", OPENWEBTEXT_SEED), ("books", BOOKS_SEED)):
@@ -128,7 +138,7 @@ def ensure_signal_artifacts(cfg: SnapshotConfig) -> str:
             urls = generate_reference_corpus(storage.join(base, dataset), langs, seed=seed, docs_per_lang=REFERENCE_DOCS_PER_LANG)
             for lang, url in urls.items():
                 corpora[lang][dataset] = url
-    config = {
+    return {
         "langs": cfg.languages,
         "stopwords_url_template": (WORDLISTS / "stopwords").as_uri() + "/{lang}.json",
         "ldnoobw_url_template": (WORDLISTS / "ldnoobw").as_uri() + "/{lang}.txt",
@@ -137,6 +147,3 @@ def ensure_signal_artifacts(cfg: SnapshotConfig) -> str:
         "hash_mode": cfg.dsir_hash_mode,
         **SIGNALS_SAMPLE_SIZES,
     }
-    log.info("building the sample quality-signal artifacts %s", out)
-    build_signal_artifacts(config, out)
-    return out

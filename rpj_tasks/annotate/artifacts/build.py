@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from rpj_tasks.core import storage
+from rpj_tasks.core import commit, storage
 from rpj_tasks.annotate.hashseed import HASH_MODES, feature_hash, seed42_pool
 from rpj_tasks.annotate.signals.models import CC_LABEL, DSIR_BUCKETS, classifier_text
 from rpj_tasks.annotate.signals.text import raw_words
@@ -90,6 +90,9 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 # ---------------------------------------------------------------- small helpers
+
+
+MANIFEST_NAME = "MANIFEST.json"
 
 
 def _sha256(data: bytes) -> str:
@@ -583,6 +586,7 @@ def install_signal_artifacts(
     langs: Iterable[str] = LANGS,
     *,
     stopwords_url_template: str = DEFAULT_STOPWORDS_URL,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Install published (reference-layout) quality-signal artifacts under ``out_root``.
 
@@ -594,8 +598,16 @@ def install_signal_artifacts(
     keeps its stop words in code; here they are fetched from ``stopwords_url_template`` (the same
     upstream lists).  The files are copied byte for byte and ``MANIFEST.json`` records
     ``hash_mode = "cpython-seed42"``, the mode the published DSIR counts were made in.
+
+    A committed unit (:func:`_publish`): an install with the same source, languages and stop-word
+    lists that finished is kept unless ``force``.
     """
     langs = [_check_name("language", lang) for lang in langs]
+    inputs = {"installed_from": source_url, "langs": langs, "stopwords_url_template": stopwords_url_template}
+    return _publish(out_root, inputs, force, lambda: _install(source_url, out_root, langs, stopwords_url_template))
+
+
+def _install(source_url: str, out_root: str, langs: list[str], stopwords_url_template: str) -> dict[str, Any]:
     stats = Stats()
     artifacts = fetch_word_lists(
         out_root, langs, stopwords_url_template=stopwords_url_template,
@@ -631,8 +643,6 @@ def install_signal_artifacts(
         "artifacts": dict(sorted(artifacts.items())),
         "counts": dict(sorted(stats.counts.items())),
     }
-    storage.write_bytes(storage.join(out_root, "MANIFEST.json"),
-                        json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n")
     log.info("signal artifacts installed from %s to %s: %s", source_url, out_root, stats.summary())
     return manifest
 
@@ -656,7 +666,7 @@ def _check_npy(url: str, data: bytes) -> None:
         raise ValueError(f"{url}: shape {array.shape}, expected {expected}")
 
 
-def build_signal_artifacts(config: dict[str, Any], out_root: str) -> dict[str, Any]:
+def build_signal_artifacts(config: dict[str, Any], out_root: str, *, force: bool = False) -> dict[str, Any]:
     """Build every artifact of the module docstring's layout and write ``MANIFEST.json``.
 
     ``config`` keys (URLs are any fsspec URL):
@@ -671,12 +681,18 @@ def build_signal_artifacts(config: dict[str, Any], out_root: str) -> dict[str, A
     - ``dsir_num_samples`` (500 000) and ``classifier_num_samples`` (75 000);
     - ``workers``: DSIR counting processes (1).
 
-    Returns the manifest (also written, last, to ``MANIFEST.json``).
+    Returns the manifest (also written, last, to ``MANIFEST.json``).  A committed unit
+    (:func:`_publish`): a build of the same config that finished is kept unless ``force``.
     """
     config = {"langs": list(LANGS), "seed": 42, "hash_mode": "cpython-seed42", "dsir_num_samples": 500_000,
               "classifier_num_samples": 75_000, "workers": 1, **config}
     if config["hash_mode"] not in HASH_MODES:
         raise ValueError(f"unknown hash_mode {config['hash_mode']!r}; expected one of {HASH_MODES}")
+    inputs = {"build": {k: v for k, v in config.items() if k != "workers"}}
+    return _publish(out_root, inputs, force, lambda: _build(config, out_root))
+
+
+def _build(config: dict[str, Any], out_root: str) -> dict[str, Any]:
     stats = Stats()
     artifacts = fetch_word_lists(
         out_root, config["langs"],
@@ -706,7 +722,25 @@ def build_signal_artifacts(config: dict[str, Any], out_root: str) -> dict[str, A
         "artifacts": dict(sorted(artifacts.items())),
         "counts": dict(sorted(stats.counts.items())),
     }
-    storage.write_bytes(storage.join(out_root, "MANIFEST.json"),
-                        json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n")
     log.info("signal artifacts written to %s: %s", out_root, stats.summary())
     return manifest
+
+
+def _publish(out_root: str, inputs: dict[str, Any], force: bool, make: Any) -> dict[str, Any]:
+    """An artifacts version under the commit protocol: ``MANIFEST.json`` is its record.
+
+    Finished for these ``inputs`` (and every listed file present): kept, unless ``force``.
+    Otherwise the manifest is removed first, ``make()`` writes the files and returns the manifest,
+    files of an earlier build that this one did not write are removed (the loader only reads
+    listed files anyway), and the manifest is written last.
+    """
+    manifest_url = storage.join(out_root, MANIFEST_NAME)
+    if not force and (manifest := commit.finished(manifest_url, inputs)) is not None:
+        log.info("signal artifacts at %s are built for these inputs; kept (force to rebuild)", out_root)
+        return {**manifest, "skipped": True}
+    with commit.UnitCommit(manifest_url, inputs, [out_root], owned=lambda name: name != MANIFEST_NAME,
+                           recursive=True) as unit:
+        manifest = make()
+        unit.add_outputs({storage.join(out_root, rel): {"sha256": e["sha256"], "bytes": e["bytes"]}
+                          for rel, e in manifest["artifacts"].items()})
+        return unit.commit(manifest)

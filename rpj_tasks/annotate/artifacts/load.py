@@ -79,11 +79,25 @@ def ldnoobw_entries(text: str) -> frozenset[str]:
     return frozenset(line.strip() for line in io.StringIO(text, newline=None))
 
 
-def _optional(url: str) -> bytes | None:
+def _listed(root: str) -> set[str] | None:
+    """The files ``MANIFEST.json`` lists (the only ones read: a rebuild's leftovers are never picked
+    up), or None without a manifest (then whatever exists is read)."""
+    url = storage.join(root, "MANIFEST.json")
     if not storage.exists(url):
-        log.warning("signal artifact %s missing: its signal is null", url)
         return None
-    return storage.read_bytes(url)
+    manifest = json.loads(storage.read_bytes(url))
+    return set(manifest.get("outputs") or manifest.get("artifacts") or {})
+
+
+def _present(root: str, rel: str, listed: set[str] | None) -> bool:
+    return rel in listed if listed is not None else storage.exists(storage.join(root, rel))
+
+
+def _optional(root: str, rel: str, listed: set[str] | None) -> bytes | None:
+    if not _present(root, rel, listed):
+        log.warning("signal artifact %s missing: its signal is null", storage.join(root, rel))
+        return None
+    return storage.read_bytes(storage.join(root, rel))
 
 
 def _read_npy(url: str) -> np.ndarray:
@@ -93,33 +107,33 @@ def _read_npy(url: str) -> np.ndarray:
         raise ArtifactsError(f"{url}: not a numpy .npy array ({exc})") from exc
 
 
-def _load_word_lists(root: str, lang: str) -> tuple[frozenset[str], frozenset[str]]:
+def _load_word_lists(root: str, lang: str, listed: set[str] | None) -> tuple[frozenset[str], frozenset[str]]:
     if lang not in WORD_LIST_LANGS:
         return frozenset(), frozenset()
     url = storage.join(root, "stopwords", f"{lang}.json")
-    if not storage.exists(url):
+    if not _present(root, f"stopwords/{lang}.json", listed):
         raise ArtifactsError(f"{url} missing: build the signal artifacts (rpj_tasks.annotate.artifacts.build) first")
     words = json.loads(storage.read_bytes(url))
     if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
         raise ArtifactsError(f"{url}: not a JSON array of strings")
-    bad = _optional(storage.join(root, "ldnoobw", f"{lang}.txt"))
+    bad = _optional(root, f"ldnoobw/{lang}.txt", listed)
     return frozenset(words), ldnoobw_entries(bad.decode("utf-8")) if bad is not None else frozenset()
 
 
-def _load_ut1(root: str) -> dict[str, int]:
-    data = _optional(storage.join(root, "ut1", "domain_to_category_id.json"))
+def _load_ut1(root: str, listed: set[str] | None) -> dict[str, int]:
+    data = _optional(root, "ut1/domain_to_category_id.json", listed)
     mapping = json.loads(data) if data is not None else {}
     if not isinstance(mapping, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in mapping.values()):
         raise ArtifactsError(f"{root}: ut1/domain_to_category_id.json is not a {{domain: int}} object")
     return mapping
 
 
-def _load_classifiers(root: str, lang: str) -> dict[str, Any]:
+def _load_classifiers(root: str, lang: str, listed: set[str] | None) -> dict[str, Any]:
     models = {}
     for name in CLASSIFIERS:
-        url = storage.join(root, "classifiers", lang, f"{name}.model.bin")
-        if storage.exists(url):
-            models[name] = load_classifier(url)
+        rel = f"classifiers/{lang}/{name}.model.bin"
+        if _present(root, rel, listed):
+            models[name] = load_classifier(storage.join(root, rel))
     return models
 
 
@@ -134,13 +148,13 @@ def _recorded_hash_mode(root: str, counts_file: str) -> str:
     return entry.get("hash_mode") or manifest.get("hash_mode") or SEED42
 
 
-def _load_dsir(root: str, lang: str, hash_mode: str) -> DsirScorer | None:
+def _load_dsir(root: str, lang: str, hash_mode: str, listed: set[str] | None) -> DsirScorer | None:
     def pair(dataset: str) -> tuple[np.ndarray, np.ndarray] | None:
-        counts = storage.join(root, "dsir", lang, f"{dataset}.{lang}.10000.counts.npy")
-        lam = storage.join(root, "dsir", lang, f"{dataset}.{lang}.lambda.npy")
-        if not (storage.exists(counts) and storage.exists(lam)):
+        counts = f"dsir/{lang}/{dataset}.{lang}.10000.counts.npy"
+        lam = f"dsir/{lang}/{dataset}.{lang}.lambda.npy"
+        if not (_present(root, counts, listed) and _present(root, lam, listed)):
             return None
-        return _read_npy(counts), _read_npy(lam)
+        return _read_npy(storage.join(root, counts)), _read_npy(storage.join(root, lam))
 
     source = pair(DSIR_SOURCE)
     targets = {name: p for name in DSIR_TARGETS if (p := pair(name)) is not None}
@@ -156,12 +170,13 @@ def _load_dsir(root: str, lang: str, hash_mode: str) -> DsirScorer | None:
 
 
 def _load(root: str, lang: str, hash_mode: str) -> SignalArtifacts:
-    stop_words, ldnoobw = _load_word_lists(root, lang)
+    listed = _listed(root)
+    stop_words, ldnoobw = _load_word_lists(root, lang, listed)
     return SignalArtifacts(
         lang=lang,
         stop_words=stop_words,
         ldnoobw=ldnoobw,
-        ut1=_load_ut1(root),
-        classifiers=_load_classifiers(root, lang),
-        dsir=_load_dsir(root, lang, hash_mode),
+        ut1=_load_ut1(root, listed),
+        classifiers=_load_classifiers(root, lang, listed),
+        dsir=_load_dsir(root, lang, hash_mode, listed),
     )
