@@ -126,3 +126,12 @@ def test_two_runs_of_one_shard_at_once(sample):
     assert not temp_files(root / "documents")
     again = rpj(sample, *MINE)
     assert "skipped (finished)" in again.stdout
+
+
+def test_sample_outputs_unchanged_by_the_restructure(sample):
+    """Every output byte of the sample equals what the code wrote before the engine was reorganised
+    into packages and the commit protocol (digests pinned from commit 7d8dad0's CLI run)."""
+    import json
+
+    pinned = json.loads((REPO / "tests" / "sample_outputs.sha256.json").read_text())
+    assert digests(sample / "data", "documents", "quality_signals", "minhash") == pinned
