@@ -14,6 +14,7 @@ source "$(dirname "$0")/env.sh"
 ensure_env
 export RPJ_DEPLOY_DB="${RPJ_DEPLOY_DB:-sqlite}" RPJ_DEPLOY_AUTH="${RPJ_DEPLOY_AUTH:-all-admins}"
 export RPJ_DEPLOY_PORT="${RPJ_DEPLOY_PORT:-8080}"
+mkdir -p "$AIRFLOW_HOME"
 "$RPJ_HOME/scripts/rpj-deploy" up >"$AIRFLOW_HOME/demo-up.log" 2>&1 || { cat "$AIRFLOW_HOME/demo-up.log"; exit 1; }
 echo "Airflow is up (scheduler, dag-processor, triggerer, api-server; LocalExecutor, SQLite): running rpv2_sample ..."
 python "$RPJ_HOME/deploy/trigger.py" --url "http://127.0.0.1:$RPJ_DEPLOY_PORT" rpv2_sample "$@"
