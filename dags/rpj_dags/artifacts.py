@@ -30,6 +30,12 @@ def _storage_root(registry: dict[str, SnapshotConfig]) -> str:
     return roots.pop()
 
 
+def _params(*urls: str) -> dict[str, Any]:
+    """Every task's preamble: storage credentials for ``urls``, then the run's Params."""
+    configure_storage(*urls)
+    return get_current_context()["params"]
+
+
 def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
     root = _storage_root(registry)
     sample = next((cfg for cfg in registry.values() if cfg.sample), None)
@@ -76,14 +82,14 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
         @task
         @engine_task
         def plan() -> list[dict[str, Any]]:
-            p = get_current_context()["params"]
             from rpj_tasks.ccnet import models
 
+            params = get_current_context()["params"]
+            p = _params(root, params["official_models_url"], *params["corpora"].values())
             if p["source"] == "none":
                 return []
             langs = validate_languages(p["languages"])
             out = layout.models_url(root, p["version"])
-            configure_storage(root, p["official_models_url"], *p["corpora"].values())
             if models.exists(out) and not p["force"]:
                 log.info("models %s already exist at %s; nothing to do (set the force Param to rebuild)", p["version"], out)
                 return []
@@ -111,8 +117,7 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
         def build_language(job: dict[str, Any]) -> dict[str, Any]:
             from rpj_tasks.ccnet import models
 
-            p = get_current_context()["params"]
-            configure_storage(root, job["corpus"])
+            p = _params(root, job["corpus"])
             vocab = p["vocab_size"] if p["source"] != "sample" else models.SAMPLE_VOCAB_SIZE
             return models.build_language(
                 job["lang"], job["corpus"], layout.models_url(root, p["version"]),
@@ -127,8 +132,7 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
             entries = list(entries)
             if not entries:
                 return None
-            p = get_current_context()["params"]
-            configure_storage(root)
+            p = _params(root)
             return models.finalize_built(
                 layout.models_url(root, p["version"]), entries, cutoffs_url=p["cutoffs_url"] or None
             )
@@ -138,12 +142,11 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
         def build_signal_artifacts() -> dict[str, Any] | None:
             from rpj_tasks.annotate.artifacts.build import build_signal_artifacts as build
 
-            p = get_current_context()["params"]
+            p = _params(root)
             if p["signals_source"] == "none":
                 log.info("signals_source=none: no quality-signal artifacts requested")
                 return None
             out = layout.signal_artifacts_url(root, p["signals_version"])
-            configure_storage(root)
             if p["signals_source"] == "install":
                 from rpj_tasks.annotate.artifacts.build import install_signal_artifacts
 
