@@ -80,6 +80,9 @@ def write_artifacts(root: Path, shared: Path, hash_mode: str, dsir_lang: str | N
         for dataset, lam in LAMBDAS.items():
             np.save(folder / f"{dataset}.{dsir_lang}.10000.counts.npy", rng.integers(0, 60, 10000).astype(np.int64))
             np.save(folder / f"{dataset}.{dsir_lang}.lambda.npy", np.asarray(lam))
+        for path in sorted(folder.iterdir()):  # listed in the manifest: loaders read only listed files
+            data = path.read_bytes()
+            entries[f"dsir/{dsir_lang}/{path.name}"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     manifest = {"format_version": 1, "hash_mode": hash_mode, "artifacts": entries}
     (root / "MANIFEST.json").write_text(json.dumps(manifest, sort_keys=True))
     return url

@@ -381,8 +381,9 @@ def test_load_refuses_dsir_of_another_hash_mode(tmp_path: Path, shared_data: Pat
     for dataset in ("ccnet", "wikipedia"):
         np.save(tmp_path / "dsir" / "de" / f"{dataset}.de.10000.counts.npy", np.ones(10000, np.int64))
         np.save(tmp_path / "dsir" / "de" / f"{dataset}.de.lambda.npy", np.asarray(300.0))
-    manifest = {"hash_mode": "cpython-seed42",
-                 "artifacts": {"dsir/de/ccnet.de.10000.counts.npy": {"hash_mode": "stable"}}}
+    listed = {str(f.relative_to(tmp_path)): {} for f in tmp_path.rglob("*") if f.is_file()}  # loaders read listed files
+    listed["dsir/de/ccnet.de.10000.counts.npy"] = {"hash_mode": "stable"}
+    manifest = {"hash_mode": "cpython-seed42", "artifacts": listed}
     storage.write_bytes(str(tmp_path / "MANIFEST.json"), json.dumps(manifest).encode())
     with pytest.raises(ArtifactsError, match="stable"):
         SignalArtifacts.load(tmp_path.as_uri(), "de", hash_mode="cpython-seed42")

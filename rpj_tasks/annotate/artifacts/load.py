@@ -86,7 +86,10 @@ def _listed(root: str) -> set[str] | None:
     if not storage.exists(url):
         return None
     manifest = json.loads(storage.read_bytes(url))
-    return set(manifest.get("outputs") or manifest.get("artifacts") or {})
+    for key in ("outputs", "artifacts"):  # the commit record's listing, or an older manifest's
+        if key in manifest:
+            return set(manifest[key])
+    return None  # a manifest that lists nothing (hand-made): read what exists
 
 
 def _present(root: str, rel: str, listed: set[str] | None) -> bool:
