@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 import requests
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SCRIPT = REPO / "scripts" / "rpj-deploy"
 SNAPSHOT = "2000-01"

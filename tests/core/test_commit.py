@@ -33,7 +33,7 @@ WRITER = textwrap.dedent("""
 
 def write_unit(root: Path, inputs: str = "v1", n: int = 3, *, fault: str | None = None, delay: float = 0.0,
                background: bool = False):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     env.pop("RPJ_FAULT", None)
     if fault:
         env["RPJ_FAULT"] = fault

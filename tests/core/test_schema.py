@@ -15,7 +15,7 @@ import pytest
 
 from rpj_tasks.core import layout, schema
 
-SPEC = Path(__file__).resolve().parents[1] / "docs" / "spec"
+SPEC = Path(__file__).resolve().parents[2] / "docs" / "spec"
 FORMAT = (SPEC / "rpv2_format.md").read_text(encoding="utf-8")
 SIGNALS = (SPEC / "quality_signals.md").read_text(encoding="utf-8")
 

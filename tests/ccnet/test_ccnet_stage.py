@@ -18,7 +18,7 @@ from rpj_tasks.download.listing import list_segments
 from rpj_tasks.sample.setup import ensure_sample
 from rpj_tasks.core.stats import Stats
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from rpj_tasks.core.errors import TransientError
 from rpj_tasks.annotate.signals import HashSeedError, require_seed42
 from rpj_tasks.core.workers import RemoteTraceback, WorkerDiedError, WorkerPool
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- helpers (also run in the workers)

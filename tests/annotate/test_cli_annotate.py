@@ -23,7 +23,7 @@ def rpj_annotate(root: Path, *extra: str) -> list[str]:
 def mined(tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Shards 1 and 3 of 4 mined (documents + CCNet stats record), shard 2 has documents but no
     record (unfinished), and the signal artifacts of the registry's version under the root."""
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
     en = vector_lines(shared_data, "en")
     for shard in (1, 3):
         write_shard(tmp_path, {"en_head.json.gz": en}, shard=shard)
@@ -53,7 +53,7 @@ def test_an_unfinished_shard_asked_for_is_a_clear_error(mined: Path, capsys: pyt
 
 
 def test_no_mined_shard_at_all(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
     assert cli.main(rpj_annotate(tmp_path)) == 2
     assert "no mined shards of 2023-06 under" in capsys.readouterr().err
 

@@ -21,7 +21,7 @@ from rpj_tasks import native as speedups
 from rpj_tasks.annotate.signals.repetition import repetition_scores
 from rpj_tasks.annotate.signals.text import raw_words_python
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 native = speedups.native
 WORD_PUNCT = re.compile(r"\w+|[^\w\s]+")
 # text with every kind of character the scanners branch on: ASCII, \w and \s outside ASCII,
