@@ -71,11 +71,11 @@ import numpy as np
 import pyarrow.parquet as pq
 from wordfreq import top_n_list, word_frequency
 
-from rpj_tasks.core import storage
-from rpj_tasks.annotate.stage import annotate_shard
-from rpj_tasks.core.config import SnapshotConfig
 from rpj_tasks.annotate.artifacts.build import fetch_word_lists, train_classifier
 from rpj_tasks.annotate.hashseed import SEED42
+from rpj_tasks.annotate.stage import annotate_shard
+from rpj_tasks.core import storage
+from rpj_tasks.core.config import SnapshotConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SNAPSHOT = "2023-06"
@@ -139,12 +139,21 @@ def ccnet_document(raw: str, i: int, bucket: str) -> dict:
     nlines = raw.count("\n") + 1
     domain = f"www.site{i % 301}.example.com"
     return {
-        "url": f"https://{domain}/page/{i}", "date_download": "2023-01-26T21:25:04Z",
-        "digest": f"sha1:{i:032d}", "length": len(raw), "nlines": nlines, "source_domain": domain,
-        "title": f"page {i}", "raw_content": raw,
+        "url": f"https://{domain}/page/{i}",
+        "date_download": "2023-01-26T21:25:04Z",
+        "digest": f"sha1:{i:032d}",
+        "length": len(raw),
+        "nlines": nlines,
+        "source_domain": domain,
+        "title": f"page {i}",
+        "raw_content": raw,
         "cc_segment": SEGMENT,
-        "original_nlines": nlines + 7, "original_length": len(raw.encode()) + 400, "line_ids": list(range(nlines)),
-        "language": "en", "language_score": 0.93, "perplexity": 245.3 if bucket == "head" else 512.8,
+        "original_nlines": nlines + 7,
+        "original_length": len(raw.encode()) + 400,
+        "line_ids": list(range(nlines)),
+        "language": "en",
+        "language_score": 0.93,
+        "perplexity": 245.3 if bucket == "head" else 512.8,
         "bucket": bucket,
     }
 
@@ -178,8 +187,12 @@ def build_artifacts(root: Path, texts: list[str], gen: PageGenerator, classifier
     """
     url = root.as_uri()
     shared = shared_data_dir()
-    fetch_word_lists(url, ["en"], stopwords_url_template=(shared / "stopwords").as_uri() + "/{lang}.json",
-                     ldnoobw_url_template=(shared / "ldnoobw").as_uri() + "/{lang}.txt")
+    fetch_word_lists(
+        url,
+        ["en"],
+        stopwords_url_template=(shared / "stopwords").as_uri() + "/{lang}.json",
+        ldnoobw_url_template=(shared / "ldnoobw").as_uri() + "/{lang}.txt",
+    )
     ut1 = {f"www.site{i}.example.com": i % 13 for i in range(0, 301, 7)}
     (root / "ut1").mkdir()
     (root / "ut1" / "domain_to_category_id.json").write_text(json.dumps(ut1))
@@ -255,8 +268,12 @@ def check_parity(release: Path, reference: Path, artifacts: str, hash_mode: str,
     for component in ("documents", "stats/ccnet"):
         shutil.copytree(release / component, reference / component)
     env = {**os.environ, "PYTHONHASHSEED": "42", "RPJ_PURE_PYTHON": "1" if timed_native else ""}
-    proc = subprocess.run([sys.executable, "-c", PARITY_CHILD, reference.as_uri(), artifacts, hash_mode, SNAPSHOT],
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", PARITY_CHILD, reference.as_uri(), artifacts, hash_mode, SNAPSHOT],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"parity run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     child = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -264,10 +281,17 @@ def check_parity(release: Path, reference: Path, artifacts: str, hash_mode: str,
     result = {
         "timed": "native" if timed_native else "pure-python",
         "reference": "native" if child["native"] else "pure-python",
-        "files": len(ours), "files_equal": sorted(ours) == sorted(theirs),
-        "signals_lines_equal": 0, "signals_lines": 0, "signals_lines_reference": 0,
-        "minhash_rows_equal": 0, "minhash_rows": 0, "minhash_rows_reference": 0,
-        "minhash_schema_equal": True, "minhash_files_bytes_equal": 0, "minhash_files": 0,
+        "files": len(ours),
+        "files_equal": sorted(ours) == sorted(theirs),
+        "signals_lines_equal": 0,
+        "signals_lines": 0,
+        "signals_lines_reference": 0,
+        "minhash_rows_equal": 0,
+        "minhash_rows": 0,
+        "minhash_rows_reference": 0,
+        "minhash_schema_equal": True,
+        "minhash_files_bytes_equal": 0,
+        "minhash_files": 0,
     }
     mismatches = []
     for rel, path in ours.items():
@@ -298,11 +322,13 @@ def check_parity(release: Path, reference: Path, artifacts: str, hash_mode: str,
             equal = [i for i, (x, y) in enumerate(zip(rows, ref_rows)) if x == y]
             result["minhash_rows_equal"] += len(equal)
             if len(equal) != len(rows) or len(rows) != len(ref_rows):
-                first = next((i for i, (x, y) in enumerate(zip(rows, ref_rows)) if x != y),
-                             min(len(rows), len(ref_rows)))
+                first = next((i for i, (x, y) in enumerate(zip(rows, ref_rows)) if x != y), min(len(rows), len(ref_rows)))
                 mismatches.append(f"{rel}: row {first} differs")
     result["ok"] = (
-        result["files_equal"] and result["files"] > 0 and not mismatches and result["minhash_schema_equal"]
+        result["files_equal"]
+        and result["files"] > 0
+        and not mismatches
+        and result["minhash_schema_equal"]
         and result["signals_lines_equal"] == result["signals_lines"] == result["signals_lines_reference"]
         and result["minhash_rows_equal"] == result["minhash_rows"] == result["minhash_rows_reference"]
     )
@@ -316,16 +342,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=4000, help="documents in total (half head, half middle)")
     parser.add_argument("--words", type=int, default=500, help="mean words per document")
-    parser.add_argument("--no-classifier", action="store_true",
-                        help="generated artifacts without the fastText models (classifier scores null)")
-    parser.add_argument("--artifacts", metavar="URL",
-                        help="use this signal-artifacts folder (URL or local path) instead of generated ones")
-    parser.add_argument("--check-parity", action="store_true",
-                        help="after the timed run, recompute with the other implementation and compare (untimed)")
+    parser.add_argument(
+        "--no-classifier", action="store_true", help="generated artifacts without the fastText models (classifier scores null)"
+    )
+    parser.add_argument(
+        "--artifacts", metavar="URL", help="use this signal-artifacts folder (URL or local path) instead of generated ones"
+    )
+    parser.add_argument(
+        "--check-parity",
+        action="store_true",
+        help="after the timed run, recompute with the other implementation and compare (untimed)",
+    )
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N functions by own time")
     parser.add_argument("--pure-python", action="store_true", help="run without the compiled loops (RPJ_PURE_PYTHON=1)")
-    parser.add_argument("--keep", metavar="DIR",
-                        help="write the shard and the generated artifacts into DIR (new or empty) and keep them")
+    parser.add_argument(
+        "--keep", metavar="DIR", help="write the shard and the generated artifacts into DIR (new or empty) and keep them"
+    )
     args = parser.parse_args()
     if args.keep:
         keep = Path(args.keep).expanduser().resolve()
@@ -350,10 +382,13 @@ def main() -> None:
         workdir = tempfile.TemporaryDirectory(prefix="rpj-bench-annotate-")
     with workdir as tmp:
         root = Path(tmp)
-        write_shard(root / "release", {
-            "en_head.json.gz": [ccnet_document(t, i, "head") for i, t in enumerate(texts[:half])],
-            "en_middle.json.gz": [ccnet_document(t, i, "middle") for i, t in enumerate(texts[half:], half)],
-        })
+        write_shard(
+            root / "release",
+            {
+                "en_head.json.gz": [ccnet_document(t, i, "head") for i, t in enumerate(texts[:half])],
+                "en_middle.json.gz": [ccnet_document(t, i, "middle") for i, t in enumerate(texts[half:], half)],
+            },
+        )
         if args.artifacts:
             artifacts = artifacts_url_of(args.artifacts)
         else:

@@ -20,14 +20,12 @@ import time
 from pathlib import Path
 
 from rpj_tasks.ccnet import stage as ccnet
-
 from rpj_tasks.core import layout, storage
 from rpj_tasks.core.config import SnapshotConfig, load_registry
 from rpj_tasks.download.fetch import download_unit
 from rpj_tasks.download.listing import list_segments
 from rpj_tasks.sample.mirror import SAMPLE_CRAWL, generate_mirror
 from rpj_tasks.sample.setup import ensure_sample
-from rpj_tasks.core.stats import Stats
 
 
 def reset_peak_rss() -> bool:
@@ -67,7 +65,9 @@ def main() -> None:
     root = (work / "data").as_uri()
     mirror = (work / f"mirror-{args.docs}").as_uri()
     sample = load_registry()["2000-01"]
-    cfg = SnapshotConfig(**{**sample.to_dict(), "storage_root": root, "source_base": mirror, "num_shards": 1, "hash_group_size": 1})
+    cfg = SnapshotConfig(
+        **{**sample.to_dict(), "storage_root": root, "source_base": mirror, "num_shards": 1, "hash_group_size": 1}
+    )
     # untimed set-up (models built once per workdir, the one-segment mirror, staging) in a child
     # process, so that the memory it leaves behind does not count in this process's peak RSS
     child = multiprocessing.get_context("fork").Process(target=set_up, args=(cfg, args.docs, work, mirror, root))
@@ -81,7 +81,7 @@ def main() -> None:
     rss_reset = reset_peak_rss()
     t0, c0 = time.perf_counter(), time.process_time()
     ccnet.compute_hashes(cfg, 0, segments, force=True)
-    t1, c1 = time.perf_counter(), time.process_time()
+    _, c1 = time.perf_counter(), time.process_time()
     record = ccnet.mine_shard(cfg, 0, segments, force=True)
     t2, c2 = time.perf_counter(), time.process_time()
 
@@ -89,22 +89,27 @@ def main() -> None:
     cpu = c2 - c0
     steps = dict(record["seconds"])
     steps["hashes_stage"] = round(c1 - c0, 3)
-    print(json.dumps({
-        "benchmark": "ccnet_stage",
-        "documents": docs,
-        "documents_kept": record["counts"]["kept"],
-        "input_mb_gzip": round(mb, 2),
-        "wall_seconds": round(t2 - t0, 2),
-        "cpu_seconds": round(cpu, 2),
-        "docs_per_s_per_core": round(docs / cpu, 1),
-        "mb_per_s_per_core": round(mb / cpu, 2),
-        "hashes_docs_per_s": round(docs / (c1 - c0), 1),
-        "mine_docs_per_s": round(docs / (c2 - c1), 1),
-        "step_seconds": steps,
-        "step_docs_per_s": {k: round(docs / v, 1) for k, v in steps.items() if v > 0},
-        "peak_rss_mb": peak_rss_mb(),
-        "peak_rss_of": "the two steps" if rss_reset else "the whole process, set-up included",
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "benchmark": "ccnet_stage",
+                "documents": docs,
+                "documents_kept": record["counts"]["kept"],
+                "input_mb_gzip": round(mb, 2),
+                "wall_seconds": round(t2 - t0, 2),
+                "cpu_seconds": round(cpu, 2),
+                "docs_per_s_per_core": round(docs / cpu, 1),
+                "mb_per_s_per_core": round(mb / cpu, 2),
+                "hashes_docs_per_s": round(docs / (c1 - c0), 1),
+                "mine_docs_per_s": round(docs / (c2 - c1), 1),
+                "step_seconds": steps,
+                "step_docs_per_s": {k: round(docs / v, 1) for k, v in steps.items() if v > 0},
+                "peak_rss_mb": peak_rss_mb(),
+                "peak_rss_of": "the two steps" if rss_reset else "the whole process, set-up included",
+            },
+            indent=1,
+        )
+    )
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -47,8 +47,9 @@ print("JSON" + json.dumps({
 
 
 def run_child(dags_folder: Path, env: dict[str, str]) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(dags_folder)], env=env, capture_output=True, text=True,
-                          timeout=600, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(dags_folder)], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
     line = next((x for x in proc.stdout.splitlines() if x.startswith("JSON")), None)
     if proc.returncode != 0 or line is None:
         raise SystemExit(f"parse child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -76,20 +77,28 @@ def main() -> None:
         for _ in range(args.runs):
             folder.append(run_child(args.dags_folder, env))
             task.append(run_child(args.dags_folder, task_env))
-    print(json.dumps({
-        "method": "fresh interpreter per run, CPU time after `import airflow.sdk`, folder and task-start runs alternated",
-        "runs": args.runs,
-        "folder": {
-            "dags": folder[0]["dags"], "tasks": folder[0]["tasks"],
-            "parse_cpu_s": summary([r["parse_cpu_s"] for r in folder]),
-            "parse_and_serialize_cpu_s": summary([r["parse_cpu_s"] + r["serialize_cpu_s"] for r in folder]),
-        },
-        "task_start": {
-            "dag_id": args.dag_id, "dags": task[0]["dags"], "tasks": task[0]["tasks"],
-            "parse_cpu_s": summary([r["parse_cpu_s"] for r in task]),
-        },
-        "airflow_import_cpu_s": summary([r["airflow_import_cpu_s"] for r in folder + task]),
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "method": "fresh interpreter per run, CPU time after `import airflow.sdk`, folder and task-start runs alternated",
+                "runs": args.runs,
+                "folder": {
+                    "dags": folder[0]["dags"],
+                    "tasks": folder[0]["tasks"],
+                    "parse_cpu_s": summary([r["parse_cpu_s"] for r in folder]),
+                    "parse_and_serialize_cpu_s": summary([r["parse_cpu_s"] + r["serialize_cpu_s"] for r in folder]),
+                },
+                "task_start": {
+                    "dag_id": args.dag_id,
+                    "dags": task[0]["dags"],
+                    "tasks": task[0]["tasks"],
+                    "parse_cpu_s": summary([r["parse_cpu_s"] for r in task]),
+                },
+                "airflow_import_cpu_s": summary([r["airflow_import_cpu_s"] for r in folder + task]),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -84,10 +84,9 @@ def main() -> None:
             "texts_default_path": timed(len(docs), vectorised),
             "numpy_from_words": timed(len(docs), lambda: minhash.signatures_from_words_numpy(words)),
             "native_from_words": timed(len(docs), lambda: minhash.signatures_from_words_native(words))
-            if minhash.native is not None else None,
-            "parquet_writer": timed(
-                len(docs), lambda: minhash.write_minhash_parquet(url, "2023-06/0000/en_head.json.gz", docs)
-            ),
+            if minhash.native is not None
+            else None,
+            "parquet_writer": timed(len(docs), lambda: minhash.write_minhash_parquet(url, "2023-06/0000/en_head.json.gz", docs)),
         }
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(results, indent=1))

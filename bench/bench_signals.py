@@ -29,8 +29,8 @@ import numpy as np
 from wordfreq import top_n_list, word_frequency
 
 from rpj_tasks.annotate import minhash
-from rpj_tasks.annotate.signals import SignalArtifacts, dsir_hash_selfcheck, encode_record, make_record, prepare
 from rpj_tasks.annotate.artifacts.load import ldnoobw_entries
+from rpj_tasks.annotate.signals import SignalArtifacts, dsir_hash_selfcheck, encode_record, make_record, prepare
 from rpj_tasks.annotate.signals.models import DSIR_TARGETS, DsirScorer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -87,12 +87,22 @@ class DocGenerator:
 
 def ccnet_doc(raw: str, i: int) -> dict:
     return {
-        "url": f"https://www.example{i % 97}.com/p/{i}", "date_download": "2023-01-26T21:25:04Z",
-        "digest": "sha1:AAAA", "length": len(raw), "nlines": raw.count("\n") + 1,
-        "source_domain": f"www.example{i % 97}.com", "title": "t", "raw_content": raw,
-        "cc_segment": "crawl-data/CC-MAIN-2023-06/segments/x/wet/y.warc.wet.gz", "original_nlines": 40,
-        "original_length": 9000, "line_ids": [], "language": "en", "language_score": 0.93,
-        "perplexity": 301.5, "bucket": "head",
+        "url": f"https://www.example{i % 97}.com/p/{i}",
+        "date_download": "2023-01-26T21:25:04Z",
+        "digest": "sha1:AAAA",
+        "length": len(raw),
+        "nlines": raw.count("\n") + 1,
+        "source_domain": f"www.example{i % 97}.com",
+        "title": "t",
+        "raw_content": raw,
+        "cc_segment": "crawl-data/CC-MAIN-2023-06/segments/x/wet/y.warc.wet.gz",
+        "original_nlines": 40,
+        "original_length": 9000,
+        "line_ids": [],
+        "language": "en",
+        "language_score": 0.93,
+        "perplexity": 301.5,
+        "bucket": "head",
     }
 
 

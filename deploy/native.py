@@ -156,8 +156,10 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         admin_user=args.admin_user,
     )
     if s.db == "sqlite" and s.executor == "celery":
-        raise DeployError("--executor celery needs --db postgres (the Celery result backend and concurrent "
-                          "workers need a server database); use --executor local with --db sqlite")
+        raise DeployError(
+            "--executor celery needs --db postgres (the Celery result backend and concurrent "
+            "workers need a server database); use --executor local with --db sqlite"
+        )
     if s.db == "postgres" and not DB_NAME_RE.match(s.db_name):
         raise DeployError(f"invalid database name {s.db_name!r}: letters, digits and _ only, max 63 characters")
     if s.executor == "celery" and not 1 <= s.workers <= 64:
@@ -166,9 +168,7 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         raise DeployError("--worker-concurrency, --parallelism and --api-workers must be >= 1")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", s.admin_user):
         raise DeployError(f"invalid --admin-user {s.admin_user!r}")
-    s.components = list(CORE_COMPONENTS) + (
-        [f"worker-{i}" for i in range(1, s.workers + 1)] if s.executor == "celery" else []
-    )
+    s.components = list(CORE_COMPONENTS) + ([f"worker-{i}" for i in range(1, s.workers + 1)] if s.executor == "celery" else [])
     return s
 
 
@@ -190,8 +190,10 @@ def settings_from_state(state: dict[str, Any], pg_password: str = "") -> Setting
 
 
 def passwords_file(s: Settings, env: dict[str, str]) -> Path:
-    return Path(env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
-                or os.path.join(s.airflow_home, "simple_auth_manager_passwords.json.generated"))
+    return Path(
+        env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
+        or os.path.join(s.airflow_home, "simple_auth_manager_passwords.json.generated")
+    )
 
 
 def airflow_env(s: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -218,11 +220,13 @@ def airflow_env(s: Settings, base: dict[str, str] | None = None) -> dict[str, st
     }
     env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC", None)  # derived from the sync URL by Airflow
     if s.executor == "celery":
-        forced.update({
-            "AIRFLOW__CELERY__BROKER_URL": s.broker_url(),
-            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + s.sql_alchemy_conn(),
-            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(s.worker_concurrency),
-        })
+        forced.update(
+            {
+                "AIRFLOW__CELERY__BROKER_URL": s.broker_url(),
+                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + s.sql_alchemy_conn(),
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(s.worker_concurrency),
+            }
+        )
     env.update(forced)
     defaults = {
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
@@ -263,8 +267,7 @@ def component_cmd(s: Settings, name: str) -> list[str]:
         return [airflow, name]
     if name.startswith("worker-"):
         index = int(name.split("-", 1)[1])
-        cmd = [airflow, "celery", "worker", "--celery-hostname", f"rpj-{name}@%h",
-               "--concurrency", str(s.worker_concurrency)]
+        cmd = [airflow, "celery", "worker", "--celery-hostname", f"rpj-{name}@%h", "--concurrency", str(s.worker_concurrency)]
         if index > 1:
             # One log server per machine is enough (logs are local files here) and the port is shared.
             cmd.append("--skip-serve-logs")
@@ -323,12 +326,23 @@ def start_component(s: Settings, name: str, env: dict[str, str]) -> dict[str, An
     log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} rpj-deploy starts: {shlex.join(cmd)}\n".encode())
     log.flush()
     proc = subprocess.Popen(
-        cmd, env=component_env(s, name, env), cwd=str(REPO), stdin=subprocess.DEVNULL,
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+        cmd,
+        env=component_env(s, name, env),
+        cwd=str(REPO),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        close_fds=True,
     )
     log.close()
-    record = {"name": name, "pid": proc.pid, "create_time": _psutil().Process(proc.pid).create_time(),
-              "cmd": cmd, "log": str(log_file(s, name))}
+    record = {
+        "name": name,
+        "pid": proc.pid,
+        "create_time": _psutil().Process(proc.pid).create_time(),
+        "cmd": cmd,
+        "log": str(log_file(s, name)),
+    }
     tmp = pid_file(s, name).with_suffix(".pid.tmp")
     tmp.write_text(json.dumps(record))
     os.replace(tmp, pid_file(s, name))
@@ -393,8 +407,10 @@ def stop_processes(records: list[dict[str, Any]], grace: float, log=print) -> No
     if rest and not alive_mains:
         _gone, rest = psutil.wait_procs(rest, timeout=max(0.0, min(5.0, deadline - time.monotonic())))
     if rest:
-        log(f"{len(rest)} process(es) still alive after SIGTERM ({grace:.0f}s grace): SIGKILL "
-            + ", ".join(f"{p.pid}" for p in rest))
+        log(
+            f"{len(rest)} process(es) still alive after SIGTERM ({grace:.0f}s grace): SIGKILL "
+            + ", ".join(f"{p.pid}" for p in rest)
+        )
         kill_all(rest)
         psutil.wait_procs(rest, timeout=10)
     for p in tree.values():  # reap our own children (when called in-process)
@@ -443,8 +459,9 @@ def pg_connect(s: Settings, dbname: str = "postgres"):
     import psycopg2
 
     try:
-        conn = psycopg2.connect(host=s.pg_host, port=s.pg_port, user=s.pg_user, password=s.pg_password or None,
-                                dbname=dbname, connect_timeout=5)
+        conn = psycopg2.connect(
+            host=s.pg_host, port=s.pg_port, user=s.pg_user, password=s.pg_password or None, dbname=dbname, connect_timeout=5
+        )
     except psycopg2.OperationalError as exc:
         raise DeployError(
             f"PostgreSQL at {s.pg_host}:{s.pg_port} (user {s.pg_user}) is unreachable: {str(exc).strip()}\n"
@@ -483,8 +500,10 @@ def drop_database(s: Settings, log=print) -> None:
     conn = pg_connect(s)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                        (s.db_name,))
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (s.db_name,),
+            )
             cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(s.db_name)))
         log(f"dropped PostgreSQL database {s.db_name}")
     finally:
@@ -497,8 +516,10 @@ def check_redis(s: Settings) -> None:
     try:
         redis.Redis.from_url(s.broker_url(), socket_connect_timeout=5).ping()
     except Exception as exc:  # noqa: BLE001 - any failure is reported the same way
-        raise DeployError(f"Redis broker {s.broker_url()} is unreachable: {exc}\n"
-                          "Start Redis or set --redis-url / --redis-db (RPJ_DEPLOY_REDIS_URL / RPJ_DEPLOY_REDIS_DB).") from exc
+        raise DeployError(
+            f"Redis broker {s.broker_url()} is unreachable: {exc}\n"
+            "Start Redis or set --redis-url / --redis-db (RPJ_DEPLOY_REDIS_URL / RPJ_DEPLOY_REDIS_DB)."
+        ) from exc
 
 
 #: Flags whose value may hold a credential (RPJ_AWS_CONN): never written to a log or an error message.
@@ -512,8 +533,7 @@ def shown_args(args: tuple[str, ...] | list[str]) -> str:
 
 def run_airflow(s: Settings, env: dict[str, str], *args: str, log_name: str, timeout: float = 600) -> str:
     s.log_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([str(BIN / "airflow"), *args], env=env, cwd=str(REPO), capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run([str(BIN / "airflow"), *args], env=env, cwd=str(REPO), capture_output=True, text=True, timeout=timeout)
     with open(log_file(s, log_name), "a") as f:
         f.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} airflow {shown_args(args)} -> {proc.returncode}\n")
         f.write(proc.stdout + proc.stderr)
@@ -546,8 +566,9 @@ def setup_metadata(s: Settings, env: dict[str, str], log=print) -> None:
     conn = os.environ.get("RPJ_AWS_CONN", "").strip()
     if conn:
         # Replace it: `connections add` refuses an existing id (a missing one is fine to delete).
-        subprocess.run([str(BIN / "airflow"), "connections", "delete", "aws_default"], env=env, cwd=str(REPO),
-                       capture_output=True, text=True)
+        subprocess.run(
+            [str(BIN / "airflow"), "connections", "delete", "aws_default"], env=env, cwd=str(REPO), capture_output=True, text=True
+        )
         kind = "--conn-json" if conn.startswith("{") else "--conn-uri"
         run_airflow(s, env, "connections", "add", "aws_default", kind, conn, log_name="setup")
         log("connection aws_default created from RPJ_AWS_CONN")
@@ -660,8 +681,10 @@ def wait_ready(s: Settings, password: str | None, timeout: float, log=print) -> 
                 return health(s) or {}
             last = {"celery workers not ready": missing}
         time.sleep(1)
-    raise DeployError(f"deployment not ready after {timeout:.0f}s (waiting for {stage}: {last}); "
-                      f"see the logs in {s.log_dir} (`rpj-deploy logs`)")
+    raise DeployError(
+        f"deployment not ready after {timeout:.0f}s (waiting for {stage}: {last}); "
+        f"see the logs in {s.log_dir} (`rpj-deploy logs`)"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -711,17 +734,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         alive = running(old)
         if alive and comparable(old.public()) != comparable(s.public()):
             diff = {k: (old.public()[k], v) for k, v in s.public().items() if old.public().get(k) != v}
-            raise DeployError(f"a deployment with other settings is running from {s.run_dir} "
-                              f"({', '.join(sorted(alive))}); differences (running, asked): {diff}. "
-                              "Run `rpj-deploy down` first, or use another --state-dir.")
+            raise DeployError(
+                f"a deployment with other settings is running from {s.run_dir} "
+                f"({', '.join(sorted(alive))}); differences (running, asked): {diff}. "
+                "Run `rpj-deploy down` first, or use another --state-dir."
+            )
     else:
         alive = {}
     env = airflow_env(s)
     previous = saved_env(s)
     if alive and previous is not None:
         # Components restarted next to running ones get the environment those started with.
-        env = airflow_env(s, base={**{k: v for k, v in os.environ.items() if not k.startswith(SAVED_ENV_PREFIXES)},
-                                   **previous})
+        env = airflow_env(s, base={**{k: v for k, v in os.environ.items() if not k.startswith(SAVED_ENV_PREFIXES)}, **previous})
     missing = [name for name in s.components if name not in alive]
     if not missing:
         print(f"rpj-deploy: already running ({', '.join(s.components)}); nothing to do")
@@ -753,15 +777,19 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def print_access(s: Settings, env: dict[str, str], password: str | None) -> None:
     print()
-    print(f"Airflow UI and REST API: {s.api_url}/   (executor: {env['AIRFLOW__CORE__EXECUTOR']}, "
-          f"metadata DB: {s.db} {s.db_name if s.db == 'postgres' else s.sqlite_path})")
+    print(
+        f"Airflow UI and REST API: {s.api_url}/   (executor: {env['AIRFLOW__CORE__EXECUTOR']}, "
+        f"metadata DB: {s.db} {s.db_name if s.db == 'postgres' else s.sqlite_path})"
+    )
     if s.auth == "all-admins":
         print("Login: none needed (simple auth manager, all users are admins: local demo only).")
         print(f"REST token: curl -s {s.api_url}/auth/token")
     else:
         print(f"Login: user {s.admin_user!r}, password {password!r} (stored in {passwords_file(s, env)})")
-        print(f"REST token: curl -s -X POST {s.api_url}/auth/token -H 'Content-Type: application/json' "
-              f"-d '{{\"username\": \"{s.admin_user}\", \"password\": \"...\"}}'")
+        print(
+            f"REST token: curl -s -X POST {s.api_url}/auth/token -H 'Content-Type: application/json' "
+            f'-d \'{{"username": "{s.admin_user}", "password": "..."}}\''
+        )
     print(f"Processes, PID files and logs: {s.run_dir}   (rpj-deploy status | logs | down)")
 
 
@@ -805,7 +833,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         for r in rows:
             print(f"{r['component']:<14} {str(r['pid'] or '-'):>8}  {r['state']:<14} {r['log']}")
-        print(f"api: {s.api_url}  health: " + (json.dumps({k: (v or {}).get('status') for k, v in h.items()}) if h else "unreachable"))
+        print(
+            f"api: {s.api_url}  health: "
+            + (json.dumps({k: (v or {}).get("status") for k, v in h.items()}) if h else "unreachable")
+        )
     if len(alive) == len(s.components):
         return 0
     return 3 if not alive else 1
@@ -860,29 +891,44 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rpj-deploy", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="rpj-deploy", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--airflow-home", default=None, help="AIRFLOW_HOME (default: $AIRFLOW_HOME or <repo>/airflow_home)")
-        sp.add_argument("--state-dir", default=env_default("STATE_DIR", None),
-                        help="PID files, logs, deploy.json (env RPJ_DEPLOY_STATE_DIR; default: $AIRFLOW_HOME/run)")
-        sp.add_argument("--pg-password", default=env_default("PG_PASSWORD", os.environ.get("PGPASSWORD", "")),
-                        help="PostgreSQL password (env RPJ_DEPLOY_PG_PASSWORD or PGPASSWORD)")
+        sp.add_argument(
+            "--state-dir",
+            default=env_default("STATE_DIR", None),
+            help="PID files, logs, deploy.json (env RPJ_DEPLOY_STATE_DIR; default: $AIRFLOW_HOME/run)",
+        )
+        sp.add_argument(
+            "--pg-password",
+            default=env_default("PG_PASSWORD", os.environ.get("PGPASSWORD", "")),
+            help="PostgreSQL password (env RPJ_DEPLOY_PG_PASSWORD or PGPASSWORD)",
+        )
 
     up = sub.add_parser("up", help="set up and start the deployment", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     common(up)
-    up.add_argument("--db", choices=("postgres", "sqlite"), default=env_default("DB", "postgres"), help="metadata DB (env RPJ_DEPLOY_DB)")
+    up.add_argument(
+        "--db", choices=("postgres", "sqlite"), default=env_default("DB", "postgres"), help="metadata DB (env RPJ_DEPLOY_DB)"
+    )
     up.add_argument("--db-name", default=env_default("DB_NAME", "rpj_airflow"), help="PostgreSQL database, created if missing")
     up.add_argument("--pg-host", default=env_default("PG_HOST", "127.0.0.1"))
     up.add_argument("--pg-port", type=int, default=env_default("PG_PORT", 5432))
     up.add_argument("--pg-user", default=env_default("PG_USER", "postgres"))
-    up.add_argument("--sqlite-path", default=env_default("SQLITE_PATH", None), help="with --db sqlite (default: $AIRFLOW_HOME/airflow.db)")
+    up.add_argument(
+        "--sqlite-path", default=env_default("SQLITE_PATH", None), help="with --db sqlite (default: $AIRFLOW_HOME/airflow.db)"
+    )
     up.add_argument("--executor", choices=("local", "celery"), default=env_default("EXECUTOR", "local"))
     up.add_argument("--workers", type=int, default=env_default("WORKERS", 2), help="Celery worker processes")
-    up.add_argument("--worker-concurrency", type=int, default=env_default("WORKER_CONCURRENCY", 2), help="task slots per Celery worker")
-    up.add_argument("--redis-url", default=env_default("REDIS_URL", "redis://127.0.0.1:6379"), help="Celery broker (without db number)")
+    up.add_argument(
+        "--worker-concurrency", type=int, default=env_default("WORKER_CONCURRENCY", 2), help="task slots per Celery worker"
+    )
+    up.add_argument(
+        "--redis-url", default=env_default("REDIS_URL", "redis://127.0.0.1:6379"), help="Celery broker (without db number)"
+    )
     up.add_argument("--redis-db", type=int, default=env_default("REDIS_DB", 0), help="Redis database number of the broker")
     up.add_argument("--host", default=env_default("HOST", "127.0.0.1"), help="api-server bind address")
     up.add_argument("--port", type=int, default=env_default("PORT", 8080), help="api-server port (UI, REST API, execution API)")
@@ -890,11 +936,18 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--log-server-port", type=int, default=env_default("LOG_SERVER_PORT", 8793), help="worker log server port")
     up.add_argument("--trigger-log-server-port", type=int, default=env_default("TRIGGER_LOG_SERVER_PORT", 8794))
     up.add_argument("--parallelism", type=int, default=env_default("PARALLELISM", 4), help="[core] parallelism")
-    up.add_argument("--auth", choices=("password", "all-admins"), default=env_default("AUTH", "password"),
-                    help="SimpleAuthManager: admin user with a password, or no login (everyone admin; local demo)")
+    up.add_argument(
+        "--auth",
+        choices=("password", "all-admins"),
+        default=env_default("AUTH", "password"),
+        help="SimpleAuthManager: admin user with a password, or no login (everyone admin; local demo)",
+    )
     up.add_argument("--admin-user", default=env_default("ADMIN_USER", "admin"))
-    up.add_argument("--admin-password", default=env_default("ADMIN_PASSWORD", None),
-                    help="(env RPJ_DEPLOY_ADMIN_PASSWORD) default: keep the stored one, or generate one")
+    up.add_argument(
+        "--admin-password",
+        default=env_default("ADMIN_PASSWORD", None),
+        help="(env RPJ_DEPLOY_ADMIN_PASSWORD) default: keep the stored one, or generate one",
+    )
     up.add_argument("--timeout", type=float, default=env_default("TIMEOUT", 300.0), help="seconds to wait for readiness")
     up.add_argument("--no-wait", action="store_true", help="start and return without waiting for readiness")
     up.add_argument("--skip-setup", action="store_true", help="do not run db migrate / pools / connections")
@@ -902,7 +955,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--grace", type=float, default=env_default("GRACE", 30.0), help="with --down-on-failure")
     up.set_defaults(func=cmd_up)
 
-    down = sub.add_parser("down", help="stop every process of the deployment", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    down = sub.add_parser(
+        "down", help="stop every process of the deployment", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     common(down)
     down.add_argument("--grace", type=float, default=env_default("GRACE", 30.0), help="seconds between SIGTERM and SIGKILL")
     down.add_argument("--drop-db", action="store_true", help="also drop the PostgreSQL database (or delete the SQLite file)")
@@ -915,7 +970,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     lg = sub.add_parser("logs", help="tail component logs")
     common(lg)
-    lg.add_argument("component", nargs="*", help="api-server, scheduler, dag-processor, triggerer, worker-N, setup (default: all)")
+    lg.add_argument(
+        "component", nargs="*", help="api-server, scheduler, dag-processor, triggerer, worker-N, setup (default: all)"
+    )
     lg.add_argument("-n", "--lines", type=int, default=50)
     lg.add_argument("-f", "--follow", action="store_true")
     lg.set_defaults(func=cmd_logs)

@@ -28,10 +28,13 @@ def registry_pools(registry: str | None = None) -> dict[str, int]:
 
 
 def pools_json(registry: str | None = None) -> str:
-    return json.dumps({
-        name: {"slots": slots, "description": DESCRIPTION, "include_deferred": False}
-        for name, slots in registry_pools(registry).items()
-    }, indent=1)
+    return json.dumps(
+        {
+            name: {"slots": slots, "description": DESCRIPTION, "include_deferred": False}
+            for name, slots in registry_pools(registry).items()
+        },
+        indent=1,
+    )
 
 
 if __name__ == "__main__":

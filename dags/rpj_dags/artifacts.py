@@ -9,8 +9,8 @@
 
 from __future__ import annotations
 
-import logging
 import datetime as dt
+import logging
 from typing import Any
 
 from airflow.sdk import DAG, Param, dag, get_current_context, task
@@ -50,31 +50,60 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
         tags=["rpv2", "artifacts"],
         render_template_as_native_obj=True,
         params={
-            "version": Param("ccnet-official", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
-                             description="Models version: written to artifacts/ccnet/<version>/ (snapshots select it with models_version)."),
-            "source": Param("install", type="string", enum=["install", "build", "sample", "none"],
-                            description="CCNet models. install: copy official cc_net models; build: train from reference "
-                                        "corpora; sample: build from the offline sample corpus; none: skip."),
+            "version": Param(
+                "ccnet-official",
+                type="string",
+                pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                description="Models version: written to artifacts/ccnet/<version>/ (snapshots select it with models_version).",
+            ),
+            "source": Param(
+                "install",
+                type="string",
+                enum=["install", "build", "sample", "none"],
+                description="CCNet models. install: copy official cc_net models; build: train from reference "
+                "corpora; sample: build from the offline sample corpus; none: skip.",
+            ),
             "languages": Param(list(layout.LANGUAGES), type="array", items={"type": "string"}, minItems=1),
-            "official_models_url": Param("", type="string",
-                                         description="install: URL of a directory with {lang}.sp.model and {lang}.arpa.bin."),
+            "official_models_url": Param(
+                "", type="string", description="install: URL of a directory with {lang}.sp.model and {lang}.arpa.bin."
+            ),
             "cutoffs_url": Param("", type="string", description="install/build: cutoff.csv URL (default: cc_net's for install)."),
-            "corpora": Param({}, type="object", description="build: {lang: URL} reference corpus (one document per line, or jsonl with 'text')."),
-            "calibration": Param({}, type="object", description="build: {lang: URL} web documents whose perplexity percentiles give the cutoffs."),
+            "corpora": Param(
+                {},
+                type="object",
+                description="build: {lang: URL} reference corpus (one document per line, or jsonl with 'text').",
+            ),
+            "calibration": Param(
+                {}, type="object", description="build: {lang: URL} web documents whose perplexity percentiles give the cutoffs."
+            ),
             "vocab_size": Param(65536, type="integer", minimum=100),
             "force": Param(False, type="boolean", description="Rebuild even if this version exists."),
-            "signals_source": Param("none", type="string", enum=["none", "build", "install"],
-                                    description="build: quality-signal artifacts from signals_config; install: copy "
-                                                "published RPv2 artifacts from signals_install_url."),
+            "signals_source": Param(
+                "none",
+                type="string",
+                enum=["none", "build", "install"],
+                description="build: quality-signal artifacts from signals_config; install: copy "
+                "published RPv2 artifacts from signals_install_url.",
+            ),
             "signals_version": Param("rpv2-official", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
-            "signals_config": Param({}, type="object", description=(
-                "build: see rpj_tasks.annotate.artifacts.build.build_signal_artifacts: langs, stopwords_url_template, "
-                "ldnoobw_url_template, ut1_url, ccnet {documents_root, snapshots}, corpora {lang: {dataset: URL}}, "
-                "wikiref_model_url, dsir_num_samples, classifier_num_samples, hash_mode.")),
-            "signals_install_url": Param("", type="string", description=(
-                "install: URL of published RPv2 artifacts laid out as the reference's artifacts_dir "
-                "(bad_words/, bad_urls/, classifiers/, dsir/); languages as in 'languages'; stop words from "
-                "signals_config.stopwords_url_template (default: upstream).")),
+            "signals_config": Param(
+                {},
+                type="object",
+                description=(
+                    "build: see rpj_tasks.annotate.artifacts.build.build_signal_artifacts: langs, stopwords_url_template, "
+                    "ldnoobw_url_template, ut1_url, ccnet {documents_root, snapshots}, corpora {lang: {dataset: URL}}, "
+                    "wikiref_model_url, dsir_num_samples, classifier_num_samples, hash_mode."
+                ),
+            ),
+            "signals_install_url": Param(
+                "",
+                type="string",
+                description=(
+                    "install: URL of published RPv2 artifacts laid out as the reference's artifacts_dir "
+                    "(bad_words/, bad_urls/, classifiers/, dsir/); languages as in 'languages'; stop words from "
+                    "signals_config.stopwords_url_template (default: upstream)."
+                ),
+            ),
         },
         doc_md=__doc__,
     )
@@ -120,8 +149,11 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
             p = _params(root, job["corpus"])
             vocab = p["vocab_size"] if p["source"] != "sample" else models.SAMPLE_VOCAB_SIZE
             return models.build_language(
-                job["lang"], job["corpus"], layout.models_url(root, p["version"]),
-                vocab_size=vocab, calibration_url=job["calibration"],
+                job["lang"],
+                job["corpus"],
+                layout.models_url(root, p["version"]),
+                vocab_size=vocab,
+                calibration_url=job["calibration"],
             )
 
         @task
@@ -133,9 +165,7 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
             if not entries:
                 return None
             p = _params(root)
-            return models.finalize_built(
-                layout.models_url(root, p["version"]), entries, cutoffs_url=p["cutoffs_url"] or None
-            )
+            return models.finalize_built(layout.models_url(root, p["version"]), entries, cutoffs_url=p["cutoffs_url"] or None)
 
         @task
         @engine_task
@@ -154,8 +184,11 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
                     raise ConfigError("signals_source=install needs signals_install_url")
                 configure_storage(root, p["signals_install_url"])
                 manifest = install_signal_artifacts(
-                    p["signals_install_url"], out, validate_languages(p["languages"]),
-                    **{k: v for k, v in p["signals_config"].items() if k == "stopwords_url_template"}, force=p["force"],
+                    p["signals_install_url"],
+                    out,
+                    validate_languages(p["languages"]),
+                    **{k: v for k, v in p["signals_config"].items() if k == "stopwords_url_template"},
+                    force=p["force"],
                 )
                 return {"url": out, "files": len(manifest["artifacts"])}
             config = dict(p["signals_config"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-START_DATE = dt.datetime(2014, 1, 1, tzinfo=dt.timezone.utc)
+START_DATE = dt.datetime(2014, 1, 1, tzinfo=dt.UTC)
 # Retries are for transient failures; permanent ones fail at once (runtime.engine_task).
 DEFAULT_ARGS = {
     "owner": "rpj",

@@ -29,8 +29,16 @@ from rpj_tasks.core.config import SnapshotConfig, snapshots_released_between
 
 RUN_ID_PREFIX = "rpv2_monthly__"
 # The snapshot DAG's tasks in the order they run: the first failed one is the cause.
-TASK_ORDER = ("plan_units", "process.download", "process.hashes", "process.mine", "signal_artifacts",
-              "process.annotate", "annotate", "report")
+TASK_ORDER = (
+    "plan_units",
+    "process.download",
+    "process.hashes",
+    "process.mine",
+    "signal_artifacts",
+    "process.annotate",
+    "annotate",
+    "report",
+)
 
 
 def monthly_run_id(month: str) -> str:
@@ -46,9 +54,15 @@ class ProcessSnapshotOperator(TriggerDagRunOperator):
 
     def __init__(self, *, month: str, poll_interval: float = 30.0, **kwargs: Any) -> None:
         super().__init__(
-            trigger_run_id=monthly_run_id(month), conf={"month": month}, wait_for_completion=True,
-            deferrable=True, poke_interval=poll_interval, allowed_states=["success"], failed_states=["failed"],
-            fail_when_dag_is_paused=True, **kwargs,
+            trigger_run_id=monthly_run_id(month),
+            conf={"month": month},
+            wait_for_completion=True,
+            deferrable=True,
+            poke_interval=poll_interval,
+            allowed_states=["success"],
+            failed_states=["failed"],
+            fail_when_dag_is_paused=True,
+            **kwargs,
         )
 
     def execute(self, context: Any) -> None:
@@ -59,8 +73,9 @@ class ProcessSnapshotOperator(TriggerDagRunOperator):
         if RuntimeTaskInstance.get_dr_count(dag_id=self.trigger_dag_id, run_ids=[run_id]):
             self.log.info("%s run %s exists already (an earlier try started it): waiting for it", self.trigger_dag_id, run_id)
             self.defer(
-                trigger=DagStateTrigger(dag_id=self.trigger_dag_id, states=["success", "failed"], run_ids=[run_id],
-                                        poll_interval=self.poke_interval),
+                trigger=DagStateTrigger(
+                    dag_id=self.trigger_dag_id, states=["success", "failed"], run_ids=[run_id], poll_interval=self.poke_interval
+                ),
                 method_name="execute_complete",
             )
         self.log.info("triggering %s run %s with conf %s", self.trigger_dag_id, run_id, self.conf)

@@ -45,20 +45,30 @@ def snapshot_params(cfg: SnapshotConfig) -> dict[str, Param]:
     }
     params = {
         "languages": Param(
-            cfg.languages, type="array", items={"type": "string", "pattern": "^[a-z]{2,3}$"}, minItems=1,
+            cfg.languages,
+            type="array",
+            items={"type": "string", "pattern": "^[a-z]{2,3}$"},
+            minItems=1,
             description="Languages to keep after LID (ISO codes); models must exist for each.",
         ),
         "num_shards": Param(
-            cfg.num_shards, type="integer", minimum=1, maximum=MAX_SHARD + 1,
+            cfg.num_shards,
+            type="integer",
+            minimum=1,
+            maximum=MAX_SHARD + 1,
             description="Number of shards the crawl's WET segments are split into (RPv2: 5000).",
         ),
         "shards": Param(
-            [], type="array", items=shard_item,
-            description="Optional subset of shards, e.g. [0, 7, \"100-199\"]; empty = all shards. "
+            [],
+            type="array",
+            items=shard_item,
+            description='Optional subset of shards, e.g. [0, 7, "100-199"]; empty = all shards. '
             "Shards >= num_shards fail the plan_units task.",
         ),
         "shard_limit": Param(
-            None, type=["null", "integer"], minimum=1,
+            None,
+            type=["null", "integer"],
+            minimum=1,
             description="Optional: process at most this many shards of the selection (the first ones).",
         ),
         "force": Param(False, type="boolean", description="Recompute shards that are already finished."),
@@ -67,12 +77,16 @@ def snapshot_params(cfg: SnapshotConfig) -> dict[str, Param]:
             False, type="boolean", description="Also annotate the tail bucket (the reference annotates head and middle only)."
         ),
         "dsir_hash_mode": Param(
-            cfg.dsir_hash_mode, type="string", enum=list(DSIR_HASH_MODES),
+            cfg.dsir_hash_mode,
+            type="string",
+            enum=list(DSIR_HASH_MODES),
             description="DSIR feature hash: cpython-seed42 (the reference's) or stable; must be the mode "
             "the signal artifacts were built with.",
         ),
         "month": Param(
-            None, type=["null", "string"], pattern=r"^[0-9]{4}-[0-9]{2}$",
+            None,
+            type=["null", "string"],
+            pattern=r"^[0-9]{4}-[0-9]{2}$",
             description="Set by rpv2_monthly: the month (YYYY-MM) whose crawls this run processes.",
         ),
     }
@@ -188,8 +202,8 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
         @task(execution_timeout=timeouts["annotate"])
         @engine_task
         def annotate(unit: dict[str, Any], artifacts_url: str | None = None) -> None:
-            from rpj_tasks.core import layout, plan
             from rpj_tasks.annotate.stage import annotate_shard
+            from rpj_tasks.core import layout, plan
 
             params, cfg = _run_config(base)
             if not params["annotate"]:
@@ -198,8 +212,14 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
             url = artifacts_url or layout.signal_artifacts_url(cfg.storage_root, cfg.signals_version)
             shards = plan.unit_shards(unit)
             for i, shard in enumerate(shards, 1):
-                annotate_shard(cfg, shard, artifacts_url=url, annotate_tail=params["annotate_tail"],
-                               force=params["force"], hash_mode=cfg.dsir_hash_mode)
+                annotate_shard(
+                    cfg,
+                    shard,
+                    artifacts_url=url,
+                    annotate_tail=params["annotate_tail"],
+                    force=params["force"],
+                    hash_mode=cfg.dsir_hash_mode,
+                )
                 log.info("unit %d: %d/%d shards annotated", unit["unit"], i, len(shards))
 
         @task(execution_timeout=dt.timedelta(minutes=30), trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
@@ -222,6 +242,7 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
         units = plan_units()
 
         if base.sample:
+
             @task_group
             def process(unit: dict[str, Any]) -> None:
                 download(unit) >> hashes(unit) >> mine(unit)
@@ -230,6 +251,7 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
             process.expand(unit=units) >> artifacts
             annotate.partial(artifacts_url=artifacts).expand(unit=units) >> report(units)
         else:
+
             @task_group
             def process(unit: dict[str, Any]) -> None:
                 download(unit) >> hashes(unit) >> mine(unit) >> annotate(unit)

@@ -40,8 +40,18 @@ SEED42_VECTORS: tuple[tuple[str | tuple[str, str], int], ...] = (
 T = TypeVar("T")
 
 __all__ = [
-    "HASH_MODES", "SEED42", "STABLE", "STARTUP_SECONDS", "HashSeedError", "WorkerDiedError", "call_with_seed42",
-    "dsir_hash_selfcheck", "feature_hash", "require_seed42", "seed42_pool", "stable_hash",
+    "HASH_MODES",
+    "SEED42",
+    "STABLE",
+    "STARTUP_SECONDS",
+    "HashSeedError",
+    "WorkerDiedError",
+    "call_with_seed42",
+    "dsir_hash_selfcheck",
+    "feature_hash",
+    "require_seed42",
+    "seed42_pool",
+    "stable_hash",
 ]
 
 

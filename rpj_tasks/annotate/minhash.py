@@ -25,16 +25,18 @@ import logging
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
 from itertools import accumulate, islice
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from datasketch import MinHash
 
-from rpj_tasks.core.errors import PermanentError
+from rpj_tasks.annotate.signals.text import normalize
 from rpj_tasks.core import storage
+from rpj_tasks.core.errors import PermanentError
+from rpj_tasks.core.ids import doc_id, id_int
 from rpj_tasks.core.schema import MINHASH_BANDS as SPEC_BANDS
 from rpj_tasks.core.schema import MINHASH_NUM_PERM as NUM_PERM
 from rpj_tasks.core.schema import MINHASH_ROW_GROUP_SIZE as ROW_GROUP_SIZE
@@ -42,10 +44,8 @@ from rpj_tasks.core.schema import MINHASH_SCHEMA as SCHEMA
 from rpj_tasks.core.schema import MINHASH_SIGNATURE_COLUMNS as COLUMNS
 from rpj_tasks.core.schema import MINHASH_THRESHOLDS as THRESHOLDS
 from rpj_tasks.core.schema import signature_column
-from rpj_tasks.core.ids import doc_id, id_int
-from rpj_tasks.annotate.signals.text import normalize
-from rpj_tasks.native import native
 from rpj_tasks.core.stats import Stats
+from rpj_tasks.native import native
 
 log = logging.getLogger(__name__)
 
@@ -259,10 +259,7 @@ def band_bytes(signature: np.ndarray) -> dict[str, list[bytes]]:
     if signature.shape != (NUM_PERM,):
         raise ValueError(f"signature must have shape ({NUM_PERM},), got {signature.shape}")
     raw = np.asarray(signature, dtype=">u4").tobytes()
-    return {
-        column: [raw[4 * rows * k : 4 * rows * (k + 1)] for k in range(bands)]
-        for column, (bands, rows) in BANDS.items()
-    }
+    return {column: [raw[4 * rows * k : 4 * rows * (k + 1)] for k in range(bands)] for column, (bands, rows) in BANDS.items()}
 
 
 MinHashItem = str | np.ndarray | None
@@ -312,7 +309,10 @@ def _chunks(items: Iterable[MinHashItem], size: int) -> Iterator[list[MinHashIte
 
 
 def write_minhash_parquet(
-    url: str, shard_key: str, items: Iterable[MinHashItem], stats: Stats | None = None,
+    url: str,
+    shard_key: str,
+    items: Iterable[MinHashItem],
+    stats: Stats | None = None,
     digests: dict[str, Any] | None = None,
 ) -> int:
     """Write ``{base_tag}.minhash.parquet`` atomically: one row per item, in order; returns the row count.

@@ -39,14 +39,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from rpj_tasks.core import commit, layout, storage
-from rpj_tasks.core.config import SnapshotConfig, validate_shard
-from rpj_tasks.core.errors import MissingInputError
-from rpj_tasks.core.layout import ANNOTATED_BUCKETS as DEFAULT_BUCKETS
-from rpj_tasks.core.layout import DOCUMENTS_FILE, MINHASH_SUFFIX, SIGNALS_SUFFIX
-from rpj_tasks.core.lines import MAX_LOGGED_BAD_LINES  # noqa: F401 - described bad lines per file; importable from here
-from rpj_tasks.core.lines import BadLines, iter_lines, parse_object
-from rpj_tasks.core.schema import REQUIRED_DOCUMENT_FIELDS as REQUIRED_FIELDS  # the reference reader's 14 (§4)
+from rpj_tasks.annotate.hashseed import HASH_MODES, SEED42
 from rpj_tasks.annotate.minhash import signatures_from_words, write_minhash_parquet
 from rpj_tasks.annotate.signals import (
     ArtifactsError,
@@ -59,7 +52,18 @@ from rpj_tasks.annotate.signals import (
     require_seed42,
     seed42_pool,
 )
-from rpj_tasks.annotate.hashseed import HASH_MODES, SEED42
+from rpj_tasks.core import commit, layout, storage
+from rpj_tasks.core.config import SnapshotConfig, validate_shard
+from rpj_tasks.core.errors import MissingInputError
+from rpj_tasks.core.layout import ANNOTATED_BUCKETS as DEFAULT_BUCKETS
+from rpj_tasks.core.layout import DOCUMENTS_FILE, MINHASH_SUFFIX, SIGNALS_SUFFIX
+from rpj_tasks.core.lines import (
+    MAX_LOGGED_BAD_LINES,  # noqa: F401 - described bad lines per file; importable from here
+    BadLines,
+    iter_lines,
+    parse_object,
+)
+from rpj_tasks.core.schema import REQUIRED_DOCUMENT_FIELDS as REQUIRED_FIELDS  # the reference reader's 14 (§4)
 from rpj_tasks.core.stats import Stats
 from rpj_tasks.core.workers import WorkerDiedError  # noqa: F401 - raised by run_jobs; importable from here
 
@@ -107,7 +111,10 @@ def _decoded_batch(lines: Iterator[tuple[int, tuple[int, bytes]]]) -> list[tuple
 
 
 def _annotate_batch(
-    batch: list[tuple[int, int, Any, str | None]], job: FileJob, artifacts: SignalArtifacts, stats: Stats,
+    batch: list[tuple[int, int, Any, str | None]],
+    job: FileJob,
+    artifacts: SignalArtifacts,
+    stats: Stats,
     bad: BadLines,
 ) -> tuple[list[bytes], list[list[str]]]:
     """Signals lines and NW word lists (empty for unusable lines) of a decoded batch."""
@@ -127,8 +134,9 @@ def _annotate_batch(
     return out, words
 
 
-def _signatures(job: FileJob, artifacts: SignalArtifacts, signals_out: IO[bytes], stats: Stats,
-                bad: BadLines) -> Iterator[np.ndarray | None]:
+def _signatures(
+    job: FileJob, artifacts: SignalArtifacts, signals_out: IO[bytes], stats: Stats, bad: BadLines
+) -> Iterator[np.ndarray | None]:
     """Annotate the file batch by batch: write the signals lines, yield one signature per line."""
     lines = enumerate(iter_lines(job.documents_url, bad, compressed=True))  # a truncated gzip: annotate.truncated
     while True:
@@ -174,8 +182,9 @@ def annotate_file(job: FileJob) -> dict[str, Any]:
     started = time.perf_counter()
     outputs: dict[str, Any] = {}  # committed outputs' sha256 and size, for the parent's record
     with storage.atomic_gzip_write(job.signals_url, digests=outputs) as signals_out:
-        write_minhash_parquet(job.minhash_url, job.shard_key, _signatures(job, artifacts, signals_out, stats, bad),
-                              digests=outputs)
+        write_minhash_parquet(
+            job.minhash_url, job.shard_key, _signatures(job, artifacts, signals_out, stats, bad), digests=outputs
+        )
     # Parquet encoding happens inside write_minhash_parquet, between the steps timed above.
     inner = sum(stats.seconds.get(step, 0.0) for step in ("read", "signals", "minhash", "write"))
     stats.add_time("write", max(0.0, time.perf_counter() - started - inner))
@@ -254,12 +263,16 @@ def _documents_inputs(cfg: SnapshotConfig, shard: int) -> dict[str, dict[str, An
     out = {}
     for rel, url in commit.listed_outputs(record_url, record).items():
         if not storage.exists(url):
-            raise MissingInputError(f"shard {shard:04d} of {cfg.id}: documents {[url.rsplit('/', 1)[1]]} listed by CCNet are missing")
+            raise MissingInputError(
+                f"shard {shard:04d} of {cfg.id}: documents {[url.rsplit('/', 1)[1]]} listed by CCNet are missing"
+            )
         out[url.rsplit("/", 1)[1]] = {"url": url, "sha256": record["outputs"][rel]["sha256"]}
     return out
 
 
-def _documents(documents: dict[str, dict[str, Any]], shard: int, buckets: tuple[str, ...], stats: Stats) -> list[tuple[str, str, str]]:
+def _documents(
+    documents: dict[str, dict[str, Any]], shard: int, buckets: tuple[str, ...], stats: Stats
+) -> list[tuple[str, str, str]]:
     """``(name, lang, bucket)`` of the listed documents files to annotate, sorted by name."""
     selected = []
     for name in sorted(documents):
@@ -282,9 +295,15 @@ def _log_file(shard: int, result: dict[str, Any]) -> None:
     if result["bad_lines_not_logged"]:
         log.warning("%s: %d more bad lines not logged", result["name"], result["bad_lines_not_logged"])
     counts, seconds = result["stats"]["counts"], result["stats"]["seconds"]
-    log.info("shard %04d: %s: %d lines, %d bad, %d without MinHash in %.1fs", shard, result["name"],
-             counts.get("annotate.lines", 0), counts.get("annotate.bad_line", 0), counts.get("minhash.null", 0),
-             sum(seconds.values()))
+    log.info(
+        "shard %04d: %s: %d lines, %d bad, %d without MinHash in %.1fs",
+        shard,
+        result["name"],
+        counts.get("annotate.lines", 0),
+        counts.get("annotate.bad_line", 0),
+        counts.get("minhash.null", 0),
+        sum(seconds.values()),
+    )
 
 
 def annotate_shard(
@@ -314,25 +333,31 @@ def annotate_shard(
         "buckets": list(buckets),
     }
     if not force and (record := commit.finished(stats_url, inputs)) is not None:
-        log.info("shard %04d: annotated earlier (%s), skipping (force: --force in the CLI, the force Param in Airflow)", shard, stats_url)
+        log.info(
+            "shard %04d: annotated earlier (%s), skipping (force: --force in the CLI, the force Param in Airflow)",
+            shard,
+            stats_url,
+        )
         return {**record, "skipped": True}
 
     started = time.perf_counter()
     jobs = [
         FileJob(
-            name=name, lang=lang, shard_key=layout.shard_key(cfg.id, shard, lang, bucket),
+            name=name,
+            lang=lang,
+            shard_key=layout.shard_key(cfg.id, shard, lang, bucket),
             documents_url=documents[name]["url"],
             signals_url=layout.signals_url(cfg.storage_root, cfg.id, shard, lang, bucket),
             minhash_url=layout.minhash_url(cfg.storage_root, cfg.id, shard, lang, bucket),
-            artifacts_url=artifacts_url, hash_mode=hash_mode,
+            artifacts_url=artifacts_url,
+            hash_mode=hash_mode,
         )
         for name, lang, bucket in selected
     ]
     files: dict[str, Any] = {}
     languages: dict[str, Any] = {}
     output_dirs = [layout.shard_dir(cfg.storage_root, component, cfg.id, shard) for component in ("quality_signals", "minhash")]
-    with commit.UnitCommit(stats_url, inputs, output_dirs,
-                           owned=lambda n: n.endswith((SIGNALS_SUFFIX, MINHASH_SUFFIX))) as unit:
+    with commit.UnitCommit(stats_url, inputs, output_dirs, owned=lambda n: n.endswith((SIGNALS_SUFFIX, MINHASH_SUFFIX))) as unit:
         for result in run_jobs(annotate_file, jobs, hash_mode):
             _log_file(shard, result)
             unit.add_outputs(result["outputs"])
@@ -348,16 +373,24 @@ def annotate_shard(
         stats.inc("files.annotated", len(files))
         stats.inc("stale_files_removed", unit.remove_stale())
         wall = time.perf_counter() - started
-        record = unit.commit({
-            "snapshot": cfg.id,
-            "shard": shard,
-            "buckets": list(buckets),
-            "artifacts": {**artifacts, "languages": dict(sorted(languages.items()))},
-            "files": files,
-            "wall_seconds": round(wall, 3),
-            "docs_per_second": round(stats["annotate.lines"] / wall, 1) if wall else None,
-            **stats.to_dict(),
-        })
-    log.info("shard %04d: annotated %d lines in %d files (%.1f docs/s) | %s", shard, stats["annotate.lines"],
-             len(files), record["docs_per_second"] or 0.0, stats.summary())
+        record = unit.commit(
+            {
+                "snapshot": cfg.id,
+                "shard": shard,
+                "buckets": list(buckets),
+                "artifacts": {**artifacts, "languages": dict(sorted(languages.items()))},
+                "files": files,
+                "wall_seconds": round(wall, 3),
+                "docs_per_second": round(stats["annotate.lines"] / wall, 1) if wall else None,
+                **stats.to_dict(),
+            }
+        )
+    log.info(
+        "shard %04d: annotated %d lines in %d files (%.1f docs/s) | %s",
+        shard,
+        stats["annotate.lines"],
+        len(files),
+        record["docs_per_second"] or 0.0,
+        stats.summary(),
+    )
     return {**record, "skipped": False}

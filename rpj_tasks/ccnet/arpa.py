@@ -111,9 +111,7 @@ def _count(tokens: np.ndarray, vocab_size: int, order: int) -> list[_Order]:
         suffix = np.empty(len(uniq), dtype=np.int64)
         suffix[inverse] = prev_ids[starts + 1]
         prefix = uniq // vocab_size
-        orders.append(
-            _Order(prefix, uniq % vocab_size, suffix, orders[-1].first[prefix], np.bincount(inverse))
-        )
+        orders.append(_Order(prefix, uniq % vocab_size, suffix, orders[-1].first[prefix], np.bincount(inverse)))
         prev_ids = np.full(len(tokens), -1, dtype=np.int64)
         prev_ids[starts] = inverse
     return orders
@@ -139,7 +137,9 @@ def _discounts(adjusted: np.ndarray, n: int) -> tuple[float, float, float]:
             return d  # type: ignore[return-value]
     log.warning(
         "%d-grams: Kneser-Ney discounts undefined (counts of counts %s), using fallback %s",
-        n, nk[1:], FALLBACK_DISCOUNTS,
+        n,
+        nk[1:],
+        FALLBACK_DISCOUNTS,
     )
     return FALLBACK_DISCOUNTS
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from rpj_tasks.core.stats import Stats
 from rpj_tasks.ccnet.normalize import line_hashes
+from rpj_tasks.core.stats import Stats
 
 _MAGIC = b"RPJHASH1"
 

@@ -27,10 +27,9 @@ import numpy as np
 import sentencepiece as spm
 
 from rpj_tasks.ccnet import arpa
-
+from rpj_tasks.ccnet.normalize import ccnet_normalize
 from rpj_tasks.core import storage
 from rpj_tasks.core.stats import Stats
-from rpj_tasks.ccnet.normalize import ccnet_normalize
 
 log = logging.getLogger("rpj.lm")
 
@@ -223,9 +222,7 @@ def compute_cutoffs(perplexities: dict[str, list[float]]) -> str:
     languages = sorted(lang for lang, values in perplexities.items() if len(values))
     for lang in sorted(set(perplexities) - set(languages)):
         log.warning("no perplexities for %s: left out of the cutoffs", lang)
-    table = {
-        lang: np.percentile(np.asarray(perplexities[lang], dtype=np.float64), np.arange(100)) for lang in languages
-    }
+    table = {lang: np.percentile(np.asarray(perplexities[lang], dtype=np.float64), np.arange(100)) for lang in languages}
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["", *languages])

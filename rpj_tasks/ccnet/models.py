@@ -22,12 +22,12 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from rpj_tasks.ccnet.lm import PerplexityScorer, compute_cutoffs, load_cutoffs, normalized_lines, train_lm, train_sentencepiece
+from rpj_tasks.core import commit, storage
 from rpj_tasks.core.config import PACKAGE_DATA
 from rpj_tasks.core.errors import PermanentError
 from rpj_tasks.core.lines import INVALID_JSON, INVALID_UTF8, BadLines, iter_lines
 from rpj_tasks.core.stats import Stats
-from rpj_tasks.core import commit, storage
-from rpj_tasks.ccnet.lm import PerplexityScorer, compute_cutoffs, load_cutoffs, normalized_lines, train_lm, train_sentencepiece
 
 log = logging.getLogger("rpj.models")
 
@@ -116,8 +116,9 @@ def _write_manifest(out_url: str, manifest: dict, inputs: dict) -> dict:
     for entry in manifest["languages"].values():
         entry["sha256"] = {k: outputs[storage.join(out_url, entry[k])]["sha256"] for k in ("sp", "lm")}
     manifest["cutoffs_sha256"] = outputs[storage.join(out_url, manifest["cutoffs"])]["sha256"]
-    with commit.UnitCommit(storage.join(out_url, MANIFEST), inputs, [out_url], owned=lambda n: n != MANIFEST,
-                           recursive=True) as unit:
+    with commit.UnitCommit(
+        storage.join(out_url, MANIFEST), inputs, [out_url], owned=lambda n: n != MANIFEST, recursive=True
+    ) as unit:
         unit.add_outputs(outputs)
         record = unit.commit(manifest)
     log.info("models %s written to %s", manifest["version"], out_url)
@@ -192,8 +193,15 @@ def build_language(
     sp_url, lm_url = storage.join(out_url, f"{lang}.sp.model"), storage.join(out_url, f"{lang}.arpa")
     train_sentencepiece(texts, sp_url, vocab_size)
     train_lm(texts, sp_url, lm_url, order)
-    entry: dict = {"lang": lang, "sp": f"{lang}.sp.model", "lm": f"{lang}.arpa", "corpus": corpus_url,
-                   "documents": len(texts), "vocab_size": vocab_size, "order": order}
+    entry: dict = {
+        "lang": lang,
+        "sp": f"{lang}.sp.model",
+        "lm": f"{lang}.arpa",
+        "corpus": corpus_url,
+        "documents": len(texts),
+        "vocab_size": vocab_size,
+        "order": order,
+    }
     if calibration_url:
         scorer = PerplexityScorer(sp_url, lm_url)
         perplexities = [p for p in map(scorer.perplexity, read_corpus(calibration_url)) if p is not None]
@@ -230,6 +238,8 @@ def finalize_built(out_url: str, entries: list[dict], *, cutoffs_url: str | None
         "cutoffs": "cutoff.csv",
         "cutoffs_source": cutoff_source,
     }
-    inputs = {lang: {k: v for k, v in entry.items() if k in ("corpus", "calibration", "vocab_size", "order")}
-              for lang, entry in languages.items()}
+    inputs = {
+        lang: {k: v for k, v in entry.items() if k in ("corpus", "calibration", "vocab_size", "order")}
+        for lang, entry in languages.items()
+    }
     return _write_manifest(out_url, manifest, {"built": inputs, "cutoffs": cutoff_source})

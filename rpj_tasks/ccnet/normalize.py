@@ -11,18 +11,46 @@ import hashlib
 import re
 import sys
 import unicodedata
-
 from collections.abc import Iterable
 
 import numpy as np
 
 # The 34 special characters cc_net handles, with their replacement in ``ccnet_normalize``.
 UNICODE_PUNCT = {
-    "，": ",", "。": ".", "、": ",", "„": '"', "”": '"', "“": '"', "«": '"', "»": '"',
-    "１": '"', "」": '"', "「": '"', "《": '"', "》": '"', "´": "'", "∶": ":", "：": ":",
-    "？": "?", "！": "!", "（": "(", "）": ")", "；": ";", "–": "-", "—": " - ", "．": ". ",
-    "～": "~", "’": "'", "…": "...", "━": "-", "〈": "<", "〉": ">", "【": "[", "】": "]",
-    "％": "%", "►": "-",
+    "，": ",",
+    "。": ".",
+    "、": ",",
+    "„": '"',
+    "”": '"',
+    "“": '"',
+    "«": '"',
+    "»": '"',
+    "１": '"',
+    "」": '"',
+    "「": '"',
+    "《": '"',
+    "》": '"',
+    "´": "'",
+    "∶": ":",
+    "：": ":",
+    "？": "?",
+    "！": "!",
+    "（": "(",
+    "）": ")",
+    "；": ";",
+    "–": "-",
+    "—": " - ",
+    "．": ". ",
+    "～": "~",
+    "’": "'",
+    "…": "...",
+    "━": "-",
+    "〈": "<",
+    "〉": ">",
+    "【": "[",
+    "】": "]",
+    "％": "%",
+    "►": "-",
 }
 CONTROL_CHARS = [*range(0, 32), *range(127, 160)]
 
@@ -49,7 +77,7 @@ def _charset_regex(codepoints: Iterable[int]) -> re.Pattern[str]:
             j += 1
         parts.append(re.escape(chr(cps[i])) + (f"-{re.escape(chr(cps[j]))}" if j > i else ""))
         i = j + 1
-    return re.compile(f"[{''.join(parts)}\U00010000-\U0010FFFF]")
+    return re.compile(f"[{''.join(parts)}\U00010000-\U0010ffff]")
 
 
 # A regex scan that calls back only on the (rare) characters to change is several times faster

@@ -25,13 +25,13 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any
 
-from rpj_tasks.core import commit, layout, storage
-from rpj_tasks.core.config import SnapshotConfig, validate_shard
-from rpj_tasks.core.errors import MissingInputError
 from rpj_tasks.ccnet.dedup import ShardHashes, remove_duplicate_lines
 from rpj_tasks.ccnet.lid import LanguageIdentifier
 from rpj_tasks.ccnet.lm import bucket as perplexity_bucket
 from rpj_tasks.ccnet.models import CCNetModels
+from rpj_tasks.core import commit, layout, storage
+from rpj_tasks.core.config import SnapshotConfig, validate_shard
+from rpj_tasks.core.errors import MissingInputError
 from rpj_tasks.core.stats import Stats
 from rpj_tasks.download.wet import iter_documents
 
@@ -43,9 +43,7 @@ def hash_group(cfg: SnapshotConfig, shard: int) -> range:
     return layout.hash_group(shard, cfg.hash_group_size, cfg.num_shards)
 
 
-def read_shard_documents(
-    staged: list[tuple[str, str]], stats: Stats, min_len: int
-) -> Iterator[dict[str, Any]]:
+def read_shard_documents(staged: list[tuple[str, str]], stats: Stats, min_len: int) -> Iterator[dict[str, Any]]:
     """CCNet documents of ``staged`` = ``[(segment path, staged URL), ...]`` in segment then record order."""
     for segment, url in staged:
         if not storage.exists(url):
@@ -98,7 +96,11 @@ def compute_hashes(cfg: SnapshotConfig, shard: int, segments: list[str], *, forc
         record = unit.commit({"snapshot": cfg.id, "shard": shard, "distinct_line_hashes": len(table), **stats.to_dict()})
     log.info(
         "shard %04d: %d documents, %d distinct line hashes in %.1fs -> %s",
-        shard, stats["wet.docs"], len(table), time.perf_counter() - started, url,
+        shard,
+        stats["wet.docs"],
+        len(table),
+        time.perf_counter() - started,
+        url,
     )
     return {**record, "shard": shard, "url": url, "skipped": False}
 
@@ -181,7 +183,11 @@ def mine_shard(cfg: SnapshotConfig, shard: int, segments: list[str], *, force: b
     models = CCNetModels.load(layout.models_url(cfg.storage_root, cfg.models_version), cfg.languages)
     inputs = mine_inputs(cfg, shard, segments, models.fingerprint)
     if not force and (record := commit.finished(stats_url, inputs)) is not None:
-        log.info("shard %04d: finished earlier (%s), skipping (force: --force in the CLI, the force Param in Airflow)", shard, stats_url)
+        log.info(
+            "shard %04d: finished earlier (%s), skipping (force: --force in the CLI, the force Param in Airflow)",
+            shard,
+            stats_url,
+        )
         return {**record, "skipped": True}
 
     started = time.perf_counter()
@@ -223,22 +229,28 @@ def mine_shard(cfg: SnapshotConfig, shard: int, segments: list[str], *, force: b
                 stats.inc("kept")
             produced = writer.produced()
         stats.inc("stale_files_removed", unit.remove_stale())
-        record = unit.commit({
-            "snapshot": cfg.id,
-            "shard": shard,
-            "segments": segments,
-            "languages": cfg.languages,
-            "hash_group": [hash_group(cfg, shard).start, hash_group(cfg, shard).stop - 1],
-            "models": models.manifest_url,
-            "models_sha256": models.fingerprint,
-            "files": sorted(produced),
-            "wall_seconds": round(time.perf_counter() - started, 3),
-            **stats.to_dict(),
-        })
+        record = unit.commit(
+            {
+                "snapshot": cfg.id,
+                "shard": shard,
+                "segments": segments,
+                "languages": cfg.languages,
+                "hash_group": [hash_group(cfg, shard).start, hash_group(cfg, shard).stop - 1],
+                "models": models.manifest_url,
+                "models_sha256": models.fingerprint,
+                "files": sorted(produced),
+                "wall_seconds": round(time.perf_counter() - started, 3),
+                **stats.to_dict(),
+            }
+        )
     log.info(
         "shard %04d: read %d docs, kept %d in %d files (%.1f docs/s) | %s",
-        shard, stats["wet.docs"], stats["kept"], len(produced),
-        stats["wet.docs"] / max(record["wall_seconds"], 1e-9), stats.summary(),
+        shard,
+        stats["wet.docs"],
+        stats["kept"],
+        len(produced),
+        stats["wet.docs"] / max(record["wall_seconds"], 1e-9),
+        stats.summary(),
     )
     return {**record, "skipped": False}
 

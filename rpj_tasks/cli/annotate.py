@@ -15,8 +15,11 @@ def register(sub: Any) -> None:
     p = sub.add_parser("annotate", help="quality signals + MinHash of mined shards")
     add_snapshot_args(p)
     p.add_argument("--tail", action="store_true", help="annotate the tail bucket too")
-    p.add_argument("--hash-mode", choices=DSIR_HASH_MODES,
-                   help="DSIR hash mode (default: the registry's dsir_hash_mode); must match the artifacts")
+    p.add_argument(
+        "--hash-mode",
+        choices=DSIR_HASH_MODES,
+        help="DSIR hash mode (default: the registry's dsir_hash_mode); must match the artifacts",
+    )
     p.set_defaults(run=run_annotate)
 
     a = sub.add_parser("signal-artifacts", help="build or install quality-signal artifacts (word lists, UT1, classifiers, DSIR)")
@@ -57,8 +60,9 @@ def run_annotate(args: argparse.Namespace) -> None:
     else:
         artifacts = layout.signal_artifacts_url(cfg.storage_root, cfg.signals_version)
     for shard in shards:
-        rec = annotate_shard(cfg, shard, artifacts_url=artifacts, annotate_tail=args.tail, force=args.force,
-                             hash_mode=cfg.dsir_hash_mode)
+        rec = annotate_shard(
+            cfg, shard, artifacts_url=artifacts, annotate_tail=args.tail, force=args.force, hash_mode=cfg.dsir_hash_mode
+        )
         state = "skipped (finished)" if rec["skipped"] else "done"
         print(f"annotate shard {shard:04d}: {state}")
 

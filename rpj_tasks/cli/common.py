@@ -26,8 +26,9 @@ def snapshot_config(args: argparse.Namespace) -> SnapshotConfig:
         cfg = registry[args.snapshot]
     else:
         any_cfg = next(iter(registry.values()))
-        cfg = SnapshotConfig(**{**any_cfg.to_dict(), "id": args.snapshot, "dag_id": "", "sample": False,
-                                "generate_source": False})
+        cfg = SnapshotConfig(
+            **{**any_cfg.to_dict(), "id": args.snapshot, "dag_id": "", "sample": False, "generate_source": False}
+        )
     return cfg.with_overrides(
         storage_root=args.storage_root,
         source_base=args.source_base,

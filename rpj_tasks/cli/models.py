@@ -57,8 +57,7 @@ def run(args: argparse.Namespace) -> None:
         vocab, cutoffs = args.vocab_size, args.cutoffs
     models.begin(out)
     entries = [
-        models.build_language(lang, corpora[lang], out, vocab_size=vocab, calibration_url=calibration.get(lang))
-        for lang in langs
+        models.build_language(lang, corpora[lang], out, vocab_size=vocab, calibration_url=calibration.get(lang)) for lang in langs
     ]
     manifest = models.finalize_built(out, entries, cutoffs_url=cutoffs)
     print(json.dumps(manifest, indent=1, sort_keys=True))

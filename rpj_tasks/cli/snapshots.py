@@ -44,6 +44,7 @@ def run_summary(args: argparse.Namespace) -> None:
 def run_sample_mirror(args: argparse.Namespace) -> None:
     from rpj_tasks.sample.mirror import generate_mirror
 
-    manifest = generate_mirror(args.out, seed=args.seed, segments=args.segments, docs_per_segment=args.docs_per_segment,
-                               broken=not args.no_broken)
+    manifest = generate_mirror(
+        args.out, seed=args.seed, segments=args.segments, docs_per_segment=args.docs_per_segment, broken=not args.no_broken
+    )
     print(json.dumps(manifest, indent=1, sort_keys=True))

@@ -96,7 +96,7 @@ def remove_dead_spools() -> int:
     """Remove spool files (object-store uploads) left in the temp dir by runs that died."""
     removed = 0
     for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{SPOOL_PREFIX}*")):
-        tag = os.path.basename(path)[len(SPOOL_PREFIX):].rsplit("-", 1)[0]
+        tag = os.path.basename(path)[len(SPOOL_PREFIX) :].rsplit("-", 1)[0]
         with contextlib.suppress(OSError):
             if tag_is_dead(tag, time.time() - os.path.getmtime(path)):
                 os.unlink(path)
@@ -173,8 +173,9 @@ class UnitCommit:
     exception) leaves no record: the unit stays unfinished.
     """
 
-    def __init__(self, record_url: str, inputs: dict[str, Any], output_dirs: list[str], *,
-                 owned: Any = None, recursive: bool = False) -> None:
+    def __init__(
+        self, record_url: str, inputs: dict[str, Any], output_dirs: list[str], *, owned: Any = None, recursive: bool = False
+    ) -> None:
         self.record_url, self.inputs, self.output_dirs = record_url, inputs, output_dirs
         self.owned = owned or (lambda name: True)
         self.recursive = recursive
@@ -204,7 +205,7 @@ class UnitCommit:
         except FileNotFoundError:
             return []
         root = path.rstrip("/") + "/"
-        return sorted(f[len(root):] for f in found if f.startswith(root))
+        return sorted(f[len(root) :] for f in found if f.startswith(root))
 
     def remove_dead_temps(self) -> int:
         removed = 0

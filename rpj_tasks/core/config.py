@@ -159,6 +159,7 @@ class SnapshotConfig:
 
 def _expand(value: Any, env: dict[str, str]) -> Any:
     if isinstance(value, str):
+
         def sub(m: re.Match) -> str:
             name, default = m.group(1), m.group(2)
             if env.get(name):

@@ -55,14 +55,22 @@ class BadLines:
     passes no logger and ships :attr:`messages` to its parent, which logs them.)
     """
 
-    def __init__(self, stats: Stats, prefix: str, *, limit: int = MAX_LOGGED_BAD_LINES,
-                 logger: logging.Logger | None = None, by_reason: bool = True) -> None:
+    def __init__(
+        self,
+        stats: Stats,
+        prefix: str,
+        *,
+        limit: int = MAX_LOGGED_BAD_LINES,
+        logger: logging.Logger | None = None,
+        by_reason: bool = True,
+    ) -> None:
         self.stats, self.prefix, self.limit, self.logger, self.by_reason = stats, prefix, limit, logger, by_reason
         self.messages: list[str] = []
         self.reported = 0
 
-    def line(self, url: str, offset: int, reason: str, *, index: int | None = None, outcome: str = "skipped",
-             detail: str | None = None) -> None:
+    def line(
+        self, url: str, offset: int, reason: str, *, index: int | None = None, outcome: str = "skipped", detail: str | None = None
+    ) -> None:
         """Count one bad line (``reason`` is a short identifier such as ``invalid_json``) and describe it."""
         self.stats.inc(f"{self.prefix}.bad_line")
         if self.by_reason:
@@ -94,8 +102,9 @@ class BadLines:
             self.logger.warning("%s: %d more bad lines not logged", name, self.not_logged)
 
 
-def iter_lines(url: str, bad: BadLines, *, compressed: bool | None = None,
-               universal_newlines: bool = False) -> Iterator[tuple[int, bytes]]:
+def iter_lines(
+    url: str, bad: BadLines, *, compressed: bool | None = None, universal_newlines: bool = False
+) -> Iterator[tuple[int, bytes]]:
     """``(offset, line)`` for every line of the file at ``url``, in order, streamed.
 
     ``offset`` is the line's first byte in the decompressed stream.  Lines end at ``b"\\n"``,
@@ -121,7 +130,7 @@ def iter_lines(url: str, bad: BadLines, *, compressed: bool | None = None,
                 else:
                     start = 0
                     for end in _UNIVERSAL.finditer(chunk):
-                        yield offset + start, chunk[start:end.start()]
+                        yield offset + start, chunk[start : end.start()]
                         start = end.end()
                     if start < len(chunk):
                         yield offset + start, chunk[start:]
@@ -156,4 +165,3 @@ def parse_object(line: bytes, *, encoding: str | None = "utf-8") -> tuple[dict[s
     if reason is None and not isinstance(value, dict):
         return None, NOT_AN_OBJECT
     return value, reason
-

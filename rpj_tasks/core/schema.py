@@ -66,10 +66,24 @@ WET_DOCUMENT_FIELDS: tuple[str, ...] = DOCUMENT_FIELDS[:8]
 #: The 14 fields the reference's strict reader requires of a documents line
 #: (rpv2_format.md §4); ``title`` and ``line_ids`` are not read.  A line without one of them is
 #: still annotated here (counted as ``annotate.incomplete_document``).
-REQUIRED_DOCUMENT_FIELDS: frozenset[str] = frozenset({
-    "raw_content", "url", "nlines", "original_nlines", "source_domain", "length", "original_length",
-    "language", "language_score", "perplexity", "bucket", "digest", "cc_segment", "date_download",
-})
+REQUIRED_DOCUMENT_FIELDS: frozenset[str] = frozenset(
+    {
+        "raw_content",
+        "url",
+        "nlines",
+        "original_nlines",
+        "source_domain",
+        "length",
+        "original_length",
+        "language",
+        "language_score",
+        "perplexity",
+        "bucket",
+        "digest",
+        "cc_segment",
+        "date_download",
+    }
+)
 
 # ---------------------------------------------------------------- quality signals (rpv2_format.md §4)
 
@@ -78,7 +92,12 @@ SIGNALS_RECORD_KEYS: tuple[str, ...] = ("id", "id_int", "metadata", "quality_sig
 #: Keys of its ``metadata`` object, in the order written (``cc_net_source`` = the shard key,
 #: ``snapshot_id`` = its ``YYYY-WW``; the others are copied from the document).
 SIGNALS_METADATA_KEYS: tuple[str, ...] = (
-    "cc_segment", "cc_net_source", "url", "source_domain", "language", "snapshot_id",
+    "cc_segment",
+    "cc_net_source",
+    "url",
+    "source_domain",
+    "language",
+    "snapshot_id",
 )
 #: The six line-level signals (quality_signals.md §3.5), in emitted order.
 LINE_SIGNAL_KEYS: tuple[str, ...] = (

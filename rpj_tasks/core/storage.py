@@ -112,8 +112,12 @@ def _session_options(protocol: str, session: Any) -> dict[str, Any]:
         credentials = _resolved(session.get_credentials())
         frozen = _resolved(credentials.get_frozen_credentials()) if credentials is not None else None
     except Exception as exc:  # noqa: BLE001 - the worker then uses the default credential chain
-        log.warning("%s: the credentials of the storage session could not be read (%s); worker processes "
-                    "use the default credential chain", protocol, type(exc).__name__)
+        log.warning(
+            "%s: the credentials of the storage session could not be read (%s); worker processes "
+            "use the default credential chain",
+            protocol,
+            type(exc).__name__,
+        )
         frozen = None
     if frozen is not None:
         out["key"], out["secret"] = frozen.access_key, frozen.secret_key

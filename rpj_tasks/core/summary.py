@@ -37,7 +37,9 @@ def snapshot_summary(cfg: SnapshotConfig, shards: list[int] | None = None) -> di
     for shard in sorted(mined):
         ccnet.merge(Stats.from_dict(json.loads(storage.read_bytes(layout.ccnet_stats_url(cfg.storage_root, cfg.id, shard)))))
     for shard in sorted(annotated):
-        annotate.merge(Stats.from_dict(json.loads(storage.read_bytes(layout.annotate_stats_url(cfg.storage_root, cfg.id, shard)))))
+        annotate.merge(
+            Stats.from_dict(json.loads(storage.read_bytes(layout.annotate_stats_url(cfg.storage_root, cfg.id, shard))))
+        )
     kept: dict[str, dict[str, int]] = {}
     for name, n in ccnet.counts.items():
         parts = name.split(".")
@@ -74,14 +76,23 @@ def format_summary(s: dict[str, Any]) -> str:
     if s["not_mined"]:
         lines.append(f"  not mined yet: shards {_shard_list(s['not_mined'])}")
     dropped = ", ".join(f"{n} {label}" for label, n in s["dropped"].items() if n)
-    lines.append(f"  documents read {s['documents_read']}, kept {s['documents_kept']}" + (f" (dropped: {dropped})" if dropped else ""))
+    lines.append(
+        f"  documents read {s['documents_read']}, kept {s['documents_kept']}" + (f" (dropped: {dropped})" if dropped else "")
+    )
     for lang, buckets in s["kept_by_language"].items():
         total = sum(buckets.values())
         detail = ", ".join(f"{b} {buckets.get(b, 0)}" for b in layout.BUCKETS)
         lines.append(f"    {lang}: {total} kept ({detail})")
     if s["bad_records"]:
-        lines.append("  broken records skipped: " + ", ".join(f"{k.removeprefix('wet.skipped.')} {v}" for k, v in sorted(s["bad_records"].items())))
+        lines.append(
+            "  broken records skipped: "
+            + ", ".join(f"{k.removeprefix('wet.skipped.')} {v}" for k, v in sorted(s["bad_records"].items()))
+        )
     lines.append(f"  quality signals + MinHash: {s['files_annotated']} files, {s['lines_annotated']} documents")
-    lines.append("  outputs: " + ", ".join(storage.join(root, c, s["snapshot"]) for c in ("documents", "quality_signals", "minhash")))
-    lines.append(f"  per-shard stats: {storage.join(root, 'stats', 'ccnet', s['snapshot'])}, {storage.join(root, 'stats', 'annotate', s['snapshot'])}")
+    lines.append(
+        "  outputs: " + ", ".join(storage.join(root, c, s["snapshot"]) for c in ("documents", "quality_signals", "minhash"))
+    )
+    lines.append(
+        f"  per-shard stats: {storage.join(root, 'stats', 'ccnet', s['snapshot'])}, {storage.join(root, 'stats', 'annotate', s['snapshot'])}"
+    )
     return "\n".join(lines)

@@ -86,7 +86,11 @@ _LOG_TAG = "\x1erpj-worker-log "
 _PR_SET_PDEATHSIG = 1
 
 __all__ = [
-    "STARTUP_SECONDS", "RemoteTraceback", "Worker", "WorkerDiedError", "WorkerPool",
+    "STARTUP_SECONDS",
+    "RemoteTraceback",
+    "Worker",
+    "WorkerDiedError",
+    "WorkerPool",
 ]
 
 
@@ -108,7 +112,7 @@ class RemoteTraceback(Exception):
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view[:_CHUNK]):]
+        view = view[os.write(fd, view[:_CHUNK]) :]
 
 
 def _read_exact(fd: int, size: int) -> bytes:
@@ -169,8 +173,11 @@ class Worker:
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "rpj_tasks.core.workers", str(request_r), str(response_w), name, str(os.getpid())],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                pass_fds=(request_r, response_w), env=_child_env(env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                pass_fds=(request_r, response_w),
+                env=_child_env(env),
             )
         except BaseException:
             for fd in (self._request_w, self._response_r):
@@ -195,8 +202,14 @@ class Worker:
         """The last lines the worker wrote to stderr (log records as ``LEVEL logger: message``)."""
         return list(self._tail)
 
-    def send(self, fn: Callable[..., Any], args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
-             *, what: str | None = None) -> None:
+    def send(
+        self,
+        fn: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        what: str | None = None,
+    ) -> None:
         """Start ``fn(*args, **kwargs)`` in the worker (it must not have a call in flight)."""
         what = what or _name_of(fn)
         if self._dead:
@@ -244,8 +257,15 @@ class Worker:
         exc.__cause__ = RemoteTraceback(remote_tb)
         raise exc
 
-    def call(self, fn: Callable[..., Any], args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
-             *, what: str | None = None, timeout: float | None = None) -> Any:
+    def call(
+        self,
+        fn: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        what: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         """``fn(*args, **kwargs)`` in the worker; see :meth:`receive`."""
         self.send(fn, args, kwargs, what=what)
         return self.receive(timeout)
@@ -320,7 +340,7 @@ def _parse_record(line: str) -> tuple[str, int, str] | None:
     if not line.startswith(_LOG_TAG):
         return None
     try:
-        data = json.loads(line[len(_LOG_TAG):])
+        data = json.loads(line[len(_LOG_TAG) :])
         return str(data["name"]), int(data["level"]), str(data["message"])
     except (ValueError, KeyError, TypeError):
         return None
@@ -412,8 +432,14 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [w.pid for w in self.workers]
 
-    def apply(self, fn: Callable[..., Any], args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
-              *, what: str | None = None) -> Any:
+    def apply(
+        self,
+        fn: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        what: str | None = None,
+    ) -> Any:
         """``fn(*args, **kwargs)`` in one of the workers (in turn); ``what`` names it in errors."""
         worker = self.workers[self._next % len(self.workers)]
         self._next += 1
@@ -525,8 +551,10 @@ def _error_reply(exc: BaseException) -> bytes:
         pickle.loads(payload)  # e.g. an __init__ with other arguments than its args cannot be rebuilt
         return payload
     except Exception:  # noqa: BLE001
-        plain = RuntimeError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc} "
-                             f"(the exception does not pickle; remote traceback:)\n{remote_tb}")
+        plain = RuntimeError(
+            f"{type(exc).__module__}.{type(exc).__qualname__}: {exc} "
+            f"(the exception does not pickle; remote traceback:)\n{remote_tb}"
+        )
         return pickle.dumps((_ERROR, plain, remote_tb), protocol=pickle.HIGHEST_PROTOCOL)
 
 

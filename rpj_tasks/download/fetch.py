@@ -86,8 +86,9 @@ class _Body:
 
 def _http_body(session: requests.Session, url: str, policy: RetryPolicy) -> tuple[requests.Response, _Body]:
     try:
-        resp = session.get(url, stream=True, timeout=(policy.connect_timeout, policy.read_timeout),
-                           headers={"Accept-Encoding": "identity"})
+        resp = session.get(
+            url, stream=True, timeout=(policy.connect_timeout, policy.read_timeout), headers={"Accept-Encoding": "identity"}
+        )
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise _Transient(f"{type(exc).__name__}: {exc}") from exc
     if resp.status_code != 200:
@@ -124,8 +125,9 @@ def _check_gzip_start(chunk: bytes) -> None:
         raise _Transient(f"unreadable gzip start: {exc}") from exc
 
 
-def _fetch_once(url: str, dest_url: str, session: requests.Session, policy: RetryPolicy,
-                digests: dict[str, Any] | None = None) -> int:
+def _fetch_once(
+    url: str, dest_url: str, session: requests.Session, policy: RetryPolicy, digests: dict[str, Any] | None = None
+) -> int:
     """One attempt at copying ``url`` to ``dest_url`` (atomically); the number of bytes."""
     try:
         if _is_http(url):
@@ -145,8 +147,9 @@ def _fetch_once(url: str, dest_url: str, session: requests.Session, policy: Retr
 # --------------------------------------------------------------------------- with retries
 
 
-def _fetch(url: str, dest_url: str, session: requests.Session, policy: RetryPolicy, stats: Stats,
-           digests: dict[str, Any] | None = None) -> tuple[int, int]:
+def _fetch(
+    url: str, dest_url: str, session: requests.Session, policy: RetryPolicy, stats: Stats, digests: dict[str, Any] | None = None
+) -> tuple[int, int]:
     """Copy ``url`` to ``dest_url`` with retries; ``(bytes, attempts)``."""
     for attempt in range(1, policy.max_attempts + 1):
         try:
@@ -188,9 +191,17 @@ def read_small(url: str, policy: RetryPolicy) -> bytes:
 # --------------------------------------------------------------------------- public API
 
 
-def download_shard(source_base: str, segments: list[str], staging_base: str, stats: Stats, *,
-                   force: bool = False, retry: RetryPolicy = RetryPolicy(),
-                   digests: dict[str, dict[str, Any]] | None = None, known: dict[str, dict[str, Any]] | None = None) -> list[str]:
+def download_shard(
+    source_base: str,
+    segments: list[str],
+    staging_base: str,
+    stats: Stats,
+    *,
+    force: bool = False,
+    retry: RetryPolicy = RetryPolicy(),
+    digests: dict[str, dict[str, Any]] | None = None,
+    known: dict[str, dict[str, Any]] | None = None,
+) -> list[str]:
     """Copy each segment to ``{staging_base}/{segment}``; return the staged URLs in segment order.
 
     Segments already staged are kept unless ``force``.  With ``digests``, each staged file's
@@ -228,8 +239,9 @@ def _staged_digest(url: str, known: dict[str, Any] | None) -> dict[str, Any]:
     return {"sha256": sha.hexdigest(), "bytes": size}
 
 
-def download_unit(cfg: SnapshotConfig, shard: int, segments: list[str], *, force: bool = False,
-                  retry: RetryPolicy = RetryPolicy()) -> dict[str, Any]:
+def download_unit(
+    cfg: SnapshotConfig, shard: int, segments: list[str], *, force: bool = False, retry: RetryPolicy = RetryPolicy()
+) -> dict[str, Any]:
     """Stage one shard's segments under the commit protocol (:mod:`rpj_tasks.core.commit`).
 
     The record ``stats/download/{snapshot}/{shard}.json`` lists every staged file with its sha256

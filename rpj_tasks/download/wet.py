@@ -147,10 +147,7 @@ class _Report:
         logger.warning("%s: %s at byte offset %d", self.source, what, offset)
         self.n_bad += 1
         if self.max_bad is not None and self.n_bad > self.max_bad:
-            raise WetFormatError(
-                f"{self.source}: {what} at byte offset {offset} "
-                f"(more than {self.max_bad} bad records)"
-            )
+            raise WetFormatError(f"{self.source}: {what} at byte offset {offset} (more than {self.max_bad} bad records)")
 
 
 # A piece of decompressed data: (bytes, stored offset, linear).  ``linear`` pieces map byte for
@@ -431,8 +428,7 @@ def _frame_block(buf: _Buffer, head_len: int, start: int, report: _Report) -> Wa
     report.bad(
         "wet.length_mismatch",
         offset,
-        f"Content-Length {length} does not match the block ({len(block)} bytes up to the next "
-        "WARC/1.x line or the end)",
+        f"Content-Length {length} does not match the block ({len(block)} bytes up to the next WARC/1.x line or the end)",
     )
     return WarcRecord(headers, block, offset, False)
 
@@ -444,9 +440,7 @@ def _records(stream: BinaryIO, report: _Report) -> Iterator[WarcRecord]:
         yield record
 
 
-def iter_records(
-    stream: BinaryIO, source: str, stats: Stats, *, max_bad_records: int | None = None
-) -> Iterator[WarcRecord]:
+def iter_records(stream: BinaryIO, source: str, stats: Stats, *, max_bad_records: int | None = None) -> Iterator[WarcRecord]:
     """Every WARC record of a WET file (gzip, one or many members, or uncompressed), streamed.
 
     Damaged input is counted in ``stats`` (``wet.skipped.<reason>``, ``wet.length_mismatch``),

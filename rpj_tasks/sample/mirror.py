@@ -38,10 +38,9 @@ SAMPLE_SNAPSHOT = "2000-01"
 SAMPLE_CRAWL = "CC-MAIN-2000-01"
 MANIFEST_NAME = "sample_manifest.json"
 
-LANG_WEIGHTS = {"en": 0.34, "de": 0.15, "fr": 0.13, "es": 0.13, "it": 0.11,
-                "nl": 0.035, "pt": 0.035, "pl": 0.035, "sv": 0.035}
+LANG_WEIGHTS = {"en": 0.34, "de": 0.15, "fr": 0.13, "es": 0.13, "it": 0.11, "nl": 0.035, "pt": 0.035, "pl": 0.035, "sv": 0.035}
 
-_CRAWL_START = dt.datetime(2000, 1, 3, tzinfo=dt.timezone.utc)
+_CRAWL_START = dt.datetime(2000, 1, 3, tzinfo=dt.UTC)
 _CRAWL_SECONDS = 12 * 86400
 _VOCAB_SIZE = 30000
 _PAGES_PER_SITE = 20
@@ -63,60 +62,116 @@ class _Locale:
 
 
 _LOCALES: dict[str, _Locale] = {
-    "en": _Locale("en_US", "eng", (".com", ".org", ".net", ".co.uk"),
-                  ("Home", "About us", "News", "Products", "Blog", "Contact", "Login"),
-                  "All rights reserved.", "This website uses cookies to improve your experience.",
-                  "$", frozenset("ai")),
-    "de": _Locale("de_DE", "deu", (".de", ".at", ".ch"),
-                  ("Startseite", "Über uns", "Aktuelles", "Produkte", "Kontakt", "Impressum",
-                   "Datenschutz"),
-                  "Alle Rechte vorbehalten.",
-                  "Diese Website verwendet Cookies, um Ihnen ein besseres Erlebnis zu bieten.", "€"),
-    "fr": _Locale("fr_FR", "fra", (".fr", ".be", ".com"),
-                  ("Accueil", "Qui sommes-nous", "Actualités", "Produits", "Contact",
-                   "Mentions légales"),
-                  "Tous droits réservés.",
-                  "Ce site utilise des cookies pour améliorer votre expérience.", "€",
-                  frozenset(["a", "à", "y"]),
-                  {"l": "le", "d": "de", "qu": "que", "j": "je", "n": "ne", "s": "se",
-                   "m": "me", "t": "te", "c": "ce"}),
-    "es": _Locale("es_ES", "spa", (".es", ".com", ".com.mx"),
-                  ("Inicio", "Quiénes somos", "Noticias", "Productos", "Contacto",
-                   "Aviso legal"),
-                  "Todos los derechos reservados.",
-                  "Este sitio web utiliza cookies para mejorar su experiencia.", "€",
-                  frozenset("yaoeu")),
-    "it": _Locale("it_IT", "ita", (".it", ".com"),
-                  ("Home", "Chi siamo", "Notizie", "Prodotti", "Contatti", "Privacy"),
-                  "Tutti i diritti riservati.",
-                  "Questo sito utilizza i cookie per migliorare la tua esperienza.", "€",
-                  frozenset(["a", "e", "è", "i", "o"]),
-                  {"l": "lo", "d": "di", "c": "ci", "dell": "della", "nell": "nella",
-                   "all": "alla", "sull": "sulla", "dall": "dalla"}),
-    "nl": _Locale("nl_NL", "nld", (".nl", ".be"),
-                  ("Home", "Over ons", "Nieuws", "Producten", "Contact"),
-                  "Alle rechten voorbehouden.",
-                  "Deze website gebruikt cookies om uw ervaring te verbeteren.", "€",
-                  frozenset("u")),
-    "pt": _Locale("pt_PT", "por", (".pt", ".com.br"),
-                  ("Início", "Sobre nós", "Notícias", "Produtos", "Contacto"),
-                  "Todos os direitos reservados.",
-                  "Este site utiliza cookies para melhorar a sua experiência.", "€",
-                  frozenset(["a", "o", "e", "é", "à"])),
-    "pl": _Locale("pl_PL", "pol", (".pl", ".com.pl"),
-                  ("Strona główna", "O nas", "Aktualności", "Produkty", "Kontakt"),
-                  "Wszelkie prawa zastrzeżone.",
-                  "Ta strona używa plików cookie, aby poprawić komfort korzystania.", "zł",
-                  frozenset("wizoau")),
-    "sv": _Locale("sv_SE", "swe", (".se", ".nu"),
-                  ("Hem", "Om oss", "Nyheter", "Produkter", "Kontakt"),
-                  "Alla rättigheter förbehållna.",
-                  "Den här webbplatsen använder kakor för att förbättra din upplevelse.", "kr",
-                  frozenset(["i", "å", "ö"])),
+    "en": _Locale(
+        "en_US",
+        "eng",
+        (".com", ".org", ".net", ".co.uk"),
+        ("Home", "About us", "News", "Products", "Blog", "Contact", "Login"),
+        "All rights reserved.",
+        "This website uses cookies to improve your experience.",
+        "$",
+        frozenset("ai"),
+    ),
+    "de": _Locale(
+        "de_DE",
+        "deu",
+        (".de", ".at", ".ch"),
+        ("Startseite", "Über uns", "Aktuelles", "Produkte", "Kontakt", "Impressum", "Datenschutz"),
+        "Alle Rechte vorbehalten.",
+        "Diese Website verwendet Cookies, um Ihnen ein besseres Erlebnis zu bieten.",
+        "€",
+    ),
+    "fr": _Locale(
+        "fr_FR",
+        "fra",
+        (".fr", ".be", ".com"),
+        ("Accueil", "Qui sommes-nous", "Actualités", "Produits", "Contact", "Mentions légales"),
+        "Tous droits réservés.",
+        "Ce site utilise des cookies pour améliorer votre expérience.",
+        "€",
+        frozenset(["a", "à", "y"]),
+        {"l": "le", "d": "de", "qu": "que", "j": "je", "n": "ne", "s": "se", "m": "me", "t": "te", "c": "ce"},
+    ),
+    "es": _Locale(
+        "es_ES",
+        "spa",
+        (".es", ".com", ".com.mx"),
+        ("Inicio", "Quiénes somos", "Noticias", "Productos", "Contacto", "Aviso legal"),
+        "Todos los derechos reservados.",
+        "Este sitio web utiliza cookies para mejorar su experiencia.",
+        "€",
+        frozenset("yaoeu"),
+    ),
+    "it": _Locale(
+        "it_IT",
+        "ita",
+        (".it", ".com"),
+        ("Home", "Chi siamo", "Notizie", "Prodotti", "Contatti", "Privacy"),
+        "Tutti i diritti riservati.",
+        "Questo sito utilizza i cookie per migliorare la tua esperienza.",
+        "€",
+        frozenset(["a", "e", "è", "i", "o"]),
+        {"l": "lo", "d": "di", "c": "ci", "dell": "della", "nell": "nella", "all": "alla", "sull": "sulla", "dall": "dalla"},
+    ),
+    "nl": _Locale(
+        "nl_NL",
+        "nld",
+        (".nl", ".be"),
+        ("Home", "Over ons", "Nieuws", "Producten", "Contact"),
+        "Alle rechten voorbehouden.",
+        "Deze website gebruikt cookies om uw ervaring te verbeteren.",
+        "€",
+        frozenset("u"),
+    ),
+    "pt": _Locale(
+        "pt_PT",
+        "por",
+        (".pt", ".com.br"),
+        ("Início", "Sobre nós", "Notícias", "Produtos", "Contacto"),
+        "Todos os direitos reservados.",
+        "Este site utiliza cookies para melhorar a sua experiência.",
+        "€",
+        frozenset(["a", "o", "e", "é", "à"]),
+    ),
+    "pl": _Locale(
+        "pl_PL",
+        "pol",
+        (".pl", ".com.pl"),
+        ("Strona główna", "O nas", "Aktualności", "Produkty", "Kontakt"),
+        "Wszelkie prawa zastrzeżone.",
+        "Ta strona używa plików cookie, aby poprawić komfort korzystania.",
+        "zł",
+        frozenset("wizoau"),
+    ),
+    "sv": _Locale(
+        "sv_SE",
+        "swe",
+        (".se", ".nu"),
+        ("Hem", "Om oss", "Nyheter", "Produkter", "Kontakt"),
+        "Alla rättigheter förbehållna.",
+        "Den här webbplatsen använder kakor för att förbättra din upplevelse.",
+        "kr",
+        frozenset(["i", "å", "ö"]),
+    ),
 }
 
-_GERMAN_NOUN_SUFFIXES = ("ung", "heit", "keit", "schaft", "tion", "tät", "ismus", "nis",
-                         "chen", "ment", "ling", "thek", "ität", "ei", "ur")
+_GERMAN_NOUN_SUFFIXES = (
+    "ung",
+    "heit",
+    "keit",
+    "schaft",
+    "tion",
+    "tät",
+    "ismus",
+    "nis",
+    "chen",
+    "ment",
+    "ling",
+    "thek",
+    "ität",
+    "ei",
+    "ur",
+)
 _LETTERS = re.compile(r"^[^\W\d_]+$")
 
 
@@ -150,7 +205,7 @@ def _display_form(lang: str, word: str, nouns: frozenset[str]) -> str:
     return word
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _vocab(lang: str) -> _Vocab:
     """Letter-only words of ``wordfreq``'s list for ``lang`` (any language wordfreq knows)."""
     loc = _LOCALES.get(lang)
@@ -256,12 +311,14 @@ def _lang_state(lang: str, seed: int, n_sites: int, rng: np.random.Generator) ->
         taken.add(domain)
         menu_items = [m for m in loc.menu if rng.random() < 0.8] or list(loc.menu[:2])
         menu = " | ".join(menu_items) if rng.random() < 0.75 else None
-        contact = (f"{name} · {fake.address().replace(chr(10), ', ')} · {fake.phone_number()}"
-                   if rng.random() < 0.5 else None)
+        contact = f"{name} · {fake.address().replace(chr(10), ', ')} · {fake.phone_number()}" if rng.random() < 0.5 else None
         sites.append(_Site(domain, name, menu, contact))
     popularity = 1.0 / np.arange(1, n_sites + 1) ** 0.8  # a few big sites, many small ones
     return _LangState(
-        lang=lang, vocab=_vocab(lang), sites=sites, site_cum=np.cumsum(popularity),
+        lang=lang,
+        vocab=_vocab(lang),
+        sites=sites,
+        site_cum=np.cumsum(popularity),
         people=[fake.name() for _ in range(100)],
         addresses=[fake.address().replace("\n", ", ") for _ in range(100)],
         phones=[fake.phone_number() for _ in range(50)],
@@ -305,7 +362,7 @@ def _page_text(rng: np.random.Generator, st: _LangState, site: _Site) -> str:
     sentences = _sentences(rng, st.vocab, sizes, rare)
     head = f"{sentences[0].rstrip('.?!')} - {site.name}"
     if short:
-        return f"{head}\n{' '.join(sentences[1:])[:_SHORT_LEN - 10]}"
+        return f"{head}\n{' '.join(sentences[1:])[: _SHORT_LEN - 10]}"
     lines = [head] + ([site.menu] if site.menu else [])
     if author < 0.3:
         lines.append(st.people[int(author / 0.3 * len(st.people))])
@@ -316,7 +373,7 @@ def _page_text(rng: np.random.Generator, st: _LangState, site: _Site) -> str:
             lines.append(_noise_line(rng, st, noise_words[:6]))
             del noise_words[:6]
         else:
-            lines.append(" ".join(sentences[pos:pos + count]))
+            lines.append(" ".join(sentences[pos : pos + count]))
             pos += count
     if site.contact:
         lines.append(site.contact)
@@ -364,8 +421,9 @@ class _Pages:
         self.rng = rng
         self.langs = list(LANG_WEIGHTS)
         self.lang_cum = np.cumsum([LANG_WEIGHTS[lang] for lang in self.langs])
-        self.states = {lang: _lang_state(lang, seed, max(2, int(total * w / _PAGES_PER_SITE)), rng)
-                       for lang, w in LANG_WEIGHTS.items()}
+        self.states = {
+            lang: _lang_state(lang, seed, max(2, int(total * w / _PAGES_PER_SITE)), rng) for lang, w in LANG_WEIGHTS.items()
+        }
         self.serial = 0
         self.recent: dict[str, list[_Page]] = {lang: [] for lang in self.langs}
 
@@ -419,7 +477,7 @@ def _replace_block(record: bytes, block: bytes) -> bytes:
 def _corrupt(member: bytes) -> bytes:
     """``member`` with 8 deflate bytes inverted, at the first spot from the middle zlib rejects."""
     for pos in range(len(member) // 2, len(member) - 16):
-        bad = member[:pos] + bytes(b ^ 0xFF for b in member[pos:pos + 8]) + member[pos + 8:]
+        bad = member[:pos] + bytes(b ^ 0xFF for b in member[pos : pos + 8]) + member[pos + 8 :]
         try:
             zlib.decompressobj(31).decompress(bad)
         except zlib.error:
@@ -430,9 +488,12 @@ def _corrupt(member: bytes) -> bytes:
 def _broken_plan(n_segments: int, docs: int) -> dict[tuple[int, int], list[str]]:
     """(segment, number of documents before it) -> kinds of broken records to insert there."""
     plan: dict[tuple[int, int], list[str]] = {}
-    for key, kind in [((0, docs // 2), "corrupt_gzip"), ((1 % n_segments, docs // 3), "missing_header"),
-                      ((2 % n_segments, 2 * docs // 3), "invalid_utf8"),
-                      ((n_segments - 1, docs), "truncated_member")]:
+    for key, kind in [
+        ((0, docs // 2), "corrupt_gzip"),
+        ((1 % n_segments, docs // 3), "missing_header"),
+        ((2 % n_segments, 2 * docs // 3), "invalid_utf8"),
+        ((n_segments - 1, docs), "truncated_member"),
+    ]:
         plan.setdefault(key, []).append(kind)
     return plan
 
@@ -492,8 +553,9 @@ def _segments(count: int) -> list[_Segment]:
     return out
 
 
-def generate_mirror(out_base: str, *, seed: int = 0, segments: int = 4, docs_per_segment: int = 250,
-                    broken: bool = True) -> dict[str, Any]:
+def generate_mirror(
+    out_base: str, *, seed: int = 0, segments: int = 4, docs_per_segment: int = 250, broken: bool = True
+) -> dict[str, Any]:
     """Write a sample mirror of crawl ``CC-MAIN-2000-01`` under ``out_base``; return its manifest.
 
     Each WET file gets ``docs_per_segment`` good documents; broken records come on top.  The
@@ -505,10 +567,19 @@ def generate_mirror(out_base: str, *, seed: int = 0, segments: int = 4, docs_per
     pages = _Pages(seed, segments * docs_per_segment, rng)
     plan = _broken_plan(segments, docs_per_segment) if broken else {}
     manifest: dict[str, Any] = {
-        "crawl": SAMPLE_CRAWL, "snapshot": SAMPLE_SNAPSHOT, "seed": seed, "segments": segments,
-        "docs_per_segment": docs_per_segment, "broken": broken, "documents": 0, "languages": {},
+        "crawl": SAMPLE_CRAWL,
+        "snapshot": SAMPLE_SNAPSHOT,
+        "seed": seed,
+        "segments": segments,
+        "docs_per_segment": docs_per_segment,
+        "broken": broken,
+        "documents": 0,
+        "languages": {},
         "short_documents": 0,
-        "exact_duplicates": [], "near_duplicates": [], "broken_records": [], "files": {},
+        "exact_duplicates": [],
+        "near_duplicates": [],
+        "broken_records": [],
+        "files": {},
         "boilerplate_lines": {},
     }
     segs = _segments(segments)
@@ -521,13 +592,21 @@ def generate_mirror(out_base: str, *, seed: int = 0, segments: int = 4, docs_per
         f.write("".join(f"{seg.path}\n" for seg in segs).encode())
     manifest["paths"] = [seg.path for seg in segs]
     manifest["boilerplate_lines"] = {k: v for k, v in manifest["boilerplate_lines"].items() if v > 1}
-    storage.write_bytes(storage.join(crawl_dir, MANIFEST_NAME),
-                        json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False).encode())
+    storage.write_bytes(
+        storage.join(crawl_dir, MANIFEST_NAME), json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False).encode()
+    )
     return manifest
 
 
-def _write_segment(f: IO[bytes], seg: _Segment, pages: _Pages, plan: dict[tuple[int, int], list[str]],
-                   docs: int, seed: int, manifest: dict[str, Any]) -> tuple[int, int]:
+def _write_segment(
+    f: IO[bytes],
+    seg: _Segment,
+    pages: _Pages,
+    plan: dict[tuple[int, int], list[str]],
+    docs: int,
+    seed: int,
+    manifest: dict[str, Any],
+) -> tuple[int, int]:
     """Stream one WET file: the warcinfo record, ``docs`` good documents and the broken records
     planned for it.  Returns (gzip members, bytes)."""
     members = offset = 0
@@ -541,13 +620,11 @@ def _write_segment(f: IO[bytes], seg: _Segment, pages: _Pages, plan: dict[tuple[
     for pos in range(docs + 1):
         for kind in plan.get((seg.index, pos), []):
             member, url = _broken_member(pages, kind, seg.date(pages.rng))
-            manifest["broken_records"].append({"path": seg.path, "kind": kind, "url": url,
-                                               "member": members, "offset": offset})
+            manifest["broken_records"].append({"path": seg.path, "kind": kind, "url": url, "member": members, "offset": offset})
             put(member)
         if pos < docs:
             page = pages.next()
-            put(gzip_member(conversion_record(page.url, seg.date(pages.rng), page.text,
-                                              language=_LOCALES[page.lang].iso3)))
+            put(gzip_member(conversion_record(page.url, seg.date(pages.rng), page.text, language=_LOCALES[page.lang].iso3)))
             _account(manifest, page, pages.states[page.lang])
     return members, offset
 

@@ -9,17 +9,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import json
 import logging
-
-from rpj_tasks.core import commit, layout, storage
+from typing import Any
 
 from rpj_tasks.ccnet import models
-from rpj_tasks.core.config import PACKAGE_DATA, SnapshotConfig
 from rpj_tasks.ccnet.dedup import ShardHashes, remove_duplicate_lines
 from rpj_tasks.ccnet.lid import LanguageIdentifier
+from rpj_tasks.core import commit, layout, storage
+from rpj_tasks.core.config import PACKAGE_DATA, SnapshotConfig
 from rpj_tasks.core.stats import Stats
 
 log = logging.getLogger("rpj.sample")
@@ -68,8 +66,8 @@ def ensure_sample(cfg: SnapshotConfig) -> None:
 
 def sample_corpora(cfg: SnapshotConfig) -> tuple[dict[str, str], dict[str, str]]:
     """``({lang: reference corpus URL}, {lang: calibration corpus URL})``, generated if missing."""
-    from rpj_tasks.sample.mirror import generate_mirror, generate_reference_corpus
     from rpj_tasks.download.wet import iter_documents
+    from rpj_tasks.sample.mirror import generate_mirror, generate_reference_corpus
 
     base = storage.join(cfg.storage_root, "artifacts", "corpora", "sample")
     corpora = generate_reference_corpus(

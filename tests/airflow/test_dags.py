@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from airflow_env import REPO, airflow, airflow_env
+
 from rpj_tasks.core.layout import LANGUAGES
 
 INSPECT = r"""
@@ -28,9 +28,7 @@ print("JSON" + json.dumps(out, default=str))
 @pytest.fixture(scope="module")
 def dagbag(tmp_path_factory):
     env = airflow_env(tmp_path_factory.mktemp("dagbag"))
-    proc = subprocess.run(
-        [sys.executable, "-c", INSPECT % (REPO / "dags")], env=env, capture_output=True, text=True, timeout=300
-    )
+    proc = subprocess.run([sys.executable, "-c", INSPECT % (REPO / "dags")], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("JSON"))
     return json.loads(line[4:])
@@ -51,11 +49,22 @@ def test_snapshot_dag_shape_and_params(dagbag):
     d = dagbag["dags"]["rpv2_2023_06"]
     # a real snapshot annotates each unit right after mining it (artifacts must exist: checked by the plan)
     assert d["tasks"] == [
-        "plan_units", "process.annotate", "process.download", "process.hashes", "process.mine", "report",
+        "plan_units",
+        "process.annotate",
+        "process.download",
+        "process.hashes",
+        "process.mine",
+        "report",
     ]
     # the sample builds its artifacts from its own documents first: annotation waits for every unit
     assert dagbag["dags"]["rpv2_sample"]["tasks"] == [
-        "annotate", "plan_units", "process.download", "process.hashes", "process.mine", "report", "signal_artifacts",
+        "annotate",
+        "plan_units",
+        "process.download",
+        "process.hashes",
+        "process.mine",
+        "report",
+        "signal_artifacts",
     ]
     assert d["params"]["num_shards"] == 5000
     assert d["params"]["languages"] == list(LANGUAGES)
@@ -95,8 +104,9 @@ def test_backfill_dry_run_lists_one_monthly_run_per_month(tmp_path):
     env = airflow_env(tmp_path)
     assert airflow(env, "db", "migrate").returncode == 0
     assert airflow(env, "dags", "reserialize").returncode == 0
-    proc = airflow(env, "backfill", "create", "--dag-id", "rpv2_monthly", "--from-date", "2023-01-01",
-                   "--to-date", "2023-12-31", "--dry-run")
+    proc = airflow(
+        env, "backfill", "create", "--dag-id", "rpv2_monthly", "--from-date", "2023-01-01", "--to-date", "2023-12-31", "--dry-run"
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     # logical date = start of the month interval: the 2023-02-01 run covers February -> CC-MAIN-2023-06

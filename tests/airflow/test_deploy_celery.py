@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from deploy_harness import SAMPLE_DAG, SNAPSHOT, assert_same_outputs, cli_reference, deployment, output_digests, temp_files
+
 from rpj_tasks.core.plan import parse_shards
 
 pytestmark = pytest.mark.deploy
@@ -32,8 +32,7 @@ def celery(tmp_path_factory):
     # A task whose worker vanished stops heartbeating (every 5s when alive); fail that try after 20s
     # instead of Airflow's 300s.
     env = {"AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20"}
-    with deployment(tmp_path_factory.mktemp("deploy-celery"), executor="celery", workers=2, worker_concurrency=1,
-                    env=env) as dep:
+    with deployment(tmp_path_factory.mktemp("deploy-celery"), executor="celery", workers=2, worker_concurrency=1, env=env) as dep:
         yield dep
 
 
@@ -56,24 +55,28 @@ def unit_shards(dep, run_id: str, map_index: int) -> list[str]:
 
 def half_written(dep, task_id: str, shards: list[str]) -> list[str]:
     """Temp files (an output being written) of ``task_id`` in the shards of its unit."""
-    return [f for f in temp_files(dep.storage_root)
-            if f.split("/")[0] in PHASES[task_id] and f.split("/")[2] in shards]
+    return [f for f in temp_files(dep.storage_root) if f.split("/")[0] in PHASES[task_id] and f.split("/")[2] in shards]
 
 
 def kill_mid_write(dep, run_id: str, task_id: str, deadline: float) -> dict:
     """Wait for a ``task_id`` instance to have an output file half written, SIGKILL its worker (and
     the worker's task processes), start the worker again; returns the killed task instance."""
     while time.monotonic() < deadline:
-        running = [t for t in dep.client.task_instances(SAMPLE_DAG, run_id)
-                   if t["task_id"] == task_id and t["state"] == "running" and t["hostname"]]
+        running = [
+            t
+            for t in dep.client.task_instances(SAMPLE_DAG, run_id)
+            if t["task_id"] == task_id and t["state"] == "running" and t["hostname"]
+        ]
         for ti in running:
             shards = unit_shards(dep, run_id, ti["map_index"])
             while time.monotonic() < deadline:
                 if half_written(dep, task_id, shards):
                     worker = dep.worker_for_hostname(ti["hostname"])
                     killed = dep.kill_tree(worker)
-                    print(f"killed {worker} ({len(killed)} processes) while {task_id}[{ti['map_index']}] "
-                          f"try {ti['try_number']} was writing {half_written(dep, task_id, shards)}")
+                    print(
+                        f"killed {worker} ({len(killed)} processes) while {task_id}[{ti['map_index']}] "
+                        f"try {ti['try_number']} was writing {half_written(dep, task_id, shards)}"
+                    )
                     restart = dep.restart_missing()
                     assert restart.returncode == 0 and f"started {worker}" in restart.stdout, restart.stdout + restart.stderr
                     return ti

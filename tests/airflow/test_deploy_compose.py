@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from deploy_harness import BIN, PG, REPO, _force_drop, _pg_admin, postgres_available
 
 pytestmark = pytest.mark.deploy
@@ -46,8 +45,13 @@ def binary() -> str:
 
 def render(binary: str, *args: str, env: dict[str, str] | None = None) -> dict:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("RPJ_", "AIRFLOW", "COMPOSE_"))}
-    proc = subprocess.run([binary, "-f", str(COMPOSE_FILE), *args, "config", "--format", "json"],
-                          env={**clean, **(env or {})}, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [binary, "-f", str(COMPOSE_FILE), *args, "config", "--format", "json"],
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -135,13 +139,23 @@ def test_init_script_runs_against_postgres(config, tmp_path):
     (home / "config").mkdir(parents=True)
 
     def local(value: str) -> str:
-        return (value.replace("airflow:airflow@postgres:5432/airflow", f"{PG['user']}@{PG['host']}:{PG['port']}/{db}")
-                .replace("/opt/airflow", str(home)).replace("/opt/rpj", str(REPO)))
+        return (
+            value.replace("airflow:airflow@postgres:5432/airflow", f"{PG['user']}@{PG['host']}:{PG['port']}/{db}")
+            .replace("/opt/airflow", str(home))
+            .replace("/opt/rpj", str(REPO))
+        )
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RPJ_"))}
     env.update({k: local(str(v)) for k, v in service["environment"].items()})
-    env.update({"PATH": f"{BIN}{os.pathsep}{env['PATH']}", "AIRFLOW_HOME": str(home), "RPJ_HOME": str(REPO),
-                "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "RPJ_ADMIN_PASSWORD": "s3cret"})
+    env.update(
+        {
+            "PATH": f"{BIN}{os.pathsep}{env['PATH']}",
+            "AIRFLOW_HOME": str(home),
+            "RPJ_HOME": str(REPO),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "RPJ_ADMIN_PASSWORD": "s3cret",
+        }
+    )
     try:
         proc = subprocess.run(["bash", "-euc", local(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]

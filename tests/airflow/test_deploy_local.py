@@ -10,9 +10,16 @@ import subprocess
 import time
 
 import pytest
-
 from deploy_harness import (
-    REPO, SAMPLE_DAG, SCRIPT, assert_same_outputs, base_env, cli_reference, deployment, free_port, output_digests,
+    REPO,
+    SAMPLE_DAG,
+    SCRIPT,
+    assert_same_outputs,
+    base_env,
+    cli_reference,
+    deployment,
+    free_port,
+    output_digests,
 )
 
 pytestmark = pytest.mark.deploy
@@ -24,8 +31,14 @@ def reference(tmp_path_factory):
 
 
 def rpj_deploy(env, *args, timeout=120):
-    return subprocess.run(["bash", str(SCRIPT), *args], env={**env, "RPJ_DEPLOY_SKIP_SYNC": "1"}, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args],
+        env={**env, "RPJ_DEPLOY_SKIP_SYNC": "1"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_sample_run_through_rest_on_local_executor(tmp_path_factory, reference):
@@ -33,7 +46,11 @@ def test_sample_run_through_rest_on_local_executor(tmp_path_factory, reference):
     with deployment(tmp_path_factory.mktemp("deploy-local"), executor="local") as dep:
         health = dep.client.health()
         assert {k: v["status"] for k, v in health.items() if v} == {
-            "metadatabase": "healthy", "scheduler": "healthy", "triggerer": "healthy", "dag_processor": "healthy"}
+            "metadatabase": "healthy",
+            "scheduler": "healthy",
+            "triggerer": "healthy",
+            "dag_processor": "healthy",
+        }
 
         conf = {"shards": [0, 1, 2, 3]}
         run = dep.run_dag(conf)
@@ -54,7 +71,11 @@ def test_sample_run_through_rest_on_local_executor(tmp_path_factory, reference):
         status = dep.rpj_deploy("status", "--state-dir", str(dep.state_dir), "--json")
         assert status.returncode == 0, status.stdout + status.stderr
         assert {c["component"] for c in json.loads(status.stdout)["components"]} == {
-            "api-server", "scheduler", "dag-processor", "triggerer"}
+            "api-server",
+            "scheduler",
+            "dag-processor",
+            "triggerer",
+        }
 
         # `up` again with the same settings: a no-op on a running deployment
         again = dep.rpj_deploy("up", *dep.up_args, "--skip-setup", "--timeout", "60")
@@ -80,14 +101,17 @@ def test_up_refuses_a_port_in_use(tmp_path):
 
 def test_up_says_when_postgres_is_unreachable(tmp_path):
     env = base_env(tmp_path)
-    proc = rpj_deploy(env, "up", "--airflow-home", str(tmp_path / "home"), "--pg-port", str(free_port()),
-                      "--port", str(free_port()))
+    proc = rpj_deploy(
+        env, "up", "--airflow-home", str(tmp_path / "home"), "--pg-port", str(free_port()), "--port", str(free_port())
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "PostgreSQL at 127.0.0.1:" in proc.stderr and "is unreachable" in proc.stderr and "--db sqlite" in proc.stderr
 
 
 def test_celery_needs_postgres(tmp_path):
-    proc = rpj_deploy(base_env(tmp_path), "up", "--airflow-home", str(tmp_path / "home"), "--db", "sqlite", "--executor", "celery")
+    proc = rpj_deploy(
+        base_env(tmp_path), "up", "--airflow-home", str(tmp_path / "home"), "--db", "sqlite", "--executor", "celery"
+    )
     assert proc.returncode == 2 and "--executor celery needs --db postgres" in proc.stderr, proc.stderr
 
 

@@ -15,7 +15,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from deploy_harness import BIN, REPO, cli_reference, deployment, postgres_available
 
 pytestmark = pytest.mark.deploy
@@ -34,8 +33,9 @@ def write_registry(tmp: Path, mirror: Path, data: Path) -> Path:
         "  models_version: sample-v1\n"
         "  signals_version: sample-v1\n"
         "  num_shards: 1\n"
-        "snapshots:\n" + snapshots +
-        '  - {id: "2000-01", dag_id: rpv2_sample, sample: true, generate_source: true, num_shards: 4, hash_group_size: 2}\n'
+        "snapshots:\n"
+        + snapshots
+        + '  - {id: "2000-01", dag_id: rpv2_sample, sample: true, generate_source: true, num_shards: 4, hash_group_size: 2}\n'
     )
     return path
 
@@ -64,8 +64,9 @@ def test_invalid_run_fails_once_fast_in_plan_units(monthly_deployment):
     dep = monthly_deployment
     client = dep.client
     # what a Param can express is refused at trigger time, before any run exists
-    r = client.request("POST", "/api/v2/dags/rpv2_sample/dagRuns", ok=(400,),
-                       json={"logical_date": None, "conf": {"shards": ["7x"]}})
+    r = client.request(
+        "POST", "/api/v2/dags/rpv2_sample/dagRuns", ok=(400,), json={"logical_date": None, "conf": {"shards": ["7x"]}}
+    )
     assert "7x" in r.text
     # out of range for this snapshot's 4 shards: the plan refuses it
     run = client.trigger("rpv2_sample", conf={"shards": [9]})
@@ -104,8 +105,9 @@ def wait_monthly_runs(dep, count: int, timeout: float = 900) -> list[dict]:
         if len(runs) >= count and all(r["state"] in ("success", "failed") for r in runs):
             return runs
         if time.monotonic() > deadline:
-            raise AssertionError(f"monthly runs not finished in {timeout}s: {[(r['dag_run_id'], r['state']) for r in runs]}\n"
-                                 + dep.diagnostics())
+            raise AssertionError(
+                f"monthly runs not finished in {timeout}s: {[(r['dag_run_id'], r['state']) for r in runs]}\n" + dep.diagnostics()
+            )
         time.sleep(3)
 
 
@@ -113,18 +115,22 @@ def test_backfill_triggers_each_month_once_and_a_retry_reuses_the_run(monthly_de
     dep = monthly_deployment
     client = dep.client
     client.unpause("rpv2_monthly")  # paused at creation: its backfill runs would stay queued
-    proc = airflow_cli(dep, "backfill", "create", "--dag-id", "rpv2_monthly",
-                       "--from-date", "2023-02-01", "--to-date", "2023-05-31")
+    proc = airflow_cli(
+        dep, "backfill", "create", "--dag-id", "rpv2_monthly", "--from-date", "2023-02-01", "--to-date", "2023-05-31"
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     runs = wait_monthly_runs(dep, 4)
     states = {r["logical_date"][:7]: r["state"] for r in runs}
     assert states == {"2023-02": "success", "2023-03": "success", "2023-04": "success", "2023-05": "failed"}, (
-        states, dep.diagnostics())
+        states,
+        dep.diagnostics(),
+    )
     for sid, month in MONTHLY.items():
         dag_id = "rpv2_" + sid.replace("-", "_")
         triggered = snapshot_runs(client, dag_id)
         assert [(r["dag_run_id"], r["state"], r["conf"]) for r in triggered] == [
-            (f"rpv2_monthly__{month}", "success", {"month": month})]
+            (f"rpv2_monthly__{month}", "success", {"month": month})
+        ]
         assert (dep.storage_root / "stats" / "annotate" / sid / "0000.json").is_file()
 
     # a failed snapshot run fails its month, naming the run and its first failed task
@@ -136,10 +142,17 @@ def test_backfill_triggers_each_month_once_and_a_retry_reuses_the_run(monthly_de
 
     # a retry of process_snapshot (here: the task cleared and run again) waits for the same run
     feb = next(r for r in runs if r["logical_date"].startswith("2023-02-01"))
-    client.request("POST", "/api/v2/dags/rpv2_monthly/clearTaskInstances", json={
-        "dry_run": False, "dag_run_id": feb["dag_run_id"], "task_ids": ["process_snapshot"], "only_failed": False,
-        "reset_dag_runs": True,
-    })
+    client.request(
+        "POST",
+        "/api/v2/dags/rpv2_monthly/clearTaskInstances",
+        json={
+            "dry_run": False,
+            "dag_run_id": feb["dag_run_id"],
+            "task_ids": ["process_snapshot"],
+            "only_failed": False,
+            "reset_dag_runs": True,
+        },
+    )
     state = client.wait_for_run("rpv2_monthly", feb["dag_run_id"], timeout=600)
     assert state == "success", dep.diagnostics("rpv2_monthly", feb["dag_run_id"])
     triggered = snapshot_runs(client, "rpv2_2023_06")

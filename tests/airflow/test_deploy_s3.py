@@ -35,11 +35,16 @@ from urllib.parse import quote
 import boto3
 import pytest
 import requests
-from moto.server import ThreadedMotoServer
-
 from deploy_harness import (
-    OUTPUT_COMPONENTS, SAMPLE_DAG, SNAPSHOT, cli_reference, deployment, output_digests, postgres_available,
+    OUTPUT_COMPONENTS,
+    SAMPLE_DAG,
+    SNAPSHOT,
+    cli_reference,
+    deployment,
+    output_digests,
+    postgres_available,
 )
+from moto.server import ThreadedMotoServer
 
 pytestmark = pytest.mark.deploy
 
@@ -48,10 +53,21 @@ ROOT, MIRROR = "root", "mirror"
 REGION = "us-east-1"
 RUN_TIMEOUT = 900  # the run takes ~2 minutes; bounded well within the suite's budget on a slow, shared machine
 #: Variables through which boto/botocore/s3fs could find credentials other than the connection's.
-CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-                   "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
-                   "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                   "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_ACCESS_KEY", "AWS_SECRET_KEY")
+CREDENTIAL_VARS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    "AWS_ACCESS_KEY",
+    "AWS_SECRET_KEY",
+)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -68,7 +84,7 @@ class Secret:
         assert len(value) >= 2 * self.WINDOW
         self.value = value
         forms = {value, quote(value, safe=""), json.dumps(value)[1:-1]}
-        forms |= {value[i:i + self.WINDOW] for i in range(len(value) - self.WINDOW + 1)}
+        forms |= {value[i : i + self.WINDOW] for i in range(len(value) - self.WINDOW + 1)}
         self.needles = sorted({f.encode() for f in forms})
 
     def found_in(self, data: str | bytes) -> bool:
@@ -79,8 +95,13 @@ class Secret:
 def test_secret_search_finds_what_it_must():
     """The leak search can fail: it finds the secret whole, truncated, quoted and in bytes."""
     secret = Secret("rpj-secret-" + uuid.uuid4().hex + "/+x")
-    for text in (f"password={secret.value} ok", secret.value[5:20], quote(secret.value, safe=""),
-                 json.dumps({"secret": secret.value}), ("log: " + secret.value[-14:]).encode()):
+    for text in (
+        f"password={secret.value} ok",
+        secret.value[5:20],
+        quote(secret.value, safe=""),
+        json.dumps({"secret": secret.value}),
+        ("log: " + secret.value[-14:]).encode(),
+    ):
         assert secret.found_in(text), text
     assert not secret.found_in("password=*** " + secret.value[:8] + " " + secret.value[-8:])
     assert not secret.found_in(b"")
@@ -99,17 +120,31 @@ class S3Server:
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.server.start()
         self.endpoint = "http://{}:{}".format(*self.server.get_host_and_port())
-        boot = {"endpoint_url": self.endpoint, "region_name": REGION,
-                "aws_access_key_id": "bootstrap", "aws_secret_access_key": "bootstrap"}
+        boot = {
+            "endpoint_url": self.endpoint,
+            "region_name": REGION,
+            "aws_access_key_id": "bootstrap",
+            "aws_secret_access_key": "bootstrap",
+        }
         boto3.client("s3", **boot).create_bucket(Bucket=BUCKET)
         iam = boto3.client("iam", **boot)
         iam.create_user(UserName="rpj-e2e")
-        iam.put_user_policy(UserName="rpj-e2e", PolicyName="s3", PolicyDocument=json.dumps({
-            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        iam.put_user_policy(
+            UserName="rpj-e2e",
+            PolicyName="s3",
+            PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+            ),
+        )
         key = iam.create_access_key(UserName="rpj-e2e")["AccessKey"]
         self.key_id, self.secret = key["AccessKeyId"], Secret(key["SecretAccessKey"])
-        self.client = boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION,
-                                   aws_access_key_id=self.key_id, aws_secret_access_key=self.secret.value)
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=self.key_id,
+            aws_secret_access_key=self.secret.value,
+        )
 
     def require_auth(self, on: bool = True) -> None:
         r = requests.post(f"{self.endpoint}/moto-api/reset-auth", data=b"0" if on else b"inf", timeout=30)
@@ -163,8 +198,10 @@ def test_s3_server_refuses_anything_but_the_users_key(s3):
     where = {"endpoint_url": s3.endpoint, "region_name": REGION}
     for name, client in (
         ("anonymous", boto3.client("s3", **where, config=Config(signature_version=UNSIGNED))),
-        ("wrong secret", boto3.client("s3", **where, aws_access_key_id=s3.key_id,
-                                      aws_secret_access_key="wrong-" + uuid.uuid4().hex)),
+        (
+            "wrong secret",
+            boto3.client("s3", **where, aws_access_key_id=s3.key_id, aws_secret_access_key="wrong-" + uuid.uuid4().hex),
+        ),
     ):
         with pytest.raises(Exception) as info:
             client.get_object(Bucket=BUCKET, Key="probe/ok.txt")
@@ -200,8 +237,12 @@ def deployment_env(tmp: Path, s3: S3Server, monkeypatch) -> dict[str, str]:
     aws.mkdir()
     (aws / "config").write_text("")
     (aws / "credentials").write_text("")
-    conn = {"conn_type": "aws", "login": s3.key_id, "password": s3.secret.value,
-            "extra": {"endpoint_url": s3.endpoint, "region_name": REGION}}
+    conn = {
+        "conn_type": "aws",
+        "login": s3.key_id,
+        "password": s3.secret.value,
+        "extra": {"endpoint_url": s3.endpoint, "region_name": REGION},
+    }
     return {
         "RPJ_REGISTRY": str(write_registry(tmp)),
         "RPJ_STORAGE_ROOT": f"s3://{BUCKET}/{ROOT}",
@@ -237,10 +278,10 @@ def readable(key: str, body: bytes) -> bytes:
 
 def task_log_raw(client, run_id: str, task_id: str, try_number: int, map_index: int) -> str:
     """The task log as the REST API gives it (the whole JSON: every structured field, not only the events)."""
-    path = (f"/api/v2/dags/{SAMPLE_DAG}/dagRuns/{quote(run_id, safe='')}/taskInstances/{quote(task_id, safe='')}"
-            f"/logs/{try_number}")
-    r = client.request("GET", path, params={"map_index": map_index, "full_content": "true"},
-                       headers={"Accept": "application/json"})
+    path = f"/api/v2/dags/{SAMPLE_DAG}/dagRuns/{quote(run_id, safe='')}/taskInstances/{quote(task_id, safe='')}/logs/{try_number}"
+    r = client.request(
+        "GET", path, params={"map_index": map_index, "full_content": "true"}, headers={"Accept": "application/json"}
+    )
     return r.text
 
 
@@ -283,8 +324,9 @@ def test_sample_dag_on_s3_with_connection_credentials_only(s3, reference, tmp_pa
         assert run["state"] == "success" and run["conf"] == conf
         tis = dep.client.task_instances(SAMPLE_DAG, run_id)
         assert {t["state"] for t in tis} == {"success"}, [(t["task_id"], t["map_index"], t["state"]) for t in tis]
-        assert {"plan_units", "process.download", "process.hashes", "process.mine", "signal_artifacts", "annotate",
-                "report"} <= {t["task_id"] for t in tis}
+        assert {"plan_units", "process.download", "process.hashes", "process.mine", "signal_artifacts", "annotate", "report"} <= {
+            t["task_id"] for t in tis
+        }
 
         # -------- outputs: the CLI's bytes, built entirely on S3 (models and artifacts included), no temp objects
         keys = s3.keys()
@@ -338,5 +380,7 @@ def test_sample_dag_on_s3_with_connection_credentials_only(s3, reference, tmp_pa
         key_id = s3.key_id.encode()
         with_key_id = [n for n, t in texts.items() if key_id in (t.encode() if isinstance(t, str) else t)]
         assert not [n for n in with_key_id if s3.secret.found_in(texts[n])], "access key id logged with the secret"
-        print(f"S3 deployment test: run {run_seconds:.0f}s; searched {len(texts)} logs, files, XComs and objects "
-              f"({len(with_key_id)} mention the access key id, none the secret: {with_key_id})")
+        print(
+            f"S3 deployment test: run {run_seconds:.0f}s; searched {len(texts)} logs, files, XComs and objects "
+            f"({len(with_key_id)} mention the access key id, none the secret: {with_key_id})"
+        )

@@ -3,12 +3,11 @@
 import gzip
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
 from airflow_env import BIN, REPO, airflow, airflow_env
+
 from rpj_tasks.ccnet.lm import bucket, load_cutoffs
 from rpj_tasks.core.layout import BUCKETS, LANGUAGES
 from rpj_tasks.core.schema import DOCUMENT_FIELD_TYPES, DOCUMENT_FIELDS  # checked against the spec: test_schema.py
@@ -60,7 +59,7 @@ def test_documents_follow_the_rpv2_contract(run):
         assert lang in LANGUAGES and bucket_name in BUCKETS
         assert raw[:2] == b"\x1f\x8b" and raw[4:8] == b"\0\0\0\0"  # gzip, mtime 0: reproducible bytes
         for line in gzip.decompress(raw).decode("utf-8").splitlines():
-            assert '": ' in line and ", \"" in line  # json.dumps default separators
+            assert '": ' in line and ', "' in line  # json.dumps default separators
             doc = json.loads(line)
             assert list(doc) == FIELDS
             assert all(type(doc[k]) is t for k, t in DOCUMENT_FIELD_TYPES.items()), doc
@@ -159,7 +158,11 @@ def test_cli_run_gives_identical_bytes(run, tmp_path):
     for shards in ("3", "0-2"):
         proc = subprocess.run(
             [str(BIN / "rpj"), "ccnet", "--snapshot", SNAPSHOT, "--shards", shards],
-            env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
     assert doc_files(tmp_path / "data") == doc_files(tmp / "data")

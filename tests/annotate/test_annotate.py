@@ -17,11 +17,8 @@ import pytest
 from scipy import special
 
 from rpj_tasks.annotate import stage as annotate
-
-from rpj_tasks.core import layout, storage
-from rpj_tasks.annotate.stage import FileJob, MissingInputError, WorkerDiedError, annotate_file, annotate_shard, run_jobs
-from rpj_tasks.core.config import SnapshotConfig
 from rpj_tasks.annotate.artifacts.build import fetch_word_lists
+from rpj_tasks.annotate.hashseed import SEED42, STABLE
 from rpj_tasks.annotate.signals import (
     ArtifactsError,
     HashSeedError,
@@ -31,7 +28,9 @@ from rpj_tasks.annotate.signals import (
     make_record,
     raw_words,
 )
-from rpj_tasks.annotate.hashseed import SEED42, STABLE
+from rpj_tasks.annotate.stage import FileJob, MissingInputError, WorkerDiedError, annotate_file, annotate_shard, run_jobs
+from rpj_tasks.core import layout, storage
+from rpj_tasks.core.config import SnapshotConfig
 
 SNAPSHOT = "2023-06"
 TARGETS = ("books", "openwebtext", "wikipedia")
@@ -58,9 +57,13 @@ def write_shard(root: Path, files: dict[str, list[bytes]], shard: int = 0, marke
     if marker:  # the CCNet record, as the commit protocol writes it: each output's sha256 and size
         path = root / "stats" / "ccnet" / SNAPSHOT / f"{shard:04d}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        outputs = {f"../../../documents/{SNAPSHOT}/{shard:04d}/{name}": {
-            "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest(), "bytes": (folder / name).stat().st_size}
-            for name in sorted(files)}
+        outputs = {
+            f"../../../documents/{SNAPSHOT}/{shard:04d}/{name}": {
+                "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest(),
+                "bytes": (folder / name).stat().st_size,
+            }
+            for name in sorted(files)
+        }
         path.write_text(json.dumps({"shard": shard, "files": sorted(files), "inputs": {}, "outputs": outputs}))
 
 
@@ -69,7 +72,8 @@ def write_artifacts(root: Path, shared: Path, hash_mode: str, dsir_lang: str | N
     ``dsir_lang`` and a MANIFEST.json naming ``hash_mode``; returns the root URL."""
     url = root.as_uri()
     entries = fetch_word_lists(
-        url, ["en", "de", "fr"],
+        url,
+        ["en", "de", "fr"],
         stopwords_url_template=(shared / "stopwords").as_uri() + "/{lang}.json",
         ldnoobw_url_template=(shared / "ldnoobw").as_uri() + "/{lang}.txt",
     )
@@ -105,7 +109,9 @@ def minhash_rows(root: Path, name: str, shard: int = 0) -> list[dict]:
 def output_bytes(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes()
-        for component in ("quality_signals", "minhash") for p in sorted((root / component).rglob("*")) if p.is_file()
+        for component in ("quality_signals", "minhash")
+        for p in sorted((root / component).rglob("*"))
+        if p.is_file()
     }
 
 
@@ -127,8 +133,15 @@ def vector_shard(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
     root = tmp_path_factory.mktemp("release")
     artifacts = write_artifacts(tmp_path_factory.mktemp("artifacts"), shared_data, SEED42, dsir_lang="fr")
     en = vector_lines(shared_data, "en")
-    write_shard(root, {"en_head.json.gz": en, "de_middle.json.gz": vector_lines(shared_data, "de"),
-                       "en_tail.json.gz": en[:2], "fr_head.json.gz": en})
+    write_shard(
+        root,
+        {
+            "en_head.json.gz": en,
+            "de_middle.json.gz": vector_lines(shared_data, "de"),
+            "en_tail.json.gz": en[:2],
+            "fr_head.json.gz": en,
+        },
+    )
     record = annotate_shard(config(root), 0, artifacts_url=artifacts)
     return root, artifacts, record
 
@@ -148,9 +161,15 @@ def test_minhash_files_equal_reference_rows(vector_shard, shared_data: Path) -> 
 def test_tail_is_not_annotated_by_default(vector_shard) -> None:
     root, _, record = vector_shard
     assert sorted(p.name for p in (root / "quality_signals" / SNAPSHOT / "0000").iterdir()) == [
-        "de_middle.signals.json.gz", "en_head.signals.json.gz", "fr_head.signals.json.gz"]
+        "de_middle.signals.json.gz",
+        "en_head.signals.json.gz",
+        "fr_head.signals.json.gz",
+    ]
     assert sorted(p.name for p in (root / "minhash" / SNAPSHOT / "0000").iterdir()) == [
-        "de_middle.minhash.parquet", "en_head.minhash.parquet", "fr_head.minhash.parquet"]
+        "de_middle.minhash.parquet",
+        "en_head.minhash.parquet",
+        "fr_head.minhash.parquet",
+    ]
     assert record["counts"]["files.not_annotated.tail"] == 1
     assert record["buckets"] == ["head", "middle"]
 
@@ -170,14 +189,19 @@ def test_stats_record_is_the_finished_marker(vector_shard) -> None:
     # artifacts; every output is listed with its digest and size
     docs = root / "documents" / SNAPSHOT / "0000"
     assert stored["inputs"]["documents"] == {
-        name: hashlib.sha256((docs / name).read_bytes()).hexdigest() for name in sorted(stored["files"])}
+        name: hashlib.sha256((docs / name).read_bytes()).hexdigest() for name in sorted(stored["files"])
+    }
     assert stored["inputs"]["artifacts"]["manifest_sha256"] == stored["artifacts"]["manifest_sha256"]
     for rel, meta in stored["outputs"].items():
         data = (root / "stats" / "annotate" / SNAPSHOT / rel).resolve().read_bytes()
         assert meta == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     assert len(stored["outputs"]) == 2 * len(stored["files"])
-    assert stored["files"]["en_head.json.gz"] == {**stored["files"]["en_head.json.gz"],
-                                                  "lines": 6, "bad_lines": 0, "minhash_null": 2}
+    assert stored["files"]["en_head.json.gz"] == {
+        **stored["files"]["en_head.json.gz"],
+        "lines": 6,
+        "bad_lines": 0,
+        "minhash_null": 2,
+    }
     assert stored["files"]["de_middle.json.gz"]["lines"] == 1
     assert stored["counts"]["annotate.lines"] == 13 and stored["counts"]["files.annotated"] == 3
     assert {"read", "signals", "minhash", "write"} <= stored["seconds"].keys()
@@ -220,8 +244,15 @@ def test_finished_shard_is_redone_when_buckets_or_artifacts_change(shared_data: 
 
 def test_bad_lines_keep_alignment(shared_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     en = vector_lines(shared_data, "en")
-    lines = [en[0], b"\xff\xfe not UTF-8\n", b'{"raw_content": "cut\n', b"[1, 2]\n",
-             b'{"url": "http://a.example/", "raw_content": 5}\n', b"\n", en[2]]
+    lines = [
+        en[0],
+        b"\xff\xfe not UTF-8\n",
+        b'{"raw_content": "cut\n',
+        b"[1, 2]\n",
+        b'{"url": "http://a.example/", "raw_content": 5}\n',
+        b"\n",
+        en[2],
+    ]
     write_shard(tmp_path / "rel", {"en_middle.json.gz": lines})
     artifacts = write_artifacts(tmp_path / "art", shared_data, STABLE)
     with caplog.at_level(logging.WARNING, logger="rpj.annotate"):
@@ -248,8 +279,7 @@ def test_bad_lines_keep_alignment(shared_data: Path, tmp_path: Path, caplog: pyt
     assert f"line 1 (byte {len(lines[0])}): invalid utf8" in caplog.text
 
 
-def test_only_the_first_bad_lines_are_logged(shared_data: Path, tmp_path: Path,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_only_the_first_bad_lines_are_logged(shared_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write_shard(tmp_path, {"nl_head.json.gz": [b"{}\n"] * 25})
     artifacts = write_artifacts(tmp_path / "art", shared_data, STABLE)
     with caplog.at_level(logging.WARNING, logger="rpj.annotate"):
@@ -280,86 +310,208 @@ MANY_LINES = 3000  # "A b c.\n" repeated
 # (RAW, document-level values by docs/spec/quality_signals.md §3 / §7.5 worked out by hand, the value every line slice
 # has for the line signals 31-36 (§3.5), MinHash distinct shingles (§6) or None when NW has < 13 words)
 DEGENERATE = [
-    ("", {  # E3 of §7.2: every degenerate value
-        "rps_doc_curly_bracket": 0.0, "rps_doc_ldnoobw_words": 0.0, "rps_doc_lorem_ipsum": 0.0,
-        "rps_doc_stop_word_fraction": 0.0, "rps_doc_frac_chars_dupe_5grams": 0.0, "rps_doc_frac_chars_top_2gram": 0.0,
-        "rps_doc_frac_all_caps_words": None, "rps_doc_frac_lines_end_with_ellipsis": None,
-        "rps_doc_frac_no_alph_words": None, "rps_doc_frac_unique_words": None, "rps_doc_mean_word_length": None,
-        "rps_doc_num_sentences": 0.0, "rps_doc_symbol_to_word_ratio": None, "rps_doc_unigram_entropy": None,
-        "rps_doc_word_count": 0}, None, None),
-    (" \t\n\n  ", {  # whitespace only: N, NW, RW empty; 3 line slices (§7.5 "   " and "\n\n")
-        "rps_doc_curly_bracket": 0.0, "rps_doc_ldnoobw_words": 0.0, "rps_doc_lorem_ipsum": 0.0,
-        "rps_doc_stop_word_fraction": 0.0, "rps_doc_frac_chars_dupe_5grams": 0.0, "rps_doc_frac_chars_top_2gram": 0.0,
-        "rps_doc_frac_all_caps_words": None, "rps_doc_frac_lines_end_with_ellipsis": 0.0,
-        "rps_doc_frac_no_alph_words": None, "rps_doc_frac_unique_words": None, "rps_doc_mean_word_length": None,
-        "rps_doc_num_sentences": 0.0, "rps_doc_symbol_to_word_ratio": None, "rps_doc_unigram_entropy": None,
-        "rps_doc_word_count": 0},
-     {"rps_lines_ending_with_terminal_punctution_mark": 0.0, "rps_lines_javascript_counts": 0.0,
-      "rps_lines_num_words": 0, "rps_lines_numerical_chars_fraction": 0.0, "rps_lines_start_with_bulletpoint": 0.0,
-      "rps_lines_uppercase_letter_fraction": 0.0}, None),
-    ("the cat. " * BIG_K, {  # one ~5 MB line; NW = [the, cat] * K, RW = [the, cat, .] * K, T = 6K
-        "rps_doc_curly_bracket": 0.0, "rps_doc_ldnoobw_words": 0.0, "rps_doc_lorem_ipsum": 0.0,
-        "rps_doc_stop_word_fraction": 0.33333333,  # K "the" / 3K
-        "rps_doc_frac_chars_dupe_10grams": 1.0, "rps_doc_frac_chars_dupe_5grams": 1.0,
-        "rps_doc_frac_chars_top_2gram": 1.0,  # (the, cat) K times: 6K / 6K
-        "rps_doc_frac_chars_top_3gram": round(9 * (BIG_K - 1) / (6 * BIG_K), 8),  # (the, cat, the) K-1 times
-        "rps_doc_frac_chars_top_4gram": round(12 * (BIG_K - 1) / (6 * BIG_K), 8),
-        "rps_doc_frac_all_caps_words": 0.0, "rps_doc_frac_lines_end_with_ellipsis": 0.0,
-        "rps_doc_frac_no_alph_words": 0.33333333,  # 1 - 2K/3K
-        "rps_doc_frac_unique_words": round(2 / (2 * BIG_K), 8), "rps_doc_mean_word_length": 3.0,
-        "rps_doc_num_sentences": float(BIG_K), "rps_doc_symbol_to_word_ratio": 0.0,
-        "rps_doc_unigram_entropy": 0.69314718, "rps_doc_word_count": 2 * BIG_K},
-     {"rps_lines_ending_with_terminal_punctution_mark": 1.0, "rps_lines_javascript_counts": 0.0,
-      "rps_lines_num_words": 2 * BIG_K, "rps_lines_numerical_chars_fraction": 0.0,
-      "rps_lines_start_with_bulletpoint": 0.0, "rps_lines_uppercase_letter_fraction": 0.0}, 2),
-    ("!?! ### (--) ...", {  # punctuation only: N, NW empty; RW = [!?!, ###, (--), ...]
-        "rps_doc_curly_bracket": 0.0, "rps_doc_ldnoobw_words": 0.0, "rps_doc_lorem_ipsum": 0.0,
-        "rps_doc_stop_word_fraction": 0.0,  # the NW guard
-        "rps_doc_frac_chars_dupe_5grams": 0.0, "rps_doc_frac_chars_top_2gram": 0.0,
-        "rps_doc_frac_all_caps_words": 0.0, "rps_doc_frac_lines_end_with_ellipsis": 1.0,
-        "rps_doc_frac_no_alph_words": 1.0, "rps_doc_frac_unique_words": None, "rps_doc_mean_word_length": None,
-        "rps_doc_num_sentences": 0.0,  # no \w, so no \b
-        "rps_doc_symbol_to_word_ratio": 1.0,  # (3 "#" + 1 "...") / 4 tokens
-        "rps_doc_unigram_entropy": None, "rps_doc_word_count": 0},
-     {"rps_lines_ending_with_terminal_punctution_mark": 1.0, "rps_lines_javascript_counts": 0.0,
-      "rps_lines_num_words": 0, "rps_lines_numerical_chars_fraction": 0.0, "rps_lines_start_with_bulletpoint": 0.0,
-      "rps_lines_uppercase_letter_fraction": 0.0}, None),
-    ("\U0001F600\U0001F389\U0001F44D \U0001F525\U0001F525", {  # emoji only: not \w, not ASCII punctuation
-        "rps_doc_curly_bracket": 0.0, "rps_doc_ldnoobw_words": 0.0, "rps_doc_lorem_ipsum": 0.0,
-        "rps_doc_stop_word_fraction": 0.0, "rps_doc_frac_chars_dupe_5grams": 0.0, "rps_doc_frac_chars_top_2gram": 0.0,
-        "rps_doc_frac_all_caps_words": 0.0, "rps_doc_frac_lines_end_with_ellipsis": 0.0,
-        "rps_doc_frac_no_alph_words": 1.0, "rps_doc_frac_unique_words": 1.0,
-        "rps_doc_mean_word_length": 2.5,  # NW has the two emoji runs: (3 + 2) / 2
-        "rps_doc_num_sentences": 0.0, "rps_doc_symbol_to_word_ratio": 0.0, "rps_doc_unigram_entropy": 0.69314718,
-        "rps_doc_word_count": 2},
-     {"rps_lines_ending_with_terminal_punctution_mark": 0.0, "rps_lines_javascript_counts": 0.0,
-      "rps_lines_num_words": 2, "rps_lines_numerical_chars_fraction": 0.0, "rps_lines_start_with_bulletpoint": 0.0,
-      "rps_lines_uppercase_letter_fraction": 0.0}, None),
-    ("the \ud800 cat.", {  # a lone surrogate (written as the JSON escape): a non-\w token and a word of NW
-        "rps_doc_curly_bracket": 0.0, "rps_doc_ldnoobw_words": 0.0, "rps_doc_lorem_ipsum": 0.0,
-        "rps_doc_stop_word_fraction": 0.25,  # RW = [the, \ud800, cat, .]
-        "rps_doc_frac_chars_dupe_5grams": 0.0, "rps_doc_frac_chars_top_2gram": 0.0,
-        "rps_doc_frac_all_caps_words": 0.0, "rps_doc_frac_lines_end_with_ellipsis": 0.0,
-        "rps_doc_frac_no_alph_words": 0.5, "rps_doc_frac_unique_words": 1.0,
-        "rps_doc_mean_word_length": 2.33333333,  # NW = [the, \ud800, cat]: 7 / 3
-        "rps_doc_num_sentences": 1.0, "rps_doc_symbol_to_word_ratio": 0.0, "rps_doc_unigram_entropy": 1.09861229,
-        "rps_doc_word_count": 3},
-     {"rps_lines_ending_with_terminal_punctution_mark": 1.0, "rps_lines_javascript_counts": 0.0,
-      "rps_lines_num_words": 3, "rps_lines_numerical_chars_fraction": 0.0, "rps_lines_start_with_bulletpoint": 0.0,
-      "rps_lines_uppercase_letter_fraction": 0.0}, None),
-    ("A b c.\n" * MANY_LINES, {  # RW = [A, b, c, .] * 3000 (b, c are en stop words, "A" is not); NW = [a, b, c] * 3000
-        "rps_doc_curly_bracket": 0.0, "rps_doc_ldnoobw_words": 0.0, "rps_doc_lorem_ipsum": 0.0,
-        "rps_doc_stop_word_fraction": 0.5, "rps_doc_frac_chars_dupe_10grams": 1.0,
-        "rps_doc_frac_chars_dupe_5grams": 1.0,
-        "rps_doc_frac_chars_top_2gram": 0.66666667,  # (a, b) 3000 times: 6000 / 9000
-        "rps_doc_frac_chars_top_3gram": 1.0, "rps_doc_frac_chars_top_4gram": 1.33288889,  # 4 * 2999 / 9000
-        "rps_doc_frac_all_caps_words": 0.25, "rps_doc_frac_lines_end_with_ellipsis": 0.0,
-        "rps_doc_frac_no_alph_words": 0.25, "rps_doc_frac_unique_words": 0.00033333,
-        "rps_doc_mean_word_length": 1.0, "rps_doc_num_sentences": float(MANY_LINES),
-        "rps_doc_symbol_to_word_ratio": 0.0, "rps_doc_unigram_entropy": 1.09861229, "rps_doc_word_count": 9000},
-     {"rps_lines_ending_with_terminal_punctution_mark": 1.0, "rps_lines_javascript_counts": 0.0,
-      "rps_lines_num_words": 3, "rps_lines_numerical_chars_fraction": 0.0, "rps_lines_start_with_bulletpoint": 0.0,
-      "rps_lines_uppercase_letter_fraction": 0.14285714}, 3),  # 1 / 7, the "\n" counted
+    (
+        "",
+        {  # E3 of §7.2: every degenerate value
+            "rps_doc_curly_bracket": 0.0,
+            "rps_doc_ldnoobw_words": 0.0,
+            "rps_doc_lorem_ipsum": 0.0,
+            "rps_doc_stop_word_fraction": 0.0,
+            "rps_doc_frac_chars_dupe_5grams": 0.0,
+            "rps_doc_frac_chars_top_2gram": 0.0,
+            "rps_doc_frac_all_caps_words": None,
+            "rps_doc_frac_lines_end_with_ellipsis": None,
+            "rps_doc_frac_no_alph_words": None,
+            "rps_doc_frac_unique_words": None,
+            "rps_doc_mean_word_length": None,
+            "rps_doc_num_sentences": 0.0,
+            "rps_doc_symbol_to_word_ratio": None,
+            "rps_doc_unigram_entropy": None,
+            "rps_doc_word_count": 0,
+        },
+        None,
+        None,
+    ),
+    (
+        " \t\n\n  ",
+        {  # whitespace only: N, NW, RW empty; 3 line slices (§7.5 "   " and "\n\n")
+            "rps_doc_curly_bracket": 0.0,
+            "rps_doc_ldnoobw_words": 0.0,
+            "rps_doc_lorem_ipsum": 0.0,
+            "rps_doc_stop_word_fraction": 0.0,
+            "rps_doc_frac_chars_dupe_5grams": 0.0,
+            "rps_doc_frac_chars_top_2gram": 0.0,
+            "rps_doc_frac_all_caps_words": None,
+            "rps_doc_frac_lines_end_with_ellipsis": 0.0,
+            "rps_doc_frac_no_alph_words": None,
+            "rps_doc_frac_unique_words": None,
+            "rps_doc_mean_word_length": None,
+            "rps_doc_num_sentences": 0.0,
+            "rps_doc_symbol_to_word_ratio": None,
+            "rps_doc_unigram_entropy": None,
+            "rps_doc_word_count": 0,
+        },
+        {
+            "rps_lines_ending_with_terminal_punctution_mark": 0.0,
+            "rps_lines_javascript_counts": 0.0,
+            "rps_lines_num_words": 0,
+            "rps_lines_numerical_chars_fraction": 0.0,
+            "rps_lines_start_with_bulletpoint": 0.0,
+            "rps_lines_uppercase_letter_fraction": 0.0,
+        },
+        None,
+    ),
+    (
+        "the cat. " * BIG_K,
+        {  # one ~5 MB line; NW = [the, cat] * K, RW = [the, cat, .] * K, T = 6K
+            "rps_doc_curly_bracket": 0.0,
+            "rps_doc_ldnoobw_words": 0.0,
+            "rps_doc_lorem_ipsum": 0.0,
+            "rps_doc_stop_word_fraction": 0.33333333,  # K "the" / 3K
+            "rps_doc_frac_chars_dupe_10grams": 1.0,
+            "rps_doc_frac_chars_dupe_5grams": 1.0,
+            "rps_doc_frac_chars_top_2gram": 1.0,  # (the, cat) K times: 6K / 6K
+            "rps_doc_frac_chars_top_3gram": round(9 * (BIG_K - 1) / (6 * BIG_K), 8),  # (the, cat, the) K-1 times
+            "rps_doc_frac_chars_top_4gram": round(12 * (BIG_K - 1) / (6 * BIG_K), 8),
+            "rps_doc_frac_all_caps_words": 0.0,
+            "rps_doc_frac_lines_end_with_ellipsis": 0.0,
+            "rps_doc_frac_no_alph_words": 0.33333333,  # 1 - 2K/3K
+            "rps_doc_frac_unique_words": round(2 / (2 * BIG_K), 8),
+            "rps_doc_mean_word_length": 3.0,
+            "rps_doc_num_sentences": float(BIG_K),
+            "rps_doc_symbol_to_word_ratio": 0.0,
+            "rps_doc_unigram_entropy": 0.69314718,
+            "rps_doc_word_count": 2 * BIG_K,
+        },
+        {
+            "rps_lines_ending_with_terminal_punctution_mark": 1.0,
+            "rps_lines_javascript_counts": 0.0,
+            "rps_lines_num_words": 2 * BIG_K,
+            "rps_lines_numerical_chars_fraction": 0.0,
+            "rps_lines_start_with_bulletpoint": 0.0,
+            "rps_lines_uppercase_letter_fraction": 0.0,
+        },
+        2,
+    ),
+    (
+        "!?! ### (--) ...",
+        {  # punctuation only: N, NW empty; RW = [!?!, ###, (--), ...]
+            "rps_doc_curly_bracket": 0.0,
+            "rps_doc_ldnoobw_words": 0.0,
+            "rps_doc_lorem_ipsum": 0.0,
+            "rps_doc_stop_word_fraction": 0.0,  # the NW guard
+            "rps_doc_frac_chars_dupe_5grams": 0.0,
+            "rps_doc_frac_chars_top_2gram": 0.0,
+            "rps_doc_frac_all_caps_words": 0.0,
+            "rps_doc_frac_lines_end_with_ellipsis": 1.0,
+            "rps_doc_frac_no_alph_words": 1.0,
+            "rps_doc_frac_unique_words": None,
+            "rps_doc_mean_word_length": None,
+            "rps_doc_num_sentences": 0.0,  # no \w, so no \b
+            "rps_doc_symbol_to_word_ratio": 1.0,  # (3 "#" + 1 "...") / 4 tokens
+            "rps_doc_unigram_entropy": None,
+            "rps_doc_word_count": 0,
+        },
+        {
+            "rps_lines_ending_with_terminal_punctution_mark": 1.0,
+            "rps_lines_javascript_counts": 0.0,
+            "rps_lines_num_words": 0,
+            "rps_lines_numerical_chars_fraction": 0.0,
+            "rps_lines_start_with_bulletpoint": 0.0,
+            "rps_lines_uppercase_letter_fraction": 0.0,
+        },
+        None,
+    ),
+    (
+        "\U0001f600\U0001f389\U0001f44d \U0001f525\U0001f525",
+        {  # emoji only: not \w, not ASCII punctuation
+            "rps_doc_curly_bracket": 0.0,
+            "rps_doc_ldnoobw_words": 0.0,
+            "rps_doc_lorem_ipsum": 0.0,
+            "rps_doc_stop_word_fraction": 0.0,
+            "rps_doc_frac_chars_dupe_5grams": 0.0,
+            "rps_doc_frac_chars_top_2gram": 0.0,
+            "rps_doc_frac_all_caps_words": 0.0,
+            "rps_doc_frac_lines_end_with_ellipsis": 0.0,
+            "rps_doc_frac_no_alph_words": 1.0,
+            "rps_doc_frac_unique_words": 1.0,
+            "rps_doc_mean_word_length": 2.5,  # NW has the two emoji runs: (3 + 2) / 2
+            "rps_doc_num_sentences": 0.0,
+            "rps_doc_symbol_to_word_ratio": 0.0,
+            "rps_doc_unigram_entropy": 0.69314718,
+            "rps_doc_word_count": 2,
+        },
+        {
+            "rps_lines_ending_with_terminal_punctution_mark": 0.0,
+            "rps_lines_javascript_counts": 0.0,
+            "rps_lines_num_words": 2,
+            "rps_lines_numerical_chars_fraction": 0.0,
+            "rps_lines_start_with_bulletpoint": 0.0,
+            "rps_lines_uppercase_letter_fraction": 0.0,
+        },
+        None,
+    ),
+    (
+        "the \ud800 cat.",
+        {  # a lone surrogate (written as the JSON escape): a non-\w token and a word of NW
+            "rps_doc_curly_bracket": 0.0,
+            "rps_doc_ldnoobw_words": 0.0,
+            "rps_doc_lorem_ipsum": 0.0,
+            "rps_doc_stop_word_fraction": 0.25,  # RW = [the, \ud800, cat, .]
+            "rps_doc_frac_chars_dupe_5grams": 0.0,
+            "rps_doc_frac_chars_top_2gram": 0.0,
+            "rps_doc_frac_all_caps_words": 0.0,
+            "rps_doc_frac_lines_end_with_ellipsis": 0.0,
+            "rps_doc_frac_no_alph_words": 0.5,
+            "rps_doc_frac_unique_words": 1.0,
+            "rps_doc_mean_word_length": 2.33333333,  # NW = [the, \ud800, cat]: 7 / 3
+            "rps_doc_num_sentences": 1.0,
+            "rps_doc_symbol_to_word_ratio": 0.0,
+            "rps_doc_unigram_entropy": 1.09861229,
+            "rps_doc_word_count": 3,
+        },
+        {
+            "rps_lines_ending_with_terminal_punctution_mark": 1.0,
+            "rps_lines_javascript_counts": 0.0,
+            "rps_lines_num_words": 3,
+            "rps_lines_numerical_chars_fraction": 0.0,
+            "rps_lines_start_with_bulletpoint": 0.0,
+            "rps_lines_uppercase_letter_fraction": 0.0,
+        },
+        None,
+    ),
+    (
+        "A b c.\n" * MANY_LINES,
+        {  # RW = [A, b, c, .] * 3000 (b, c are en stop words, "A" is not); NW = [a, b, c] * 3000
+            "rps_doc_curly_bracket": 0.0,
+            "rps_doc_ldnoobw_words": 0.0,
+            "rps_doc_lorem_ipsum": 0.0,
+            "rps_doc_stop_word_fraction": 0.5,
+            "rps_doc_frac_chars_dupe_10grams": 1.0,
+            "rps_doc_frac_chars_dupe_5grams": 1.0,
+            "rps_doc_frac_chars_top_2gram": 0.66666667,  # (a, b) 3000 times: 6000 / 9000
+            "rps_doc_frac_chars_top_3gram": 1.0,
+            "rps_doc_frac_chars_top_4gram": 1.33288889,  # 4 * 2999 / 9000
+            "rps_doc_frac_all_caps_words": 0.25,
+            "rps_doc_frac_lines_end_with_ellipsis": 0.0,
+            "rps_doc_frac_no_alph_words": 0.25,
+            "rps_doc_frac_unique_words": 0.00033333,
+            "rps_doc_mean_word_length": 1.0,
+            "rps_doc_num_sentences": float(MANY_LINES),
+            "rps_doc_symbol_to_word_ratio": 0.0,
+            "rps_doc_unigram_entropy": 1.09861229,
+            "rps_doc_word_count": 9000,
+        },
+        {
+            "rps_lines_ending_with_terminal_punctution_mark": 1.0,
+            "rps_lines_javascript_counts": 0.0,
+            "rps_lines_num_words": 3,
+            "rps_lines_numerical_chars_fraction": 0.0,
+            "rps_lines_start_with_bulletpoint": 0.0,
+            "rps_lines_uppercase_letter_fraction": 0.14285714,
+        },
+        3,
+    ),  # 1 / 7, the "\n" counted
 ]
 
 
@@ -371,25 +523,42 @@ def spec_minhash_bands(shingles: set[str]) -> dict[str, list[str]]:
         a = int(rng.randint(1, 2**61 - 1, dtype=np.uint64))
         perms.append((a, int(rng.randint(0, 2**61 - 1, dtype=np.uint64))))
     hashes = [int.from_bytes(hashlib.sha1(s.encode("utf-8")).digest()[:4], "little") for s in shingles]
-    sig = [min(0xFFFFFFFF, min(((h * a % 2**64 + b) % 2**64) % (2**61 - 1) & 0xFFFFFFFF for h in hashes))
-           for a, b in perms]
+    sig = [min(0xFFFFFFFF, min(((h * a % 2**64 + b) % 2**64) % (2**61 - 1) & 0xFFFFFFFF for h in hashes)) for a, b in perms]
     layout = {"1.0": (1, 128), "0.9": (5, 25), "0.8": (9, 13), "0.7": (14, 9)}
-    return {f"signature_sim{t}": [b"".join(v.to_bytes(4, "big") for v in sig[k * r:(k + 1) * r]).hex()
-                                  for k in range(bands)] for t, (bands, r) in layout.items()}
+    return {
+        f"signature_sim{t}": [b"".join(v.to_bytes(4, "big") for v in sig[k * r : (k + 1) * r]).hex() for k in range(bands)]
+        for t, (bands, r) in layout.items()
+    }
 
 
 def test_degenerate_documents_get_the_specified_values(shared_data: Path, tmp_path: Path) -> None:
     e5 = "one two three four five six seven eight nine ten eleven twelve thirteen"  # §6 worked vector
     assert spec_minhash_bands({e5})["signature_sim0.7"][0] == (
-        "7400483cbca37e29b8353fab39a4699e00afe6d3c9892331a32a03640a80c15de8ba5156")
+        "7400483cbca37e29b8353fab39a4699e00afe6d3c9892331a32a03640a80c15de8ba5156"
+    )
     docs = []
     for i, (raw, _, _, _) in enumerate(DEGENERATE):
         nlines = len(re.findall(r"([^\n]*\n|[^\n]+$)", raw))
-        docs.append({"url": f"http://d{i}.example/", "date_download": "2023-01-01T00:00:00Z",
-                     "digest": "sha1:" + "A" * 32, "length": len(raw), "nlines": nlines,
-                     "source_domain": f"d{i}.example", "title": f"degenerate {i}", "raw_content": raw, "cc_segment": "crawl-data/CC-MAIN-2023-06/x",
-                     "original_nlines": nlines + i, "original_length": len(raw) + 10 * i, "line_ids": [],
-                     "language": "en", "language_score": 0.5 + i / 100, "perplexity": 100.25 + i, "bucket": "head"})
+        docs.append(
+            {
+                "url": f"http://d{i}.example/",
+                "date_download": "2023-01-01T00:00:00Z",
+                "digest": "sha1:" + "A" * 32,
+                "length": len(raw),
+                "nlines": nlines,
+                "source_domain": f"d{i}.example",
+                "title": f"degenerate {i}",
+                "raw_content": raw,
+                "cc_segment": "crawl-data/CC-MAIN-2023-06/x",
+                "original_nlines": nlines + i,
+                "original_length": len(raw) + 10 * i,
+                "line_ids": [],
+                "language": "en",
+                "language_score": 0.5 + i / 100,
+                "perplexity": 100.25 + i,
+                "bucket": "head",
+            }
+        )
     lines = [json.dumps(doc).encode() + b"\n" for doc in docs]
     assert b'"the \\ud800 cat."' in lines[5]  # the lone surrogate is in the file as a JSON escape
     write_shard(tmp_path / "rel", {"en_head.json.gz": lines})
@@ -401,8 +570,12 @@ def test_degenerate_documents_get_the_specified_values(shared_data: Path, tmp_pa
     rows = minhash_rows(tmp_path / "rel", "en_head")
     ids = [f"{key}/{i}" for i in range(len(DEGENERATE))]
     assert [r["id"] for r in out] == ids and [r["id"] for r in rows] == ids
-    assert record["files"]["en_head.json.gz"] == {**record["files"]["en_head.json.gz"], "lines": len(DEGENERATE),
-                                                  "bad_lines": 0, "minhash_null": 5}
+    assert record["files"]["en_head.json.gz"] == {
+        **record["files"]["en_head.json.gz"],
+        "lines": len(DEGENERATE),
+        "bad_lines": 0,
+        "minhash_null": 5,
+    }
 
     def same(got: object, want: object) -> bool:  # equal and of the specified JSON type (2.0 is not 2)
         return got == want and type(got) is type(want)
@@ -437,7 +610,7 @@ def test_degenerate_documents_get_the_specified_values(shared_data: Path, tmp_pa
             assert all(row[c] is None for c in columns), label
         else:
             words = raw.replace(".", "").lower().split()  # N of these two: "." is their only punctuation
-            grams = {" ".join(words[i:i + 13]) for i in range(len(words) - 12)}
+            grams = {" ".join(words[i : i + 13]) for i in range(len(words) - 12)}
             assert len(grams) == shingles
             assert {c: row[c] for c in columns} == spec_minhash_bands(grams), label
 
@@ -445,15 +618,15 @@ def test_degenerate_documents_get_the_specified_values(shared_data: Path, tmp_pa
 def test_tail_option_stale_outputs_and_force(shared_data: Path, tmp_path: Path) -> None:
     root = tmp_path / "rel"
     en = vector_lines(shared_data, "en")
-    write_shard(root, {"en_head.json.gz": en, "de_middle.json.gz": vector_lines(shared_data, "de"),
-                       "en_tail.json.gz": en[3:]})
+    write_shard(root, {"en_head.json.gz": en, "de_middle.json.gz": vector_lines(shared_data, "de"), "en_tail.json.gz": en[3:]})
     artifacts = write_artifacts(tmp_path / "art", shared_data, STABLE)
     cfg = config(root)
 
     first = annotate_shard(cfg, 0, artifacts_url=artifacts, annotate_tail=True, hash_mode=STABLE)
     assert first["buckets"] == ["head", "middle", "tail"] and first["files"]["en_tail.json.gz"]["lines"] == 3
     assert [json.loads(x)["id"] for x in signals_lines(root, "en_tail")] == [
-        f"2023-06/0000/en_tail.json.gz/{i}" for i in range(3)]
+        f"2023-06/0000/en_tail.json.gz/{i}" for i in range(3)
+    ]
     assert len(minhash_rows(root, "en_tail")) == 3
     assert signals_lines(root, "en_head") == expected_file(shared_data, "expected_en.signals.jsonl")
     with_tail = output_bytes(root)
@@ -503,17 +676,25 @@ def test_file_worker_checks_the_seed_itself(shared_data: Path, tmp_path: Path) -
     write_shard(tmp_path, {"en_head.json.gz": vector_lines(shared_data, "en")})
     artifacts = write_artifacts(tmp_path / "art", shared_data, SEED42)
     out = tmp_path / "out"
-    job = FileJob("en_head.json.gz", "en", "2023-06/0000/en_head.json.gz",
-                  layout.documents_url(tmp_path.as_uri(), SNAPSHOT, 0, "en", "head"),
-                  (out / "s.gz").as_uri(), (out / "m.parquet").as_uri(), artifacts, SEED42)
+    job = FileJob(
+        "en_head.json.gz",
+        "en",
+        "2023-06/0000/en_head.json.gz",
+        layout.documents_url(tmp_path.as_uri(), SNAPSHOT, 0, "en", "head"),
+        (out / "s.gz").as_uri(),
+        (out / "m.parquet").as_uri(),
+        artifacts,
+        SEED42,
+    )
     with pytest.raises(HashSeedError, match="PYTHONHASHSEED=42"):
         annotate_file(job)
     assert not out.exists()
 
 
 @pytest.mark.skipif(dsir_hash_selfcheck(), reason="jobs would run in this interpreter")
-def test_shard_is_refused_when_the_worker_fails_the_seed_check(shared_data: Path, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shard_is_refused_when_the_worker_fails_the_seed_check(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from test_signal_artifacts import seed7_pool
 
     monkeypatch.delenv("PYTHONHASHSEED", raising=False)

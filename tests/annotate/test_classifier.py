@@ -35,7 +35,7 @@ def corpus(path: Path, labels: list[str], lines: int = 400, seed: int = 1) -> st
     out = []
     for k in range(lines):
         label = labels[k % len(labels)]
-        bias = VOCAB[: 160] if k % len(labels) == 0 else VOCAB[320:]
+        bias = VOCAB[:160] if k % len(labels) == 0 else VOCAB[320:]
         words = [rng.choice(bias if rng.random() < 0.6 else VOCAB + UNICODE) for _ in range(rng.randint(3, 60))]
         out.append(f"__label__{label} " + " ".join(words))
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
@@ -58,9 +58,13 @@ def train(tmp: Path, labels: list[str], quantize: bool = False, **params) -> fas
     defaults = {"lr": 0.5, "dim": 100, "epoch": 5, "wordNgrams": 1, "minCount": 1, "thread": 1, "seed": 1, "verbose": 0}
     name = "-".join(f"{k}{v}" for k, v in sorted(params.items())) + "-".join(labels) + ("-q" if quantize else "")
     data, out = corpus(tmp / f"{name}.txt", labels), tmp / f"{name}.bin"
-    proc = subprocess.run([sys.executable, "-c", TRAIN, data, str(out), json.dumps({**defaults, **params}),
-                           "1" if quantize else "0"], env={**os.environ, "MALLOC_PERTURB_": "255"},
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", TRAIN, data, str(out), json.dumps({**defaults, **params}), "1" if quantize else "0"],
+        env={**os.environ, "MALLOC_PERTURB_": "255"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return fasttext.load_model(str(out))
 
@@ -89,10 +93,13 @@ def same(model, fast, line: str) -> None:
 
 
 SEPARATORS = [" ", "\t", "\r", "\v", "\f", "\0", "  ", "\u00a0", "\u3000", "\x1c"]  # the last three are not fastText's
-TOKENS = st.one_of(st.sampled_from(VOCAB + UNICODE + [EOS, "__label__palm", "__label__x", "</s>x"]),
-                   st.text(st.characters(codec="utf-8", exclude_characters="\n"), min_size=1, max_size=8))
+TOKENS = st.one_of(
+    st.sampled_from(VOCAB + UNICODE + [EOS, "__label__palm", "__label__x", "</s>x"]),
+    st.text(st.characters(codec="utf-8", exclude_characters="\n"), min_size=1, max_size=8),
+)
 LINES = st.lists(st.tuples(TOKENS, st.sampled_from(SEPARATORS)), max_size=300).map(
-    lambda pairs: "".join(t + s for t, s in pairs).replace("\n", " "))
+    lambda pairs: "".join(t + s for t, s in pairs).replace("\n", " ")
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -109,7 +116,7 @@ def test_same_labels_and_probabilities_as_fasttext(models, line: str, which: str
 
 def test_long_and_many_lines(models) -> None:
     rng = random.Random(7)
-    for name, model in models.items():
+    for model in models.values():
         fast = compiled(model)
         for n in (1, 13, 500, 5000):
             for _ in range(10):
@@ -152,8 +159,7 @@ def test_other_models_keep_fasttext(tmp_path: Path, models, caplog: pytest.LogCa
         assert f"model supervised with loss {loss}" in caplog.text
 
 
-def test_a_probe_that_differs_keeps_fasttext(models, monkeypatch: pytest.MonkeyPatch,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_a_probe_that_differs_keeps_fasttext(models, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """The check is real: an arithmetic that is one float off on some line is not used."""
     caplog.set_level(logging.INFO, logger="rpj_tasks.annotate.signals.classifier")
     real = CompiledClassifier.predict

@@ -15,8 +15,20 @@ VERSION = "rpv2-official"  # the registry's signals_version for 2023-06
 
 def rpj_annotate(root: Path, *extra: str) -> list[str]:
     # source_base points nowhere: annotation must not need the WET listing
-    return ["--registry", "config/snapshots.yaml", "annotate", "--snapshot", SNAPSHOT, "--storage-root", root.as_uri(),
-            "--source-base", (root / "no-such-mirror").as_uri(), "--num-shards", "4", *extra]
+    return [
+        "--registry",
+        "config/snapshots.yaml",
+        "annotate",
+        "--snapshot",
+        SNAPSHOT,
+        "--storage-root",
+        root.as_uri(),
+        "--source-base",
+        (root / "no-such-mirror").as_uri(),
+        "--num-shards",
+        "4",
+        *extra,
+    ]
 
 
 @pytest.fixture()

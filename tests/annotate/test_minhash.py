@@ -93,6 +93,7 @@ def test_band_layout_from_datasketch_else_a_clear_error(monkeypatch: pytest.Monk
 
 def reference_values(h: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The spec formula literally, in Python ints: wrap at 2^64, mod 2^61-1, low 32 bits."""
+
     def value(x: int, ai: int, bi: int) -> int:
         return (((x * ai) % 2**64 + bi) % 2**64) % P61 & 0xFFFFFFFF
 
@@ -142,9 +143,7 @@ def test_e5_worked_vector() -> None:
     assert sig is not None and sig.dtype == np.uint32 and sig.shape == (128,)
     assert sig[:4].tolist() == [1946175548, 3164831273, 3090497451, 967076254]
     bands = minhash.band_bytes(sig)
-    assert bands["signature_sim0.7"][0].hex() == (
-        "7400483cbca37e29b8353fab39a4699e00afe6d3c9892331a32a03640a80c15de8ba5156"
-    )
+    assert bands["signature_sim0.7"][0].hex() == ("7400483cbca37e29b8353fab39a4699e00afe6d3c9892331a32a03640a80c15de8ba5156")
     full_band = bands["signature_sim1.0"][0]
     assert hashlib.sha1(full_band).hexdigest() == "940533ef4f35457bb0777aec37c07cf8848e4d87"
     assert np.array_equal(minhash.datasketch_signature(words), sig)
@@ -203,9 +202,7 @@ def test_null_exactly_below_13_words(text: str) -> None:
 
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.text("xyz", min_size=1, max_size=4), max_size=12), st.sampled_from([" ", "\n", ", ", "-"]))
-def test_fewer_than_13_words_give_all_null_columns(
-    tmp_path_factory: pytest.TempPathFactory, words: list[str], sep: str
-) -> None:
+def test_fewer_than_13_words_give_all_null_columns(tmp_path_factory: pytest.TempPathFactory, words: list[str], sep: str) -> None:
     text = sep.join(words)
     assert minhash.signatures([text]) == [None]
     url = str(tmp_path_factory.mktemp("short") / "short.minhash.parquet")

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rpj_tasks.annotate.artifacts import build as sa
-from rpj_tasks.ccnet.lid import default_lid_model_path
 from rpj_tasks.annotate import hashseed
+from rpj_tasks.annotate.artifacts import build as sa
 from rpj_tasks.annotate.signals import HashSeedError, SignalArtifacts, call_with_seed42, classifier_text, raw_words
+from rpj_tasks.ccnet.lid import default_lid_model_path
 from rpj_tasks.core.layout import LANGUAGES
 from rpj_tasks.core.stats import Stats
 from rpj_tasks.core.workers import WorkerPool
@@ -58,8 +58,9 @@ DSIR_TEXTS = [
 
 def run_direct_dsir(texts: list[str], seed: str) -> np.ndarray:
     env = {**os.environ, "PYTHONHASHSEED": seed}
-    out = subprocess.run([sys.executable, "-c", _DIRECT_DSIR], input=json.dumps(texts), env=env,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", _DIRECT_DSIR], input=json.dumps(texts), env=env, capture_output=True, text=True, check=True
+    ).stdout
     return np.array(json.loads(out), dtype=np.int64)
 
 
@@ -74,8 +75,13 @@ def test_ut1_category_ids_follow_combinations_order():
     index = sa.ut1_category_index()
     assert len(index) == 8191
     expected = {
-        ("adult",): 0, ("porn",): 11, ("violence",): 12, ("adult", "agressif"): 13,
-        ("adult", "porn"): 23, ("mixed_adult", "porn"): 86, ("adult", "mixed_adult", "porn"): 152,
+        ("adult",): 0,
+        ("porn",): 11,
+        ("violence",): 12,
+        ("adult", "agressif"): 13,
+        ("adult", "porn"): 23,
+        ("mixed_adult", "porn"): 86,
+        ("adult", "mixed_adult", "porn"): 152,
         tuple(sorted(sa.UT1_CATEGORIES)): 8190,
     }
     for combo, cid in expected.items():
@@ -96,7 +102,8 @@ def _add_symlink(tar: tarfile.TarFile, name: str, target: str) -> None:
     tar.addfile(info)
 
 
-def make_ut1_tarball(path: Path, lists: dict[str, list[str]], symlinks: dict[str, str] = {}) -> str:
+def make_ut1_tarball(path: Path, lists: dict[str, list[str]], symlinks: dict[str, str] | None = None) -> str:
+    symlinks = symlinks or {}
     with tarfile.open(path, "w:gz") as tar:
         for category, domains in lists.items():
             _add_file(tar, f"./blacklists/{category}/domains", "".join(f"{d}\n" for d in domains).encode())
@@ -121,9 +128,14 @@ def test_build_ut1_maps_domains_to_combination_ids(tmp_path):
 
     mapping = json.loads((tmp_path / "out/ut1/domain_to_category_id.json").read_text())
     assert mapping == {
-        "adult.example": 0, "porn.example": 11, "violence.example": 12, "spaced.example": 0,
+        "adult.example": 0,
+        "porn.example": 11,
+        "violence.example": 12,
+        "spaced.example": 0,
         "aggr.example": sa.ut1_category_index()[("adult", "agressif", "agressive")],
-        "adult-porn.example": 23, "mixed-porn.example": 86, "three.example": 152,
+        "adult-porn.example": 23,
+        "mixed-porn.example": 86,
+        "three.example": 152,
         "everywhere.example": 8190,
     }
     assert list(mapping) == sorted(mapping)
@@ -184,7 +196,8 @@ def http_root(tmp_path, shared_data):
 def test_fetch_word_lists_over_http_equal_the_fixtures(tmp_path, http_root, shared_data):
     out = tmp_path / "artifacts"
     entries = sa.fetch_word_lists(
-        out.as_uri(), LANGS,
+        out.as_uri(),
+        LANGS,
         stopwords_url_template=http_root + "/stopwords/{lang}.json",
         ldnoobw_url_template=http_root + "/ldnoobw/{lang}.txt",
     )
@@ -201,8 +214,12 @@ def test_fetch_word_lists_over_http_equal_the_fixtures(tmp_path, http_root, shar
 
 def test_fetch_word_lists_rejects_a_malformed_list(tmp_path, http_root):
     with pytest.raises(ValueError, match="not a JSON array"):
-        sa.fetch_word_lists(tmp_path.as_uri(), ["xx"], stopwords_url_template=http_root + "/stopwords/{lang}.json",
-                            ldnoobw_url_template=http_root + "/ldnoobw/{lang}.txt")
+        sa.fetch_word_lists(
+            tmp_path.as_uri(),
+            ["xx"],
+            stopwords_url_template=http_root + "/stopwords/{lang}.json",
+            ldnoobw_url_template=http_root + "/ldnoobw/{lang}.txt",
+        )
     assert not (tmp_path / "stopwords").exists()
 
 
@@ -216,8 +233,14 @@ def test_default_word_list_urls_are_pinned():
 
 @pytest.mark.skipif(hashseed.dsir_hash_selfcheck(), reason="this interpreter already runs with PYTHONHASHSEED=42")
 def test_dsir_seed42_counts_equal_a_direct_seed42_computation(tmp_path):
-    entries = sa.build_dsir_counts(tmp_path.as_uri(), "en", "wikipedia", iter(DSIR_TEXTS + ["never read"]),
-                                   hash_mode="cpython-seed42", max_docs=len(DSIR_TEXTS))
+    entries = sa.build_dsir_counts(
+        tmp_path.as_uri(),
+        "en",
+        "wikipedia",
+        iter(DSIR_TEXTS + ["never read"]),
+        hash_mode="cpython-seed42",
+        max_docs=len(DSIR_TEXTS),
+    )
     counts = npy(tmp_path / "dsir/en/wikipedia.en.10000.counts.npy")
     lam = npy(tmp_path / "dsir/en/wikipedia.en.lambda.npy")
     assert counts.dtype == np.int64 and counts.shape == (10000,)
@@ -332,7 +355,7 @@ def test_ccnet_sample_counts_bad_lines_and_keeps_good_ones(tmp_path):
 
 def test_corpus_reader_keeps_the_lines_before_a_truncated_gzip(tmp_path):
     texts = [f"document number {i} " * 20 for i in range(200)]
-    data = (tmp_path / "full.jsonl.gz")
+    data = tmp_path / "full.jsonl.gz"
     write_jsonl_gz(data, texts)
     cut = tmp_path / "cut.jsonl.gz"
     cut.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
@@ -356,8 +379,13 @@ def loaded_summary(root: str, langs: list[str]) -> dict[str, dict]:
         assert all(np.isfinite(v) for pair in scores.values() for v in pair)
         for model in arts.classifiers.values():
             assert model.predict(classifier_text(doc))[0]
-        summary[lang] = {"stop_words": len(arts.stop_words), "ldnoobw": len(arts.ldnoobw), "ut1": arts.ut1,
-                         "classifiers": sorted(arts.classifiers), "dsir": sorted(scores)}
+        summary[lang] = {
+            "stop_words": len(arts.stop_words),
+            "ldnoobw": len(arts.ldnoobw),
+            "ut1": arts.ut1,
+            "classifiers": sorted(arts.classifiers),
+            "dsir": sorted(scores),
+        }
     return summary
 
 
@@ -377,31 +405,45 @@ def test_build_signal_artifacts_writes_the_layout_and_manifest(tmp_path, shared_
     en = (shared_data / "lid/sentences.en.txt").read_text().splitlines()
     de = (shared_data / "lid/sentences.de.txt").read_text().splitlines()
     corpora = {
-        "en": {"wikipedia": write_jsonl_gz(tmp_path / "c/en_wiki.jsonl.gz", en[:100]),
-               "openwebtext": write_jsonl_gz(tmp_path / "c/owt.jsonl.gz", en[100:200]),
-               "books": write_jsonl_gz(tmp_path / "c/books.jsonl.gz", en[200:300])},
+        "en": {
+            "wikipedia": write_jsonl_gz(tmp_path / "c/en_wiki.jsonl.gz", en[:100]),
+            "openwebtext": write_jsonl_gz(tmp_path / "c/owt.jsonl.gz", en[100:200]),
+            "books": write_jsonl_gz(tmp_path / "c/books.jsonl.gz", en[200:300]),
+        },
         "de": {"wikipedia": (tmp_path / "c/de_wiki.txt").as_uri()},  # one document per line
     }
     (tmp_path / "c/de_wiki.txt").write_text("\n".join(de[:50]) + "\n\n" + "\n".join(de[50:100]) + "\n")
     wikiref = Path(default_lid_model_path())  # any fastText model stands in for the RP-1T one
     config = {
-        "langs": ["en", "de"], "seed": 5, "hash_mode": "cpython-seed42",
+        "langs": ["en", "de"],
+        "seed": 5,
+        "hash_mode": "cpython-seed42",
         "stopwords_url_template": (shared_data / "stopwords").as_uri() + "/{lang}.json",
         "ldnoobw_url_template": (shared_data / "ldnoobw").as_uri() + "/{lang}.txt",
         "ut1_url": make_ut1_tarball(tmp_path / "ut1.tar.gz", {"adult": ["a.example"], "porn": ["a.example"]}),
         "ccnet": {"documents_root": docs.as_uri(), "snapshots": ["2023-06", "2023-14"]},
-        "corpora": corpora, "wikiref_model_url": wikiref.as_uri(),
-        "dsir_num_samples": 50, "classifier_num_samples": 60,
+        "corpora": corpora,
+        "wikiref_model_url": wikiref.as_uri(),
+        "dsir_num_samples": 50,
+        "classifier_num_samples": 60,
     }
     out = tmp_path / "artifacts"
     manifest = sa.build_signal_artifacts(config, out.as_uri())
 
     expected = {
-        "MANIFEST.json", "ut1/domain_to_category_id.json", "ut1/category_index.json",
-        "classifiers/en/palm.model.bin", "classifiers/en/wikiref.model.bin", "classifiers/de/wikipedia.model.bin",
-        *(f"stopwords/{lang}.json" for lang in ("en", "de")), *(f"ldnoobw/{lang}.txt" for lang in ("en", "de")),
-        *(f"dsir/en/{d}.en.{kind}" for d in ("ccnet", "wikipedia", "openwebtext", "books")
-          for kind in ("10000.counts.npy", "lambda.npy")),
+        "MANIFEST.json",
+        "ut1/domain_to_category_id.json",
+        "ut1/category_index.json",
+        "classifiers/en/palm.model.bin",
+        "classifiers/en/wikiref.model.bin",
+        "classifiers/de/wikipedia.model.bin",
+        *(f"stopwords/{lang}.json" for lang in ("en", "de")),
+        *(f"ldnoobw/{lang}.txt" for lang in ("en", "de")),
+        *(
+            f"dsir/en/{d}.en.{kind}"
+            for d in ("ccnet", "wikipedia", "openwebtext", "books")
+            for kind in ("10000.counts.npy", "lambda.npy")
+        ),
         *(f"dsir/de/{d}.de.{kind}" for d in ("ccnet", "wikipedia") for kind in ("10000.counts.npy", "lambda.npy")),
     }
     written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
@@ -419,8 +461,7 @@ def test_build_signal_artifacts_writes_the_layout_and_manifest(tmp_path, shared_
     assert arts["dsir/en/books.en.10000.counts.npy"]["sources"] == [corpora["en"]["books"]]
     wiki = en[:50]
     np.testing.assert_array_equal(npy(out / "dsir/en/wikipedia.en.10000.counts.npy"), run_direct_dsir(wiki, "42"))
-    assert float(npy(out / "dsir/en/wikipedia.en.lambda.npy")) == (
-        sum(len(re.findall(r"\w+|[^\w\s]+", t)) for t in wiki) / 50)
+    assert float(npy(out / "dsir/en/wikipedia.en.lambda.npy")) == (sum(len(re.findall(r"\w+|[^\w\s]+", t)) for t in wiki) / 50)
     np.testing.assert_array_equal(npy(out / "dsir/de/wikipedia.de.10000.counts.npy"), run_direct_dsir(de[:50], "42"))
     assert manifest["counts"]["corpus.de.wikipedia.blank_line"] == 1
     # palm: 60 // 3 docs from each of the three targets, as many CCNet negatives
@@ -435,8 +476,11 @@ def test_build_signal_artifacts_writes_the_layout_and_manifest(tmp_path, shared_
     # the signals package reads the layout (in a PYTHONHASHSEED=42 worker, as the counts need)
     loaded = call_with_seed42(loaded_summary, out.as_uri(), ["en", "de"])
     assert loaded["en"] == {
-        "stop_words": 570, "ldnoobw": 403, "ut1": {"a.example": 23},
-        "classifiers": ["palm", "wikiref"], "dsir": ["books", "openwebtext", "wikipedia"],
+        "stop_words": 570,
+        "ldnoobw": 403,
+        "ut1": {"a.example": 23},
+        "classifiers": ["palm", "wikiref"],
+        "dsir": ["books", "openwebtext", "wikipedia"],
     }
     assert loaded["de"]["classifiers"] == ["wikipedia"] and loaded["de"]["dsir"] == ["wikipedia"]
 
@@ -472,12 +516,16 @@ def test_install_published_artifacts_over_http(tmp_path, shared_data):
     try:
         out = tmp_path / "artifacts"
         manifest = sa.install_signal_artifacts(
-            source, out.as_uri(), ["en", "de"], stopwords_url_template=(shared_data / "stopwords").as_uri() + "/{lang}.json")
+            source, out.as_uri(), ["en", "de"], stopwords_url_template=(shared_data / "stopwords").as_uri() + "/{lang}.json"
+        )
     finally:
         server.shutdown()
         server.server_close()
-    renamed = {"bad_words/en.txt": "ldnoobw/en.txt", "bad_words/de.txt": "ldnoobw/de.txt",
-               "bad_urls/domain_to_category_id.json": "ut1/domain_to_category_id.json"}
+    renamed = {
+        "bad_words/en.txt": "ldnoobw/en.txt",
+        "bad_words/de.txt": "ldnoobw/de.txt",
+        "bad_urls/domain_to_category_id.json": "ut1/domain_to_category_id.json",
+    }
     for rel, data in files.items():
         assert (out / renamed.get(rel, rel)).read_bytes() == data, rel
     assert (out / "stopwords/de.json").read_bytes() == (shared_data / "stopwords/de.json").read_bytes()
@@ -487,8 +535,13 @@ def test_install_published_artifacts_over_http(tmp_path, shared_data):
     # en: wikipedia/wikiref models, 2 x 2 DSIR files absent; de: 3 models, 8 DSIR files, nothing else
     assert manifest["counts"] == {"copied": 6, "missing": 2 + 4 + 3 + 8}
     loaded = call_with_seed42(loaded_summary, out.as_uri(), ["en"])
-    assert loaded["en"] == {"stop_words": 570, "ldnoobw": 403, "ut1": {"a.example": 23, "b.example": 4},
-                            "classifiers": ["palm"], "dsir": ["wikipedia"]}
+    assert loaded["en"] == {
+        "stop_words": 570,
+        "ldnoobw": 403,
+        "ut1": {"a.example": 23, "b.example": 4},
+        "classifiers": ["palm"],
+        "dsir": ["wikipedia"],
+    }
 
 
 def test_install_refuses_malformed_published_files(tmp_path, shared_data):
@@ -497,13 +550,21 @@ def test_install_refuses_malformed_published_files(tmp_path, shared_data):
     np.save(buf, np.zeros(5))
     (tmp_path / "published/dsir/en/wikipedia.en.10000.counts.npy").write_bytes(buf.getvalue())
     with pytest.raises(ValueError, match=r"wikipedia.en.10000.counts.npy: shape \(5,\), expected \(10000,\)"):
-        sa.install_signal_artifacts((tmp_path / "published").as_uri(), (tmp_path / "out").as_uri(), ["en"],
-                                    stopwords_url_template=(shared_data / "stopwords").as_uri() + "/{lang}.json")
+        sa.install_signal_artifacts(
+            (tmp_path / "published").as_uri(),
+            (tmp_path / "out").as_uri(),
+            ["en"],
+            stopwords_url_template=(shared_data / "stopwords").as_uri() + "/{lang}.json",
+        )
     assert not (tmp_path / "out" / "MANIFEST.json").exists()
     (tmp_path / "published/bad_words/en.txt").unlink()
     with pytest.raises(FileNotFoundError):
-        sa.install_signal_artifacts((tmp_path / "published").as_uri(), (tmp_path / "out2").as_uri(), ["en"],
-                                    stopwords_url_template=(shared_data / "stopwords").as_uri() + "/{lang}.json")
+        sa.install_signal_artifacts(
+            (tmp_path / "published").as_uri(),
+            (tmp_path / "out2").as_uri(),
+            ["en"],
+            stopwords_url_template=(shared_data / "stopwords").as_uri() + "/{lang}.json",
+        )
 
 
 def test_cli_installs_once_unless_forced(tmp_path, shared_data, monkeypatch, capsys):
@@ -511,9 +572,19 @@ def test_cli_installs_once_unless_forced(tmp_path, shared_data, monkeypatch, cap
 
     monkeypatch.setenv("RPJ_HOME", str(tmp_path))
     reference_layout(tmp_path / "published", shared_data)
-    argv = ["signal-artifacts", "--version", "rpv2-official", "--storage-root", (tmp_path / "data").as_uri(),
-            "--install-from", (tmp_path / "published").as_uri(), "--languages", "en",
-            "--stopwords-url-template", (shared_data / "stopwords").as_uri() + "/{lang}.json"]
+    argv = [
+        "signal-artifacts",
+        "--version",
+        "rpv2-official",
+        "--storage-root",
+        (tmp_path / "data").as_uri(),
+        "--install-from",
+        (tmp_path / "published").as_uri(),
+        "--languages",
+        "en",
+        "--stopwords-url-template",
+        (shared_data / "stopwords").as_uri() + "/{lang}.json",
+    ]
     assert cli.main(argv) == 0
     out = tmp_path / "data/artifacts/signals/rpv2-official"
     printed = json.loads(capsys.readouterr().out)

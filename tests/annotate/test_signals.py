@@ -14,8 +14,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from rpj_tasks.core import storage
-from rpj_tasks.core.schema import LINE_SIGNAL_KEYS
+from rpj_tasks.annotate.artifacts.load import ldnoobw_entries
 from rpj_tasks.annotate.signals import (
     SIGNAL_KEYS,
     ArtifactsError,
@@ -32,8 +31,9 @@ from rpj_tasks.annotate.signals import (
     raw_words,
     split_lines,
 )
-from rpj_tasks.annotate.artifacts.load import ldnoobw_entries
 from rpj_tasks.annotate.signals.text import normalize
+from rpj_tasks.core import storage
+from rpj_tasks.core.schema import LINE_SIGNAL_KEYS
 
 EN_KEY = "2023-06/0000/en_head.json.gz"
 DE_KEY = "2023-06/0000/de_middle.json.gz"
@@ -90,9 +90,12 @@ def test_signal_keys_are_the_45_of_the_spec() -> None:
     assert len(SIGNAL_KEYS) == len(set(SIGNAL_KEYS)) == 45
     assert SIGNAL_KEYS[12:18] == tuple(f"rps_doc_frac_chars_dupe_{n}grams" for n in (10, 5, 6, 7, 8, 9))
     assert SIGNAL_KEYS[-6:] == (
-        "rps_doc_books_importance", "rps_doc_books_importance_length_correction",
-        "rps_doc_openwebtext_importance", "rps_doc_openwebtext_importance_length_correction",
-        "rps_doc_wikipedia_importance", "rps_doc_wikipedia_importance_length_correction",
+        "rps_doc_books_importance",
+        "rps_doc_books_importance_length_correction",
+        "rps_doc_openwebtext_importance",
+        "rps_doc_openwebtext_importance_length_correction",
+        "rps_doc_wikipedia_importance",
+        "rps_doc_wikipedia_importance_length_correction",
     )
 
 
@@ -125,23 +128,41 @@ DOC_TABLE = {  # signal: values for E0 E1 E2 E3 E4 E5 G0
 }
 
 LINE_TABLE = {  # §7.3: doc -> (terminal, javascript, num_words, numerical, bullet, uppercase)
-    0: ([[0, 40, 1.0], [40, 74, 1.0], [74, 75, 0.0], [75, 112, 0.0], [112, 133, 1.0]],
+    0: (
+        [[0, 40, 1.0], [40, 74, 1.0], [74, 75, 0.0], [75, 112, 0.0], [112, 133, 1.0]],
         [[0, 40, 0.0], [40, 74, 0.0], [74, 75, 0.0], [75, 112, 2.0], [112, 133, 0.0]],
         [[0, 40, 9], [40, 74, 8], [74, 75, 0], [75, 112, 6], [112, 133, 4]],
         [[0, 40, 0.0], [40, 74, 0.0], [74, 75, 0.0], [75, 112, 0.09090909], [112, 133, 0.0]],
         [[0, 40, 0.0], [40, 74, 0.0], [74, 75, 0.0], [75, 112, 1.0], [112, 133, 0.0]],
-        [[0, 40, 0.15], [40, 74, 0.02941176], [74, 75, 0.0], [75, 112, 0.08108108], [112, 133, 0.0952381]]),
+        [[0, 40, 0.15], [40, 74, 0.02941176], [74, 75, 0.0], [75, 112, 0.08108108], [112, 133, 0.0952381]],
+    ),
     1: ([[0, 11, 0.0]], [[0, 11, 0.0]], [[0, 11, 6]], [[0, 11, 0.0]], [[0, 11, 0.0]], [[0, 11, 0.0]]),
-    2: ([[0, 82, 1.0], [82, 163, 1.0]], [[0, 82, 0.0], [82, 163, 0.0]], [[0, 82, 14], [82, 163, 14]],
-        [[0, 82, 0.0], [82, 163, 0.0]], [[0, 82, 0.0], [82, 163, 0.0]],
-        [[0, 82, 0.01219512], [82, 163, 0.82716049]]),
+    2: (
+        [[0, 82, 1.0], [82, 163, 1.0]],
+        [[0, 82, 0.0], [82, 163, 0.0]],
+        [[0, 82, 14], [82, 163, 14]],
+        [[0, 82, 0.0], [82, 163, 0.0]],
+        [[0, 82, 0.0], [82, 163, 0.0]],
+        [[0, 82, 0.01219512], [82, 163, 0.82716049]],
+    ),
     3: ([], [], [], [], [[0, 0, None]], []),
-    4: ([[0, 56, 0.0], [56, 75, 0.0]], [[0, 56, 0.0], [56, 75, 0.0]], [[0, 56, 14], [56, 75, 4]],
-        [[0, 56, 0.0], [56, 75, 0.0]], [[0, 56, 0.0], [56, 75, 0.0]], [[0, 56, 0.0], [56, 75, 0.0]]),
+    4: (
+        [[0, 56, 0.0], [56, 75, 0.0]],
+        [[0, 56, 0.0], [56, 75, 0.0]],
+        [[0, 56, 14], [56, 75, 4]],
+        [[0, 56, 0.0], [56, 75, 0.0]],
+        [[0, 56, 0.0], [56, 75, 0.0]],
+        [[0, 56, 0.0], [56, 75, 0.0]],
+    ),
     5: ([[0, 71, 0.0]], [[0, 71, 0.0]], [[0, 71, 13]], [[0, 71, 0.0]], [[0, 71, 0.0]], [[0, 71, 0.01408451]]),
-    6: ([[0, 69, 1.0], [69, 107, 0.0]], [[0, 69, 0.0], [69, 107, 0.0]], [[0, 69, 12], [69, 107, 8]],
-        [[0, 69, 0.0], [69, 107, 0.05555556]], [[0, 69, 0.0], [69, 107, 0.0]],
-        [[0, 69, 0.07246377], [69, 107, 0.10526316]]),
+    6: (
+        [[0, 69, 1.0], [69, 107, 0.0]],
+        [[0, 69, 0.0], [69, 107, 0.0]],
+        [[0, 69, 12], [69, 107, 8]],
+        [[0, 69, 0.0], [69, 107, 0.05555556]],
+        [[0, 69, 0.0], [69, 107, 0.0]],
+        [[0, 69, 0.07246377], [69, 107, 0.10526316]],
+    ),
 }
 LINE_KEYS = LINE_SIGNAL_KEYS  # the six line signals in emitted order (core.schema, checked against the spec)
 
@@ -181,8 +202,14 @@ def test_three_spaces(en: SignalArtifacts) -> None:
     s = signals_of("   ", en)
     assert value(s, "rps_doc_stop_word_fraction") == 0.0
     assert value(s, "rps_doc_frac_lines_end_with_ellipsis") == 0.0
-    for key in ("rps_doc_frac_all_caps_words", "rps_doc_frac_no_alph_words", "rps_doc_frac_unique_words",
-                "rps_doc_mean_word_length", "rps_doc_symbol_to_word_ratio", "rps_doc_unigram_entropy"):
+    for key in (
+        "rps_doc_frac_all_caps_words",
+        "rps_doc_frac_no_alph_words",
+        "rps_doc_frac_unique_words",
+        "rps_doc_mean_word_length",
+        "rps_doc_symbol_to_word_ratio",
+        "rps_doc_unigram_entropy",
+    ):
         assert value(s, key) is None, key
     assert value(s, "rps_doc_word_count") == 0
     assert s["rps_lines_num_words"] == [(0, 3, 0)]
@@ -251,7 +278,8 @@ def test_stop_words_case_sensitive_and_punctuation_tokens(en: SignalArtifacts) -
     assert value(signals_of("The the", en), "rps_doc_stop_word_fraction") == 0.5
     # RW = ["ain", "'", "t"]: the entry "ain't" never matches; "t" is itself an en stop word
     assert value(signals_of("ain't", en), "rps_doc_stop_word_fraction") == round(
-        sum(t in en.stop_words for t in ["ain", "'", "t"]) / 3, 8)
+        sum(t in en.stop_words for t in ["ain", "'", "t"]) / 3, 8
+    )
 
 
 def test_ldnoobw_quirks() -> None:
@@ -288,12 +316,21 @@ def test_javascript_and_numerical_use_normalised_lines(en: SignalArtifacts) -> N
 
 
 def test_ccnet_copies_and_bucket(en: SignalArtifacts) -> None:
-    doc = {"raw_content": "ab", "length": 2, "original_length": 10, "nlines": 1, "original_nlines": 3,
-           "language_score": 0.5, "perplexity": 100, "bucket": "tail"}
+    doc = {
+        "raw_content": "ab",
+        "length": 2,
+        "original_length": 10,
+        "nlines": 1,
+        "original_nlines": 3,
+        "language_score": 0.5,
+        "perplexity": 100,
+        "bucket": "tail",
+    }
     s = compute_signals(doc, en)
-    assert [value(s, f"ccnet_{k}") for k in ("length", "original_length", "nlines", "original_nlines",
-                                              "language_score", "perplexity", "bucket")] == [
-        2.0, 10.0, 1.0, 3.0, 0.5, 100.0, 2.0]
+    assert [
+        value(s, f"ccnet_{k}")
+        for k in ("length", "original_length", "nlines", "original_nlines", "language_score", "perplexity", "bucket")
+    ] == [2.0, 10.0, 1.0, 3.0, 0.5, 100.0, 2.0]
     assert all(type(value(s, k)) is float for k in SIGNAL_KEYS[:7])
     assert value(compute_signals({**doc, "bucket": "all"}, en), "ccnet_bucket") is None
     assert value(compute_signals({**doc, "perplexity": "x"}, en), "ccnet_perplexity") is None
@@ -320,8 +357,14 @@ def test_record_metadata_from_relative_key(en: SignalArtifacts) -> None:
     doc = {"raw_content": "x", "cc_segment": "s", "url": "u", "source_domain": "d", "language": "en"}
     rec = make_record(doc, "2019-04/0001/en_middle.json.gz", 7, en)
     assert rec["id"] == "2019-04/0001/en_middle.json.gz/7"
-    assert rec["metadata"] == {"cc_segment": "s", "cc_net_source": "2019-04/0001/en_middle.json.gz", "url": "u",
-                               "source_domain": "d", "language": "en", "snapshot_id": "2019-04"}
+    assert rec["metadata"] == {
+        "cc_segment": "s",
+        "cc_net_source": "2019-04/0001/en_middle.json.gz",
+        "url": "u",
+        "source_domain": "d",
+        "language": "en",
+        "snapshot_id": "2019-04",
+    }
 
 
 def test_bad_document_and_null_record(en: SignalArtifacts) -> None:
@@ -408,10 +451,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> P
     path.parent.mkdir(parents=True)
     # fasttext-numpy2 leaves part of its input matrix uninitialised: train in a child whose fresh
     # heap memory is zeroed (glibc MALLOC_PERTURB_), or training may hit "Encountered NaN".
-    script = ("import sys, fasttext; fasttext.train_supervised(input=sys.argv[1], thread=1, seed=1, verbose=0)"
-              ".save_model(sys.argv[2])")
-    subprocess.run([sys.executable, "-c", script, str(folder / "train.txt"), str(path)],
-                   env={**os.environ, "MALLOC_PERTURB_": "255"}, check=True, timeout=300)
+    script = (
+        "import sys, fasttext; fasttext.train_supervised(input=sys.argv[1], thread=1, seed=1, verbose=0).save_model(sys.argv[2])"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, str(folder / "train.txt"), str(path)],
+        env={**os.environ, "MALLOC_PERTURB_": "255"},
+        check=True,
+        timeout=300,
+    )
     return folder / "root"
 
 
@@ -458,8 +506,8 @@ def test_classifier_inputs_exercise_both_labels(tiny_model: Path) -> None:
 def test_classifier_null_for_empty_text_and_rule_direction(tiny_model: Path) -> None:
     arts = SignalArtifacts.load(tiny_model.as_uri(), "de")
     assert value(compute_signals({"raw_content": ""}, arts), "rps_doc_ml_wikipedia_score") is None
-    wiki = value(compute_signals({"raw_content": "Die Kinder spielen heute im Garten."}, arts),
-                 "rps_doc_ml_wikipedia_score")
-    spam = value(compute_signals({"raw_content": "The children are playing in the garden today."}, arts),
-                 "rps_doc_ml_wikipedia_score")
+    wiki = value(compute_signals({"raw_content": "Die Kinder spielen heute im Garten."}, arts), "rps_doc_ml_wikipedia_score")
+    spam = value(
+        compute_signals({"raw_content": "The children are playing in the garden today."}, arts), "rps_doc_ml_wikipedia_score"
+    )
     assert wiki > 0.5 > spam

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from rpj_tasks.annotate.hashseed import SEED42_VECTORS, stable_hash
 from rpj_tasks.annotate.signals import (
     HashSeedError,
     SignalArtifacts,
@@ -19,7 +20,6 @@ from rpj_tasks.annotate.signals import (
     dsir_hash_selfcheck,
     raw_words,
 )
-from rpj_tasks.annotate.hashseed import SEED42_VECTORS, stable_hash
 from rpj_tasks.annotate.signals.models import DsirScorer, log_poisson_pmfs, poisson_pmf
 
 TEXTS = [
@@ -96,8 +96,9 @@ def test_selfcheck_fails_and_scorer_refuses_under_another_seed() -> None:
         "pair = (np.ones(10000, np.int64), np.asarray(5.0))\n"
         "DsirScorer(pair, {'wikipedia': pair}, 'cpython-seed42')\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": "0"},
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": "0"}, capture_output=True, text=True, timeout=120
+    )
     assert proc.stdout.strip() == "False"
     assert proc.returncode != 0
     assert "HashSeedError" in proc.stderr and "PYTHONHASHSEED=42" in proc.stderr
@@ -152,25 +153,30 @@ def test_stable_mode_scores_in_any_process(tmp_path: Path) -> None:
 # text, surrogatepass; a tuple is its items joined by U+0000) and pinned: built "stable" DSIR
 # artifacts stay comparable only while these do not change.
 STABLE_PINNED = [
-    ("the", 3331141520948189790),                # same literal as STABLE_THE in test_signal_artifacts.py
-    (("the", "cat"), 2135851104040289225),       # blake2b(b"the\x00cat")
-    (("a", "b"), -6648911726629502465),          # blake2b(b"a\x00b")
-    ("a\x00b", -6648911726629502465),            # the same bytes as the tuple above
-    ("\ud800", 7497787021708494914),             # lone surrogate: blake2b(b"\xed\xa0\x80")
-    ("caf\u00e9", -2028992364774525097),         # NFC cafe-acute, blake2b(b"caf\xc3\xa9")
+    ("the", 3331141520948189790),  # same literal as STABLE_THE in test_signal_artifacts.py
+    (("the", "cat"), 2135851104040289225),  # blake2b(b"the\x00cat")
+    (("a", "b"), -6648911726629502465),  # blake2b(b"a\x00b")
+    ("a\x00b", -6648911726629502465),  # the same bytes as the tuple above
+    ("\ud800", 7497787021708494914),  # lone surrogate: blake2b(b"\xed\xa0\x80")
+    ("caf\u00e9", -2028992364774525097),  # NFC cafe-acute, blake2b(b"caf\xc3\xa9")
 ]
 
 
 def test_stable_hash_is_pinned() -> None:
     assert [(obj, stable_hash(obj)) for obj, _ in STABLE_PINNED] == STABLE_PINNED
     script = "from rpj_tasks.annotate.hashseed import stable_hash as h; print(h('the'), h(('the', 'cat')))"
-    runs = {subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed},
-                           capture_output=True, text=True, check=True).stdout for seed in ("0", "1")}
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True, check=True
+        ).stdout
+        for seed in ("0", "1")
+    }
     assert runs == {"3331141520948189790 2135851104040289225\n"}  # the same in every hash seed
 
 
-@pytest.mark.parametrize("k,lam", [(0, 3.0), (1, 0.5), (600, 500.0), (600, 800.0), (3000, 500.0), (7, 0.0),
-                                   (0, 0.0), (123456, 123000.5)])
+@pytest.mark.parametrize(
+    "k,lam", [(0, 3.0), (1, 0.5), (600, 500.0), (600, 800.0), (3000, 500.0), (7, 0.0), (0, 0.0), (123456, 123000.5)]
+)
 def test_poisson_pmf_is_scipys(k: int, lam: float) -> None:
     assert poisson_pmf(k, lam) == float(scipy.stats.poisson.pmf(k, lam))
 

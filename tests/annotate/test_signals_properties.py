@@ -22,23 +22,24 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from rpj_tasks.annotate import minhash
-
 from rpj_tasks import native as speedups
+from rpj_tasks.annotate import minhash
+from rpj_tasks.annotate.artifacts.load import ldnoobw_entries
+from rpj_tasks.annotate.hashseed import SEED42
 from rpj_tasks.annotate.signals import (
     SIGNAL_KEYS,
     DsirScorer,
     SignalArtifacts,
     call_with_seed42,
+    compute,
     compute_signals,
     encode_record,
     make_record,
+    models,
     prepare,
+    repetition,
 )
-from rpj_tasks.annotate.signals import compute, models, repetition
 from rpj_tasks.annotate.signals import text as text_mod
-from rpj_tasks.annotate.artifacts.load import ldnoobw_entries
-from rpj_tasks.annotate.hashseed import SEED42
 from rpj_tasks.annotate.signals.models import DSIR_BUCKETS
 from rpj_tasks.annotate.signals.repetition import repetition_scores
 
@@ -121,16 +122,21 @@ def oracle(raw: str, stop: frozenset[str], bad: frozenset[str]) -> dict:
         lines.append((a, b, line, norm))
     bullets = ("\u2022", "\u2023", "\u25b6", "\u25c0", "\u25e6", "\u25a0", "\u25a1", "\u25aa", "\u25ab", "\u2013")
     out["rps_lines_ending_with_terminal_punctution_mark"] = [
-        (a, b, float(line.rstrip().endswith((".", "!", "?", "\u201d")))) for a, b, line, _ in lines]
+        (a, b, float(line.rstrip().endswith((".", "!", "?", "\u201d")))) for a, b, line, _ in lines
+    ]
     out["rps_lines_javascript_counts"] = [
-        (a, b, float(sum(w == "javascript" for w in norm.split())) if norm else 0.0) for a, b, _, norm in lines]
+        (a, b, float(sum(w == "javascript" for w in norm.split())) if norm else 0.0) for a, b, _, norm in lines
+    ]
     out["rps_lines_num_words"] = [(a, b, len(norm.split())) for a, b, _, norm in lines]
     out["rps_lines_numerical_chars_fraction"] = [
-        (a, b, ratio(sum(c.isnumeric() for c in norm), len(norm)) if norm else 0.0) for a, b, _, norm in lines]
+        (a, b, ratio(sum(c.isnumeric() for c in norm), len(norm)) if norm else 0.0) for a, b, _, norm in lines
+    ]
     out["rps_lines_start_with_bulletpoint"] = (
-        [(a, b, float(line.lstrip().startswith(bullets))) for a, b, line, _ in lines] if lines else [(0, 0, None)])
+        [(a, b, float(line.lstrip().startswith(bullets))) for a, b, line, _ in lines] if lines else [(0, 0, None)]
+    )
     out["rps_lines_uppercase_letter_fraction"] = [
-        (a, b, ratio(sum(c.isupper() for c in line), len(line))) for a, b, line, _ in lines]
+        (a, b, ratio(sum(c.isupper() for c in line), len(line))) for a, b, line, _ in lines
+    ]
     return out
 
 
@@ -142,12 +148,72 @@ def en(shared_data: Path) -> SignalArtifacts:
 
 
 PIECES = [
-    "a", "A", "the", "The", "THE", "cat", "Cat", "lorem", "ipsum", "Lorem,", "javascript", "JavaScript,",
-    "javascript:void(0)", "nude", "strip", "club", "two", "girls", "one", "cup", "...", "\u2026", "#", "{x}",
-    "3\u00bd", "\u00b2", "\u4e09", "caf\u00e9", "cafe\u0301", "\u00dcber", "\u00c0\u00c9\u00ce", "\u03a3\u039f\u03a3",
-    "\u0131psum", "\u017f", "\u212a", "\u037e", "\u2260", "\u1fef", "\u201cq\u201d", "\u2022", "\u2013", "\u25aa",
-    "x_y", "42", "A1", "e.g.", "z.B.", "und?", "!?", "\U0001f600", "\ud800", "\udfff", "\u0301", "\u2028", "\x1c",
-    "\r", "\t", "\x0c", " ", "  ", "\n", "\n", "\n\n", ". ", "! ", "?\n",
+    "a",
+    "A",
+    "the",
+    "The",
+    "THE",
+    "cat",
+    "Cat",
+    "lorem",
+    "ipsum",
+    "Lorem,",
+    "javascript",
+    "JavaScript,",
+    "javascript:void(0)",
+    "nude",
+    "strip",
+    "club",
+    "two",
+    "girls",
+    "one",
+    "cup",
+    "...",
+    "\u2026",
+    "#",
+    "{x}",
+    "3\u00bd",
+    "\u00b2",
+    "\u4e09",
+    "caf\u00e9",
+    "cafe\u0301",
+    "\u00dcber",
+    "\u00c0\u00c9\u00ce",
+    "\u03a3\u039f\u03a3",
+    "\u0131psum",
+    "\u017f",
+    "\u212a",
+    "\u037e",
+    "\u2260",
+    "\u1fef",
+    "\u201cq\u201d",
+    "\u2022",
+    "\u2013",
+    "\u25aa",
+    "x_y",
+    "42",
+    "A1",
+    "e.g.",
+    "z.B.",
+    "und?",
+    "!?",
+    "\U0001f600",
+    "\ud800",
+    "\udfff",
+    "\u0301",
+    "\u2028",
+    "\x1c",
+    "\r",
+    "\t",
+    "\x0c",
+    " ",
+    "  ",
+    "\n",
+    "\n",
+    "\n\n",
+    ". ",
+    "! ",
+    "?\n",
 ]
 pieces_text = st.lists(st.sampled_from(PIECES), max_size=80).map(
     lambda parts: "".join(p if p.isspace() or not p.strip() else p + " " for p in parts)
@@ -196,8 +262,9 @@ def test_record_shape_spans_and_types(en: SignalArtifacts, raw: str, domain: str
         for _, _, score in value:
             if key in ("rps_doc_word_count", "rps_lines_num_words"):
                 assert type(score) is int
-            elif key == "rps_doc_ut1_blacklist" or key.startswith(("rps_doc_ml_", "rps_doc_books", "rps_doc_open",
-                                                                     "rps_doc_wikipedia")):
+            elif key == "rps_doc_ut1_blacklist" or key.startswith(
+                ("rps_doc_ml_", "rps_doc_books", "rps_doc_open", "rps_doc_wikipedia")
+            ):
                 assert score is None
             else:
                 assert score is None or type(score) is float, key
@@ -222,7 +289,8 @@ def test_prepare_shares_views_with_minhash() -> None:
     text = prepare("Hello, World!\nCaf\u00e9 caf\u00e9")
     assert text.words == lit_normalize(text.raw).split() and text.norm == lit_normalize(text.raw)
     assert compute_signals({"raw_content": text.raw}, SignalArtifacts(lang="xx"), text) == compute_signals(
-        {"raw_content": text.raw}, SignalArtifacts(lang="xx"))
+        {"raw_content": text.raw}, SignalArtifacts(lang="xx")
+    )
 
 
 def test_thousands_of_lines(en: SignalArtifacts) -> None:
@@ -279,8 +347,11 @@ def dsir_native_and_python(raw: str) -> dict:
         "features_total": int(features.sum()),
         "tokens": len(tokens),
         "signals": [
-            {k: v for k, v in compute_signals({"raw_content": raw}, SignalArtifacts(lang="en", dsir=s)).items()
-             if "importance" in k}
+            {
+                k: v
+                for k, v in compute_signals({"raw_content": raw}, SignalArtifacts(lang="en", dsir=s)).items()
+                if "importance" in k
+            }
             for s in (compiled, python)
         ],
     }
@@ -292,9 +363,14 @@ def test_single_5mb_line(en: SignalArtifacts, monkeypatch: pytest.MonkeyPatch) -
     raw = zipf_line(5_000_000)
     assert "\n" not in raw and len(raw) >= 5_000_000
     calls: Counter = Counter()
-    for module, name in [(compute, "_token_stats_python"), (compute, "_line_columns_python"),
-                         (compute, "_line_columns_native"), (repetition, "_chain_native"),
-                         (repetition, "_chain_numpy"), (repetition, "_chain_python")]:
+    for module, name in [
+        (compute, "_token_stats_python"),
+        (compute, "_line_columns_python"),
+        (compute, "_line_columns_native"),
+        (repetition, "_chain_native"),
+        (repetition, "_chain_numpy"),
+        (repetition, "_chain_python"),
+    ]:
         spy(monkeypatch, module, name, calls)
     signals = compute_signals({"raw_content": raw}, en)
     assert len(signals["rps_lines_num_words"]) == 1 and signals["rps_doc_word_count"][0][2] > 700_000
@@ -317,8 +393,7 @@ def test_single_5mb_line(en: SignalArtifacts, monkeypatch: pytest.MonkeyPatch) -
         # the pure-Python n-gram chain (numpy is the default above NUMPY_MIN_WORDS without C)
         monkeypatch.setattr(repetition, "NUMPY_MIN_WORDS", math.inf)
         python_signals = compute_signals({"raw_content": raw}, en)
-        assert calls == Counter({"raw_words_python": 1, "_token_stats_python": 1, "_line_columns_python": 1,
-                                 "_chain_python": 1})
+        assert calls == Counter({"raw_words_python": 1, "_token_stats_python": 1, "_line_columns_python": 1, "_chain_python": 1})
         assert python_signals == signals
         # RW tokens in full (one token more or less would not move an 8-place ratio of this text)
         assert prepare(raw) == doc and calls["raw_words_python"] == 2

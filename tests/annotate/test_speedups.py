@@ -15,9 +15,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from rpj_tasks.annotate import minhash
-
 from rpj_tasks import native as speedups
+from rpj_tasks.annotate import minhash
 from rpj_tasks.annotate.signals.repetition import repetition_scores
 from rpj_tasks.annotate.signals.text import raw_words_python
 
@@ -118,9 +117,12 @@ def test_simd_variants_give_the_same_hashes() -> None:
 
 
 WORDS = st.lists(
-    st.one_of(st.sampled_from(["the", "a", "caf\u00e9", "x" * 70, "\U0001f600", "\ud800z", "e\u0301"]),
-              st.text(st.characters(codec=None, exclude_categories=["Zs", "Zl", "Zp", "Cc"]), min_size=1,
-                      max_size=30).filter(lambda w: not any(c.isspace() for c in w))),
+    st.one_of(
+        st.sampled_from(["the", "a", "caf\u00e9", "x" * 70, "\U0001f600", "\ud800z", "e\u0301"]),
+        st.text(st.characters(codec=None, exclude_categories=["Zs", "Zl", "Zp", "Cc"]), min_size=1, max_size=30).filter(
+            lambda w: not any(c.isspace() for c in w)
+        ),
+    ),
     max_size=80,
 )
 
@@ -162,8 +164,7 @@ def test_minhash_many_lanes_and_shared_data_vectors(shared_data: Path) -> None:
                     assert [b.hex() for b in bands[column]] == expected, (lang, column)
     rng = np.random.default_rng(9)
     long_doc = [f"w{int(i)}" for i in rng.integers(0, 50, 5000)]
-    assert (minhash.signatures_from_words_native([long_doc])[0]
-            == minhash.signatures_from_words_numpy([long_doc])[0]).all()
+    assert (minhash.signatures_from_words_native([long_doc])[0] == minhash.signatures_from_words_numpy([long_doc])[0]).all()
 
 
 @needs_native
@@ -211,8 +212,10 @@ def test_dsir_counts_checks_arguments() -> None:
 
 @needs_native
 @settings(max_examples=400, deadline=None)
-@given(words=st.lists(st.sampled_from(["a", "b", "c", "dd", "e\u0301", "\U0001f600", "\ud800"]), max_size=120),
-       period=st.integers(0, 12))
+@given(
+    words=st.lists(st.sampled_from(["a", "b", "c", "dd", "e\u0301", "\U0001f600", "\ud800"]), max_size=120),
+    period=st.integers(0, 12),
+)
 def test_repetition_native_equals_python_and_numpy(words: list[str], period: int) -> None:
     if period:
         words = (words[:period] * (len(words) // max(1, period) + 1))[: len(words)]
@@ -261,8 +264,9 @@ print(json.dumps(out))
 def test_pure_python_path_gives_the_reference_bytes(shared_data: Path) -> None:
     """RPJ_PURE_PYTHON=1 (what a platform without a compiler runs) still gives the reference lines."""
     env = {**os.environ, "RPJ_PURE_PYTHON": "1"}
-    done = subprocess.run([sys.executable, "-c", PURE_SCRIPT, str(shared_data)], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", PURE_SCRIPT, str(shared_data)], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert all(n > 0 for n in json.loads(done.stdout))
 
@@ -285,10 +289,35 @@ def test_token_stats_every_code_point() -> None:
 
 
 LINE_CHARS = st.one_of(
-    st.sampled_from(list("aAzZ09 .!?:;,'\"-_\t\x0b\x0c\r\x1c") + ["javascript", "JavaScript,", "java script",
-                    "\u201d", "\u2026", "\u2022", "\u2013", "\u25aa", "\xa0", "\u2028", "\u00bd", "\u0663",
-                    "\u00e9", "e\u0301", "\u0301\u0316", "\u00c9", "\u03a3", "\u0130", "\u212b", "\uac00",
-                    "\U0001f600", "\ud800", "\u3000", "\u01c5"]),
+    st.sampled_from(
+        list("aAzZ09 .!?:;,'\"-_\t\x0b\x0c\r\x1c")
+        + [
+            "javascript",
+            "JavaScript,",
+            "java script",
+            "\u201d",
+            "\u2026",
+            "\u2022",
+            "\u2013",
+            "\u25aa",
+            "\xa0",
+            "\u2028",
+            "\u00bd",
+            "\u0663",
+            "\u00e9",
+            "e\u0301",
+            "\u0301\u0316",
+            "\u00c9",
+            "\u03a3",
+            "\u0130",
+            "\u212b",
+            "\uac00",
+            "\U0001f600",
+            "\ud800",
+            "\u3000",
+            "\u01c5",
+        ]
+    ),
     st.characters(codec=None),
 )
 

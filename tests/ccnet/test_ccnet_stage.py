@@ -1,6 +1,5 @@
 """The CCNet stage on the offline sample, without Airflow: reliability properties."""
 
-import os
 import shutil
 import signal
 import subprocess
@@ -10,13 +9,11 @@ from pathlib import Path
 import pytest
 
 from rpj_tasks.ccnet import stage as ccnet
-
 from rpj_tasks.core import layout, storage
 from rpj_tasks.core.config import load_registry
 from rpj_tasks.download.fetch import download_unit
 from rpj_tasks.download.listing import list_segments
 from rpj_tasks.sample.setup import ensure_sample
-from rpj_tasks.core.stats import Stats
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,7 +25,10 @@ def sample(tmp_path_factory):
     cfg = base.with_overrides(storage_root=(tmp / "data").as_uri(), source_base=(tmp / "mirror").as_uri())
     ensure_sample(cfg)
     segments = list_segments(cfg.source_base, cfg.crawl)
-    per_shard = {s: segments[s * len(segments) // cfg.num_shards:(s + 1) * len(segments) // cfg.num_shards] for s in range(cfg.num_shards)}
+    per_shard = {
+        s: segments[s * len(segments) // cfg.num_shards : (s + 1) * len(segments) // cfg.num_shards]
+        for s in range(cfg.num_shards)
+    }
     for s, segs in per_shard.items():
         download_unit(cfg, s, segs)
     for s, segs in per_shard.items():
@@ -102,7 +102,8 @@ def test_killed_mine_leaves_no_partial_output(sample):
     out_dir = Path(storage.fs_and_path(layout.shard_dir(cfg.storage_root, "documents", cfg.id, shard))[1])
     proc = subprocess.Popen(
         [sys.executable, "-c", KILL_SCRIPT, cfg.storage_root, cfg.source_base, str(shard), *per_shard[shard]],
-        cwd=REPO, stdout=subprocess.PIPE,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
     )
     assert proc.stdout.readline().strip() == b"writing"
     proc.send_signal(signal.SIGKILL)

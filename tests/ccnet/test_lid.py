@@ -1,7 +1,6 @@
 import hashlib
 import shutil
 
-import numpy as np
 import pytest
 
 from rpj_tasks.ccnet import lid

@@ -116,8 +116,7 @@ def _reference_kn(lines: list[str], order: int):
                 if i > 0:
                     left[n][gram].add(toks[i - 1])
     adj = [{}] + [
-        {g: (c if n == order or g[0] == "<s>" else len(left[n][g])) for g, c in raw[n].items()}
-        for n in range(1, order + 1)
+        {g: (c if n == order or g[0] == "<s>" else len(left[n][g])) for g, c in raw[n].items()} for n in range(1, order + 1)
     ]
     discounts = [None]
     for n in range(1, order + 1):

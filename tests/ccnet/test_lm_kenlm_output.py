@@ -23,8 +23,9 @@ def write_arpa(path: Path) -> str:
     return path.as_uri()
 
 
-def test_kenlm_banner_is_logged_not_printed(tmp_path: Path, capfd: pytest.CaptureFixture[str],
-                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_kenlm_banner_is_logged_not_printed(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     url = write_arpa(tmp_path / "model.arpa")
     capfd.readouterr()
     kenlm.Model(str(tmp_path / "model.arpa"))  # control: the library does print its banner on fd 2
@@ -42,8 +43,9 @@ def test_kenlm_banner_is_logged_not_printed(tmp_path: Path, capfd: pytest.Captur
     assert not any(level >= logging.WARNING for level, _ in records)
 
 
-def test_kenlm_load_error_is_raised_and_its_output_logged(tmp_path: Path, capfd: pytest.CaptureFixture[str],
-                                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_kenlm_load_error_is_raised_and_its_output_logged(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     bad = tmp_path / "broken.arpa"
     bad.write_text("not an ARPA file\n")
     caplog.set_level(logging.DEBUG, logger="rpj.lm")

@@ -6,12 +6,12 @@ import json
 import threading
 
 import pytest
-
 from airflow_env import airflow, airflow_env
-from rpj_tasks.core import layout, storage
+
 from rpj_tasks.ccnet import models
-from rpj_tasks.core.config import load_registry
 from rpj_tasks.ccnet.lm import PerplexityScorer, load_cutoffs
+from rpj_tasks.core import layout, storage
+from rpj_tasks.core.config import load_registry
 from rpj_tasks.sample.setup import sample_corpora
 
 
@@ -21,8 +21,10 @@ def built(tmp_path_factory):
     cfg = load_registry()["2000-01"].with_overrides(storage_root=(tmp / "data").as_uri(), languages=["en", "fr"])
     corpora, calibration = sample_corpora(cfg)
     out = layout.models_url(cfg.storage_root, "v-test")
-    entries = [models.build_language(lang, corpora[lang], out, vocab_size=models.SAMPLE_VOCAB_SIZE,
-                                     calibration_url=calibration[lang]) for lang in cfg.languages]
+    entries = [
+        models.build_language(lang, corpora[lang], out, vocab_size=models.SAMPLE_VOCAB_SIZE, calibration_url=calibration[lang])
+        for lang in cfg.languages
+    ]
     manifest = models.finalize_built(out, entries)
     return tmp, cfg, out, manifest
 
@@ -90,21 +92,26 @@ def test_prep_artifacts_dag_builds_signal_artifacts(tmp_path):
 
     docs_dir = tmp_path / "data" / "documents" / "2000-01" / "0000"
     docs_dir.mkdir(parents=True)
-    lines = [json.dumps({"raw_content": f"web page number {i} with some words about shops and prices {i * 7}",
-                         "bucket": b}) for i, b in enumerate(["head", "middle", "tail"] * 30)]
+    lines = [
+        json.dumps({"raw_content": f"web page number {i} with some words about shops and prices {i * 7}", "bucket": b})
+        for i, b in enumerate(["head", "middle", "tail"] * 30)
+    ]
     for bucket in ("head", "middle", "tail"):
         (docs_dir / f"en_{bucket}.json.gz").write_bytes(gzip.compress("\n".join(lines).encode(), mtime=0))
     corpus = tmp_path / "wiki.txt"
     corpus.write_text("\n".join(f"the article {i} describes a city and its history in the region" for i in range(90)))
     conf = {
-        "source": "none", "signals_source": "build", "signals_version": "sig-test",
+        "source": "none",
+        "signals_source": "build",
+        "signals_version": "sig-test",
         "signals_config": {
             "langs": ["en"],
             "stopwords_url_template": (WORDLISTS / "stopwords").as_uri() + "/{lang}.json",
             "ldnoobw_url_template": (WORDLISTS / "ldnoobw").as_uri() + "/{lang}.txt",
             "ccnet": {"documents_root": (tmp_path / "data" / "documents").as_uri(), "snapshots": ["2000-01"]},
             "corpora": {"en": {"wikipedia": corpus.as_uri()}},
-            "dsir_num_samples": 50, "classifier_num_samples": 50,
+            "dsir_num_samples": 50,
+            "classifier_num_samples": 50,
         },
     }
     env = airflow_env(tmp_path)
@@ -125,9 +132,14 @@ def test_prep_artifacts_dag_builds_signal_artifacts(tmp_path):
     from rpj_tasks.sample.setup import WORDLISTS as lists
 
     files = reference_layout(tmp_path / "published", lists)  # the bundled lists stand in for shared/data
-    conf = {"source": "none", "signals_source": "install", "signals_version": "rpv2-official", "languages": ["en"],
-            "signals_install_url": (tmp_path / "published").as_uri(),
-            "signals_config": {"stopwords_url_template": (lists / "stopwords").as_uri() + "/{lang}.json"}}
+    conf = {
+        "source": "none",
+        "signals_source": "install",
+        "signals_version": "rpv2-official",
+        "languages": ["en"],
+        "signals_install_url": (tmp_path / "published").as_uri(),
+        "signals_config": {"stopwords_url_template": (lists / "stopwords").as_uri() + "/{lang}.json"},
+    }
     proc = airflow(env, "dags", "test", "rpv2_prep_artifacts", "-c", json.dumps(conf))
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     out = tmp_path / "data" / "artifacts" / "signals" / "rpv2-official"

@@ -5,9 +5,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rpj_tasks.ccnet.dedup import ShardHashes, remove_duplicate_lines
+from rpj_tasks.ccnet.normalize import ccnet_normalize, line_hash, line_hashes, normalize_for_dedup
 from rpj_tasks.core.schema import DOCUMENT_FIELDS
 from rpj_tasks.core.stats import Stats
-from rpj_tasks.ccnet.normalize import ccnet_normalize, line_hash, line_hashes, normalize_for_dedup
 
 VECTORS = [  # docs/spec/rpv2_format.md §9.4
     ("Hello World 2024!", "hello world 0000!", 4213747061662223874),
@@ -41,8 +41,17 @@ def test_ccnet_normalize_example():
 
 def docs(*contents, seg="s"):
     return [
-        {"url": f"u{i}", "date_download": "d", "digest": "x", "length": len(c.encode()), "nlines": c.count("\n") + 1,
-         "source_domain": "h", "title": "t", "raw_content": c, "cc_segment": seg}
+        {
+            "url": f"u{i}",
+            "date_download": "d",
+            "digest": "x",
+            "length": len(c.encode()),
+            "nlines": c.count("\n") + 1,
+            "source_domain": "h",
+            "title": "t",
+            "raw_content": c,
+            "cc_segment": seg,
+        }
         for i, c in enumerate(contents)
     ]
 
@@ -152,6 +161,7 @@ CTRL = "".join(map(chr, [*range(32), *range(127, 160)]))
 
 def dedup_reference(line):
     import re
+
     line = line.strip()
     if not line:
         return line
@@ -162,7 +172,9 @@ def dedup_reference(line):
 def perplexity_reference(text):
     import re
     import unicodedata
+
     from rpj_tasks.ccnet.normalize import UNICODE_PUNCT
+
     text = text.strip()
     if not text:
         return text
@@ -172,9 +184,9 @@ def perplexity_reference(text):
     return "".join(c for c in text if c not in CTRL)
 
 
-interesting = st.text(alphabet=st.one_of(
-    st.characters(blacklist_categories=("Cs",)), st.sampled_from(SPECIAL + CTRL + "é١２³½ΣAa \n\t")
-))
+interesting = st.text(
+    alphabet=st.one_of(st.characters(blacklist_categories=("Cs",)), st.sampled_from(SPECIAL + CTRL + "é١２³½ΣAa \n\t"))
+)
 
 
 @settings(max_examples=500, deadline=None)

@@ -7,15 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_download import MirrorServer
 
 from rpj_tasks import cli
-
-from rpj_tasks.download import fetch as download
-from rpj_tasks.download import listing as listings
 from rpj_tasks.core.config import ConfigError, SnapshotConfig
 from rpj_tasks.core.errors import MissingInputError, PermanentError, TransientError
+from rpj_tasks.download import fetch as download
+from rpj_tasks.download import listing as listings
 from rpj_tasks.sample.setup import ensure_mirror
-from test_download import MirrorServer
 
 BIN = Path(sys.executable).parent
 
@@ -24,10 +23,7 @@ def registry(tmp_path: Path, source: str, *, sample: bool = False, generate: boo
     path = tmp_path / "registry.yaml"
     entry = f'  - {{id: "2000-01", dag_id: rpv2_sample, sample: {str(sample).lower()}, generate_source: {str(generate).lower()}, num_shards: 4}}'
     path.write_text(
-        "defaults:\n"
-        f"  storage_root: {(tmp_path / 'data').as_uri()}\n"
-        f"  source_base: {source}\n"
-        "snapshots:\n" + entry + "\n"
+        f"defaults:\n  storage_root: {(tmp_path / 'data').as_uri()}\n  source_base: {source}\nsnapshots:\n" + entry + "\n"
     )
     return path
 
@@ -51,7 +47,9 @@ def test_error_classes_say_what_to_do():
 
 
 def test_out_of_range_shard_is_one_line_exit_2(tmp_path):
-    proc = run_rpj("--registry", str(registry(tmp_path, (tmp_path / "m").as_uri())), "ccnet", "--snapshot", "2000-01", "--shards", "9")
+    proc = run_rpj(
+        "--registry", str(registry(tmp_path, (tmp_path / "m").as_uri())), "ccnet", "--snapshot", "2000-01", "--shards", "9"
+    )
     assert proc.returncode == 2
     assert one_line(proc.stderr) == "rpj: error: shard 9 out of range: this snapshot has 4 shards (0..3)"
 
@@ -104,12 +102,15 @@ def test_a_failing_http_source_is_never_written_to(tmp_path):
     listing.write_bytes(gzip.compress(b"crawl-data/x.warc.wet.gz\n"))
     server = MirrorServer(tmp_path / "src")
     server.failures["crawl-data/CC-MAIN-2000-01/wet.paths.gz"] = [503] * 10
-    cfg = SnapshotConfig(id="2000-01", storage_root=(tmp_path / "data").as_uri(), source_base=server.url, sample=True, num_shards=4)
+    cfg = SnapshotConfig(
+        id="2000-01", storage_root=(tmp_path / "data").as_uri(), source_base=server.url, sample=True, num_shards=4
+    )
     try:
         ensure_mirror(cfg)  # generate_source is off: nothing to do, nothing read
         with pytest.raises(download.DownloadFailedError, match="503"):
-            listings.stage_listing(cfg.source_base, cfg.crawl, cfg.storage_root,
-                                   retry=download.RetryPolicy(max_attempts=2, base_delay=0.01))
+            listings.stage_listing(
+                cfg.source_base, cfg.crawl, cfg.storage_root, retry=download.RetryPolicy(max_attempts=2, base_delay=0.01)
+            )
     finally:
         server.close()
     assert set(server.hits) == {"crawl-data/CC-MAIN-2000-01/wet.paths.gz"}  # GETs only (the server answers nothing else)
@@ -119,8 +120,13 @@ def test_a_failing_http_source_is_never_written_to(tmp_path):
 
 def test_sample_mirror_generated_only_with_generate_source(tmp_path):
     mirror = tmp_path / "mirror"
-    base = {"id": "2000-01", "storage_root": (tmp_path / "data").as_uri(), "source_base": mirror.as_uri() + "/",
-            "sample": True, "num_shards": 4}
+    base = {
+        "id": "2000-01",
+        "storage_root": (tmp_path / "data").as_uri(),
+        "source_base": mirror.as_uri() + "/",
+        "sample": True,
+        "num_shards": 4,
+    }
     ensure_mirror(SnapshotConfig(**base))
     assert not mirror.exists()
     ensure_mirror(SnapshotConfig(**base, generate_source=True))

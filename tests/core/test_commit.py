@@ -31,8 +31,9 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def write_unit(root: Path, inputs: str = "v1", n: int = 3, *, fault: str | None = None, delay: float = 0.0,
-               background: bool = False):
+def write_unit(
+    root: Path, inputs: str = "v1", n: int = 3, *, fault: str | None = None, delay: float = 0.0, background: bool = False
+):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     env.pop("RPJ_FAULT", None)
     if fault:
@@ -74,8 +75,9 @@ def test_redo_removes_stale_outputs_but_not_foreign_names(tmp_path):
     assert write_unit(tmp_path, n=3).returncode == 0
     (tmp_path / "out" / "keep.txt").write_text("not the unit's")
     out = (tmp_path / "out").as_uri()
-    with commit.UnitCommit((tmp_path / "record.json").as_uri(), {"in": "v2"}, [out],
-                           owned=lambda name: name.endswith(".json.gz")) as unit:
+    with commit.UnitCommit(
+        (tmp_path / "record.json").as_uri(), {"in": "v2"}, [out], owned=lambda name: name.endswith(".json.gz")
+    ) as unit:
         unit.write_bytes(storage.join(out, "part0.json.gz"), b"new")
         unit.commit()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["keep.txt", "part0.json.gz"]
@@ -120,7 +122,9 @@ def test_temp_files_of_dead_runs_are_removed_live_ones_kept(tmp_path):
     with commit.UnitCommit((tmp_path / "r.json").as_uri(), {}, [out.as_uri()]) as unit:
         unit.commit()
     assert sorted(p.name for p in out.iterdir()) == [
-        f".part1.json.gz.tmp-{commit.HOST}.{os.getppid()}.abcd1234", ".part2.json.gz.tmp-otherhost.123.abcd1234"]
+        f".part1.json.gz.tmp-{commit.HOST}.{os.getppid()}.abcd1234",
+        ".part2.json.gz.tmp-otherhost.123.abcd1234",
+    ]
 
 
 def test_dead_spool_files_are_removed(tmp_path):
@@ -148,14 +152,18 @@ def test_two_runs_of_one_unit_at_once_never_break_each_other(tmp_path):
 
 def test_relative_names():
     assert commit.relative("s3://b/root/stats/ccnet/2023-06", "s3://b/root/documents/2023-06/0001/en_head.json.gz") == (
-        "../../../documents/2023-06/0001/en_head.json.gz")
+        "../../../documents/2023-06/0001/en_head.json.gz"
+    )
     assert commit.relative("file:///a/b", "file:///a/b/c/d") == "c/d"
 
 
-@pytest.mark.parametrize("base,url", [
-    ("file:///tmp/a/stats/x", "file:///tmp/a/docs/y/z.json.gz"),
-    ("s3://b/root/stats/ccnet/2023-06", "s3://b/root/documents/2023-06/0001/en_head.json.gz"),
-    ("s3://b/root/stats", "s3://b/root/stats/sub/file"),
-])
+@pytest.mark.parametrize(
+    "base,url",
+    [
+        ("file:///tmp/a/stats/x", "file:///tmp/a/docs/y/z.json.gz"),
+        ("s3://b/root/stats/ccnet/2023-06", "s3://b/root/documents/2023-06/0001/en_head.json.gz"),
+        ("s3://b/root/stats", "s3://b/root/stats/sub/file"),
+    ],
+)
 def test_relative_and_resolve_round_trip(base, url):
     assert commit.resolve(base, commit.relative(base, url)) == url

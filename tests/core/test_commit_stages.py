@@ -24,8 +24,15 @@ SNAPSHOT = "2000-01"
 
 def env_for(tmp: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RPJ_", "AIRFLOW"))}
-    env.update({"RPJ_HOME": str(REPO), "RPJ_STORAGE_ROOT": (tmp / "data").as_uri(),
-                "RPJ_SAMPLE_SOURCE": (tmp / "mirror").as_uri(), "RPJ_CACHE_DIR": str(tmp / "cache"), **extra})
+    env.update(
+        {
+            "RPJ_HOME": str(REPO),
+            "RPJ_STORAGE_ROOT": (tmp / "data").as_uri(),
+            "RPJ_SAMPLE_SOURCE": (tmp / "mirror").as_uri(),
+            "RPJ_CACHE_DIR": str(tmp / "cache"),
+            **extra,
+        }
+    )
     return env
 
 
@@ -35,8 +42,12 @@ def rpj(tmp: Path, *args: str, fault: str | None = None) -> subprocess.Completed
 
 
 def digests(root: Path, *components: str) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for c in components for p in sorted((root / c).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for c in components
+        for p in sorted((root / c).rglob("*"))
+        if p.is_file()
+    }
 
 
 def temp_files(root: Path) -> list[str]:
@@ -106,7 +117,9 @@ def test_artifacts_build_fault_is_rebuilt_identically(sample):
     clean = digests(artifacts, ".")
     for fault in ("output:1:kill", "stale:1:enospc", "record:1:kill"):
         env = env_for(sample, RPJ_FAULT=fault)
-        proc = subprocess.run([sys.executable, "-c", BUILD_ARTIFACTS], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-c", BUILD_ARTIFACTS], env=env, cwd=REPO, capture_output=True, text=True, timeout=600
+        )
         assert proc.returncode != 0, fault
         assert not (artifacts / "MANIFEST.json").exists(), fault  # half-rebuilt artifacts are never loadable
         again = rpj(sample, *ANNOTATE, "--force")  # rebuilds the sample's artifacts as needed, then annotates
@@ -118,8 +131,12 @@ def test_two_runs_of_one_shard_at_once(sample):
     root = sample / "data"
     clean = digests(root, "documents")
     env = env_for(sample)
-    procs = [subprocess.Popen([str(BIN / "rpj"), *MINE, "--force"], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [str(BIN / "rpj"), *MINE, "--force"], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     results = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
     assert digests(root, "documents") == clean

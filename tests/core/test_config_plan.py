@@ -70,8 +70,8 @@ def test_registry_loads_84_snapshots_and_sample(monkeypatch):
 
 
 def test_dsir_hash_mode_setting():
-    from rpj_tasks.core.config import DSIR_HASH_MODES
     from rpj_tasks.annotate.hashseed import HASH_MODES
+    from rpj_tasks.core.config import DSIR_HASH_MODES
 
     assert DSIR_HASH_MODES == HASH_MODES == ("cpython-seed42", "stable")  # defined once, in config
     assert cfg().dsir_hash_mode == "cpython-seed42" and cfg(dsir_hash_mode="stable").dsir_hash_mode == "stable"
@@ -158,9 +158,11 @@ def test_release_and_stats_layout_urls():
 
     root = "s3://bucket/rpv2"
     assert layout.signals_url(root, "2023-06", 7, "en", "head") == (
-        "s3://bucket/rpv2/quality_signals/2023-06/0007/en_head.signals.json.gz")
+        "s3://bucket/rpv2/quality_signals/2023-06/0007/en_head.signals.json.gz"
+    )
     assert layout.minhash_url(root, "2023-06", 7, "de", "middle") == (
-        "s3://bucket/rpv2/minhash/2023-06/0007/de_middle.minhash.parquet")
+        "s3://bucket/rpv2/minhash/2023-06/0007/de_middle.minhash.parquet"
+    )
     assert layout.annotate_stats_url(root, "2023-06", 7) == "s3://bucket/rpv2/stats/annotate/2023-06/0007.json"
     assert layout.documents_url(root, "2023-06", 7, "en", "head").endswith("/documents/2023-06/0007/en_head.json.gz")
     with pytest.raises(ValueError):

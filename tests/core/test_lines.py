@@ -73,7 +73,7 @@ def test_crlf(tmp_path: Path) -> None:
     # universal newlines: \r\n, \r and \n all end a line, as Python's text mode
     lines, _, _ = read(url, universal_newlines=True)
     assert lines == [(0, b'{"a": 1}'), (10, b'{"b": 2}'), (20, b"lone"), (25, b"cr"), (29, b""), (31, b"end")]
-    assert [data[o:o + len(line)] for o, line in lines] == [line for _, line in lines]
+    assert [data[o : o + len(line)] for o, line in lines] == [line for _, line in lines]
 
 
 @settings(max_examples=200, deadline=None)
@@ -83,7 +83,7 @@ def test_universal_newlines_split_as_text_mode(tmp_path_factory, data: bytes) ->
     expected = [line.removesuffix("\n").encode() for line in io.TextIOWrapper(io.BytesIO(data), encoding="ascii")]
     lines, _, _ = read(url, universal_newlines=True)
     assert [line for _, line in lines] == expected
-    assert all(data[o:o + len(line)] == line for o, line in lines)
+    assert all(data[o : o + len(line)] == line for o, line in lines)
     parts = data.split(b"\n")
     if parts[-1] == b"":
         parts.pop()  # a final newline (or an empty file) starts no line
@@ -101,7 +101,8 @@ def test_truncated_gzip_keeps_the_lines_before(tmp_path: Path) -> None:
     end = lines[-1][0] + len(lines[-1][1]) + 1
     assert stats["t.truncated"] == 1 and bad.messages == [
         f"{path.as_uri()}: byte {end}: gzip stream ends early (Compressed file ended before the end-of-stream marker "
-        "was reached); later lines are lost"]
+        "was reached); later lines are lost"
+    ]
     # a missing trailer alone (all data there) loses nothing but is still reported
     path.write_bytes(full[:-8])
     lines, stats, _ = read(path.as_uri())
@@ -162,8 +163,10 @@ def test_bad_lines_are_counted_and_the_first_described(caplog: pytest.LogCapture
     assert stats["p.bad_line"] == MAX_LOGGED_BAD_LINES + 5
     assert stats["p.bad_line.invalid_utf8"] == 13 and stats["p.bad_line.invalid_json"] == 12 and stats["p.truncated"] == 1
     assert len(bad.messages) == MAX_LOGGED_BAD_LINES and bad.not_logged == 6
-    assert bad.messages[:2] == ["file:///x.jsonl: line 0 (byte 0): invalid utf8; skipped",
-                                "file:///x.jsonl: line 1 (byte 10): invalid json; skipped"]
+    assert bad.messages[:2] == [
+        "file:///x.jsonl: line 0 (byte 0): invalid utf8; skipped",
+        "file:///x.jsonl: line 1 (byte 10): invalid json; skipped",
+    ]
     assert caplog.text.count("; skipped") == MAX_LOGGED_BAD_LINES
     assert "x.jsonl: 6 more bad lines not logged" in caplog.text
 

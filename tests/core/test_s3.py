@@ -6,16 +6,15 @@ import sys
 
 import boto3
 import pytest
+from airflow_env import REPO, airflow_env
 from moto.server import ThreadedMotoServer
 
-from airflow_env import REPO, airflow_env
 from rpj_tasks.ccnet import stage as ccnet
-from rpj_tasks.core import layout, storage
+from rpj_tasks.core import storage
 from rpj_tasks.core.config import load_registry
 from rpj_tasks.download.fetch import download_unit
 from rpj_tasks.download.listing import list_segments, shard_segments
 from rpj_tasks.sample.setup import ensure_sample
-from rpj_tasks.core.stats import Stats
 
 KEY, SECRET = "testing-key", "testing-secret"
 
@@ -25,8 +24,9 @@ def s3():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     endpoint = "http://{}:{}".format(*server.get_host_and_port())
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=KEY, aws_secret_access_key=SECRET,
-                          region_name="us-east-1")
+    client = boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id=KEY, aws_secret_access_key=SECRET, region_name="us-east-1"
+    )
     client.create_bucket(Bucket="rpj")
     saved = dict(storage._OPTIONS)
     storage.register_options("s3", {"endpoint_url": endpoint, "key": KEY, "secret": SECRET})
@@ -69,8 +69,7 @@ def test_ccnet_stage_on_s3_matches_local(s3, tmp_path):
 
 def test_airflow_connection_configures_the_engine(s3, tmp_path):
     endpoint, client = s3
-    conn = {"conn_type": "aws", "login": KEY, "password": SECRET,
-            "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+    conn = {"conn_type": "aws", "login": KEY, "password": SECRET, "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
     env = airflow_env(tmp_path, AIRFLOW_CONN_AWS_DEFAULT=json.dumps(conn))
     code = (
         "import sys; sys.path.insert(0, 'dags')\n"

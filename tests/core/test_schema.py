@@ -29,7 +29,7 @@ def section(text: str, heading: str) -> str:
     assert match, f"no section {heading!r} in the spec"
     level = len(match.group(1))
     end = re.compile(rf"^#{{1,{level}}} ", re.M).search(text, match.end())
-    return text[match.end(): end.start() if end else len(text)]
+    return text[match.end() : end.start() if end else len(text)]
 
 
 def table_rows(body: str) -> list[list[str]]:
@@ -52,7 +52,7 @@ def expand_braces(name: str) -> list[str]:
     match = re.search(r"\{([^}]+)\}", name)
     if not match:
         return [name]
-    return [name[: match.start()] + part + name[match.end():] for part in match.group(1).split(",")]
+    return [name[: match.start()] + part + name[match.end() :] for part in match.group(1).split(",")]
 
 
 # ---------------------------------------------------------------- documents (§2, §4)
@@ -132,7 +132,8 @@ def test_the_signal_code_builds_the_schema_keys() -> None:
 
     assert compute.SIGNAL_KEYS is schema.SIGNAL_KEYS
     built = {
-        *(f"ccnet_{name}" for name in compute.CCNET_FIELDS), "ccnet_bucket",
+        *(f"ccnet_{name}" for name in compute.CCNET_FIELDS),
+        "ccnet_bucket",
         *(f"rps_doc_frac_chars_dupe_{n}grams" for n in DUPE_NS),
         *(f"rps_doc_frac_chars_top_{n}gram" for n in TOP_NS),
         *(f"rps_doc_{t}_importance{s}" for t in DSIR_TARGETS for s in ("", "_length_correction")),
@@ -146,8 +147,9 @@ def test_the_signal_code_builds_the_schema_keys() -> None:
 
 def test_minhash_schema_is_the_spec_table() -> None:
     rows = table_rows(section(FORMAT, "5. MinHash file"))
-    assert [(code(row[0]), ARROW_TYPES[row[1]]) for row in rows] == list(zip(schema.MINHASH_SCHEMA.names,
-                                                                           schema.MINHASH_SCHEMA.types))
+    assert [(code(row[0]), ARROW_TYPES[row[1]]) for row in rows] == list(
+        zip(schema.MINHASH_SCHEMA.names, schema.MINHASH_SCHEMA.types)
+    )
     bands = {}
     for row in rows[3:]:
         match = re.fullmatch(r"(\d+) bands? × (\d+) rows, each band (\d+) bytes", row[2])
@@ -182,8 +184,9 @@ def test_minhash_writer_uses_the_schema() -> None:
 
 def test_duplicates_schema_is_the_spec_table() -> None:
     rows = table_rows(section(FORMAT, "6. Duplicates file"))
-    assert [(code(row[0]), ARROW_TYPES[row[1]]) for row in rows] == list(zip(schema.DUPLICATES_SCHEMA.names,
-                                                                           schema.DUPLICATES_SCHEMA.types))
+    assert [(code(row[0]), ARROW_TYPES[row[1]]) for row in rows] == list(
+        zip(schema.DUPLICATES_SCHEMA.names, schema.DUPLICATES_SCHEMA.types)
+    )
     assert f"**without** the `{schema.DIGEST_PREFIX}` prefix" in section(FORMAT, "6. Duplicates file")
 
 
@@ -191,8 +194,9 @@ def test_clusters_schema_is_the_spec_list() -> None:
     match = re.search(r"Columns, in order: (.*?)\.\n", section(FORMAT, "7. Fuzzy-dedup clusters"))
     assert match
     columns = re.findall(r"`(\w+)` \((\w+)\)", match.group(1))
-    assert [(name, ARROW_TYPES[kind]) for name, kind in columns] == list(zip(schema.CLUSTERS_SCHEMA.names,
-                                                                           schema.CLUSTERS_SCHEMA.types))
+    assert [(name, ARROW_TYPES[kind]) for name, kind in columns] == list(
+        zip(schema.CLUSTERS_SCHEMA.names, schema.CLUSTERS_SCHEMA.types)
+    )
 
 
 def test_token_counts_schema() -> None:
@@ -227,18 +231,31 @@ def test_languages_buckets_and_suffixes_are_the_spec() -> None:
     suffixes = re.search(r"The suffixes are (.*?)\.\n", body)
     assert suffixes
     assert re.findall(r"`([^`]+)`", suffixes.group(1)) == [
-        layout.DOCUMENTS_SUFFIX, layout.SIGNALS_SUFFIX, layout.MINHASH_SUFFIX, layout.DUPLICATES_SUFFIX]
+        layout.DOCUMENTS_SUFFIX,
+        layout.SIGNALS_SUFFIX,
+        layout.MINHASH_SUFFIX,
+        layout.DUPLICATES_SUFFIX,
+    ]
     assert "{shard_id without extension}" + layout.CLUSTERS_SUFFIX in section(FORMAT, "7. Fuzzy-dedup clusters")
     partitions = table_rows(body)
     assert [row[0] for row in partitions if row[2] == "yes"] == ["`head`, `middle` (listing partition `head_middle`)"]
     assert layout.ANNOTATED_BUCKETS == ("head", "middle")
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("en_head.json.gz", ("en", "head")), ("nl_middle.json.gz", ("nl", "middle")), ("yue_tail.json.gz", ("yue", "tail")),
-    ("en_all.json.gz", None), ("EN_head.json.gz", None), ("en_head.signals.json.gz", None), (".en_head.json.gz", None),
-    ("en_head.json.gz.tmp", None), ("e_head.json.gz", None),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("en_head.json.gz", ("en", "head")),
+        ("nl_middle.json.gz", ("nl", "middle")),
+        ("yue_tail.json.gz", ("yue", "tail")),
+        ("en_all.json.gz", None),
+        ("EN_head.json.gz", None),
+        ("en_head.signals.json.gz", None),
+        (".en_head.json.gz", None),
+        ("en_head.json.gz.tmp", None),
+        ("e_head.json.gz", None),
+    ],
+)
 def test_documents_file_pattern(name: str, expected: tuple[str, str] | None) -> None:
     match = layout.DOCUMENTS_FILE.match(name)
     assert (match.groups() if match else None) == expected
@@ -260,6 +277,9 @@ def test_the_language_defaults_are_layouts() -> None:
 
     assert SnapshotConfig(id="2023-06", storage_root="file:///x", source_base="file:///y").languages == list(layout.LANGUAGES)
     assert load_registry(env={"RPJ_HOME": "/tmp/rpj"})["2023-06"].languages == list(layout.LANGUAGES)
-    for argv in (["signal-artifacts", "--version", "v", "--config", "c.json"], ["models", "sample"],
-                 ["models", "install", "--version", "v", "--from", "file:///m"]):
+    for argv in (
+        ["signal-artifacts", "--version", "v", "--config", "c.json"],
+        ["models", "sample"],
+        ["models", "install", "--version", "v", "--from", "file:///m"],
+    ):
         assert build_parser().parse_args(argv).languages == ",".join(layout.LANGUAGES), argv

@@ -10,9 +10,23 @@ def write_records(root, snapshot="2023-06"):
     annotate = root / "stats" / "annotate" / snapshot
     ccnet.mkdir(parents=True)
     annotate.mkdir(parents=True)
-    (ccnet / "0003.json").write_text(json.dumps({"counts": {
-        "wet.docs": 100, "kept": 60, "kept.en.head": 20, "kept.en.tail": 10, "kept.de.middle": 30,
-        "wet.too_short": 25, "lid.dropped.other_language": 15, "wet.skipped.corrupt_gzip": 1}, "seconds": {}}))
+    (ccnet / "0003.json").write_text(
+        json.dumps(
+            {
+                "counts": {
+                    "wet.docs": 100,
+                    "kept": 60,
+                    "kept.en.head": 20,
+                    "kept.en.tail": 10,
+                    "kept.de.middle": 30,
+                    "wet.too_short": 25,
+                    "lid.dropped.other_language": 15,
+                    "wet.skipped.corrupt_gzip": 1,
+                },
+                "seconds": {},
+            }
+        )
+    )
     (annotate / "0003.json").write_text(json.dumps({"counts": {"files.annotated": 2, "annotate.lines": 50}, "seconds": {}}))
 
 

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
+from rpj_tasks.annotate.signals import HashSeedError, require_seed42
 from rpj_tasks.core import storage, workers
 from rpj_tasks.core.errors import TransientError
-from rpj_tasks.annotate.signals import HashSeedError, require_seed42
 from rpj_tasks.core.workers import RemoteTraceback, WorkerDiedError, WorkerPool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,7 +118,7 @@ def log_lines() -> int:
 # ---------------------------------------------------------------- start-up
 
 
-PARENT_SCRIPT = '''
+PARENT_SCRIPT = """
 import functools, json, multiprocessing, os, sys
 if __name__ != "__main__":
     # What an Airflow 3 task's __main__ (the airflow console script) does when a spawn child
@@ -147,15 +147,16 @@ with seed42_pool(2) as pool:
     counts = pool.map(functools.partial(_count_chunk, hash_mode="cpython-seed42"), [["the cat"], ["a b c"], ["x"]])
 out["counts"] = [[int(c.sum()), docs, tokens] for c, docs, tokens in counts]
 print(json.dumps(out))
-'''
+"""
 
 
 def run_parent_script(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     script = tmp_path / "task_main.py"
     script.write_text(PARENT_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": "1"}
-    return subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(script), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_seed42_workers_start_under_a_main_that_cannot_be_reimported(tmp_path: Path) -> None:
@@ -281,7 +282,7 @@ def test_imap_is_ordered_across_workers() -> None:
         items = [("x" * i, (7 - i) * 0.05) for i in range(7)]  # later items finish sooner
         assert pool.map(delayed_len, items) == list(range(7))
         assert len(set(pool.map(pid_after, [0.2] * 6))) == 3  # all three took work
-        for got in pool.imap(pid_after, [0.0] * 5):  # stopping early leaves the pool usable
+        for _got in pool.imap(pid_after, [0.0] * 5):  # stopping early leaves the pool usable
             break
         assert pool.map(len, ["a", "bb"]) == [1, 2]
 
@@ -296,20 +297,21 @@ def pid_after(seconds: float) -> int:
     return os.getpid()
 
 
-ORPHAN_SCRIPT = '''
+ORPHAN_SCRIPT = """
 import sys, time
 from rpj_tasks.core.workers import WorkerPool
 pool = WorkerPool(2, name="orphan")
 print(" ".join(map(str, pool.pids)), flush=True)
 pool.apply(time.sleep, (300,))  # worker 0 busy, worker 1 idle
-'''
+"""
 
 
 def test_workers_die_with_their_parent(tmp_path: Path) -> None:
     script = tmp_path / "parent.py"
     script.write_text(ORPHAN_SCRIPT)
-    parent = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "PYTHONPATH": str(REPO)},
-                              stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        [sys.executable, str(script)], env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert select.select([parent.stdout], [], [], 60)[0], "the parent did not start its workers"
         pids = [int(p) for p in parent.stdout.readline().split()]
@@ -348,8 +350,9 @@ def moto_s3():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     endpoint = "http://{}:{}".format(*server.get_host_and_port())
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=KEY, aws_secret_access_key=SECRET,
-                          region_name="eu-west-3")
+    client = boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id=KEY, aws_secret_access_key=SECRET, region_name="eu-west-3"
+    )
     bucket = f"rpj-workers-{uuid.uuid4().hex[:8]}"  # moto's state is shared by the servers of a process
     client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
     saved = dict(storage._OPTIONS)

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from rpj_tasks.core import storage
+from rpj_tasks.core.stats import Stats
 from rpj_tasks.download.fetch import DownloadError, RetryPolicy, download_shard
 from rpj_tasks.download.listing import list_segments, shard_segments
 from rpj_tasks.sample.mirror import SAMPLE_CRAWL, generate_mirror
-from rpj_tasks.core.stats import Stats
 
 
 class MirrorServer:
@@ -124,8 +124,9 @@ def test_missing_paths_file_fails_naming_url(server: MirrorServer, policy: Retry
         list_segments(server.url, "CC-MAIN-1999-99", retry=policy)
 
 
-def test_download_over_http(server: MirrorServer, mirror: tuple[Path, dict], tmp_path: Path,
-                            caplog: pytest.LogCaptureFixture) -> None:
+def test_download_over_http(
+    server: MirrorServer, mirror: tuple[Path, dict], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     root, manifest = mirror
     stats = Stats()
     with caplog.at_level(logging.INFO, logger="rpj.download"):
@@ -141,8 +142,9 @@ def test_download_over_http(server: MirrorServer, mirror: tuple[Path, dict], tmp
 
 
 @pytest.mark.parametrize("status", [503, 500, 429])
-def test_transient_status_is_retried(status: int, server: MirrorServer, mirror: tuple[Path, dict], tmp_path: Path,
-                                     policy: RetryPolicy, sleeps: list[float]) -> None:
+def test_transient_status_is_retried(
+    status: int, server: MirrorServer, mirror: tuple[Path, dict], tmp_path: Path, policy: RetryPolicy, sleeps: list[float]
+) -> None:
     root, manifest = mirror
     target = manifest["paths"][1]
     server.failures[target] = [status, status]
@@ -155,8 +157,9 @@ def test_transient_status_is_retried(status: int, server: MirrorServer, mirror: 
     assert len(sleeps) == 2 and 0 <= sleeps[0] <= 0.01 and 0 <= sleeps[1] <= 0.02
 
 
-def test_404_fails_at_once_naming_url(server: MirrorServer, mirror: tuple[Path, dict], tmp_path: Path,
-                                      policy: RetryPolicy, sleeps: list[float]) -> None:
+def test_404_fails_at_once_naming_url(
+    server: MirrorServer, mirror: tuple[Path, dict], tmp_path: Path, policy: RetryPolicy, sleeps: list[float]
+) -> None:
     manifest = mirror[1]
     target = manifest["paths"][2]
     server.not_found.add(target)
@@ -168,8 +171,9 @@ def test_404_fails_at_once_naming_url(server: MirrorServer, mirror: tuple[Path, 
     assert stats["download.segments"] == 2 and not (tmp_path / target).exists()
 
 
-def test_persistent_503_gives_up_after_max_attempts(server: MirrorServer, mirror: tuple[Path, dict], tmp_path: Path,
-                                                    policy: RetryPolicy, sleeps: list[float]) -> None:
+def test_persistent_503_gives_up_after_max_attempts(
+    server: MirrorServer, mirror: tuple[Path, dict], tmp_path: Path, policy: RetryPolicy, sleeps: list[float]
+) -> None:
     target = mirror[1]["paths"][0]
     server.failures[target] = [503] * 10
     stats = Stats()
@@ -181,8 +185,7 @@ def test_persistent_503_gives_up_after_max_attempts(server: MirrorServer, mirror
     assert _staged_files(tmp_path) == []
 
 
-def test_truncated_body_is_retried(server: MirrorServer, mirror: tuple[Path, dict], tmp_path: Path,
-                                   policy: RetryPolicy) -> None:
+def test_truncated_body_is_retried(server: MirrorServer, mirror: tuple[Path, dict], tmp_path: Path, policy: RetryPolicy) -> None:
     root, manifest = mirror
     target = manifest["paths"][0]
     server.truncate_once.add(target)
@@ -193,8 +196,9 @@ def test_truncated_body_is_retried(server: MirrorServer, mirror: tuple[Path, dic
     assert len(_staged_files(tmp_path)) == 1
 
 
-def test_connection_refused_is_retried_then_fails(mirror: tuple[Path, dict], tmp_path: Path, policy: RetryPolicy,
-                                                  sleeps: list[float]) -> None:
+def test_connection_refused_is_retried_then_fails(
+    mirror: tuple[Path, dict], tmp_path: Path, policy: RetryPolicy, sleeps: list[float]
+) -> None:
     with socket.socket() as s:  # a port with nobody listening
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -203,8 +207,7 @@ def test_connection_refused_is_retried_then_fails(mirror: tuple[Path, dict], tmp
     assert f"127.0.0.1:{port}" in str(err.value) and len(sleeps) == 3
 
 
-def test_non_gzip_body_is_rejected(server: MirrorServer, mirror: tuple[Path, dict], tmp_path: Path,
-                                   policy: RetryPolicy) -> None:
+def test_non_gzip_body_is_rejected(server: MirrorServer, mirror: tuple[Path, dict], tmp_path: Path, policy: RetryPolicy) -> None:
     with pytest.raises(DownloadError, match="not gzip"):
         download_shard(server.url, [f"crawl-data/{SAMPLE_CRAWL}/sample_manifest.json"], str(tmp_path), Stats(), retry=policy)
     assert _staged_files(tmp_path) == []
@@ -237,8 +240,9 @@ def test_file_mirror(mirror: tuple[Path, dict], tmp_path: Path, policy: RetryPol
         download_shard(root.as_uri(), ["crawl-data/missing.warc.wet.gz"], str(tmp_path / "stage"), Stats(), retry=policy)
 
 
-def test_s3_mirror(mirror: tuple[Path, dict], tmp_path: Path, policy: RetryPolicy, sleeps: list[float],
-                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_s3_mirror(
+    mirror: tuple[Path, dict], tmp_path: Path, policy: RetryPolicy, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
     boto3 = pytest.importorskip("boto3")
     from moto.server import ThreadedMotoServer
 
@@ -246,8 +250,9 @@ def test_s3_mirror(mirror: tuple[Path, dict], tmp_path: Path, policy: RetryPolic
     moto.start()
     try:
         endpoint = "http://{}:{}".format(*moto.get_host_and_port())
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="k", aws_secret_access_key="s",
-                     region_name="us-east-1").create_bucket(Bucket="commoncrawl")
+        boto3.client(
+            "s3", endpoint_url=endpoint, aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1"
+        ).create_bucket(Bucket="commoncrawl")
         monkeypatch.setitem(storage._OPTIONS, "s3", {"endpoint_url": endpoint, "key": "k", "secret": "s"})
         root, manifest = mirror
         for path in [*manifest["paths"], f"crawl-data/{SAMPLE_CRAWL}/wet.paths.gz"]:

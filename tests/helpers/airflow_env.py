@@ -15,24 +15,24 @@ def airflow_env(tmp: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "RPJ_"))}
     home = tmp / "airflow_home"
     home.mkdir(parents=True, exist_ok=True)
-    env.update({
-        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "RPJ_HOME": str(REPO),
-        "RPJ_STORAGE_ROOT": (tmp / "data").as_uri(),
-        "RPJ_SAMPLE_SOURCE": (tmp / "mirror").as_uri(),
-        "RPJ_CACHE_DIR": str(tmp / "cache"),
-    })
+    env.update(
+        {
+            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+            "RPJ_HOME": str(REPO),
+            "RPJ_STORAGE_ROOT": (tmp / "data").as_uri(),
+            "RPJ_SAMPLE_SOURCE": (tmp / "mirror").as_uri(),
+            "RPJ_CACHE_DIR": str(tmp / "cache"),
+        }
+    )
     env.update(extra)
     return env
 
 
 def airflow(env: dict[str, str], *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / "airflow"), *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([str(BIN / "airflow"), *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)

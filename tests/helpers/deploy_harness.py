@@ -62,13 +62,15 @@ def free_port() -> int:
 def base_env(tmp: Path, **extra: str) -> dict[str, str]:
     """The caller's environment without AIRFLOW_*/RPJ_* settings, plus the sample's locations in ``tmp``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "RPJ_"))}
-    env.update({
-        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        "RPJ_HOME": str(REPO),
-        "RPJ_STORAGE_ROOT": (tmp / "data").as_uri(),
-        "RPJ_SAMPLE_SOURCE": (tmp / "mirror").as_uri(),
-        "RPJ_CACHE_DIR": str(tmp / "cache"),
-    })
+    env.update(
+        {
+            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+            "RPJ_HOME": str(REPO),
+            "RPJ_STORAGE_ROOT": (tmp / "data").as_uri(),
+            "RPJ_SAMPLE_SOURCE": (tmp / "mirror").as_uri(),
+            "RPJ_CACHE_DIR": str(tmp / "cache"),
+        }
+    )
     env.update(extra)
     return env
 
@@ -89,8 +91,9 @@ def output_digests(storage_root: Path) -> dict[str, str]:
 
 def temp_files(storage_root: Path) -> list[str]:
     """Leftover temporary files (``.<name>.tmp-<hex>``, see rpj_tasks.core.storage.atomic_write) in the outputs."""
-    return [str(p.relative_to(storage_root)) for c in OUTPUT_COMPONENTS for p in (storage_root / c).rglob(".*")
-            if ".tmp-" in p.name]
+    return [
+        str(p.relative_to(storage_root)) for c in OUTPUT_COMPONENTS for p in (storage_root / c).rglob(".*") if ".tmp-" in p.name
+    ]
 
 
 _REFERENCE: dict[str, Path] = {}
@@ -141,8 +144,9 @@ class AirflowClient:
         if self.password is None:  # all-admins mode: a token without credentials
             r = self.session.get(f"{self.base_url}/auth/token", timeout=self.timeout)
         else:
-            r = self.session.post(f"{self.base_url}/auth/token", json={"username": self.username, "password": self.password},
-                                  timeout=self.timeout)
+            r = self.session.post(
+                f"{self.base_url}/auth/token", json={"username": self.username, "password": self.password}, timeout=self.timeout
+            )
         r.raise_for_status()
         self._token = r.json()["access_token"]
         return self._token
@@ -169,8 +173,9 @@ class AirflowClient:
     def unpause(self, dag_id: str) -> dict[str, Any]:
         return self.request("PATCH", f"/api/v2/dags/{quote(dag_id, safe='')}", json={"is_paused": False}).json()
 
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, logical_date: str | None = None,
-                run_id: str | None = None) -> dict[str, Any]:
+    def trigger(
+        self, dag_id: str, conf: dict[str, Any] | None = None, logical_date: str | None = None, run_id: str | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"logical_date": logical_date, "conf": conf or {}}
         if run_id:
             body["dag_run_id"] = run_id
@@ -190,8 +195,9 @@ class AirflowClient:
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         while True:
-            page = self.request("GET", self._run_path(dag_id, run_id) + "/taskInstances",
-                                params={"limit": 100, "offset": len(out)}).json()
+            page = self.request(
+                "GET", self._run_path(dag_id, run_id) + "/taskInstances", params={"limit": 100, "offset": len(out)}
+            ).json()
             out.extend(page["task_instances"])
             if not page["task_instances"] or len(out) >= page["total_entries"]:
                 return out
@@ -208,8 +214,13 @@ class AirflowClient:
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
         path = self._run_path(dag_id, run_id) + f"/taskInstances/{quote(task_id, safe='')}/logs/{try_number}"
-        r = self.request("GET", path, params={"map_index": map_index, "full_content": "true"},
-                         headers={"Accept": "application/json"}, ok=(200, 404))
+        r = self.request(
+            "GET",
+            path,
+            params={"map_index": map_index, "full_content": "true"},
+            headers={"Accept": "application/json"},
+            ok=(200, 404),
+        )
         if r.status_code == 404:
             return f"(no log: {r.text[:300]})"
         lines = []
@@ -218,9 +229,14 @@ class AirflowClient:
                 lines.append(entry)
                 continue
             extra = {k: v for k, v in entry.items() if k in ("error_detail", "exception")}
-            lines.append(" ".join(str(x) for x in (entry.get("timestamp", ""), entry.get("level", ""),
-                                                    entry.get("logger", ""), entry.get("event", "")) if x)
-                         + (f" {json.dumps(extra)[:4000]}" if extra else ""))
+            lines.append(
+                " ".join(
+                    str(x)
+                    for x in (entry.get("timestamp", ""), entry.get("level", ""), entry.get("logger", ""), entry.get("event", ""))
+                    if x
+                )
+                + (f" {json.dumps(extra)[:4000]}" if extra else "")
+            )
         return "\n".join(lines)
 
 
@@ -247,8 +263,9 @@ class Deployment:
         return self.tmp / "data"
 
     def rpj_deploy(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run(["bash", str(SCRIPT), *args], env=self.env, cwd=REPO, capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(
+            ["bash", str(SCRIPT), *args], env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+        )
 
     def pid(self, component: str) -> int | None:
         try:
@@ -294,8 +311,10 @@ class Deployment:
         if dag_id and run_id:
             try:
                 tis = self.client.task_instances(dag_id, run_id)
-                out.append("task instances: " + ", ".join(
-                    f"{t['task_id']}[{t['map_index']}]={t['state']}@{t['hostname']}#{t['try_number']}" for t in tis))
+                out.append(
+                    "task instances: "
+                    + ", ".join(f"{t['task_id']}[{t['map_index']}]={t['state']}@{t['hostname']}#{t['try_number']}" for t in tis)
+                )
                 for t in tis:
                     if t["state"] in ("success", "skipped") or not t["try_number"]:
                         continue
@@ -318,8 +337,9 @@ class Deployment:
     def wait(self, dag_id: str, run_id: str, timeout: float = 900) -> dict[str, Any]:
         state = self.client.wait_for_run(dag_id, run_id, timeout)
         if state != "success":
-            raise AssertionError(f"DAG run {dag_id}/{run_id} ended {state!r} (timeout {timeout}s)\n"
-                                 + self.diagnostics(dag_id, run_id))
+            raise AssertionError(
+                f"DAG run {dag_id}/{run_id} ended {state!r} (timeout {timeout}s)\n" + self.diagnostics(dag_id, run_id)
+            )
         return self.client.dag_run(dag_id, run_id)
 
 
@@ -371,9 +391,17 @@ def _flush_redis(n: int) -> None:
 
 
 @contextlib.contextmanager
-def deployment(tmp: Path, *, executor: str = "local", workers: int = 2, worker_concurrency: int = 1,
-               parallelism: int = 4, db: str = "postgres", env: dict[str, str] | None = None,
-               timeout: float = 300) -> Iterator[Deployment]:
+def deployment(
+    tmp: Path,
+    *,
+    executor: str = "local",
+    workers: int = 2,
+    worker_concurrency: int = 1,
+    parallelism: int = 4,
+    db: str = "postgres",
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> Iterator[Deployment]:
     """A fresh deployment of rpj in ``tmp`` (see the module doc); always stopped, its DB dropped."""
     tmp.mkdir(parents=True, exist_ok=True)
     home = tmp / "airflow_home"
@@ -383,17 +411,44 @@ def deployment(tmp: Path, *, executor: str = "local", workers: int = 2, worker_c
     run_env = base_env(tmp, **RESPONSIVE, **(env or {}))
     run_env["RPJ_DEPLOY_SKIP_SYNC"] = "1"  # the test's venv is the project's; no uv sync in tests
     up_args = [
-        "--airflow-home", str(home), "--state-dir", str(home / "run"), "--db", db, "--db-name", db_name,
-        "--executor", executor, "--workers", str(workers), "--worker-concurrency", str(worker_concurrency),
-        "--port", str(port), "--log-server-port", str(free_port()), "--trigger-log-server-port", str(free_port()),
-        "--parallelism", str(parallelism), "--admin-password", f"pw-{uuid.uuid4().hex[:12]}",
+        "--airflow-home",
+        str(home),
+        "--state-dir",
+        str(home / "run"),
+        "--db",
+        db,
+        "--db-name",
+        db_name,
+        "--executor",
+        executor,
+        "--workers",
+        str(workers),
+        "--worker-concurrency",
+        str(worker_concurrency),
+        "--port",
+        str(port),
+        "--log-server-port",
+        str(free_port()),
+        "--trigger-log-server-port",
+        str(free_port()),
+        "--parallelism",
+        str(parallelism),
+        "--admin-password",
+        f"pw-{uuid.uuid4().hex[:12]}",
     ]
     if redis_db is not None:
         up_args += ["--redis-url", REDIS_URL, "--redis-db", str(redis_db)]
     password = up_args[up_args.index("--admin-password") + 1]
     dep = Deployment(
-        tmp=tmp, env=run_env, up_args=up_args, state_dir=home / "run", api_url=f"http://127.0.0.1:{port}",
-        executor=executor, workers=workers if executor == "celery" else 0, db_name=db_name, redis_db=redis_db,
+        tmp=tmp,
+        env=run_env,
+        up_args=up_args,
+        state_dir=home / "run",
+        api_url=f"http://127.0.0.1:{port}",
+        executor=executor,
+        workers=workers if executor == "celery" else 0,
+        db_name=db_name,
+        redis_db=redis_db,
         client=AirflowClient(f"http://127.0.0.1:{port}", "admin", password),
     )
     try:
@@ -407,8 +462,9 @@ def deployment(tmp: Path, *, executor: str = "local", workers: int = 2, worker_c
         print("==== deployment diagnostics ====\n" + dep.diagnostics(), file=sys.stderr)
         raise
     finally:
-        proc = dep.rpj_deploy("down", "--airflow-home", str(home), "--state-dir", str(home / "run"), "--drop-db",
-                              "--grace", "15", timeout=180)
+        proc = dep.rpj_deploy(
+            "down", "--airflow-home", str(home), "--state-dir", str(home / "run"), "--drop-db", "--grace", "15", timeout=180
+        )
         if proc.returncode != 0:
             print(f"rpj-deploy down failed:\n{proc.stdout}\n{proc.stderr}", file=sys.stderr)
             _force_drop(db_name)

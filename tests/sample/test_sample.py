@@ -16,8 +16,8 @@ import pytest
 
 from rpj_tasks.ccnet.lid import LanguageIdentifier
 from rpj_tasks.core.layout import LANGUAGES as MAIN_LANGS  # the sample's main languages: the five RPv2 ones
-from rpj_tasks.sample.mirror import MANIFEST_NAME, SAMPLE_CRAWL, generate_mirror, generate_reference_corpus
 from rpj_tasks.download.wet import block_digest, gzip_member
+from rpj_tasks.sample.mirror import MANIFEST_NAME, SAMPLE_CRAWL, generate_mirror, generate_reference_corpus
 
 ISO3 = {"eng": "en", "deu": "de", "fra": "fr", "spa": "es", "ita": "it", "nld": "nl", "por": "pt", "pol": "pl", "swe": "sv"}
 GZIP_HEADER = gzip_member(b"x")[:10]
@@ -121,7 +121,9 @@ def test_layout_and_paths_file(mirror: tuple[Path, dict]) -> None:
     listed = gzip.decompress((crawl_dir / "wet.paths.gz").read_bytes()).decode().splitlines()
     assert listed == manifest["paths"] and len(listed) == 3
     for path in listed:
-        assert re.fullmatch(rf"crawl-data/{SAMPLE_CRAWL}/segments/\d+\.\d+/wet/CC-MAIN-\d{{14}}-\d{{14}}-\d{{5}}\.warc\.wet\.gz", path)
+        assert re.fullmatch(
+            rf"crawl-data/{SAMPLE_CRAWL}/segments/\d+\.\d+/wet/CC-MAIN-\d{{14}}-\d{{14}}-\d{{5}}\.warc\.wet\.gz", path
+        )
         assert (root / path).stat().st_size == manifest["files"][path]["bytes"]
     assert json.loads((crawl_dir / MANIFEST_NAME).read_text()) == manifest
 
@@ -221,8 +223,11 @@ def test_quality_varies(mirror: tuple[Path, dict], documents: list[Record], tmp_
         logp = sum(math.log((counts[w] + 1) / (total + vocab)) for w in words)
         return math.exp(-logp / max(1, len(words)))
 
-    ppl = sorted(perplexity(ccnet_raw_content(rec.block.decode())) for rec in documents
-                 if rec.headers["WARC-Identified-Content-Language"] == "eng")
+    ppl = sorted(
+        perplexity(ccnet_raw_content(rec.block.decode()))
+        for rec in documents
+        if rec.headers["WARC-Identified-Content-Language"] == "eng"
+    )
     low, high = ppl[len(ppl) // 10], ppl[9 * len(ppl) // 10]
     assert high > 3 * low, (low, high)
 

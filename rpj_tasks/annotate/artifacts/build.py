@@ -56,10 +56,10 @@ from typing import Any
 
 import numpy as np
 
-from rpj_tasks.core import commit, storage
 from rpj_tasks.annotate.hashseed import HASH_MODES, feature_hash, seed42_pool
 from rpj_tasks.annotate.signals.models import CC_LABEL, DSIR_BUCKETS, classifier_text
 from rpj_tasks.annotate.signals.text import raw_words
+from rpj_tasks.core import commit, storage
 from rpj_tasks.core.layout import LANGUAGES, file_name
 from rpj_tasks.core.lines import INVALID_UTF8, BadLines, iter_lines, parse_object
 from rpj_tasks.core.stats import Stats
@@ -69,16 +69,26 @@ log = logging.getLogger(__name__)
 
 LANGS = LANGUAGES
 DEFAULT_STOPWORDS_URL = (
-    "https://raw.githubusercontent.com/6/stopwords-json/"
-    "fca10ee6724fdfae58b9e72e43ac7d4a6ae9cd45/dist/{lang}.json"
+    "https://raw.githubusercontent.com/6/stopwords-json/fca10ee6724fdfae58b9e72e43ac7d4a6ae9cd45/dist/{lang}.json"
 )
 DEFAULT_LDNOOBW_URL = (
     "https://raw.githubusercontent.com/LDNOOBW/List-of-Dirty-Naughty-Obscene-and-Otherwise-Bad-Words/"
     "5faf2ba42d7b1c0977169ec3611df25a3c08eb13/{lang}"
 )
 UT1_CATEGORIES = (
-    "adult", "agressif", "agressive", "arjel", "chat", "dating", "ddos",
-    "filehosting", "gambling", "mixed_adult", "phishing", "porn", "violence",
+    "adult",
+    "agressif",
+    "agressive",
+    "arjel",
+    "chat",
+    "dating",
+    "ddos",
+    "filehosting",
+    "gambling",
+    "mixed_adult",
+    "phishing",
+    "porn",
+    "violence",
 )
 DSIR_DATASETS = ("ccnet", "wikipedia", "openwebtext", "books")
 # fastText train_supervised defaults (§3.6), written to the manifest; thread=1 for determinism.
@@ -228,9 +238,7 @@ def _resolve_member(members: dict[str, tarfile.TarInfo], path: str) -> tarfile.T
     return member if member is not None and member.isfile() else None
 
 
-def _read_ut1_domains(
-    tar: tarfile.TarFile, member: tarfile.TarInfo, where: str, stats: Stats
-) -> set[str]:
+def _read_ut1_domains(tar: tarfile.TarFile, member: tarfile.TarInfo, where: str, stats: Stats) -> set[str]:
     """The stripped, non-empty lines of one ``domains`` file; non-UTF-8 lines are counted and skipped."""
     handle = tar.extractfile(member)
     assert handle is not None  # _resolve_member only returns regular files
@@ -282,11 +290,15 @@ def build_ut1(out_root: str, ut1_url: str, *, stats: Stats | None = None) -> dic
     common = {"sources": [ut1_url], "source_sha256": source_sha}
     return {
         "ut1/domain_to_category_id.json": {
-            **common, "domains": len(mapping), "category_domains": per_category,
+            **common,
+            "domains": len(mapping),
+            "category_domains": per_category,
             **_write(storage.join(out_root, "ut1/domain_to_category_id.json"), json.dumps(mapping).encode()),
         },
         "ut1/category_index.json": {
-            **common, "categories": sorted(UT1_CATEGORIES), "ids": len(inverse),
+            **common,
+            "categories": sorted(UT1_CATEGORIES),
+            "ids": len(inverse),
             **_write(storage.join(out_root, "ut1/category_index.json"), json.dumps(inverse).encode()),
         },
     }
@@ -345,14 +357,11 @@ def sample_ccnet_documents(
             continue
         files = _bucket_files(documents_root, snapshot, lang, bucket)
         rng.shuffle(files)
-        seen = itertools.chain.from_iterable(
-            iter_texts(url, stats, "ccnet_sample", "raw_content") for url in files
-        )
+        seen = itertools.chain.from_iterable(iter_texts(url, stats, "ccnet_sample", "raw_content") for url in files)
         drawn = _reservoir(itertools.islice(seen, oversample * quota), quota, rng)
         if len(drawn) < quota:
             stats.inc("ccnet_sample.short", quota - len(drawn))
-            log.warning("%s/%s: %s_%s has %d of %d documents", documents_root, snapshot, lang, bucket,
-                        len(drawn), quota)
+            log.warning("%s/%s: %s_%s has %d of %d documents", documents_root, snapshot, lang, bucket, len(drawn), quota)
         sample.extend(drawn)
     rng.shuffle(sample)
     return sample
@@ -380,15 +389,14 @@ def _train_fasttext(train_path: str, model_path: str, seed: int) -> None:
     """
     code = "import sys; from rpj_tasks.annotate.artifacts.build import _fasttext_worker_main as m; m(sys.argv[1:])"
     env = {**os.environ, "MALLOC_PERTURB_": "255"}
-    proc = subprocess.run([sys.executable, "-c", code, train_path, model_path, str(seed)], env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, train_path, model_path, str(seed)], env=env, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"fastText training failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
 
 
-def train_classifier(
-    out_url: str, positives: list[str], negatives: list[str], *, label: str, seed: int
-) -> dict[str, Any]:
+def train_classifier(out_url: str, positives: list[str], negatives: list[str], *, label: str, seed: int) -> dict[str, Any]:
     """Train a fastText model ``__label__{label}`` vs ``__label__cc`` and write it to ``out_url``.
 
     Training lines are ``__label__X <classifier_text>`` in a seeded shuffle; fastText runs with
@@ -407,8 +415,12 @@ def train_classifier(
         with open(model_path, "rb") as f:
             model_bytes = f.read()
     return {
-        "label": f"__label__{label}", "positives": len(positives), "negatives": len(negatives),
-        "seed": seed, "fasttext": {**FASTTEXT_PARAMS, "thread": 1}, "train_data_sha256": _sha256(data),
+        "label": f"__label__{label}",
+        "positives": len(positives),
+        "negatives": len(negatives),
+        "seed": seed,
+        "fasttext": {**FASTTEXT_PARAMS, "thread": 1},
+        "train_data_sha256": _sha256(data),
         **_write(out_url, model_bytes),
     }
 
@@ -501,15 +513,18 @@ def build_dsir_counts(
     if counter.docs == 0:
         raise ValueError(f"DSIR {dataset}.{lang}: no documents to count")
     lam = np.float64(counter.tokens / counter.docs)
-    common = {"sources": list(sources or []), "hash_mode": hash_mode, "docs": counter.docs,
-              "tokens": counter.tokens, "max_docs": max_docs}
+    common = {
+        "sources": list(sources or []),
+        "hash_mode": hash_mode,
+        "docs": counter.docs,
+        "tokens": counter.tokens,
+        "max_docs": max_docs,
+    }
     rel_counts = f"dsir/{lang}/{dataset}.{lang}.{DSIR_BUCKETS}.counts.npy"
     rel_lambda = f"dsir/{lang}/{dataset}.{lang}.lambda.npy"
     return {
-        rel_counts: {**common, "buckets": DSIR_BUCKETS,
-                     **_write(storage.join(out_root, rel_counts), _npy_bytes(counter.counts))},
-        rel_lambda: {**common, "lambda": float(lam),
-                     **_write(storage.join(out_root, rel_lambda), _npy_bytes(np.asarray(lam)))},
+        rel_counts: {**common, "buckets": DSIR_BUCKETS, **_write(storage.join(out_root, rel_counts), _npy_bytes(counter.counts))},
+        rel_lambda: {**common, "lambda": float(lam), **_write(storage.join(out_root, rel_lambda), _npy_bytes(np.asarray(lam)))},
     }
 
 
@@ -564,8 +579,7 @@ def _build_classifier(
         texts = iter_texts(corpora[target], stats, f"corpus.{lang}.{target}")
         positives += itertools.islice(texts, config["classifier_num_samples"] // len(targets))
     rel = f"classifiers/{lang}/{label}.model.bin"
-    entry = train_classifier(storage.join(out_root, rel), positives, cc_texts[: len(positives)],
-                             label=label, seed=config["seed"])
+    entry = train_classifier(storage.join(out_root, rel), positives, cc_texts[: len(positives)], label=label, seed=config["seed"])
     ccnet = config["ccnet"]
     sources = [corpora[t] for t in targets] + [storage.join(ccnet["documents_root"], s) for s in ccnet["snapshots"]]
     return {rel: {"sources": sources, **entry}}
@@ -610,7 +624,9 @@ def install_signal_artifacts(
 def _install(source_url: str, out_root: str, langs: list[str], stopwords_url_template: str) -> dict[str, Any]:
     stats = Stats()
     artifacts = fetch_word_lists(
-        out_root, langs, stopwords_url_template=stopwords_url_template,
+        out_root,
+        langs,
+        stopwords_url_template=stopwords_url_template,
         ldnoobw_url_template=storage.join(source_url, REFERENCE_LAYOUT["ldnoobw"]),
     )
 
@@ -684,8 +700,15 @@ def build_signal_artifacts(config: dict[str, Any], out_root: str, *, force: bool
     Returns the manifest (also written, last, to ``MANIFEST.json``).  A committed unit
     (:func:`_publish`): a build of the same config that finished is kept unless ``force``.
     """
-    config = {"langs": list(LANGS), "seed": 42, "hash_mode": "cpython-seed42", "dsir_num_samples": 500_000,
-              "classifier_num_samples": 75_000, "workers": 1, **config}
+    config = {
+        "langs": list(LANGS),
+        "seed": 42,
+        "hash_mode": "cpython-seed42",
+        "dsir_num_samples": 500_000,
+        "classifier_num_samples": 75_000,
+        "workers": 1,
+        **config,
+    }
     if config["hash_mode"] not in HASH_MODES:
         raise ValueError(f"unknown hash_mode {config['hash_mode']!r}; expected one of {HASH_MODES}")
     inputs = {"build": {k: v for k, v in config.items() if k != "workers"}}
@@ -695,7 +718,8 @@ def build_signal_artifacts(config: dict[str, Any], out_root: str, *, force: bool
 def _build(config: dict[str, Any], out_root: str) -> dict[str, Any]:
     stats = Stats()
     artifacts = fetch_word_lists(
-        out_root, config["langs"],
+        out_root,
+        config["langs"],
         stopwords_url_template=config.get("stopwords_url_template", DEFAULT_STOPWORDS_URL),
         ldnoobw_url_template=config.get("ldnoobw_url_template", DEFAULT_LDNOOBW_URL),
     )
@@ -738,9 +762,12 @@ def _publish(out_root: str, inputs: dict[str, Any], force: bool, make: Any) -> d
     if not force and (manifest := commit.finished(manifest_url, inputs)) is not None:
         log.info("signal artifacts at %s are built for these inputs; kept (force to rebuild)", out_root)
         return {**manifest, "skipped": True}
-    with commit.UnitCommit(manifest_url, inputs, [out_root], owned=lambda name: name != MANIFEST_NAME,
-                           recursive=True) as unit:
+    with commit.UnitCommit(manifest_url, inputs, [out_root], owned=lambda name: name != MANIFEST_NAME, recursive=True) as unit:
         manifest = make()
-        unit.add_outputs({storage.join(out_root, rel): {"sha256": e["sha256"], "bytes": e["bytes"]}
-                          for rel, e in manifest["artifacts"].items()})
+        unit.add_outputs(
+            {
+                storage.join(out_root, rel): {"sha256": e["sha256"], "bytes": e["bytes"]}
+                for rel, e in manifest["artifacts"].items()
+            }
+        )
         return unit.commit(manifest)

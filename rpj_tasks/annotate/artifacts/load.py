@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from rpj_tasks.core.errors import PermanentError
-from rpj_tasks.core import storage
-from rpj_tasks.core.layout import LANGUAGES
-from rpj_tasks.annotate.signals.classifier import load_classifier
 from rpj_tasks.annotate.hashseed import HASH_MODES, SEED42
+from rpj_tasks.annotate.signals.classifier import load_classifier
 from rpj_tasks.annotate.signals.models import DSIR_SOURCE, DSIR_TARGETS, DsirScorer
+from rpj_tasks.core import storage
+from rpj_tasks.core.errors import PermanentError
+from rpj_tasks.core.layout import LANGUAGES
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +166,7 @@ def _load_dsir(root: str, lang: str, hash_mode: str, listed: set[str] | None) ->
         return None
     recorded = _recorded_hash_mode(root, f"dsir/{lang}/{DSIR_SOURCE}.{lang}.10000.counts.npy")
     if recorded != hash_mode:
-        raise ArtifactsError(
-            f"{root}: DSIR counts were built with hash_mode {recorded!r}, the run asks for {hash_mode!r}"
-        )
+        raise ArtifactsError(f"{root}: DSIR counts were built with hash_mode {recorded!r}, the run asks for {hash_mode!r}")
     return DsirScorer(source, targets, hash_mode)
 
 

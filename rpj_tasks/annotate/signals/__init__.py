@@ -6,16 +6,7 @@ Typical use, once per process and language, then per document line::
     line = encode_record(make_record(doc, "2023-06/0000/en_head.json.gz", idx, artifacts))
 """
 
-from rpj_tasks.core.ids import doc_id, id_int, snapshot_id
 from rpj_tasks.annotate.artifacts.load import ArtifactsError, SignalArtifacts
-from rpj_tasks.annotate.signals.compute import (
-    SIGNAL_KEYS,
-    BadDocument,
-    compute_signals,
-    encode_record,
-    make_record,
-    null_record,
-)
 from rpj_tasks.annotate.hashseed import (
     HashSeedError,
     WorkerDiedError,
@@ -24,13 +15,42 @@ from rpj_tasks.annotate.hashseed import (
     require_seed42,
     seed42_pool,
 )
+from rpj_tasks.annotate.signals.compute import (
+    SIGNAL_KEYS,
+    BadDocument,
+    compute_signals,
+    encode_record,
+    make_record,
+    null_record,
+)
 from rpj_tasks.annotate.signals.models import DsirScorer, classifier_score, classifier_text
 from rpj_tasks.annotate.signals.text import DocText, normalize, prepare, raw_words, split_lines
+from rpj_tasks.core.ids import doc_id, id_int, snapshot_id
 
 __all__ = [
-    "SIGNAL_KEYS", "ArtifactsError", "BadDocument", "DocText", "DsirScorer", "HashSeedError",
-    "SignalArtifacts", "WorkerDiedError", "call_with_seed42", "classifier_score", "classifier_text", "compute_signals",
-    "doc_id", "dsir_hash_selfcheck", "encode_record", "id_int", "make_record", "normalize",
-    "null_record", "prepare", "raw_words", "require_seed42", "seed42_pool", "snapshot_id",
+    "SIGNAL_KEYS",
+    "ArtifactsError",
+    "BadDocument",
+    "DocText",
+    "DsirScorer",
+    "HashSeedError",
+    "SignalArtifacts",
+    "WorkerDiedError",
+    "call_with_seed42",
+    "classifier_score",
+    "classifier_text",
+    "compute_signals",
+    "doc_id",
+    "dsir_hash_selfcheck",
+    "encode_record",
+    "id_int",
+    "make_record",
+    "normalize",
+    "null_record",
+    "prepare",
+    "raw_words",
+    "require_seed42",
+    "seed42_pool",
+    "snapshot_id",
     "split_lines",
 ]

@@ -42,8 +42,9 @@ class CompiledClassifier:
     """``predict(text)`` of a plain supervised fastText model, k=1, threshold 0: the same labels and
     probabilities as ``fasttext.FastText._FastText.predict`` (see the module docstring)."""
 
-    def __init__(self, words: list[str], labels: list[str], input_matrix: np.ndarray, output_matrix: np.ndarray,
-                 owner: Any = None):
+    def __init__(
+        self, words: list[str], labels: list[str], input_matrix: np.ndarray, output_matrix: np.ndarray, owner: Any = None
+    ):
         # `owner` keeps the memory of matrices that are views into it (a fastText model) alive
         self._owner = owner
         if EOS not in words:
@@ -63,15 +64,17 @@ class CompiledClassifier:
         self._wo = np.ascontiguousarray(output_matrix, dtype=np.float32)
         self._dim = self._wi.shape[1]
         if self._wo.shape != (len(self._labels), self._dim) or self._wi.shape[0] < len(words):
-            raise ValueError(f"matrices {self._wi.shape} / {self._wo.shape} do not match {len(words)} words and "
-                             f"{len(self._labels)} labels")
+            raise ValueError(
+                f"matrices {self._wi.shape} / {self._wo.shape} do not match {len(words)} words and {len(self._labels)} labels"
+            )
 
     def predict(self, text: str) -> tuple[tuple[str, ...], np.ndarray]:
         if "\n" in text:
             raise ValueError("predict processes one line at a time (remove '\\n')")
         # UnicodeEncodeError for lone surrogates, which fastText's own predict cannot take either
-        label, prob = native.ft_predict(text.encode("utf-8"), self._blob, self._offsets, self._slots,
-                                        self._wi, self._wo, self._dim)
+        label, prob = native.ft_predict(
+            text.encode("utf-8"), self._blob, self._offsets, self._slots, self._wi, self._wo, self._dim
+        )
         return (self._labels[label],), np.array([prob])
 
 

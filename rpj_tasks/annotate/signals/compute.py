@@ -20,13 +20,13 @@ from typing import Any
 
 import msgspec
 
+from rpj_tasks.annotate.artifacts.load import SignalArtifacts
+from rpj_tasks.annotate.signals.models import DSIR_TARGETS, classifier_score, classifier_text
+from rpj_tasks.annotate.signals.repetition import DUPE_NS, TOP_NS, repetition_scores
+from rpj_tasks.annotate.signals.text import DocText, normalize, prepare, stable_bmp
 from rpj_tasks.core.ids import doc_id, id_int, snapshot_id
 from rpj_tasks.core.schema import LINE_SIGNAL_KEYS as _LINE_KEYS
 from rpj_tasks.core.schema import SIGNAL_KEYS
-from rpj_tasks.annotate.artifacts.load import SignalArtifacts
-from rpj_tasks.annotate.signals.models import DSIR_TARGETS, classifier_text, classifier_score
-from rpj_tasks.annotate.signals.repetition import DUPE_NS, TOP_NS, repetition_scores
-from rpj_tasks.annotate.signals.text import DocText, normalize, prepare, stable_bmp
 from rpj_tasks.native import native
 
 PRECISION = 8
@@ -57,9 +57,7 @@ class BadDocument(ValueError):
     """A document lacks a string ``raw_content``; its line gets :func:`null_record`."""
 
 
-def compute_signals(
-    doc: Mapping[str, Any], artifacts: SignalArtifacts, text: DocText | None = None
-) -> dict[str, Signal]:
+def compute_signals(doc: Mapping[str, Any], artifacts: SignalArtifacts, text: DocText | None = None) -> dict[str, Signal]:
     """The 45-key ``quality_signals`` dict of a CCNet document, in the reference key order.
 
     ``text`` may carry the document's precomputed views (shared with MinHash); it is built from
@@ -116,8 +114,7 @@ def _token_stats(tokens: list[str], stop_words: frozenset[str]) -> tuple[int, in
     return _token_stats_python(tokens, stop_words)
 
 
-def _content(text: DocText, counts: Counter[str], artifacts: SignalArtifacts, domain: Any,
-             stop_tokens: int) -> dict[str, Score]:
+def _content(text: DocText, counts: Counter[str], artifacts: SignalArtifacts, domain: Any, stop_tokens: int) -> dict[str, Score]:
     raw, norm, words, tokens = text.raw, text.norm, text.words, text.tokens
     braces = raw.count("{") + raw.count("}")
     lorem = 0.0
@@ -185,8 +182,7 @@ def _natural_language(text: DocText, counts: Counter[str], upper_tokens: int, le
     return {
         "rps_doc_frac_all_caps_words": _ratio(upper_tokens, n_tokens) if tokens else None,
         "rps_doc_frac_lines_end_with_ellipsis": _ratio(ellipsis_lines, len(lines)) if lines else None,
-        "rps_doc_frac_no_alph_words": round(1.0 - letter_tokens / n_tokens, PRECISION)
-        if tokens else None,
+        "rps_doc_frac_no_alph_words": round(1.0 - letter_tokens / n_tokens, PRECISION) if tokens else None,
         "rps_doc_frac_unique_words": _ratio(len(counts), n_words) if words else None,
         "rps_doc_mean_word_length": _ratio(word_chars, n_words) if words else None,
         "rps_doc_num_sentences": float(len(_SENTENCE.findall(raw))),
@@ -309,8 +305,9 @@ def _models(text: DocText, artifacts: SignalArtifacts) -> dict[str, Score]:
     return scores
 
 
-def make_record(doc: Mapping[str, Any], shard_key: str, idx: int, artifacts: SignalArtifacts,
-                text: DocText | None = None) -> dict[str, Any]:
+def make_record(
+    doc: Mapping[str, Any], shard_key: str, idx: int, artifacts: SignalArtifacts, text: DocText | None = None
+) -> dict[str, Any]:
     """The signals record of line ``idx`` of the documents file ``shard_key`` (``docs/spec/rpv2_format.md`` §4).
 
     Raises :class:`BadDocument` when ``raw_content`` is not a string (use :func:`null_record`).

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from itertools import chain, islice
 from dataclasses import dataclass
+from itertools import chain, islice
 from typing import Any
 
 import numpy as np
@@ -87,9 +87,7 @@ class DsirScorer:
         source_counts, source_lambda = source
         source_log = np.log(_distribution(source_counts) + 1e-8)
         self.targets = {
-            name: DsirTarget(
-                np.array(np.log(_distribution(counts) + 1e-8) - source_log), float(lam), float(source_lambda)
-            )
+            name: DsirTarget(np.array(np.log(_distribution(counts) + 1e-8) - source_log), float(lam), float(source_lambda))
             for name, (counts, lam) in targets.items()
         }
 
