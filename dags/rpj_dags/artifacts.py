@@ -158,7 +158,7 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
 
         @task
         @engine_task
-        def finalize(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+        def finalize(entries: Any) -> dict[str, Any] | None:
             from rpj_tasks.ccnet import models
 
             entries = list(entries)

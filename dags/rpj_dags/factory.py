@@ -8,6 +8,9 @@ context's ``dag_id``) only that DAG is built.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from airflow.sdk import DAG, get_parsing_context
 
 from rpj_tasks.core.config import ConfigError, load_registry
@@ -26,9 +29,9 @@ def build_all(registry_path: str | None = None, only: str | None = None) -> dict
     except ConfigError as exc:
         raise ConfigError(f"snapshot registry: {exc}") from exc
     only = only or get_parsing_context().dag_id
-    builders = {cfg.dag_id: (lambda cfg=cfg: build_snapshot_dag(cfg)) for cfg in registry.values()}
-    builders[MONTHLY] = lambda: build_monthly_dag(registry)
-    builders[ARTIFACTS] = lambda: build_artifacts_dag(registry)
+    builders: dict[str, Callable[[], DAG]] = {cfg.dag_id: partial(build_snapshot_dag, cfg) for cfg in registry.values()}
+    builders[MONTHLY] = partial(build_monthly_dag, registry)
+    builders[ARTIFACTS] = partial(build_artifacts_dag, registry)
     if only in builders:
         return {only: builders[only]()}
     return {dag_id: build() for dag_id, build in builders.items()}

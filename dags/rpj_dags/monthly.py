@@ -28,6 +28,7 @@ from rpj_dags.common import DEFAULT_ARGS, START_DATE
 from rpj_tasks.core.config import SnapshotConfig, snapshots_released_between
 
 RUN_ID_PREFIX = "rpv2_monthly__"
+FINAL_STATES: Any = ["success", "failed"]  # DagRunState values (str enum)
 # The snapshot DAG's tasks in the order they run: the first failed one is the cause.
 TASK_ORDER = (
     "plan_units",
@@ -58,7 +59,7 @@ class ProcessSnapshotOperator(TriggerDagRunOperator):
             conf={"month": month},
             wait_for_completion=True,
             deferrable=True,
-            poke_interval=poll_interval,
+            poke_interval=int(poll_interval),
             allowed_states=["success"],
             failed_states=["failed"],
             fail_when_dag_is_paused=True,
@@ -74,7 +75,7 @@ class ProcessSnapshotOperator(TriggerDagRunOperator):
             self.log.info("%s run %s exists already (an earlier try started it): waiting for it", self.trigger_dag_id, run_id)
             self.defer(
                 trigger=DagStateTrigger(
-                    dag_id=self.trigger_dag_id, states=["success", "failed"], run_ids=[run_id], poll_interval=self.poke_interval
+                    dag_id=self.trigger_dag_id, states=FINAL_STATES, run_ids=[run_id], poll_interval=self.poke_interval
                 ),
                 method_name="execute_complete",
             )
@@ -133,6 +134,7 @@ def build_monthly_dag(registry: dict[str, SnapshotConfig]) -> DAG:
         def snapshots_in_interval() -> list[dict[str, str]]:
             ctx = get_current_context()
             start, end = ctx["data_interval_start"], ctx["data_interval_end"]
+            assert start is not None and end is not None  # a scheduled (or backfilled) run of a data-interval timetable
             ids = snapshots_released_between(list(scheduled), start, end)
             print(f"data interval {start} - {end}: snapshots {ids or 'none'}")
             return [{"trigger_dag_id": scheduled[s], "month": start.strftime("%Y-%m")} for s in ids]

@@ -235,7 +235,7 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
         # after a failed plan it is upstream_failed (no work, no error of its own).
         @task(execution_timeout=dt.timedelta(minutes=30), trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
         @engine_task
-        def report(units: list[dict[str, Any]]) -> dict[str, Any]:
+        def report(units: Any) -> dict[str, Any]:  # the plan's units (an XComArg when the DAG is built)
             params, cfg = _run_config(base)
             return _report(cfg, units, annotated=params["annotate"])
 

@@ -171,10 +171,11 @@ def read_corpus(url: str, stats: Stats | None = None) -> Iterator[str]:
             except ValueError:
                 bad.line(url, offset, INVALID_JSON)
                 continue
-            text = doc.get("text") if isinstance(doc, dict) else None
-            if not isinstance(text, str):
+            value = doc.get("text") if isinstance(doc, dict) else None
+            if not isinstance(value, str):
                 bad.line(url, offset, "no_string_text")
                 continue
+            text = value
         yield text
     bad.log_unlogged(url)
 

@@ -79,7 +79,7 @@ def plan_units(
         groups.setdefault(layout.hash_group(shard, size, cfg.num_shards).start, []).append(shard)
     group_ids = sorted(groups)  # each group's first shard
     per_unit = max(1, math.ceil(len(group_ids) / max_units))
-    units = []
+    units: list[dict[str, Any]] = []
     for i in range(0, len(group_ids), per_unit):
         chunk = group_ids[i : i + per_unit]
         mine = [s for g in chunk for s in groups[g]]

@@ -270,11 +270,7 @@ def atomic_write(url: str, mode: str = "wb", digests: dict[str, dict[str, Any]] 
         try:
             with open(tmp, "wb") as raw:
                 writer = _HashingWriter(raw, digests is not None)
-                f: IO = writer if mode == "wb" else io.TextIOWrapper(writer, encoding="utf-8", newline="")  # type: ignore[arg-type]
-                yield f
-                f.flush()
-                if f is not writer:
-                    f.detach()
+                yield from _writer_for(writer, mode)
                 os.fsync(raw.fileno())
             os.replace(tmp, path)
         finally:
@@ -283,15 +279,23 @@ def atomic_write(url: str, mode: str = "wb", digests: dict[str, dict[str, Any]] 
     else:
         with tempfile.NamedTemporaryFile(prefix=f"{SPOOL_PREFIX}{run_tag()}-", delete=True) as spool:
             writer = _HashingWriter(spool, digests is not None)
-            f = writer if mode == "wb" else io.TextIOWrapper(writer, encoding="utf-8", newline="")  # type: ignore[arg-type]
-            yield f
-            f.flush()
-            if f is not writer:
-                f.detach()
+            yield from _writer_for(writer, mode)
             spool.flush()
             fs.put_file(spool.name, path)
     if digests is not None and writer.sha256 is not None:
         digests[url] = {"sha256": writer.sha256.hexdigest(), "bytes": writer.bytes}
+
+
+def _writer_for(writer: _HashingWriter, mode: str) -> Iterator[IO]:
+    """Yield ``writer`` (binary) or a UTF-8 text layer over it, flushed (and detached) afterwards."""
+    if mode == "wb":
+        yield writer  # type: ignore[misc]
+        writer.flush()
+        return
+    text = io.TextIOWrapper(writer, encoding="utf-8", newline="")  # type: ignore[type-var]
+    yield text
+    text.flush()
+    text.detach()
 
 
 def write_bytes(url: str, data: bytes, digests: dict[str, dict[str, Any]] | None = None) -> None:
@@ -304,7 +308,7 @@ def atomic_gzip_write(url: str, compresslevel: int = 6, digests: dict[str, dict[
     """Deterministic gzip (no file name, mtime 0) written atomically: same input, same bytes."""
     with atomic_write(url, digests=digests) as raw:
         with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=compresslevel) as gz:
-            yield gz
+            yield gz  # type: ignore[misc]
 
 
 def cache_dir() -> str:

@@ -253,9 +253,9 @@ class Worker:
             raise
         if status == _OK:
             return value[0]
-        exc, remote_tb = value
-        exc.__cause__ = RemoteTraceback(remote_tb)
-        raise exc
+        error, remote_tb = value
+        error.__cause__ = RemoteTraceback(remote_tb)
+        raise error
 
     def call(
         self,

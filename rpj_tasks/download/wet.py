@@ -23,7 +23,7 @@ import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO
 from urllib.parse import urlsplit
 
 from rpj_tasks.core.stats import Stats
@@ -159,7 +159,7 @@ _Piece = tuple[bytes, int, bool] | None
 class _Compressed:
     """Sequential reader over the stored bytes with a small window for look-back and search."""
 
-    def __init__(self, stream: BinaryIO, head: bytes) -> None:
+    def __init__(self, stream: IO[bytes], head: bytes) -> None:
         self.stream, self.buf, self.pos, self.base = stream, head, 0, 0
 
     @property
@@ -199,7 +199,7 @@ class _Compressed:
                 return
 
 
-def _plain_pieces(stream: BinaryIO, head: bytes) -> Iterator[_Piece]:
+def _plain_pieces(stream: IO[bytes], head: bytes) -> Iterator[_Piece]:
     offset = 0
     while head:
         yield head, offset, True
@@ -207,7 +207,7 @@ def _plain_pieces(stream: BinaryIO, head: bytes) -> Iterator[_Piece]:
         head = stream.read(_READ_SIZE)
 
 
-def _gzip_pieces(stream: BinaryIO, head: bytes, report: _Report) -> Iterator[_Piece]:
+def _gzip_pieces(stream: IO[bytes], head: bytes, report: _Report) -> Iterator[_Piece]:
     """Decompress member by member.  A member that fails (bad data, bad CRC, cut off) is
     reported and skipped; reading resumes at the next gzip magic.  Output of a member is held
     until its CRC checks (up to ``_HOLD`` bytes), so in the Common Crawl layout of one record
@@ -251,7 +251,7 @@ def _gzip_pieces(stream: BinaryIO, head: bytes, report: _Report) -> Iterator[_Pi
             yield b"".join(held), start, False
 
 
-def _pieces(stream: BinaryIO, report: _Report) -> Iterator[_Piece]:
+def _pieces(stream: IO[bytes], report: _Report) -> Iterator[_Piece]:
     """Decompressed pieces of ``stream``: gzip (detected by its magic) or uncompressed."""
     head = b""
     while len(head) < 2 and (data := stream.read(_READ_SIZE)):
@@ -294,7 +294,7 @@ class _Buffer:
             if piece is False:
                 self.ended = self.eof = True
                 break
-            if piece is None:
+            if piece is None or piece is True:  # None: the stream stopped early
                 self.ended = True
                 break
             data, stored, linear = piece
@@ -364,7 +364,8 @@ def _resync(buf: _Buffer) -> None:
 def _skip_newlines(buf: _Buffer) -> bool:
     """Skip the newlines before a record; False if the data runs out."""
     while buf.fill(1):
-        buf.pos = _NEWLINES.match(buf.data, buf.pos).end()
+        match = _NEWLINES.match(buf.data, buf.pos)  # zero or more newlines: always matches
+        buf.pos = match.end() if match else buf.pos
         if buf.available():
             return True
     return False
@@ -433,14 +434,14 @@ def _frame_block(buf: _Buffer, head_len: int, start: int, report: _Report) -> Wa
     return WarcRecord(headers, block, offset, False)
 
 
-def _records(stream: BinaryIO, report: _Report) -> Iterator[WarcRecord]:
+def _records(stream: IO[bytes], report: _Report) -> Iterator[WarcRecord]:
     buf = _Buffer(_pieces(stream, report))
     while (record := _next_record(buf, report)) is not None:
         report.stats.inc("wet.records")
         yield record
 
 
-def iter_records(stream: BinaryIO, source: str, stats: Stats, *, max_bad_records: int | None = None) -> Iterator[WarcRecord]:
+def iter_records(stream: IO[bytes], source: str, stats: Stats, *, max_bad_records: int | None = None) -> Iterator[WarcRecord]:
     """Every WARC record of a WET file (gzip, one or many members, or uncompressed), streamed.
 
     Damaged input is counted in ``stats`` (``wet.skipped.<reason>``, ``wet.length_mismatch``),
@@ -503,7 +504,7 @@ def _document(record: WarcRecord, report: _Report) -> dict | None:
 
 
 def iter_documents(
-    stream: BinaryIO,
+    stream: IO[bytes],
     source: str,
     stats: Stats,
     min_len: int = 300,

@@ -19,7 +19,7 @@ def _load() -> ModuleType | None:
     if os.environ.get("RPJ_PURE_PYTHON", "") not in ("", "0"):
         return None
     try:
-        from rpj_tasks.native import _speedups
+        from rpj_tasks.native import _speedups  # type: ignore[attr-defined]  # the compiled extension
     except ImportError as exc:  # pragma: no cover - depends on the install
         log.warning("rpj_tasks.native._speedups is not built (%s): annotation runs on the slower pure-Python path", exc)
         return None

@@ -82,15 +82,15 @@ def sample_corpora(cfg: SnapshotConfig) -> tuple[dict[str, str], dict[str, str]]
     from rpj_tasks.download.listing import list_segments
 
     stats = Stats()
-    docs = []
+    docs: list[dict[str, Any]] = []
     for segment in list_segments(mirror, cfg.crawl):
         with storage.open_read(storage.join(mirror, segment)) as f:
             docs.extend(iter_documents(f, source=segment, stats=stats, min_len=cfg.min_len))
     table = ShardHashes.collect(d["raw_content"].split("\n") for d in docs)
     lid = LanguageIdentifier(cfg.lid_model or None)
     by_lang: dict[str, list[bytes]] = {lang: [] for lang in cfg.languages}
-    for doc in docs:
-        doc = remove_duplicate_lines(doc, table, stats)
+    for raw_doc in docs:
+        doc = remove_duplicate_lines(raw_doc, table, stats)
         if doc is None:
             continue
         lang, score = lid.predict(doc["raw_content"])

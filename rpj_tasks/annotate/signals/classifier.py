@@ -58,6 +58,7 @@ class CompiledClassifier:
         self._offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
         np.cumsum([len(word) for word in encoded], out=self._offsets[1:])
         nslots = 1 << max(4, (2 * len(encoded) - 1).bit_length())
+        assert native is not None  # only built when the extension is
         self._slots = native.ft_vocab_slots(self._blob, self._offsets, nslots)
         self._labels = tuple(labels)
         self._wi = np.ascontiguousarray(input_matrix, dtype=np.float32)
@@ -72,6 +73,7 @@ class CompiledClassifier:
         if "\n" in text:
             raise ValueError("predict processes one line at a time (remove '\\n')")
         # UnicodeEncodeError for lone surrogates, which fastText's own predict cannot take either
+        assert native is not None
         label, prob = native.ft_predict(
             text.encode("utf-8"), self._blob, self._offsets, self._slots, self._wi, self._wo, self._dim
         )

@@ -272,6 +272,7 @@ def _line_columns_native(text: DocText) -> tuple[Any, ...]:
     """The same columns from per-line counts taken in C; lines whose normalisation needs ``lower()``
     or NFD to change a non-ASCII character are normalised here (:func:`_normalized_line_scores`)."""
     lines = text.lines
+    assert native is not None  # the caller chose the native path
     rows = native.line_stats(lines, stable_bmp())
     terminal, bullet, upper, javascript, num_words, numerical = [], [], [], [], [], []
     has_javascript = "javascript" in text.norm

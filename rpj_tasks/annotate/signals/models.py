@@ -98,6 +98,7 @@ class DsirScorer:
         """
         if self._native:
             counts = np.zeros(DSIR_BUCKETS, dtype=np.int64)
+            assert native is not None
             native.dsir_counts(tokens if type(tokens) is list else list(tokens), counts)
             return counts
         return self.features_python(tokens)
