@@ -10,8 +10,9 @@ and, with ``--executor celery``, N ``airflow celery worker`` processes (Redis br
 result backend).  It waits until ``/api/v2/monitor/health`` reports a healthy scheduler and DAG
 processor and the registry's DAGs are parsed, then prints the UI URL and how to log in.
 
-``down`` stops every process of the deployment (SIGTERM to the process and its descendants, SIGKILL
-after a grace period), optionally dropping the database.  Every setting is a flag with an
+``down`` stops every process of the deployment (SIGTERM to each component, which stops its own
+children; SIGKILL for whatever is left of the process trees after a grace period), optionally
+dropping the database.  Every setting is a flag with an
 ``RPJ_DEPLOY_*`` environment default; ``up`` is idempotent (a running deployment with the same
 settings is left alone, dead components are restarted).
 
@@ -35,6 +36,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY_DIR = Path(__file__).resolve().parent
@@ -44,6 +46,7 @@ STATE_FILE = "deploy.json"
 DB_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 HOSTNAME_CALLABLE = "rpj_deploy_hostname.worker_hostname"
 CORE_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+START_MARK = "rpj-deploy starts:"  # opens each component start in its (appended) log
 
 
 class DeployError(RuntimeError):
@@ -115,7 +118,7 @@ class Settings:
     def sql_alchemy_conn(self) -> str:
         if self.db == "sqlite":
             return f"sqlite:///{self.sqlite_path}"
-        auth = self.pg_user + (f":{self.pg_password}" if self.pg_password else "")
+        auth = quote(self.pg_user, safe="") + (f":{quote(self.pg_password, safe='')}" if self.pg_password else "")
         return f"postgresql+psycopg2://{auth}@{self.pg_host}:{self.pg_port}/{self.db_name}"
 
     def broker_url(self) -> str:
@@ -253,7 +256,7 @@ def component_env(s: Settings, name: str, env: dict[str, str]) -> dict[str, str]
     if name.startswith("worker-"):
         index = int(name.split("-", 1)[1])
         # Distinct, resolvable task-instance hostnames per worker (see rpj_deploy_hostname.py).
-        env.setdefault("RPJ_WORKER_HOSTNAME", f"127.0.0.{index + 1}")
+        env["RPJ_WORKER_HOSTNAME"] = f"127.0.0.{index + 1}"
         env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = HOSTNAME_CALLABLE
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(DEPLOY_DIR), env.get("PYTHONPATH", "")) if p)
     return env
@@ -323,7 +326,7 @@ def start_component(s: Settings, name: str, env: dict[str, str]) -> dict[str, An
     s.log_dir.mkdir(parents=True, exist_ok=True)
     cmd = component_cmd(s, name)
     log = open(log_file(s, name), "ab")
-    log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} rpj-deploy starts: {shlex.join(cmd)}\n".encode())
+    log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {START_MARK} {shlex.join(cmd)}\n".encode())
     log.flush()
     proc = subprocess.Popen(
         cmd,
@@ -593,11 +596,19 @@ def ensure_password(s: Settings, env: dict[str, str], password: str | None, log=
         current[s.admin_user] = secrets.token_urlsafe(12)
         log(f"generated a password for {s.admin_user} in {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(current))
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_private(path, json.dumps(current))
     return current[s.admin_user]
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, readable by the owner only (0600) from the start."""
+    tmp = path.with_name(path.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -644,6 +655,11 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(data.splitlines()[-lines:])
 
 
+def current_run_log(s: Settings, name: str) -> str:
+    """The part of a component's log written since its latest start (logs are appended to)."""
+    return tail(log_file(s, name), 2000).rsplit(START_MARK, 1)[-1]
+
+
 def wait_ready(s: Settings, password: str | None, timeout: float, log=print) -> dict[str, Any]:
     """Wait for healthy components, parsed DAGs and (Celery) ready workers; fail early if one died."""
     import requests
@@ -676,7 +692,7 @@ def wait_ready(s: Settings, password: str | None, timeout: float, log=print) -> 
             except requests.RequestException as exc:
                 last = {"error": str(exc)}
         if stage == "workers":
-            missing = [n for n in s.components if n.startswith("worker-") and " ready." not in tail(log_file(s, n), 400)]
+            missing = [n for n in s.components if n.startswith("worker-") and " ready." not in current_run_log(s, n)]
             if not missing:
                 return health(s) or {}
             last = {"celery workers not ready": missing}
@@ -703,11 +719,7 @@ def save_state(s: Settings, env: dict[str, str]) -> None:
     tmp.write_text(json.dumps({"settings": s.public(), "repo": str(REPO), "python": sys.executable}, indent=1))
     os.replace(tmp, s.run_dir / STATE_FILE)
     saved = {k: v for k, v in env.items() if k.startswith(SAVED_ENV_PREFIXES)}
-    tmp = s.run_dir / (ENV_FILE + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(saved, f, indent=1, sort_keys=True)
-    os.replace(tmp, s.run_dir / ENV_FILE)
+    write_private(s.run_dir / ENV_FILE, json.dumps(saved, indent=1, sort_keys=True))
 
 
 def saved_env(s: Settings) -> dict[str, str] | None:

@@ -28,6 +28,8 @@ ensure_env() {
   (cd "$RPJ_HOME" && "$uv" sync --frozen --python 3.11 --compile-bytecode --quiet \
     && .venv/bin/python -m compileall -q rpj_tasks dags plugins deploy >/dev/null) || return 1
   export PATH="$RPJ_HOME/.venv/bin:$PATH"
+  # Callers write logs there before Airflow creates it (scripts/demo.sh on a fresh clone).
+  mkdir -p "$AIRFLOW_HOME"
 }
 
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$RPJ_HOME/airflow_home}"
