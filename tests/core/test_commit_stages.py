@@ -10,12 +10,12 @@ removal, and just before the record.
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from airflow_env import base_env
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -23,17 +23,7 @@ SNAPSHOT = "2000-01"
 
 
 def env_for(tmp: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RPJ_", "AIRFLOW"))}
-    env.update(
-        {
-            "RPJ_HOME": str(REPO),
-            "RPJ_STORAGE_ROOT": (tmp / "data").as_uri(),
-            "RPJ_SAMPLE_SOURCE": (tmp / "mirror").as_uri(),
-            "RPJ_CACHE_DIR": str(tmp / "cache"),
-            **extra,
-        }
-    )
-    return env
+    return base_env(tmp, **extra)
 
 
 def rpj(tmp: Path, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:

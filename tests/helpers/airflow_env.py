@@ -11,19 +11,13 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def airflow_env(tmp: Path, **extra: str) -> dict[str, str]:
+def base_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """The caller's environment without AIRFLOW_*/RPJ_* settings, the project's venv first on PATH,
+    and the sample's locations (storage root, mirror, cache) in ``tmp``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "RPJ_"))}
-    home = tmp / "airflow_home"
-    home.mkdir(parents=True, exist_ok=True)
     env.update(
         {
             "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
             "RPJ_HOME": str(REPO),
             "RPJ_STORAGE_ROOT": (tmp / "data").as_uri(),
             "RPJ_SAMPLE_SOURCE": (tmp / "mirror").as_uri(),
@@ -32,6 +26,22 @@ def airflow_env(tmp: Path, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def airflow_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """:func:`base_env` plus a throw-away Airflow (its own home, SQLite DB) for ``airflow`` commands."""
+    home = tmp / "airflow_home"
+    home.mkdir(parents=True, exist_ok=True)
+    return base_env(
+        tmp,
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
+        AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__PARALLELISM="4",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
+        **extra,
+    )
 
 
 def airflow(env: dict[str, str], *args: str, timeout: int = 900) -> subprocess.CompletedProcess:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import random
 import signal
 import socket
@@ -32,6 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+from airflow_env import base_env
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -57,22 +57,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def base_env(tmp: Path, **extra: str) -> dict[str, str]:
-    """The caller's environment without AIRFLOW_*/RPJ_* settings, plus the sample's locations in ``tmp``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "RPJ_"))}
-    env.update(
-        {
-            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-            "RPJ_HOME": str(REPO),
-            "RPJ_STORAGE_ROOT": (tmp / "data").as_uri(),
-            "RPJ_SAMPLE_SOURCE": (tmp / "mirror").as_uri(),
-            "RPJ_CACHE_DIR": str(tmp / "cache"),
-        }
-    )
-    env.update(extra)
-    return env
 
 
 # ------------------------------------------------------------------------------------------------
