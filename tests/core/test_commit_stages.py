@@ -142,3 +142,57 @@ def test_sample_outputs_unchanged_by_the_restructure(sample):
 
     pinned = json.loads((REPO / "tests" / "sample_outputs.sha256.json").read_text())
     assert digests(sample / "data", "documents", "quality_signals", "minhash") == pinned
+
+
+@pytest.fixture(scope="module")
+def s3_sample(sample, tmp_path_factory):
+    """The sample's shards 0-1 mined and annotated with the storage root on a local S3 server (moto);
+    the rpj processes reach it through fsspec's FSSPEC_S3 configuration."""
+    import json
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    endpoint = "http://{}:{}".format(*server.get_host_and_port())
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1")
+    client.create_bucket(Bucket="rpj")
+    tmp = tmp_path_factory.mktemp("commit-s3")
+    extra = {
+        "RPJ_STORAGE_ROOT": "s3://rpj/root",
+        "RPJ_SAMPLE_SOURCE": (sample / "mirror").as_uri(),
+        "FSSPEC_S3": json.dumps({"endpoint_url": endpoint, "key": "k", "secret": "s"}),
+    }
+
+    def run(*args: str, fault: str | None = None) -> subprocess.CompletedProcess:
+        env = env_for(tmp, **extra, **({"RPJ_FAULT": fault} if fault else {}))
+        return subprocess.run([str(BIN / "rpj"), *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+    for args in (("ccnet", "--snapshot", SNAPSHOT, "--shards", "0-1"), ("annotate", "--snapshot", SNAPSHOT, "--shards", "0-1")):
+        proc = run(*args)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    yield run, client
+    server.stop()
+
+
+def s3_objects(client, prefix: str) -> dict[str, str]:
+    listed = client.list_objects_v2(Bucket="rpj", Prefix=prefix).get("Contents", [])
+    return {o["Key"]: o["ETag"] for o in listed}
+
+
+@pytest.mark.parametrize(
+    "step,point", [("mine", "output:2"), ("mine", "record:1"), ("annotate", "output:2"), ("annotate", "stale:1")]
+)
+def test_s3_fault_is_redone_to_identical_objects(s3_sample, step, point):
+    run, client = s3_sample
+    record = f"root/stats/{'ccnet' if step == 'mine' else 'annotate'}/{SNAPSHOT}/0001.json"
+    prefixes = ("root/documents/",) if step == "mine" else ("root/quality_signals/", "root/minhash/")
+    clean = {p: s3_objects(client, p) for p in prefixes}
+    args = (step, "--snapshot", SNAPSHOT, "--shards", "1")
+    assert run(*args, "--force", fault=f"{point}:kill").returncode != 0
+    assert record not in s3_objects(client, record), f"a record survived the kill at {point}"
+    again = run(*args)
+    assert again.returncode == 0 and "skipped" not in again.stdout, again.stdout + again.stderr[-2000:]
+    assert {p: s3_objects(client, p) for p in prefixes} == clean  # same objects, same bytes (ETag = MD5)
+    assert not [k for p in prefixes for k in s3_objects(client, p) if ".tmp-" in k]
