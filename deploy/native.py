@@ -206,6 +206,7 @@ def airflow_env(s: Settings, base: dict[str, str] | None = None) -> dict[str, st
     defaults that an ``AIRFLOW__*`` variable in the caller's environment overrides.
     """
     env = dict(os.environ if base is None else base)
+    env.pop("RPJ_AWS_CONN", None)  # read once by the setup; components use the connection
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("RPJ_HOME", str(REPO))
     forced = {
@@ -568,12 +569,14 @@ def setup_metadata(s: Settings, env: dict[str, str], log=print) -> None:
     log("pools: " + ", ".join(f"{name}={p['slots']}" for name, p in json.loads(path.read_text()).items()))
     conn = os.environ.get("RPJ_AWS_CONN", "").strip()
     if conn:
-        # Replace it: `connections add` refuses an existing id (a missing one is fine to delete).
-        subprocess.run(
-            [str(BIN / "airflow"), "connections", "delete", "aws_default"], env=env, cwd=str(REPO), capture_output=True, text=True
-        )
-        kind = "--conn-json" if conn.startswith("{") else "--conn-uri"
-        run_airflow(s, env, "connections", "add", "aws_default", kind, conn, log_name="setup")
+        # Through an owner-only file, not the command line (where `ps` would show the secret); the
+        # file is gone before the components start, and no component gets RPJ_AWS_CONN.
+        path = s.run_dir / ("aws_default.json" if conn.startswith("{") else "aws_default.env")
+        write_private(path, json.dumps({"aws_default": json.loads(conn)}) if conn.startswith("{") else f"aws_default={conn}\n")
+        try:
+            run_airflow(s, env, "connections", "import", "--overwrite", str(path), log_name="setup")
+        finally:
+            path.unlink(missing_ok=True)
         log("connection aws_default created from RPJ_AWS_CONN")
 
 
