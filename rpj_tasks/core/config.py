@@ -15,9 +15,11 @@ from typing import Any
 
 import yaml
 
-from rpj_tasks.core.errors import PermanentError
+from rpj_tasks.core.errors import ConfigError
+from rpj_tasks.core.layout import LANGUAGES, SNAPSHOT_RE, validate_snapshot
 
-SNAPSHOT_RE = re.compile(r"([0-9]{4})-([0-9]{2})")
+__all__ = ["LANGUAGES", "SNAPSHOT_RE", "ConfigError", "validate_snapshot"]  # re-exported: long-standing import paths
+
 CRAWL_RE = re.compile(r"CC-MAIN-([0-9]{4}-[0-9]{2})")
 LANG_RE = re.compile(r"[a-z]{2,3}")
 MODELS_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -28,20 +30,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Files shipped inside the package (word lists, cc_net cutoffs, their licenses).
 PACKAGE_DATA = Path(__file__).resolve().parents[1] / "data"
 DEFAULT_REGISTRY = REPO_ROOT / "config" / "snapshots.yaml"
-
-
-class ConfigError(PermanentError, ValueError):
-    """A configuration value or a user-supplied parameter is invalid."""
-
-
-def validate_snapshot(snapshot: str) -> str:
-    """Return ``snapshot`` if it is an RPv2 snapshot id ``YYYY-WW`` (week 01-53), else raise."""
-    m = SNAPSHOT_RE.fullmatch(snapshot) if isinstance(snapshot, str) else None
-    if not m:
-        raise ConfigError(f"invalid snapshot id {snapshot!r}: expected YYYY-WW, e.g. 2023-06")
-    if not 1 <= int(m.group(2)) <= 53:
-        raise ConfigError(f"invalid snapshot id {snapshot!r}: week {m.group(2)} does not exist (ISO weeks are 01-53)")
-    return snapshot
 
 
 def crawl_id(snapshot: str) -> str:
@@ -90,9 +78,6 @@ def snapshot_week_start(snapshot: str) -> dt.date:
 
 
 def _default_languages() -> list[str]:
-    """``rpj_tasks.core.layout.LANGUAGES`` (imported here: layout imports this module)."""
-    from rpj_tasks.core.layout import LANGUAGES
-
     return list(LANGUAGES)
 
 

@@ -25,6 +25,10 @@ class TransientError(RpjError):
     """The same work may succeed when retried later."""
 
 
+class ConfigError(PermanentError, ValueError):
+    """A configuration value or a user-supplied parameter is invalid."""
+
+
 class MissingInputError(PermanentError, RuntimeError):
     """An input a stage needs (a shard's hashes or CCNet record, a staged segment, a file the
     record lists) does not exist: run the stage that produces it first."""

@@ -28,8 +28,22 @@ from __future__ import annotations
 
 import re
 
-from rpj_tasks.core.config import validate_snapshot
+from rpj_tasks.core.errors import ConfigError
 from rpj_tasks.core.storage import join
+
+SNAPSHOT_RE = re.compile(r"([0-9]{4})-([0-9]{2})")
+
+
+def validate_snapshot(snapshot: str) -> str:
+    """Return ``snapshot`` if it is an RPv2 snapshot id ``YYYY-WW`` (week 01-53), else raise: it
+    becomes a path component, so the match is full and ASCII-only."""
+    m = SNAPSHOT_RE.fullmatch(snapshot) if isinstance(snapshot, str) else None
+    if not m:
+        raise ConfigError(f"invalid snapshot id {snapshot!r}: expected YYYY-WW, e.g. 2023-06")
+    if not 1 <= int(m.group(2)) <= 53:
+        raise ConfigError(f"invalid snapshot id {snapshot!r}: week {m.group(2)} does not exist (ISO weeks are 01-53)")
+    return snapshot
+
 
 #: The five RPv2 languages (docs/spec/rpv2_format.md §1): the default of every language setting
 #: (registry, DAG Params, CLI) and the languages that have word lists (quality_signals.md §3.2).
