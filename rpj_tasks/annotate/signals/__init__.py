@@ -6,7 +6,8 @@ Typical use, once per process and language, then per document line::
     line = encode_record(make_record(doc, "2023-06/0000/en_head.json.gz", idx, artifacts))
 """
 
-from rpj_tasks.annotate.artifacts.load import ArtifactsError, SignalArtifacts
+from typing import Any
+
 from rpj_tasks.annotate.hashseed import (
     HashSeedError,
     WorkerDiedError,
@@ -54,3 +55,13 @@ __all__ = [
     "snapshot_id",
     "split_lines",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``ArtifactsError`` and ``SignalArtifacts`` on first use: the artifacts loader imports the
+    signal modules, so importing it here eagerly would make a cycle."""
+    if name in ("ArtifactsError", "SignalArtifacts"):
+        from rpj_tasks.annotate.artifacts import load
+
+        return getattr(load, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

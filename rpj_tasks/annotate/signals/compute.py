@@ -16,11 +16,10 @@ import string
 from collections import Counter
 from collections.abc import Mapping
 from itertools import compress, repeat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from rpj_tasks.annotate.artifacts.load import SignalArtifacts
 from rpj_tasks.annotate.signals.models import DSIR_TARGETS, classifier_score, classifier_text
 from rpj_tasks.annotate.signals.repetition import DUPE_NS, TOP_NS, repetition_scores
 from rpj_tasks.annotate.signals.text import DocText, normalize, prepare, stable_bmp
@@ -28,6 +27,9 @@ from rpj_tasks.core.ids import doc_id, id_int, snapshot_id
 from rpj_tasks.core.schema import LINE_SIGNAL_KEYS as _LINE_KEYS
 from rpj_tasks.core.schema import SIGNAL_KEYS
 from rpj_tasks.native import native
+
+if TYPE_CHECKING:  # the artifacts module imports the signal modules
+    from rpj_tasks.annotate.artifacts.load import SignalArtifacts
 
 PRECISION = 8
 CCNET_FIELDS = ("length", "original_length", "nlines", "original_nlines", "language_score", "perplexity")
