@@ -90,14 +90,6 @@ def begin(models_url: str) -> None:
     storage.remove(storage.join(models_url, MANIFEST))
 
 
-def _sha256_url(url: str) -> str:
-    digest = hashlib.sha256()
-    with storage.open_read(url) as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _copy(src: str, dst: str) -> None:
     with storage.open_read(src) as fin, storage.atomic_write(dst) as fout:
         for chunk in iter(lambda: fin.read(1 << 20), b""):
@@ -112,7 +104,7 @@ def _write_manifest(out_url: str, manifest: dict, inputs: dict) -> dict:
     outputs = {}
     for rel in files:
         url = storage.join(out_url, rel)
-        outputs[url] = {"sha256": _sha256_url(url), "bytes": storage.size(url)}
+        outputs[url] = storage.digest(url)
     for entry in manifest["languages"].values():
         entry["sha256"] = {k: outputs[storage.join(out_url, entry[k])]["sha256"] for k in ("sp", "lm")}
     manifest["cutoffs_sha256"] = outputs[storage.join(out_url, manifest["cutoffs"])]["sha256"]

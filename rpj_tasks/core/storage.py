@@ -298,6 +298,16 @@ def _writer_for(writer: _HashingWriter, mode: str) -> Iterator[IO]:
     text.detach()
 
 
+def digest(url: str) -> dict[str, Any]:
+    """``{"sha256", "bytes"}`` of the object at ``url``, streamed (the form commit records use)."""
+    sha, size = hashlib.sha256(), 0
+    with open_read(url) as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha.update(chunk)
+            size += len(chunk)
+    return {"sha256": sha.hexdigest(), "bytes": size}
+
+
 def write_bytes(url: str, data: bytes, digests: dict[str, dict[str, Any]] | None = None) -> None:
     with atomic_write(url, digests=digests) as f:
         f.write(data)

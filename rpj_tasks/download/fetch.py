@@ -12,7 +12,6 @@ against ``Content-Length`` (or the object size) and its start checked to be gzip
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import time
@@ -229,14 +228,9 @@ def download_shard(
 
 
 def _staged_digest(url: str, known: dict[str, Any] | None) -> dict[str, Any]:
-    size = storage.size(url)
-    if known is not None and known.get("bytes") == size:
+    if known is not None and known.get("bytes") == storage.size(url):
         return dict(known)
-    sha = hashlib.sha256()
-    with storage.open_read(url) as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            sha.update(chunk)
-    return {"sha256": sha.hexdigest(), "bytes": size}
+    return storage.digest(url)
 
 
 def download_unit(
