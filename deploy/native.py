@@ -70,6 +70,11 @@ def default_airflow_home() -> str:
     return os.environ.get("AIRFLOW_HOME") or str(REPO / "airflow_home")
 
 
+def state_dir_of(args: argparse.Namespace) -> Path:
+    """``--state-dir``, else ``<airflow home>/run``: where a deployment keeps its PIDs and logs."""
+    return Path(args.state_dir or os.path.join(args.airflow_home or default_airflow_home(), "run")).resolve()
+
+
 # --------------------------------------------------------------------------------------------
 # Settings
 
@@ -809,7 +814,7 @@ def print_access(s: Settings, env: dict[str, str], password: str | None) -> None
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    state_dir = Path(args.state_dir or os.path.join(args.airflow_home or default_airflow_home(), "run")).resolve()
+    state_dir = state_dir_of(args)
     state = load_state(state_dir)
     if state is None:
         print(f"rpj-deploy: no deployment state in {state_dir}; nothing to stop")
@@ -829,7 +834,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    state_dir = Path(args.state_dir or os.path.join(args.airflow_home or default_airflow_home(), "run")).resolve()
+    state_dir = state_dir_of(args)
     state = load_state(state_dir)
     if state is None:
         print(f"no deployment in {state_dir}")
@@ -858,7 +863,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    state_dir = Path(args.state_dir or os.path.join(args.airflow_home or default_airflow_home(), "run")).resolve()
+    state_dir = state_dir_of(args)
     state = load_state(state_dir)
     if state is None:
         raise DeployError(f"no deployment in {state_dir}")
@@ -893,7 +898,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     """Print ``export`` lines that point the airflow CLI at the deployment."""
-    state_dir = Path(args.state_dir or os.path.join(args.airflow_home or default_airflow_home(), "run")).resolve()
+    state_dir = state_dir_of(args)
     state = load_state(state_dir)
     if state is None:
         raise DeployError(f"no deployment in {state_dir}")
