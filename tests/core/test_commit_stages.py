@@ -9,6 +9,7 @@ removal, and just before the record.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import subprocess
 import sys
@@ -150,13 +151,10 @@ def s3_sample(sample, tmp_path_factory):
     the rpj processes reach it through fsspec's FSSPEC_S3 configuration."""
     import json
 
-    import boto3
-    from moto.server import ThreadedMotoServer
+    from moto_s3 import moto_s3
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    endpoint = "http://{}:{}".format(*server.get_host_and_port())
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1")
+    stack = contextlib.ExitStack()
+    endpoint, client = stack.enter_context(moto_s3())
     client.create_bucket(Bucket="rpj")
     tmp = tmp_path_factory.mktemp("commit-s3")
     extra = {
@@ -172,8 +170,8 @@ def s3_sample(sample, tmp_path_factory):
     for args in (("ccnet", "--snapshot", SNAPSHOT, "--shards", "0-1"), ("annotate", "--snapshot", SNAPSHOT, "--shards", "0-1")):
         proc = run(*args)
         assert proc.returncode == 0, proc.stderr[-3000:]
-    yield run, client
-    server.stop()
+    with stack:
+        yield run, client
 
 
 def s3_objects(client, prefix: str) -> dict[str, str]:

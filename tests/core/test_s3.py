@@ -4,10 +4,9 @@ import json
 import subprocess
 import sys
 
-import boto3
 import pytest
 from airflow_env import REPO, airflow_env
-from moto.server import ThreadedMotoServer
+from moto_s3 import moto_s3
 
 from rpj_tasks.ccnet import stage as ccnet
 from rpj_tasks.core import storage
@@ -21,19 +20,13 @@ KEY, SECRET = "testing-key", "testing-secret"
 
 @pytest.fixture(scope="module")
 def s3():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    endpoint = "http://{}:{}".format(*server.get_host_and_port())
-    client = boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id=KEY, aws_secret_access_key=SECRET, region_name="us-east-1"
-    )
-    client.create_bucket(Bucket="rpj")
-    saved = dict(storage._OPTIONS)
-    storage.register_options("s3", {"endpoint_url": endpoint, "key": KEY, "secret": SECRET})
-    yield endpoint, client
-    storage._OPTIONS.clear()
-    storage._OPTIONS.update(saved)
-    server.stop()
+    with moto_s3(KEY, SECRET) as (endpoint, client):
+        client.create_bucket(Bucket="rpj")
+        saved = dict(storage._OPTIONS)
+        storage.register_options("s3", {"endpoint_url": endpoint, "key": KEY, "secret": SECRET})
+        yield endpoint, client
+        storage._OPTIONS.clear()
+        storage._OPTIONS.update(saved)
 
 
 def run_shards(cfg, shards):

@@ -344,22 +344,15 @@ KEY, SECRET = "worker-test-key", "worker-test-secret-value"
 
 @pytest.fixture
 def moto_s3():
-    import boto3
-    from moto.server import ThreadedMotoServer
+    from moto_s3 import moto_s3
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    endpoint = "http://{}:{}".format(*server.get_host_and_port())
-    client = boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id=KEY, aws_secret_access_key=SECRET, region_name="eu-west-3"
-    )
-    bucket = f"rpj-workers-{uuid.uuid4().hex[:8]}"  # moto's state is shared by the servers of a process
-    client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
-    saved = dict(storage._OPTIONS)
-    yield endpoint, client, bucket
-    storage._OPTIONS.clear()
-    storage._OPTIONS.update(saved)
-    server.stop()
+    with moto_s3(KEY, SECRET, "eu-west-3") as (endpoint, client):
+        bucket = f"rpj-workers-{uuid.uuid4().hex[:8]}"  # moto's state is shared by the servers of a process
+        client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
+        saved = dict(storage._OPTIONS)
+        yield endpoint, client, bucket
+        storage._OPTIONS.clear()
+        storage._OPTIONS.update(saved)
 
 
 def provider_like_options(kind: str, endpoint: str) -> dict[str, Any]:

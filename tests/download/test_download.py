@@ -243,16 +243,10 @@ def test_file_mirror(mirror: tuple[Path, dict], tmp_path: Path, policy: RetryPol
 def test_s3_mirror(
     mirror: tuple[Path, dict], tmp_path: Path, policy: RetryPolicy, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
+    from moto_s3 import moto_s3
 
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    try:
-        endpoint = "http://{}:{}".format(*moto.get_host_and_port())
-        boto3.client(
-            "s3", endpoint_url=endpoint, aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1"
-        ).create_bucket(Bucket="commoncrawl")
+    with moto_s3() as (endpoint, client):
+        client.create_bucket(Bucket="commoncrawl")
         monkeypatch.setitem(storage._OPTIONS, "s3", {"endpoint_url": endpoint, "key": "k", "secret": "s"})
         root, manifest = mirror
         for path in [*manifest["paths"], f"crawl-data/{SAMPLE_CRAWL}/wet.paths.gz"]:
@@ -266,8 +260,6 @@ def test_s3_mirror(
         with pytest.raises(DownloadError, match="s3://commoncrawl/crawl-data/nope.warc.wet.gz"):
             download_shard("s3://commoncrawl/", ["crawl-data/nope.warc.wet.gz"], str(tmp_path), Stats(), retry=policy)
         assert sleeps == []  # a missing key is not retried
-    finally:
-        moto.stop()
 
 
 def test_shard_assignment() -> None:

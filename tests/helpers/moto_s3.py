@@ -1,0 +1,25 @@
+"""A local S3 API server for tests: moto's ThreadedMotoServer on 127.0.0.1 (a free port)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+
+@contextlib.contextmanager
+def moto_s3(key: str = "k", secret: str = "s", region: str = "us-east-1") -> Iterator[tuple[str, Any]]:
+    """``(endpoint URL, boto3 S3 client with key/secret/region)``; the server stops on exit."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        endpoint = "http://{}:{}".format(*server.get_host_and_port())
+        yield (
+            endpoint,
+            boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret, region_name=region),
+        )
+    finally:
+        server.stop()
