@@ -16,7 +16,6 @@ Tasks are thin: the preamble (:func:`_run_config`), one engine call per shard, a
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import math
 from typing import Any
@@ -284,16 +283,17 @@ def _require_signal_artifacts(cfg: SnapshotConfig) -> None:
 
 
 def _report(cfg: SnapshotConfig, units: list[dict[str, Any]], *, annotated: bool) -> dict[str, Any]:
-    """The snapshot's CCNet summary in the log; fails naming every shard that did not finish."""
-    from rpj_tasks.ccnet import stage as ccnet
-    from rpj_tasks.core import layout, plan, storage
+    """The snapshot's summary in the log (as ``rpj summary`` prints it); fails naming every shard
+    that did not finish."""
+    from rpj_tasks.core import plan
+    from rpj_tasks.core.summary import format_summary, snapshot_summary
 
     shards = [s for u in units for s in plan.unit_shards(u)]
-    summary = ccnet.summarize(cfg, shards)
-    log.info("snapshot %s CCNet summary:\n%s", cfg.id, json.dumps(summary, indent=1, sort_keys=True))
-    missing = {"ccnet": summary["missing_shards"]}
+    summary = snapshot_summary(cfg, shards)
+    log.info("%s", format_summary(summary))
+    missing = {"ccnet": summary["not_mined"]}
     if annotated:
-        missing["annotate"] = [s for s in shards if not storage.exists(layout.annotate_stats_url(cfg.storage_root, cfg.id, s))]
+        missing["annotate"] = summary["not_annotated"]
     failed = {stage: ids for stage, ids in missing.items() if ids}
     if failed:
         raise RuntimeError(

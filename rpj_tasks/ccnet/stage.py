@@ -253,30 +253,3 @@ def mine_shard(cfg: SnapshotConfig, shard: int, segments: list[str], *, force: b
         stats.summary(),
     )
     return {**record, "skipped": False}
-
-
-def summarize(cfg: SnapshotConfig, shards: list[int]) -> dict[str, Any]:
-    """Totals over the stats records of ``shards``; lists the shards without a record."""
-    total = Stats()
-    missing = []
-    wall = 0.0
-    for shard in shards:
-        url = layout.ccnet_stats_url(cfg.storage_root, cfg.id, shard)
-        if not storage.exists(url):
-            missing.append(shard)
-            continue
-        record = json.loads(storage.read_bytes(url))
-        total.merge(Stats.from_dict(record))
-        wall += record.get("wall_seconds", 0.0)
-    docs = total["wet.docs"]
-    return {
-        "snapshot": cfg.id,
-        "shards": len(shards),
-        "finished_shards": len(shards) - len(missing),
-        "missing_shards": missing,
-        "documents_read": docs,
-        "documents_kept": total["kept"],
-        "shard_seconds": round(wall, 1),
-        "docs_per_second_per_shard": round(docs / wall, 1) if wall else None,
-        **total.to_dict(),
-    }

@@ -145,8 +145,13 @@ def hashes_record_url(root: str, snapshot: str, shard: int) -> str:
     return join(root, "stats", "hashes", validate_snapshot(snapshot), f"{shard:04d}.json")
 
 
+def annotate_stats_dir(root: str, snapshot: str) -> str:
+    """The annotation records of a snapshot: one ``{shard:04d}.json`` per finished shard."""
+    return join(root, "stats", "annotate", validate_snapshot(snapshot))
+
+
 def annotate_stats_url(root: str, snapshot: str, shard: int) -> str:
-    return join(root, "stats", "annotate", validate_snapshot(snapshot), f"{shard:04d}.json")
+    return join(annotate_stats_dir(root, snapshot), f"{shard:04d}.json")
 
 
 def models_url(root: str, version: str) -> str:

@@ -27,19 +27,24 @@ def _finished(url: str) -> set[int]:
     return {int(n[:-5]) for n in storage.listdir(url) if n.endswith(".json") and n[:-5].isdigit()}
 
 
+def _totals(stats_dir: str, shards: set[int]) -> tuple[Stats, float]:
+    """The merged counters of the records of ``shards`` in ``stats_dir``, and their wall seconds."""
+    total, seconds = Stats(), 0.0
+    for shard in sorted(shards):
+        record = json.loads(storage.read_bytes(storage.join(stats_dir, f"{shard:04d}.json")))
+        total.merge(Stats.from_dict(record))
+        seconds += record.get("wall_seconds", 0.0)
+    return total, seconds
+
+
 def snapshot_summary(cfg: SnapshotConfig, shards: list[int] | None = None) -> dict[str, Any]:
     """Totals over the CCNet and annotation records of ``shards`` (default: every shard)."""
     shards = list(range(cfg.num_shards)) if shards is None else shards
     ccnet_dir = layout.ccnet_stats_dir(cfg.storage_root, cfg.id)
-    annotate_dir = storage.join(cfg.storage_root, "stats", "annotate", cfg.id)
+    annotate_dir = layout.annotate_stats_dir(cfg.storage_root, cfg.id)
     mined, annotated = _finished(ccnet_dir) & set(shards), _finished(annotate_dir) & set(shards)
-    ccnet, annotate = Stats(), Stats()
-    for shard in sorted(mined):
-        ccnet.merge(Stats.from_dict(json.loads(storage.read_bytes(layout.ccnet_stats_url(cfg.storage_root, cfg.id, shard)))))
-    for shard in sorted(annotated):
-        annotate.merge(
-            Stats.from_dict(json.loads(storage.read_bytes(layout.annotate_stats_url(cfg.storage_root, cfg.id, shard))))
-        )
+    ccnet, ccnet_seconds = _totals(ccnet_dir, mined)
+    annotate, _ = _totals(annotate_dir, annotated)
     kept: dict[str, dict[str, int]] = {}
     for name, n in ccnet.counts.items():
         parts = name.split(".")
@@ -52,6 +57,8 @@ def snapshot_summary(cfg: SnapshotConfig, shards: list[int] | None = None) -> di
         "mined_shards": len(mined),
         "annotated_shards": len(annotated),
         "not_mined": sorted(set(shards) - mined),
+        "not_annotated": sorted(set(shards) - annotated),
+        "shard_seconds": round(ccnet_seconds, 1),
         "documents_read": ccnet["wet.docs"],
         "documents_kept": ccnet["kept"],
         "dropped": {label: ccnet[key] for key, label in DROP_REASONS.items()},

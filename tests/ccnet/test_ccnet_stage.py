@@ -11,6 +11,7 @@ import pytest
 from rpj_tasks.ccnet import stage as ccnet
 from rpj_tasks.core import layout, storage
 from rpj_tasks.core.config import load_registry
+from rpj_tasks.core.summary import snapshot_summary
 from rpj_tasks.download.fetch import download_unit
 from rpj_tasks.download.listing import list_segments
 from rpj_tasks.sample.setup import ensure_sample
@@ -122,7 +123,7 @@ def test_summary_reports_missing_shards(sample):
     _, cfg, per_shard = sample
     for s in (0, 1, 2, 3):
         ccnet.mine_shard(cfg, s, per_shard[s])
-    summary = ccnet.summarize(cfg, [0, 1, 2, 3])
-    assert summary["missing_shards"] == [] and summary["documents_kept"] > 0
+    summary = snapshot_summary(cfg, [0, 1, 2, 3])
+    assert summary["not_mined"] == [] and summary["documents_kept"] > 0
     other = cfg.with_overrides(storage_root=cfg.storage_root + "-nothing")
-    assert ccnet.summarize(other, [0, 1])["missing_shards"] == [0, 1]
+    assert snapshot_summary(other, [0, 1])["not_mined"] == [0, 1]
