@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 from rpj_tasks.cli.common import add_snapshot_args, snapshot_config, storage_root
-from rpj_tasks.core import layout, plan, storage
+from rpj_tasks.core import layout, plan
 from rpj_tasks.core.config import DSIR_HASH_MODES, ConfigError, SnapshotConfig, validate_languages
+from rpj_tasks.core.summary import recorded_shards
 
 
 def register(sub: Any) -> None:
@@ -41,7 +42,7 @@ def mined_shards(cfg: SnapshotConfig, args: argparse.Namespace) -> list[int]:
     asked = plan.parse_shards(args.shards, cfg.num_shards)
     if not args.shards:
         stats_dir = layout.ccnet_stats_dir(cfg.storage_root, cfg.id)
-        finished = {int(name[:-5]) for name in storage.listdir(stats_dir) if name[:-5].isdigit() and name.endswith(".json")}
+        finished = recorded_shards(stats_dir)
         asked = [shard for shard in asked if shard in finished]
         if not asked:
             raise ConfigError(f"no mined shards of {cfg.id} under {stats_dir}: run `rpj ccnet --snapshot {cfg.id}` first")

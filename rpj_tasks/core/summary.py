@@ -23,7 +23,8 @@ DROP_REASONS = {
 MAX_SHARD_TEXT = 120
 
 
-def _finished(url: str) -> set[int]:
+def recorded_shards(stats_dir: str) -> set[int]:
+    """The shards that have a record (``{shard:04d}.json``) in a stage's stats folder."""
     return {int(n[:-5]) for n in storage.listdir(url) if n.endswith(".json") and n[:-5].isdigit()}
 
 
@@ -42,7 +43,7 @@ def snapshot_summary(cfg: SnapshotConfig, shards: list[int] | None = None) -> di
     shards = list(range(cfg.num_shards)) if shards is None else shards
     ccnet_dir = layout.ccnet_stats_dir(cfg.storage_root, cfg.id)
     annotate_dir = layout.annotate_stats_dir(cfg.storage_root, cfg.id)
-    mined, annotated = _finished(ccnet_dir) & set(shards), _finished(annotate_dir) & set(shards)
+    mined, annotated = recorded_shards(ccnet_dir) & set(shards), recorded_shards(annotate_dir) & set(shards)
     ccnet, ccnet_seconds = _totals(ccnet_dir, mined)
     annotate, _ = _totals(annotate_dir, annotated)
     kept: dict[str, dict[str, int]] = {}
