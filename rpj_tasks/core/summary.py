@@ -25,7 +25,7 @@ MAX_SHARD_TEXT = 120
 
 def recorded_shards(stats_dir: str) -> set[int]:
     """The shards that have a record (``{shard:04d}.json``) in a stage's stats folder."""
-    return {int(n[:-5]) for n in storage.listdir(url) if n.endswith(".json") and n[:-5].isdigit()}
+    return {int(n[:-5]) for n in storage.listdir(stats_dir) if n.endswith(".json") and n[:-5].isdigit()}
 
 
 def _totals(stats_dir: str, shards: set[int]) -> tuple[Stats, float]:
