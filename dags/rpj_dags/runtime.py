@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from rpj_tasks.core import storage
+from rpj_tasks.core import redact, storage
 from rpj_tasks.core.errors import PermanentError
 
 log = logging.getLogger("rpj.airflow")
@@ -42,8 +42,9 @@ def configure_storage(*urls: str, conn_id: str = OBJECT_STORE_CONN_ID) -> None:
 
 
 def engine_logging() -> None:
-    """Route the engine's ``rpj.*`` loggers into the task log at INFO."""
+    """Route the engine's ``rpj.*`` loggers into the task log at INFO, credentials redacted."""
     logging.getLogger("rpj").setLevel(logging.INFO)
+    redact.install()
 
 
 def engine_task(fn: F) -> F:
@@ -62,7 +63,8 @@ def engine_task(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except PermanentError as exc:
-            log.error("%s: %s (permanent: not retried)", type(exc).__name__, exc)
-            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+            message = redact.redact(str(exc))
+            log.error("%s: %s (permanent: not retried)", type(exc).__name__, message)
+            raise AirflowFailException(f"{type(exc).__name__}: {message}") from exc
 
     return wrapper  # type: ignore[return-value]

@@ -21,6 +21,7 @@ import logging
 import sys
 
 from rpj_tasks.cli import annotate, ccnet, models, snapshots
+from rpj_tasks.core import redact
 from rpj_tasks.core.errors import PermanentError, RpjError
 
 
@@ -41,11 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("rpj").setLevel(logging.INFO)
+    redact.install()
     try:
         args.run(args)
     except RpjError as exc:
         kind = "error" if isinstance(exc, PermanentError) else "transient error (try again later)"
-        print(f"rpj: {kind}: {exc}", file=sys.stderr)
+        print(f"rpj: {kind}: {redact.redact(str(exc))}", file=sys.stderr)
         return 2 if isinstance(exc, PermanentError) else 1
     except KeyboardInterrupt:
         print("rpj: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ from typing import Any
 from rpj_tasks.cli.common import add_snapshot_args, snapshot_config
 from rpj_tasks.core import plan
 from rpj_tasks.core.config import load_registry
+from rpj_tasks.core.redact import redact
 
 
 def register(sub: Any) -> None:
@@ -30,7 +31,7 @@ def register(sub: Any) -> None:
 
 def run_snapshots(args: argparse.Namespace) -> None:
     for cfg in load_registry(args.registry).values():
-        print(f"{cfg.id}\t{cfg.crawl}\t{cfg.dag_id}\tshards={cfg.num_shards}\t{cfg.source_base}")
+        print(f"{cfg.id}\t{cfg.crawl}\t{cfg.dag_id}\tshards={cfg.num_shards}\t{redact(cfg.source_base)}")
 
 
 def run_summary(args: argparse.Namespace) -> None:

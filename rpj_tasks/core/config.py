@@ -17,6 +17,7 @@ import yaml
 
 from rpj_tasks.core.errors import ConfigError
 from rpj_tasks.core.layout import LANGUAGES, SNAPSHOT_RE, validate_snapshot
+from rpj_tasks.core.redact import redact
 
 __all__ = ["LANGUAGES", "SNAPSHOT_RE", "ConfigError", "validate_snapshot"]  # re-exported: long-standing import paths
 
@@ -126,7 +127,7 @@ class SnapshotConfig:
         if self.generate_source and not (self.sample and self.source_base.startswith("file://")):
             raise ConfigError(
                 f"{self.id}: generate_source is only for the sample snapshot with a file:// source_base "
-                f"(got sample={self.sample}, source_base={self.source_base!r}); rpj never writes to a source"
+                f"(got sample={self.sample}, source_base={redact(repr(self.source_base))}); rpj never writes to a source"
             )
         if not self.dag_id:
             object.__setattr__(self, "dag_id", "rpv2_" + self.id.replace("-", "_"))

@@ -32,3 +32,8 @@ class ConfigError(PermanentError, ValueError):
 class MissingInputError(PermanentError, RuntimeError):
     """An input a stage needs (a shard's hashes or CCNet record, a staged segment, a file the
     record lists) does not exist: run the stage that produces it first."""
+
+
+class UnsafePathError(PermanentError, ValueError):
+    """A path read from outside (a listing, a manifest) could lead outside its root: absolute, with
+    a scheme, ``..``, an empty or ``.`` component, a backslash or a control character."""

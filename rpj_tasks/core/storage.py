@@ -25,6 +25,7 @@ import inspect
 import io
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -35,6 +36,8 @@ from typing import IO, Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+from rpj_tasks.core.redact import redact
 
 log = logging.getLogger("rpj.storage")
 
@@ -165,6 +168,35 @@ def join(base: str, *parts: str) -> str:
         part = str(part).strip("/")
         if part:
             out = f"{out}/{part}"
+    return out
+
+
+_UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def join_below(base: str, rel: str, what: str = "path") -> str:
+    """``join(base, rel)`` for a relative path that came from outside (a listing, a manifest).
+
+    The result is proven to lie below ``base``: ``rel`` must be a plain relative path, with no
+    scheme, no leading ``/``, no ``..``, ``.`` or empty component, no backslash and no control
+    character; otherwise :class:`~rpj_tasks.core.errors.UnsafePathError` names it and ``what``.
+    """
+    from rpj_tasks.core.errors import UnsafePathError
+
+    reason = None
+    if not isinstance(rel, str) or not rel:
+        reason = "empty"
+    elif "://" in rel or rel.startswith("/"):
+        reason = "not a relative path"
+    elif _UNSAFE_CHARS.search(rel):
+        reason = "contains a backslash or a control character"
+    elif any(part in ("", ".", "..") for part in rel.split("/")):
+        reason = "has an empty, '.' or '..' component"
+    if reason:
+        raise UnsafePathError(f"unsafe {what} {redact(repr(rel))}: {reason}; refused (it must stay below {redact(base)})")
+    out = join(base, rel)
+    if not out.startswith(base.rstrip("/") + "/"):  # by construction; kept as the proof
+        raise UnsafePathError(f"unsafe {what} {redact(repr(rel))}: resolves outside {redact(base)}")
     return out
 
 

@@ -96,3 +96,23 @@ def test_registered_options_is_a_copy():
     finally:
         with storage._LOCK:
             storage._OPTIONS.pop("memory", None)
+
+
+def test_join_below_keeps_every_path_under_its_base():
+    from rpj_tasks.core.errors import PermanentError, UnsafePathError
+
+    assert storage.join_below("s3://b/root/", "a/b.gz") == "s3://b/root/a/b.gz"
+    for bad in ("", "../x", "a/../../x", "/abs", "a//b", "./a", "a/.", "s3://other/x", "a\\b", "a\nb", "a\x00b"):
+        with pytest.raises(UnsafePathError, match="unsafe segment path") as err:
+            storage.join_below("file:///root", bad, "segment path")
+        assert isinstance(err.value, PermanentError)
+
+
+def test_redact_hides_credentials_in_urls():
+    assert storage.redact("GET https://u:p%40ss@host:8/x?a=1") == "GET https://***@host:8/x?a=1"
+    assert storage.redact("s3://bucket/k?X-Amz-Signature=abc&X-Amz-Credential=AK/x&n=2") == (
+        "s3://bucket/k?X-Amz-Signature=***&X-Amz-Credential=***&n=2"
+    )
+    assert storage.redact("'https://tok@h/p' and http://h/p?token=t1#f") == "'https://***@h/p' and http://h/p?token=***#f"
+    for plain in ("https://h/p?email=a@b", "s3://bucket/key@2x.png", "no url at all", "file:///tmp/a"):
+        assert storage.redact(plain) == plain
