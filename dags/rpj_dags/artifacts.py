@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, dag, get_current_context, task
 
-from rpj_dags.common import DEFAULT_ARGS, START_DATE
+from rpj_dags.common import DEFAULT_ARGS, START_DATE, whole
 from rpj_dags.runtime import configure_storage, engine_task
 from rpj_tasks.core import layout, storage
 from rpj_tasks.core.config import ConfigError, SnapshotConfig, validate_languages
@@ -53,7 +53,7 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
             "version": Param(
                 "ccnet-official",
                 type="string",
-                pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                pattern=whole("[A-Za-z0-9][A-Za-z0-9._-]{0,63}"),
                 description="Models version: written to artifacts/ccnet/<version>/ (snapshots select it with models_version).",
             ),
             "source": Param(
@@ -85,7 +85,7 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
                 description="build: quality-signal artifacts from signals_config; install: copy "
                 "published RPv2 artifacts from signals_install_url.",
             ),
-            "signals_version": Param("rpv2-official", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
+            "signals_version": Param("rpv2-official", type="string", pattern=whole("[A-Za-z0-9][A-Za-z0-9._-]{0,63}")),
             "signals_config": Param(
                 {},
                 type="object",

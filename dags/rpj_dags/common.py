@@ -14,3 +14,10 @@ DEFAULT_ARGS = {
     "execution_timeout": dt.timedelta(hours=1),
 }
 MAX_MAPPED_UNITS = 1000  # stays below Airflow's default [core] max_map_length of 1024
+
+
+def whole(regex: str) -> str:
+    """A JSON Schema ``pattern`` that must match the whole value.  Validators run ``pattern`` with
+    Python's ``re.search``, where ``$`` also matches before a final newline (``"en\\n"`` would
+    pass); ``(?!\\n)`` closes that gap and means the same in ECMA-262 regexes (the UI's)."""
+    return f"^(?:{regex})$(?!\\n)"

@@ -22,7 +22,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, TriggerRule, dag, get_current_context, task, task_group
 
-from rpj_dags.common import DEFAULT_ARGS, MAX_MAPPED_UNITS, START_DATE
+from rpj_dags.common import DEFAULT_ARGS, MAX_MAPPED_UNITS, START_DATE, whole
 from rpj_dags.runtime import configure_storage, engine_task
 from rpj_tasks.core.config import DSIR_HASH_MODES, SnapshotConfig, validate_languages
 
@@ -39,14 +39,14 @@ def snapshot_params(cfg: SnapshotConfig) -> dict[str, Param]:
     shard_item = {
         "anyOf": [
             {"type": "integer", "minimum": 0, "maximum": MAX_SHARD},
-            {"type": "string", "pattern": r"^[0-9]{1,5}(-[0-9]{1,5})?$"},
+            {"type": "string", "pattern": whole(r"[0-9]{1,5}(-[0-9]{1,5})?")},
         ]
     }
     params = {
         "languages": Param(
             cfg.languages,
             type="array",
-            items={"type": "string", "pattern": "^[a-z]{2,3}$"},
+            items={"type": "string", "pattern": whole("[a-z]{2,3}")},
             minItems=1,
             description="Languages to keep after LID (ISO codes); models must exist for each.",
         ),
@@ -85,7 +85,7 @@ def snapshot_params(cfg: SnapshotConfig) -> dict[str, Param]:
         "month": Param(
             None,
             type=["null", "string"],
-            pattern=r"^[0-9]{4}-[0-9]{2}$",
+            pattern=whole("[0-9]{4}-[0-9]{2}"),
             description="Set by rpv2_monthly: the month (YYYY-MM) whose crawls this run processes.",
         ),
     }

@@ -7,14 +7,21 @@ import argparse
 from rpj_tasks.core.config import ConfigError, SnapshotConfig, load_registry, validate_languages
 
 
+def ascii_int(text: str) -> int:
+    """An argparse type: a non-negative integer in ASCII digits (``int()`` would take ``"٣"`` or ``"3\\n"``)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 9):
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return int(text)
+
+
 def add_snapshot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--snapshot", required=True, help="YYYY-WW")
     p.add_argument("--shards", default="", help='e.g. "0-9,15" (default: all)')
-    p.add_argument("--limit", type=int, help="at most this many shards")
+    p.add_argument("--limit", type=ascii_int, help="at most this many shards")
     p.add_argument("--force", action="store_true", help="recompute finished shards")
     p.add_argument("--storage-root")
     p.add_argument("--source-base")
-    p.add_argument("--num-shards", type=int)
+    p.add_argument("--num-shards", type=ascii_int)
     p.add_argument("--languages", help="e.g. en,de")
 
 

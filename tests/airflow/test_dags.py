@@ -111,3 +111,50 @@ def test_backfill_dry_run_lists_one_monthly_run_per_month(tmp_path):
     assert proc.returncode == 0, out[-3000:]
     # logical date = start of the month interval: the 2023-02-01 run covers February -> CC-MAIN-2023-06
     assert [f"2023-{m:02d}-01 00:00:00+00:00" in out for m in range(1, 13)] == [True] * 12
+
+
+PARAM_CHECK = r"""
+import json, sys
+sys.path.insert(0, "%s")
+from airflow.sdk.definitions.param import ParamsDict
+from rpj_dags.snapshot import snapshot_params
+from rpj_tasks.core.config import load_registry
+cfg = next(iter(load_registry().values()))
+out = []
+for name, value in json.loads(sys.argv[1]):
+    params = ParamsDict(snapshot_params(cfg))
+    try:
+        params[name] = value
+        params.validate()
+        out.append("ok")
+    except Exception as exc:
+        out.append(type(exc).__name__)
+print("JSON" + json.dumps(out))
+"""
+
+
+def test_params_match_whole_ascii_values(tmp_path):
+    """Identifiers become paths: a trailing newline or non-ASCII digits are refused at trigger time
+    (JSON Schema ``pattern`` is searched, and ``$`` matches before a final newline in Python)."""
+    cases = [
+        ("languages", ["en"], "ok"),
+        ("languages", ["en\n"], "ParamValidationError"),
+        ("languages", ["\u0435n"], "ParamValidationError"),  # Cyrillic e
+        ("shards", ["3", "10-12", 7], "ok"),
+        ("shards", ["3\n"], "ParamValidationError"),
+        ("shards", ["\u0663"], "ParamValidationError"),  # ARABIC-INDIC DIGIT THREE
+        ("shards", ["1-2\n"], "ParamValidationError"),
+        ("month", "2023-02", "ok"),
+        ("month", "2023-02\n", "ParamValidationError"),
+    ]
+    env = airflow_env(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", PARAM_CHECK % (REPO / "dags"), json.dumps([[n, v] for n, v, _ in cases])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("JSON"))[4:])
+    assert got == [want for _, _, want in cases]
