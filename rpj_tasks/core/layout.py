@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 
 from rpj_tasks.core.errors import ConfigError
-from rpj_tasks.core.storage import join
+from rpj_tasks.core.storage import join, join_below
 
 SNAPSHOT_RE = re.compile(r"([0-9]{4})-([0-9]{2})")
 
@@ -119,7 +119,8 @@ def staging_wet_root(root: str) -> str:
 
 
 def staged_segment_url(root: str, segment: str) -> str:
-    return join(staging_wet_root(root), segment)
+    """Where a listed segment is staged; refuses a segment path that would leave ``staging/wet``."""
+    return join_below(staging_wet_root(root), segment, "segment path")
 
 
 def hashes_url(root: str, snapshot: str, shard: int) -> str:
@@ -135,9 +136,14 @@ def ccnet_stats_url(root: str, snapshot: str, shard: int) -> str:
     return join(ccnet_stats_dir(root, snapshot), f"{shard:04d}.json")
 
 
+def download_stats_dir(root: str, snapshot: str) -> str:
+    """The download records of a snapshot: one ``{shard:04d}.json`` per staged shard."""
+    return join(root, "stats", "download", validate_snapshot(snapshot))
+
+
 def download_record_url(root: str, snapshot: str, shard: int) -> str:
-    """A shard's download record: its staged segments with sha256 and size (commit protocol)."""
-    return join(root, "stats", "download", validate_snapshot(snapshot), f"{shard:04d}.json")
+    """A shard's download record: its staged segments with their integrity records (commit protocol)."""
+    return join(download_stats_dir(root, snapshot), f"{shard:04d}.json")
 
 
 def hashes_record_url(root: str, snapshot: str, shard: int) -> str:

@@ -1,8 +1,9 @@
 """A snapshot's totals from its per-shard stats records, as data and as a few human lines.
 
-Read by ``rpj summary`` and at the end of the demo: documents read, dropped by reason and kept per
-language and bucket (CCNet), files and lines annotated, shards that did not finish, and where the
-outputs are.
+Read by ``rpj summary``, the snapshot DAG's report task and at the end of the demo: documents read,
+dropped by reason and kept per language and bucket (CCNet), broken records skipped, source files
+damaged at the source (from the download records), files and lines annotated, shards that did not
+finish, and where the outputs are.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ DROP_REASONS = {
     "lid.dropped.below_threshold": "LID score below threshold",
 }
 MAX_SHARD_TEXT = 120
+MAX_DAMAGED_LINES = 5
 
 
 def recorded_shards(stats_dir: str) -> set[int]:
@@ -36,6 +38,21 @@ def _totals(stats_dir: str, shards: set[int]) -> tuple[Stats, float]:
         total.merge(Stats.from_dict(record))
         seconds += record.get("wall_seconds", 0.0)
     return total, seconds
+
+
+def damaged_sources(cfg: SnapshotConfig, shards: set[int]) -> list[dict[str, Any]]:
+    """``[{"shard", "file", "damage"}]``: staged files damaged at the source, from the download records."""
+    from rpj_tasks.core import commit
+
+    out = []
+    download_dir = layout.download_stats_dir(cfg.storage_root, cfg.id)
+    for shard in sorted(recorded_shards(download_dir) & shards):
+        record_url = layout.download_record_url(cfg.storage_root, cfg.id, shard)
+        record = commit.load_record(record_url) or {}
+        for rel, url in commit.listed_outputs(record_url, record).items():
+            if damage := record["outputs"][rel].get("damage"):
+                out.append({"shard": shard, "file": url, "damage": damage})
+    return out
 
 
 def snapshot_summary(cfg: SnapshotConfig, shards: list[int] | None = None) -> dict[str, Any]:
@@ -67,6 +84,7 @@ def snapshot_summary(cfg: SnapshotConfig, shards: list[int] | None = None) -> di
         "files_annotated": annotate["files.annotated"],
         "lines_annotated": annotate["annotate.lines"],
         "bad_records": {k: v for k, v in ccnet.counts.items() if k.startswith("wet.skipped.")},
+        "damaged_sources": damaged_sources(cfg, mined),
     }
 
 
@@ -96,6 +114,15 @@ def format_summary(s: dict[str, Any]) -> str:
             "  broken records skipped: "
             + ", ".join(f"{k.removeprefix('wet.skipped.')} {v}" for k, v in sorted(s["bad_records"].items()))
         )
+    damaged = s.get("damaged_sources", [])
+    if damaged:
+        lines.append(f"  source files damaged at the source (staged as they are, records around the damage kept): {len(damaged)}")
+        for entry in damaged[:MAX_DAMAGED_LINES]:
+            lines.append(f"    shard {entry['shard']:04d} {entry['file'].rsplit('/', 1)[-1]}: {entry['damage']}")
+        if len(damaged) > MAX_DAMAGED_LINES:
+            lines.append(
+                f"    ... {len(damaged) - MAX_DAMAGED_LINES} more in {storage.join(root, 'stats', 'download', s['snapshot'])}"
+            )
     lines.append(f"  quality signals + MinHash: {s['files_annotated']} files, {s['lines_annotated']} documents")
     lines.append(
         "  outputs: " + ", ".join(storage.join(root, c, s["snapshot"]) for c in ("documents", "quality_signals", "minhash"))

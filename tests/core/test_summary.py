@@ -50,3 +50,24 @@ def test_summary_json(tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["not_mined"] == [0, 1, 2, 4, 5, 6, 7, 8, 9]
     assert data["kept_by_language"] == {"de": {"middle": 30}, "en": {"head": 20, "tail": 10}}
+
+
+def test_summary_names_files_damaged_at_the_source(tmp_path, capsys):
+    """Truncation that is in the source is in the download record, and the summary shows it."""
+    write_records(tmp_path)
+    downloads = tmp_path / "stats" / "download" / "2023-06"
+    downloads.mkdir(parents=True)
+    seg = "crawl-data/CC-MAIN-2023-06/segments/1.1/wet/CC-MAIN-1-00007.warc.wet.gz"
+    (downloads / "0003.json").write_text(
+        json.dumps(
+            {
+                "inputs": {"segments": [seg]},
+                "outputs": {f"../../../staging/wet/{seg}": {"sha256": "0" * 64, "bytes": 10, "damage": "truncated: cut"}},
+            }
+        )
+    )
+    assert cli.main(["summary", "--snapshot", "2023-06", "--storage-root", tmp_path.as_uri(), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["damaged_sources"] == [{"shard": 3, "file": f"{tmp_path.as_uri()}/staging/wet/{seg}", "damage": "truncated: cut"}]
+    assert cli.main(["summary", "--snapshot", "2023-06", "--storage-root", tmp_path.as_uri()]) == 0
+    assert "    shard 0003 CC-MAIN-1-00007.warc.wet.gz: truncated: cut" in capsys.readouterr().out

@@ -16,7 +16,7 @@ import pytest
 
 from rpj_tasks.core import storage
 from rpj_tasks.core.stats import Stats
-from rpj_tasks.download.fetch import DownloadError, RetryPolicy, download_shard
+from rpj_tasks.download.fetch import DownloadError, PermanentDownloadError, RetryPolicy, download_shard
 from rpj_tasks.download.listing import list_segments, shard_segments
 from rpj_tasks.sample.mirror import SAMPLE_CRAWL, generate_mirror
 
@@ -29,6 +29,7 @@ class MirrorServer:
         self.not_found: set[str] = set()
         self.failures: dict[str, list[int]] = {}  # path -> status codes to answer first, in order
         self.truncate_once: set[str] = set()
+        self.corrupt_once: set[str] = set()  # served once with a byte flipped in the middle (same length)
         self.hits: Counter[str] = Counter()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
@@ -67,6 +68,10 @@ class MirrorServer:
                     self.wfile.write(body[: len(body) // 2])
                     self.close_connection = True
                     return None
+                if path in server.corrupt_once:
+                    server.corrupt_once.discard(path)
+                    middle = len(body) // 2
+                    body = body[:middle] + bytes([body[middle] ^ 0xFF]) + body[middle + 1 :]
                 return self._reply(200, body)
 
             def _reply(self, status: int, body: bytes) -> None:
@@ -115,8 +120,9 @@ def test_list_segments_over_http_and_file(server: MirrorServer, mirror: tuple[Pa
 def test_paths_file_with_blank_lines_and_spaces(tmp_path: Path) -> None:
     crawl_dir = tmp_path / "crawl-data" / "CC-MAIN-2099-01"
     crawl_dir.mkdir(parents=True)
-    (crawl_dir / "wet.paths.gz").write_bytes(gzip.compress(b"b/2.warc.wet.gz\n\n  a/1.warc.wet.gz \r\n\n\nc/3.warc.wet.gz"))
-    assert list_segments(tmp_path.as_uri(), "CC-MAIN-2099-01") == ["b/2.warc.wet.gz", "a/1.warc.wet.gz", "c/3.warc.wet.gz"]
+    a, b, c = (f"crawl-data/CC-MAIN-2099-01/segments/16{i}.{i}/wet/CC-MAIN-2099-0000{i}.warc.wet.gz" for i in (1, 2, 3))
+    (crawl_dir / "wet.paths.gz").write_bytes(gzip.compress(f"{b}\n\n  {a} \r\n\n\n{c}".encode()))
+    assert list_segments(tmp_path.as_uri(), "CC-MAIN-2099-01") == [b, a, c]
 
 
 def test_missing_paths_file_fails_naming_url(server: MirrorServer, policy: RetryPolicy) -> None:
@@ -217,17 +223,105 @@ def test_skip_existing_and_force(server: MirrorServer, mirror: tuple[Path, dict]
     root, manifest = mirror
     paths = manifest["paths"]
     download_shard(server.url, paths, str(tmp_path), Stats())
-    (tmp_path / paths[0]).write_bytes(b"stale")
     stats = Stats()
     download_shard(server.url, paths, str(tmp_path), stats)
     assert stats["download.skipped_existing"] == 3 and stats["download.segments"] == 0
     assert all(server.hits[p] == 1 for p in paths)
-    assert (tmp_path / paths[0]).read_bytes() == b"stale"
     stats = Stats()
     download_shard(server.url, paths, str(tmp_path), stats, force=True)
     assert stats["download.segments"] == 3 and stats["download.skipped_existing"] == 0
     assert all(server.hits[p] == 2 for p in paths)
     assert (tmp_path / paths[0]).read_bytes() == (root / paths[0]).read_bytes()
+
+
+def test_damaged_staged_file_without_record_is_fetched_again(
+    server: MirrorServer, mirror: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """A staged file with no integrity record (a run died before its record) is kept only if its gzip
+    stream is whole: a truncated copy (the defect: it was kept and mined as finished) is replaced."""
+    root, manifest = mirror
+    paths = manifest["paths"]
+    download_shard(server.url, paths, str(tmp_path), Stats())
+    whole = (root / paths[0]).read_bytes()
+    (tmp_path / paths[0]).write_bytes(whole[: len(whole) // 2])
+    stats = Stats()
+    download_shard(server.url, paths, str(tmp_path), stats)
+    assert stats["download.skipped_existing"] == 2 and stats["download.segments"] == 1
+    assert (tmp_path / paths[0]).read_bytes() == whole
+
+
+def test_staged_file_not_matching_its_record_is_fetched_again(
+    server: MirrorServer, mirror: tuple[Path, dict], tmp_path: Path
+) -> None:
+    root, manifest = mirror
+    paths = manifest["paths"]
+    first: dict[str, dict] = {}
+    download_shard(server.url, paths, str(tmp_path), Stats(), digests=first)
+    staged = tmp_path / paths[1]
+    data = bytearray(staged.read_bytes())
+    data[-30] ^= 0x01  # same size, one bit: only the sha256 tells
+    staged.write_bytes(bytes(data))
+    stats, again = Stats(), {}
+    download_shard(server.url, paths, str(tmp_path), stats, digests=again, known=first)
+    assert stats["download.segments"] == 1 and server.hits[paths[1]] == 2
+    assert staged.read_bytes() == (root / paths[1]).read_bytes() and again == first
+
+
+def test_gzip_damaged_in_transit_is_fetched_again(
+    server: MirrorServer, mirror: tuple[Path, dict], tmp_path: Path, policy: RetryPolicy
+) -> None:
+    """A body of the announced length whose gzip stream does not inflate is retried."""
+    root, manifest = mirror
+    target = manifest["paths"][2]
+    server.corrupt_once.add(target)
+    stats, digests = Stats(), {}
+    download_shard(server.url, [target], str(tmp_path), stats, retry=policy, digests=digests)
+    assert server.hits[target] == 2 and stats["download.retries"] == 1 and stats["download.damaged_source"] == 0
+    assert (tmp_path / target).read_bytes() == (root / target).read_bytes()
+    assert "damage" not in digests[str(tmp_path / target)]
+
+
+def test_truncated_at_the_source_is_staged_with_its_damage_and_counted(tmp_path: Path, policy: RetryPolicy) -> None:
+    """The same damaged bytes twice: the source's own damage.  Staged (the reader keeps the records
+    before the cut), recorded in the integrity record and counted, never only logged."""
+    source = tmp_path / "src"
+    generate_mirror(str(source), seed=5, segments=1, docs_per_segment=6, broken=False)
+    target = next(p.relative_to(source).as_posix() for p in source.rglob("*.warc.wet.gz"))
+    whole = (source / target).read_bytes()
+    (source / target).write_bytes(whole[: len(whole) * 2 // 3])
+    stats, digests = Stats(), {}
+    with MirrorServerFor(source) as server:
+        download_shard(server.url, [target], str(tmp_path / "stage"), stats, retry=policy, digests=digests)
+        assert server.hits[target] == 2
+    entry = digests[str(tmp_path / "stage" / target)]
+    assert entry["damage"].startswith("truncated: the gzip member at byte offset")
+    assert stats["download.damaged_source"] == 1 and stats["download.retries"] == 1
+    assert (tmp_path / "stage" / target).read_bytes() == whole[: len(whole) * 2 // 3]
+
+
+def test_empty_source_file_is_permanent_and_not_retried(tmp_path: Path, policy: RetryPolicy, sleeps: list[float]) -> None:
+    source = tmp_path / "src"
+    target = "crawl-data/CC-MAIN-2000-01/segments/1.1/wet/CC-MAIN-0-0-00000.warc.wet.gz"
+    (source / target).parent.mkdir(parents=True)
+    (source / target).write_bytes(b"")
+    with pytest.raises(PermanentDownloadError, match=r"empty \(0 bytes\)"):
+        download_shard(source.as_uri(), [target], str(tmp_path / "stage"), Stats(), retry=policy)
+    with MirrorServerFor(source) as server, pytest.raises(PermanentDownloadError, match=r"empty \(0 bytes\)"):
+        download_shard(server.url, [target], str(tmp_path / "stage"), Stats(), retry=policy)
+    assert sleeps == [] and _staged_files(tmp_path / "stage") == []
+
+
+class MirrorServerFor:
+    """``with MirrorServerFor(root) as server``: a MirrorServer for one test."""
+
+    def __init__(self, root: Path) -> None:
+        self.server = MirrorServer(root)
+
+    def __enter__(self) -> MirrorServer:
+        return self.server
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.close()
 
 
 def test_file_mirror(mirror: tuple[Path, dict], tmp_path: Path, policy: RetryPolicy) -> None:
@@ -282,3 +376,74 @@ def test_backoff_is_capped_full_jitter() -> None:
     for k, ds in enumerate(delays, start=1):
         cap = min(8.0, 2 ** (k - 1))
         assert all(0 <= d <= cap for d in ds) and max(ds) > 0.8 * cap
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ("crawl-data/CC-MAIN-2099-01/segments/1.1/wet/../../../../../elsewhere/evil.warc.wet.gz", "not a WET segment path"),
+        ("../../../../elsewhere/evil.warc.wet.gz", "not a WET segment path"),
+        ("/etc/passwd", "not a WET segment path"),
+        ("https://evil.example/x.warc.wet.gz", "not a WET segment path"),
+        ("crawl-data/CC-MAIN-2099-01/segments/1.1/wet/a\\b.warc.wet.gz", "not a WET segment path"),
+        ("crawl-data/CC-MAIN-2023-06/segments/1.1/wet/CC-MAIN-1-00000.warc.wet.gz", "belongs to CC-MAIN-2023-06"),
+        ("crawl-data/CC-MAIN-2099-01/segments/1.1/wet/CC-MAIN-1-00000.warc.wet.gz", "listed twice"),
+    ],
+)
+def test_listing_entries_are_checked_and_a_bad_one_fails_naming_it(tmp_path: Path, entry: str, problem: str) -> None:
+    """Listing entries become paths under the storage root: anything but one of the crawl's WET
+    segment paths (the defect: ``../`` entries wrote outside the root, exit 0) refuses the listing."""
+    from rpj_tasks.core.errors import UnsafePathError
+
+    good = "crawl-data/CC-MAIN-2099-01/segments/1.1/wet/CC-MAIN-1-00000.warc.wet.gz"
+    crawl_dir = tmp_path / "crawl-data" / "CC-MAIN-2099-01"
+    crawl_dir.mkdir(parents=True)
+    (crawl_dir / "wet.paths.gz").write_bytes(gzip.compress(f"{good}\n{entry}\n".encode()))
+    with pytest.raises(UnsafePathError, match=f"line 2: .*{problem}") as err:
+        list_segments(tmp_path.as_uri(), "CC-MAIN-2099-01")
+    assert "wet.paths.gz" in str(err.value)
+
+
+def test_real_common_crawl_segment_paths_pass() -> None:
+    from rpj_tasks.download.listing import SEGMENT_RE
+
+    for path in (
+        "crawl-data/CC-MAIN-2023-06/segments/1674764494826.88/wet/CC-MAIN-20230126210844-20230127000844-00000.warc.wet.gz",
+        "crawl-data/CC-MAIN-2014-15/segments/1397609521512.15/wet/CC-MAIN-20140416005201-00000-ip-10-147-4-33.ec2.internal.warc.wet.gz",
+        "crawl-data/CC-MAIN-2013-20/segments/1368696381249/wet/CC-MAIN-20130516092621-00000-ip-10-60-113-184.ec2.internal.warc.wet.gz",
+    ):
+        assert SEGMENT_RE.fullmatch(path), path
+
+
+def test_download_refuses_a_segment_path_leaving_its_root(tmp_path: Path, policy: RetryPolicy) -> None:
+    """Second line of defence: whatever the caller passes, nothing is read or written outside the
+    source and staging roots."""
+    from rpj_tasks.core.errors import UnsafePathError
+
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "x.warc.wet.gz").write_bytes(gzip.compress(b"x"))
+    with pytest.raises(UnsafePathError, match="segment path '../elsewhere/x.warc.wet.gz'"):
+        download_shard(
+            (tmp_path / "src").as_uri(), ["../elsewhere/x.warc.wet.gz"], str(tmp_path / "stage"), Stats(), retry=policy
+        )
+    assert not (tmp_path / "stage").exists()
+
+
+def test_credentials_in_the_source_url_never_reach_logs_or_errors(
+    mirror: tuple[Path, dict], tmp_path: Path, policy: RetryPolicy, caplog: pytest.LogCaptureFixture
+) -> None:
+    root, manifest = mirror
+    server = MirrorServer(root)
+    try:
+        base = server.url.replace("http://", "http://reader:s3cr3t-pw@")
+        server.failures[manifest["paths"][0]] = [503]
+        caplog.set_level(logging.INFO, logger="rpj")
+        digests: dict[str, dict] = {}
+        download_shard(base, manifest["paths"][:1], str(tmp_path), Stats(), retry=policy, digests=digests)
+        with pytest.raises(DownloadError) as err:
+            download_shard(base, ["crawl-data/nope.warc.wet.gz"], str(tmp_path), Stats(), retry=policy)
+    finally:
+        server.close()
+    text = caplog.text + str(err.value) + repr(digests)
+    assert "attempt 1/4 failed" in caplog.text and "http://***@127.0.0.1" in text
+    assert "s3cr3t-pw" not in text and "reader" not in text
