@@ -221,8 +221,9 @@ def run_jobs(fn: Callable[[Any], Any], jobs: Iterable[Any], hash_mode: str) -> I
 # ---------------------------------------------------------------- the shard
 
 
-def _artifacts_manifest(artifacts_url: str, hash_mode: str) -> dict[str, Any]:
-    """The artifacts' identity for the stats record; refuses a hash-mode mismatch up front."""
+def artifacts_manifest(artifacts_url: str, hash_mode: str) -> dict[str, Any]:
+    """The artifacts' identity for the stats record; refuses (``ArtifactsError``) a directory without a
+    ``MANIFEST.json`` or artifacts built in another hash mode up front."""
     if hash_mode not in HASH_MODES:
         raise ValueError(f"unknown hash_mode {hash_mode!r}; expected one of {HASH_MODES}")
     url = storage.join(artifacts_url, "MANIFEST.json")
@@ -323,7 +324,7 @@ def annotate_shard(
     shard = validate_shard(shard, cfg.num_shards)
     stats_url = annotate_stats_url(cfg.storage_root, cfg.id, shard)
     documents = _documents_inputs(cfg, shard)
-    artifacts = _artifacts_manifest(artifacts_url, hash_mode)
+    artifacts = artifacts_manifest(artifacts_url, hash_mode)
     buckets = (*DEFAULT_BUCKETS, "tail") if annotate_tail else DEFAULT_BUCKETS
     stats = Stats()
     selected = _documents(documents, shard, buckets, stats)

@@ -12,6 +12,11 @@ Examples::
 
 Expected failures (:class:`rpj_tasks.core.errors.RpjError`) print one line: exit 2 when retrying
 cannot help, 1 when it may (network trouble after the retries); bugs keep their traceback.
+A failure of the whole command (bad config or ``--shards``, no listing, no models or artifacts)
+stops it at once.  A shard's failure in ``download``, ``hashes``, ``mine``, ``ccnet`` or
+``annotate`` stops only that shard (and the mine of the shards of its hash group): the others are
+finished, then a summary names the failed shards by stage and the exit code is 2, or 1 if one of
+the failures was transient.  A rerun skips the finished shards and retries the failed ones.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("rpj").setLevel(logging.INFO)
     redact.install()
     try:
-        args.run(args)
+        code = args.run(args)  # a command returns its exit code, or None for 0
     except RpjError as exc:
         kind = "error" if isinstance(exc, PermanentError) else "transient error (try again later)"
         print(f"rpj: {kind}: {redact.redact(str(exc))}", file=sys.stderr)
@@ -52,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rpj: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from rpj_tasks.cli.common import add_snapshot_args, snapshot_config, storage_root
+from rpj_tasks.cli.common import ShardSteps, add_snapshot_args, snapshot_config, storage_root
 from rpj_tasks.core import layout, plan
 from rpj_tasks.core.config import DSIR_HASH_MODES, ConfigError, SnapshotConfig, validate_languages
 from rpj_tasks.core.summary import recorded_shards
@@ -49,8 +49,8 @@ def mined_shards(cfg: SnapshotConfig, args: argparse.Namespace) -> list[int]:
     return asked[: args.limit]
 
 
-def run_annotate(args: argparse.Namespace) -> None:
-    from rpj_tasks.annotate.stage import annotate_shard
+def run_annotate(args: argparse.Namespace) -> int:
+    from rpj_tasks.annotate.stage import artifacts_manifest
 
     cfg = snapshot_config(args)
     shards = mined_shards(cfg, args)
@@ -60,12 +60,21 @@ def run_annotate(args: argparse.Namespace) -> None:
         artifacts = ensure_signal_artifacts(cfg)
     else:
         artifacts = layout.signal_artifacts_url(cfg.storage_root, cfg.signals_version)
+    artifacts_manifest(artifacts, cfg.dsir_hash_mode)  # missing or mismatched artifacts fail the run at once
+    steps = ShardSteps()
     for shard in shards:
-        rec = annotate_shard(
-            cfg, shard, artifacts_url=artifacts, annotate_tail=args.tail, force=args.force, hash_mode=cfg.dsir_hash_mode
-        )
-        state = "skipped (finished)" if rec["skipped"] else "done"
-        print(f"annotate shard {shard:04d}: {state}")
+        steps.run("annotate", shard, annotate, cfg, shard, artifacts, args)
+    return steps.exit_code()
+
+
+def annotate(cfg: SnapshotConfig, shard: int, artifacts: str, args: argparse.Namespace) -> None:
+    from rpj_tasks.annotate.stage import annotate_shard
+
+    rec = annotate_shard(
+        cfg, shard, artifacts_url=artifacts, annotate_tail=args.tail, force=args.force, hash_mode=cfg.dsir_hash_mode
+    )
+    state = "skipped (finished)" if rec["skipped"] else "done"
+    print(f"annotate shard {shard:04d}: {state}")
 
 
 def run_signal_artifacts(args: argparse.Namespace) -> None:

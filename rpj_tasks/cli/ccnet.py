@@ -1,4 +1,7 @@
-"""``rpj plan | download | hashes | mine | ccnet``: the download and CCNet stages of a snapshot."""
+"""``rpj plan | download | hashes | mine | ccnet``: the download and CCNet stages of a snapshot.
+
+Each stage runs over every selected shard before the next one starts; a shard that fails is
+reported and the others go on (:class:`rpj_tasks.cli.common.ShardSteps`)."""
 
 from __future__ import annotations
 
@@ -6,8 +9,8 @@ import argparse
 import json
 from typing import Any
 
-from rpj_tasks.cli.common import add_snapshot_args, snapshot_config
-from rpj_tasks.core import plan
+from rpj_tasks.cli.common import ShardSteps, add_snapshot_args, snapshot_config
+from rpj_tasks.core import layout, plan
 from rpj_tasks.core.config import SnapshotConfig
 
 COMMANDS = {
@@ -26,17 +29,22 @@ def register(sub: Any) -> None:
         p.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int:
     cfg = snapshot_config(args)
     units, segments = units_for(cfg, args)
     if args.cmd == "plan":
         print(json.dumps(units, indent=1))
-    if args.cmd in ("download", "ccnet"):
-        download(cfg, units, segments, args.force)
-    if args.cmd in ("hashes", "ccnet"):
-        hashes(cfg, units, segments, args.force)
+        return 0
     if args.cmd in ("mine", "ccnet"):
-        mine(cfg, units, segments, args.force)
+        check_models(cfg)  # not a shard's failure: stop before any work
+    steps = ShardSteps()
+    for stage, step in STEPS.items():
+        if args.cmd not in (stage, "ccnet"):
+            continue
+        for shard, segs in _shards(cfg, units, segments, "mine" if stage == "mine" else "hashes"):
+            group = layout.hash_group(shard, cfg.hash_group_size, cfg.num_shards) if stage == "mine" else ()
+            steps.run(stage, shard, step, cfg, shard, segs, args.force, needs=group)
+    return steps.exit_code()
 
 
 def units_for(cfg: SnapshotConfig, args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
@@ -58,26 +66,33 @@ def _shards(cfg: SnapshotConfig, units: list[dict[str, Any]], segments: list[str
     return [(s, shard_segments(segments, s, cfg.num_shards)) for u in units for s in plan.unit_shards(u, key)]
 
 
-def download(cfg: SnapshotConfig, units: list[dict[str, Any]], segments: list[str], force: bool) -> None:
+def check_models(cfg: SnapshotConfig) -> None:
+    """Raise ``ModelsError`` if the snapshot's CCNet models are missing (every shard's mine needs them)."""
+    from rpj_tasks.ccnet.models import CCNetModels
+
+    CCNetModels.load(layout.models_url(cfg.storage_root, cfg.models_version), cfg.languages)
+
+
+def download(cfg: SnapshotConfig, shard: int, segments: list[str], force: bool) -> None:
     from rpj_tasks.download.fetch import download_unit
 
-    for shard, segs in _shards(cfg, units, segments, "hashes"):
-        rec = download_unit(cfg, shard, segs, force=force)
-        state = "skipped (staged)" if rec["skipped"] else f"{len(rec['outputs'])} segments staged"
-        print(f"download shard {shard:04d}: {state}")
+    rec = download_unit(cfg, shard, segments, force=force)
+    state = "skipped (staged)" if rec["skipped"] else f"{len(rec['outputs'])} segments staged"
+    print(f"download shard {shard:04d}: {state}")
 
 
-def hashes(cfg: SnapshotConfig, units: list[dict[str, Any]], segments: list[str], force: bool) -> None:
+def hashes(cfg: SnapshotConfig, shard: int, segments: list[str], force: bool) -> None:
     from rpj_tasks.ccnet import stage
 
-    for shard, segs in _shards(cfg, units, segments, "hashes"):
-        stage.compute_hashes(cfg, shard, segs, force=force)
+    stage.compute_hashes(cfg, shard, segments, force=force)
 
 
-def mine(cfg: SnapshotConfig, units: list[dict[str, Any]], segments: list[str], force: bool) -> None:
+def mine(cfg: SnapshotConfig, shard: int, segments: list[str], force: bool) -> None:
     from rpj_tasks.ccnet import stage
 
-    for shard, segs in _shards(cfg, units, segments, "mine"):
-        rec = stage.mine_shard(cfg, shard, segs, force=force)
-        state = "skipped (finished)" if rec["skipped"] else f"{rec['wall_seconds']}s"
-        print(f"mine shard {shard:04d}: kept {rec['counts'].get('kept', 0)} docs, {state}")
+    rec = stage.mine_shard(cfg, shard, segments, force=force)
+    state = "skipped (finished)" if rec["skipped"] else f"{rec['wall_seconds']}s"
+    print(f"mine shard {shard:04d}: kept {rec['counts'].get('kept', 0)} docs, {state}")
+
+
+STEPS = {"download": download, "hashes": hashes, "mine": mine}  # one shard each, in this order
