@@ -78,7 +78,9 @@ def download(cfg: SnapshotConfig, shard: int, segments: list[str], force: bool) 
 
     rec = download_unit(cfg, shard, segments, force=force)
     state = "skipped (staged)" if rec["skipped"] else f"{len(rec['outputs'])} segments staged"
-    print(f"download shard {shard:04d}: {state}")
+    damaged = sum(1 for meta in rec["outputs"].values() if meta.get("damage"))
+    note = f", {damaged} damaged at the source (staged as they are; rpj summary lists them)" if damaged else ""
+    print(f"download shard {shard:04d}: {state}{note}")
 
 
 def hashes(cfg: SnapshotConfig, shard: int, segments: list[str], force: bool) -> None:
@@ -92,7 +94,9 @@ def mine(cfg: SnapshotConfig, shard: int, segments: list[str], force: bool) -> N
 
     rec = stage.mine_shard(cfg, shard, segments, force=force)
     state = "skipped (finished)" if rec["skipped"] else f"{rec['wall_seconds']}s"
-    print(f"mine shard {shard:04d}: kept {rec['counts'].get('kept', 0)} docs, {state}")
+    broken = {k.removeprefix("wet.skipped."): n for k, n in sorted(rec["counts"].items()) if k.startswith("wet.skipped.")}
+    note = ", broken records skipped: " + ", ".join(f"{k} {n}" for k, n in broken.items()) if broken else ""
+    print(f"mine shard {shard:04d}: kept {rec['counts'].get('kept', 0)} docs, {state}{note}")
 
 
 STEPS = {"download": download, "hashes": hashes, "mine": mine}  # one shard each, in this order

@@ -11,6 +11,7 @@ from typing import Any
 from rpj_tasks.core.config import ConfigError, SnapshotConfig, load_registry, validate_languages
 from rpj_tasks.core.errors import PermanentError, RpjError
 from rpj_tasks.core.plan import format_shards
+from rpj_tasks.core.redact import redact
 
 
 def ascii_int(text: str) -> int:
@@ -103,7 +104,7 @@ class ShardSteps:
             step(*args)
         except RpjError as exc:
             self.failed[shard] = (stage, exc)
-            print(f"rpj: {stage} shard {shard:04d} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(f"rpj: {stage} shard {shard:04d} failed: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
 
     def exit_code(self) -> int:
         """0 if every shard finished; else print which failed, by stage, and return 2 if every
