@@ -16,6 +16,7 @@ language and derives bucket cutoffs from the perplexity percentiles of a calibra
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -64,12 +65,13 @@ class CCNetModels:
         missing = [lang for lang in languages if lang not in manifest["languages"]]
         if missing:
             raise ModelsError(f"models {models_url} have no model for languages {missing}")
+        entry_url = functools.partial(storage.join_below, models_url, what=f"file named by {manifest_url}")
         files = {
-            lang: (storage.join(models_url, entry["sp"]), storage.join(models_url, entry["lm"]))
+            lang: (entry_url(entry["sp"]), entry_url(entry["lm"]))
             for lang, entry in manifest["languages"].items()
             if lang in set(languages)
         }
-        cutoffs = load_cutoffs(storage.join(models_url, manifest["cutoffs"]))
+        cutoffs = load_cutoffs(entry_url(manifest["cutoffs"]))
         return cls(manifest_url, hashlib.sha256(raw).hexdigest(), cutoffs, files)
 
     def scorer(self, lang: str) -> PerplexityScorer:
@@ -125,18 +127,23 @@ def install_models(source_url: str, languages: list[str], out_url: str, *, cutof
         for name in (f"{lang}.sp.model", f"{lang}.arpa.bin"):
             src = storage.join(source_url, name)
             if not storage.exists(src):
-                raise ModelsError(f"official model file {src} not found")
+                raise ModelsError(f"official model file {storage.redact(src)} not found")
             _copy(src, storage.join(out_url, name))
         entries[lang] = {"sp": f"{lang}.sp.model", "lm": f"{lang}.arpa.bin"}
     _copy(cutoffs_url or CCNET_CUTOFFS.as_uri(), storage.join(out_url, "cutoff.csv"))
     manifest = {
         "version": out_url.rstrip("/").rsplit("/", 1)[-1],
         "kind": "installed",
-        "source": source_url,
+        "source": storage.redact(source_url),
         "languages": entries,
         "cutoffs": "cutoff.csv",
     }
-    return _write_manifest(out_url, manifest, {"source": source_url, "languages": list(languages), "cutoffs": cutoffs_url})
+    inputs = {
+        "source": storage.redact(source_url),
+        "languages": list(languages),
+        "cutoffs": cutoffs_url and storage.redact(cutoffs_url),
+    }
+    return _write_manifest(out_url, manifest, inputs)
 
 
 def read_corpus(url: str, stats: Stats | None = None) -> Iterator[str]:

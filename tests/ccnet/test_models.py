@@ -45,6 +45,20 @@ def test_built_manifest_and_calibrated_cutoffs(built):
         models.CCNetModels.load(out, ["de"])
 
 
+def test_a_models_manifest_cannot_point_outside_its_version(built, tmp_path):
+    """The manifest names the model files; a name that leaves the version's folder is refused."""
+    from rpj_tasks.core.errors import UnsafePathError
+
+    _, _, out, manifest = built
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    bad = json.loads(json.dumps(manifest))
+    bad["languages"]["en"]["lm"] = "../../../../../etc/passwd"
+    (hostile / "MANIFEST.json").write_text(json.dumps(bad))
+    with pytest.raises(UnsafePathError, match=r"MANIFEST.json '(\.\./)+etc/passwd'"):
+        models.CCNetModels.load(hostile.as_uri(), ["en"])
+
+
 def test_install_official_models_from_http(built, tmp_path):
     """Serve files named like cc_net's (`{lang}.sp.model`, `{lang}.arpa.bin`) over HTTP and install them."""
     tmp, _, out, _ = built
@@ -60,12 +74,13 @@ def test_install_official_models_from_http(built, tmp_path):
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/"
         target = (tmp_path / "data" / "artifacts" / "ccnet" / "official").as_uri()
-        manifest = models.install_models(url, ["en", "fr"], target)
+        manifest = models.install_models(url.replace("http://", "http://user:s3cr3t@"), ["en", "fr"], target)
         with pytest.raises(models.ModelsError, match="de.sp.model"):
             models.install_models(url, ["de"], (tmp_path / "other").as_uri())
     finally:
         server.shutdown()
     assert manifest["kind"] == "installed" and manifest["languages"]["en"]["lm"] == "en.arpa.bin"
+    assert "s3cr3t" not in (tmp_path / "data" / "artifacts" / "ccnet" / "official" / "MANIFEST.json").read_text()
     cutoffs = load_cutoffs(storage.join(target, "cutoff.csv"))
     assert cutoffs["en"] == (340.0, 520.0)  # cc_net's own cutoffs come with installed models
     text = "Ceci est une phrase de test en français, avec quelques mots."

@@ -617,7 +617,7 @@ def install_signal_artifacts(
     lists that finished is kept unless ``force``.
     """
     langs = [_check_name("language", lang) for lang in langs]
-    inputs = {"installed_from": source_url, "langs": langs, "stopwords_url_template": stopwords_url_template}
+    inputs = {"installed_from": storage.redact(source_url), "langs": langs, "stopwords_url_template": stopwords_url_template}
     return _publish(out_root, inputs, force, lambda: _install(source_url, out_root, langs, stopwords_url_template))
 
 
@@ -654,7 +654,7 @@ def _install(source_url: str, out_root: str, langs: list[str], stopwords_url_tem
         "format_version": 1,
         "hash_mode": "cpython-seed42",
         "dsir_buckets": DSIR_BUCKETS,
-        "installed_from": source_url,
+        "installed_from": storage.redact(source_url),
         "langs": langs,
         "artifacts": dict(sorted(artifacts.items())),
         "counts": dict(sorted(stats.counts.items())),
