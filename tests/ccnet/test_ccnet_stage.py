@@ -51,6 +51,28 @@ def test_mine_needs_the_hashes_of_its_group(sample):
         ccnet.mine_shard(other, 1, per_shard[1])
 
 
+def test_the_record_limit_is_read_by_both_steps_and_in_their_fingerprints(sample, monkeypatch):
+    tmp, cfg, per_shard = sample
+    shutil.copytree(tmp / "data", tmp / "limit", dirs_exist_ok=True)
+    other = cfg.with_overrides(storage_root=(tmp / "limit").as_uri(), max_record_bytes=1 << 16)
+    assert ccnet._hashes_inputs(other, 0, per_shard[0]) == {
+        **ccnet._hashes_inputs(cfg, 0, per_shard[0]),
+        "max_record_bytes": 1 << 16,
+    }
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["max_record_bytes"])
+        return real(*args, **kwargs)
+
+    real = ccnet.iter_documents
+    monkeypatch.setattr(ccnet, "iter_documents", spy)
+    assert not ccnet.compute_hashes(other, 0, per_shard[0])["skipped"]  # another limit: not the finished unit
+    assert not ccnet.mine_shard(other, 0, per_shard[0])["skipped"]
+    assert seen == [1 << 16] * 2 * len(per_shard[0])
+    assert ccnet.mine_inputs(other, 0, per_shard[0], "m")["max_record_bytes"] == 1 << 16
+
+
 def test_rerun_skips_force_recomputes_same_bytes_and_stale_files_go(sample):
     _, cfg, per_shard = sample
     first = ccnet.mine_shard(cfg, 0, per_shard[0])
