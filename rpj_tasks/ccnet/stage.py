@@ -33,6 +33,7 @@ from rpj_tasks.ccnet.models import CCNetModels
 from rpj_tasks.core import commit, layout, storage
 from rpj_tasks.core.config import DEFAULT_MAX_RECORD_BYTES, SnapshotConfig, validate_shard
 from rpj_tasks.core.errors import MissingInputError
+from rpj_tasks.core.logctx import iterate, log_context, shard_label
 from rpj_tasks.core.stats import Stats
 from rpj_tasks.download.wet import iter_documents
 
@@ -50,13 +51,15 @@ def read_shard_documents(
     """CCNet documents of ``staged`` = ``[(segment path, staged URL), ...]`` in segment then record order.
 
     ``hashes`` and ``mine`` both read through here with the snapshot's ``min_len`` and
-    ``max_record_bytes``, so the hash map and the mined documents come from the same records."""
+    ``max_record_bytes``, so the hash map and the mined documents come from the same records.
+    The reader's log lines carry the segment's file name (:mod:`rpj_tasks.core.logctx`)."""
     for segment, url in staged:
         if not storage.exists(url):
             raise MissingInputError(f"staged WET segment {url} does not exist; run the download task first")
         stats.inc("wet.bytes", storage.size(url))
         with storage.open_read(url) as stream:
-            for doc in iter_documents(stream, source=url, stats=stats, min_len=min_len, max_record_bytes=max_record_bytes):
+            docs = iter_documents(stream, source=url, stats=stats, min_len=min_len, max_record_bytes=max_record_bytes)
+            for doc in iterate(docs, file=segment.rsplit("/", 1)[-1]):
                 doc["cc_segment"] = segment
                 yield doc
 
@@ -85,6 +88,11 @@ def _hashes_inputs(cfg: SnapshotConfig, shard: int, segments: list[str]) -> dict
 def compute_hashes(cfg: SnapshotConfig, shard: int, segments: list[str], *, force: bool = False) -> dict[str, Any]:
     """``hashes`` stage: store the paragraph-hash map of one shard (a unit of the commit protocol)."""
     shard = validate_shard(shard, cfg.num_shards)
+    with log_context(shard=shard_label(cfg.id, shard)):
+        return _compute_hashes(cfg, shard, segments, force)
+
+
+def _compute_hashes(cfg: SnapshotConfig, shard: int, segments: list[str], force: bool) -> dict[str, Any]:
     url = layout.hashes_url(cfg.storage_root, cfg.id, shard)
     record_url = layout.hashes_record_url(cfg.storage_root, cfg.id, shard)
     inputs = _hashes_inputs(cfg, shard, segments)
@@ -186,6 +194,11 @@ def mine_inputs(cfg: SnapshotConfig, shard: int, segments: list[str], models_fin
 def mine_shard(cfg: SnapshotConfig, shard: int, segments: list[str], *, force: bool = False) -> dict[str, Any]:
     """``mine`` stage of one shard; returns the shard's stats record (also stored under stats/)."""
     shard = validate_shard(shard, cfg.num_shards)
+    with log_context(shard=shard_label(cfg.id, shard)):
+        return _mine_shard(cfg, shard, segments, force)
+
+
+def _mine_shard(cfg: SnapshotConfig, shard: int, segments: list[str], force: bool) -> dict[str, Any]:
     stats_url = layout.ccnet_stats_url(cfg.storage_root, cfg.id, shard)
     models = CCNetModels.load(layout.models_url(cfg.storage_root, cfg.models_version), cfg.languages)
     inputs = mine_inputs(cfg, shard, segments, models.fingerprint)
