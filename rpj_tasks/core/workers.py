@@ -14,8 +14,8 @@ with an explicit environment (this process's, plus e.g. ``PYTHONHASHSEED=42``). 
 only this module before the first request, never the parent's ``__main__``.
 
 Protocol: length-prefixed pickle frames on two dedicated pipes.  The parent sends
-``(fn, args, kwargs, log context)``; the worker answers ``("ok", value)`` or ``("error", exception,
-traceback text)``, one call at a time.  In the worker, fd 1 is a copy of fd 2, so ``print`` or C
+``(fn, args, kwargs, log context)``; the worker answers ``("ok", value)`` or ``("error",
+exception, traceback text)``, one call at a time.  In the worker, fd 1 is a copy of fd 2, so ``print`` or C
 code writing to stdout cannot corrupt the protocol; stdin is ``/dev/null`` (in an Airflow task
 the parent's fd 0 is its channel to the supervisor).
 
@@ -24,9 +24,9 @@ over its stderr, tagged, and the parent re-logs them under the same logger names
 ``[worker NAME pid N]``, so the parent's logging configuration (the Airflow task log, the CLI's
 ``--verbose``) decides where they go.  Each call runs in the caller's log context
 (:mod:`rpj_tasks.core.logctx`: the shard and file it is about), so its records say which work
-they belong to: ``[worker annotate pid 812] [2000-01/0003 en_head] ...``.  Anything else the worker writes to stderr or stdout is
-copied, with the same prefix, to the parent's ``sys.stderr``.  The last
-:data:`STDERR_TAIL_LINES` lines are kept for error messages.
+they belong to: ``[worker annotate pid 812] [2000-01/0003 en_head] ...``.  Anything else the
+worker writes to stderr or stdout is copied, with the same prefix, to the parent's
+``sys.stderr``.  The last :data:`STDERR_TAIL_LINES` lines are kept for error messages.
 
 Failures are reported, never retried:
 
