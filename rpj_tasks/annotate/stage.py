@@ -63,6 +63,7 @@ from rpj_tasks.core.lines import (
     iter_lines,
     parse_object,
 )
+from rpj_tasks.core.logctx import log_context, shard_label
 from rpj_tasks.core.schema import REQUIRED_DOCUMENT_FIELDS as REQUIRED_FIELDS  # the reference reader's 14 (§4)
 from rpj_tasks.core.stats import Stats
 from rpj_tasks.core.workers import WorkerDiedError  # noqa: F401 - raised by run_jobs; importable from here
@@ -93,6 +94,19 @@ class FileJob:
     minhash_url: str
     artifacts_url: str
     hash_mode: str
+
+    @property
+    def label(self) -> str:
+        """The file in log lines (:mod:`rpj_tasks.core.logctx`): ``en_head``."""
+        return _label(self.name)
+
+
+def _label(name: str) -> str:
+    return name.removesuffix(layout.DOCUMENTS_SUFFIX)
+
+
+def _no_label(job: Any) -> str | None:
+    return None
 
 
 def _decode(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
@@ -202,20 +216,28 @@ def annotate_file(job: FileJob) -> dict[str, Any]:
 # ---------------------------------------------------------------- the worker process
 
 
-def run_jobs(fn: Callable[[Any], Any], jobs: Iterable[Any], hash_mode: str) -> Iterator[Any]:
+def run_jobs(
+    fn: Callable[[Any], Any], jobs: Iterable[Any], hash_mode: str, *, label: Callable[[Any], str | None] = _no_label
+) -> Iterator[Any]:
     """``fn(job)`` for each job, in order: here if this interpreter reproduces ``hash_mode``, else
     in one ``PYTHONHASHSEED=42`` worker (``seed42_pool``: checked on start, given this process's
     storage options, reused for every job).  A worker that dies raises
-    :class:`~rpj_tasks.core.workers.WorkerDiedError` for the job it held."""
+    :class:`~rpj_tasks.core.workers.WorkerDiedError` for the job it held.  Each job runs in the
+    log context ``file=label(job)`` (here or in the worker)."""
     jobs = list(jobs)
     if hash_mode != SEED42 or dsir_hash_selfcheck():
-        yield from map(fn, jobs)
+        for job in jobs:
+            with log_context(file=label(job)):
+                result = fn(job)
+            yield result
         return
     if not jobs:
         return
     with seed42_pool(1, name="annotate") as pool:
         for job in jobs:
-            yield pool.apply(fn, (job,), what=f"annotation of {getattr(job, 'documents_url', job)}")
+            with log_context(file=label(job)):
+                result = pool.apply(fn, (job,), what=f"annotation of {getattr(job, 'documents_url', job)}")
+            yield result
 
 
 # ---------------------------------------------------------------- the shard
@@ -319,9 +341,17 @@ def annotate_shard(
     """Annotate one CCNet shard; returns its stats record (also stored under ``stats/annotate/``).
 
     ``hash_mode`` is the DSIR mode of the run (``cpython-seed42``, the reference, or ``stable``);
-    it must be the mode the artifacts under ``artifacts_url`` were built with.
+    it must be the mode the artifacts under ``artifacts_url`` were built with.  Its log lines (and
+    its worker's) carry the shard and the file (:mod:`rpj_tasks.core.logctx`).
     """
     shard = validate_shard(shard, cfg.num_shards)
+    with log_context(shard=shard_label(cfg.id, shard)):
+        return _annotate_shard(cfg, shard, artifacts_url, annotate_tail, force, hash_mode)
+
+
+def _annotate_shard(
+    cfg: SnapshotConfig, shard: int, artifacts_url: str, annotate_tail: bool, force: bool, hash_mode: str
+) -> dict[str, Any]:
     stats_url = annotate_stats_url(cfg.storage_root, cfg.id, shard)
     documents = _documents_inputs(cfg, shard)
     artifacts = artifacts_manifest(artifacts_url, hash_mode)
@@ -359,8 +389,9 @@ def annotate_shard(
     languages: dict[str, Any] = {}
     output_dirs = [layout.shard_dir(cfg.storage_root, component, cfg.id, shard) for component in ("quality_signals", "minhash")]
     with commit.UnitCommit(stats_url, inputs, output_dirs, owned=lambda n: n.endswith((SIGNALS_SUFFIX, MINHASH_SUFFIX))) as unit:
-        for result in run_jobs(annotate_file, jobs, hash_mode):
-            _log_file(shard, result)
+        for result in run_jobs(annotate_file, jobs, hash_mode, label=lambda job: job.label):
+            with log_context(file=_label(result["name"])):
+                _log_file(shard, result)
             unit.add_outputs(result["outputs"])
             file_stats = Stats.from_dict(result["stats"])
             stats.merge(file_stats)

@@ -8,11 +8,12 @@ in WET order (so reruns are byte-identical, fixing D6).
 
 Commit protocol (:mod:`rpj_tasks.core.commit`): each step of a shard is a unit whose record is
 written last and lists its input fingerprint and outputs.  ``hashes``: inputs = the shard's staged
-segments (sha256 from the download record) and ``min_len``; record ``stats/hashes/``.  ``mine``:
-inputs = the staged segments, the hash files of the shard's hash group (sha256 from their
-records), the models' manifest digest and the settings that change documents; record
-``stats/ccnet/`` (with the shard's counts).  A finished shard whose inputs are unchanged is
-skipped unless ``force``; anything else is redone, and a redo that dies leaves no record.
+segments (sha256 from the download record), ``min_len`` and ``max_record_bytes``; record
+``stats/hashes/``.  ``mine``: inputs = the staged segments, the hash files of the shard's hash
+group (sha256 from their records), the models' manifest digest and the settings that change
+documents (``max_record_bytes`` among them); record ``stats/ccnet/`` (with the shard's counts).
+A finished shard whose inputs are unchanged is skipped unless ``force``; anything else is redone,
+and a redo that dies leaves no record.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from rpj_tasks.ccnet.lid import LanguageIdentifier
 from rpj_tasks.ccnet.lm import bucket as perplexity_bucket
 from rpj_tasks.ccnet.models import CCNetModels
 from rpj_tasks.core import commit, layout, storage
-from rpj_tasks.core.config import SnapshotConfig, validate_shard
+from rpj_tasks.core.config import DEFAULT_MAX_RECORD_BYTES, SnapshotConfig, validate_shard
 from rpj_tasks.core.errors import MissingInputError
+from rpj_tasks.core.logctx import iterate, log_context, shard_label
 from rpj_tasks.core.stats import Stats
 from rpj_tasks.download.wet import iter_documents
 
@@ -43,14 +45,21 @@ def hash_group(cfg: SnapshotConfig, shard: int) -> range:
     return layout.hash_group(shard, cfg.hash_group_size, cfg.num_shards)
 
 
-def read_shard_documents(staged: list[tuple[str, str]], stats: Stats, min_len: int) -> Iterator[dict[str, Any]]:
-    """CCNet documents of ``staged`` = ``[(segment path, staged URL), ...]`` in segment then record order."""
+def read_shard_documents(
+    staged: list[tuple[str, str]], stats: Stats, min_len: int, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+) -> Iterator[dict[str, Any]]:
+    """CCNet documents of ``staged`` = ``[(segment path, staged URL), ...]`` in segment then record order.
+
+    ``hashes`` and ``mine`` both read through here with the snapshot's ``min_len`` and
+    ``max_record_bytes``, so the hash map and the mined documents come from the same records.
+    The reader's log lines carry the segment's file name (:mod:`rpj_tasks.core.logctx`)."""
     for segment, url in staged:
         if not storage.exists(url):
             raise MissingInputError(f"staged WET segment {url} does not exist; run the download task first")
         stats.inc("wet.bytes", storage.size(url))
         with storage.open_read(url) as stream:
-            for doc in iter_documents(stream, source=url, stats=stats, min_len=min_len):
+            docs = iter_documents(stream, source=url, stats=stats, min_len=min_len, max_record_bytes=max_record_bytes)
+            for doc in iterate(docs, file=segment.rsplit("/", 1)[-1]):
                 doc["cc_segment"] = segment
                 yield doc
 
@@ -73,12 +82,17 @@ def _segment_digests(cfg: SnapshotConfig, shard: int, segments: list[str]) -> di
 
 
 def _hashes_inputs(cfg: SnapshotConfig, shard: int, segments: list[str]) -> dict[str, Any]:
-    return {"segments": _segment_digests(cfg, shard, segments), "min_len": cfg.min_len}
+    return {"segments": _segment_digests(cfg, shard, segments), "min_len": cfg.min_len, "max_record_bytes": cfg.max_record_bytes}
 
 
 def compute_hashes(cfg: SnapshotConfig, shard: int, segments: list[str], *, force: bool = False) -> dict[str, Any]:
     """``hashes`` stage: store the paragraph-hash map of one shard (a unit of the commit protocol)."""
     shard = validate_shard(shard, cfg.num_shards)
+    with log_context(shard=shard_label(cfg.id, shard)):
+        return _compute_hashes(cfg, shard, segments, force)
+
+
+def _compute_hashes(cfg: SnapshotConfig, shard: int, segments: list[str], force: bool) -> dict[str, Any]:
     url = layout.hashes_url(cfg.storage_root, cfg.id, shard)
     record_url = layout.hashes_record_url(cfg.storage_root, cfg.id, shard)
     inputs = _hashes_inputs(cfg, shard, segments)
@@ -89,7 +103,7 @@ def compute_hashes(cfg: SnapshotConfig, shard: int, segments: list[str], *, forc
     started = time.perf_counter()
     name = url.rsplit("/", 1)[1]
     with commit.UnitCommit(record_url, inputs, [url.rsplit("/", 1)[0]], owned=lambda n: n == name) as unit:
-        docs = read_shard_documents(staged_segments(cfg, segments), stats, cfg.min_len)
+        docs = read_shard_documents(staged_segments(cfg, segments), stats, cfg.min_len, max_record_bytes=cfg.max_record_bytes)
         with stats.timer("hashes"):
             table = ShardHashes.collect(doc["raw_content"].split("\n") for doc in docs)
         unit.write_bytes(url, table.to_bytes())
@@ -173,12 +187,18 @@ def mine_inputs(cfg: SnapshotConfig, shard: int, segments: list[str], models_fin
         "lid_threshold": cfg.lid_threshold,
         "lid_model": cfg.lid_model,
         "min_len": cfg.min_len,
+        "max_record_bytes": cfg.max_record_bytes,
     }
 
 
 def mine_shard(cfg: SnapshotConfig, shard: int, segments: list[str], *, force: bool = False) -> dict[str, Any]:
     """``mine`` stage of one shard; returns the shard's stats record (also stored under stats/)."""
     shard = validate_shard(shard, cfg.num_shards)
+    with log_context(shard=shard_label(cfg.id, shard)):
+        return _mine_shard(cfg, shard, segments, force)
+
+
+def _mine_shard(cfg: SnapshotConfig, shard: int, segments: list[str], force: bool) -> dict[str, Any]:
     stats_url = layout.ccnet_stats_url(cfg.storage_root, cfg.id, shard)
     models = CCNetModels.load(layout.models_url(cfg.storage_root, cfg.models_version), cfg.languages)
     inputs = mine_inputs(cfg, shard, segments, models.fingerprint)
@@ -200,7 +220,7 @@ def mine_shard(cfg: SnapshotConfig, shard: int, segments: list[str], *, force: b
             table = load_group_hashes(cfg, shard, inputs["hashes"])
         with contextlib.ExitStack() as stack:
             writer = _ShardWriter(cfg, shard, unit, stack)
-            docs = read_shard_documents(staged_segments(cfg, segments), stats, cfg.min_len)
+            docs = read_shard_documents(staged_segments(cfg, segments), stats, cfg.min_len, max_record_bytes=cfg.max_record_bytes)
             while True:
                 with stats.timer("read"):
                     doc = next(docs, None)

@@ -86,6 +86,19 @@ def _default_languages() -> list[str]:
 #: so that DAG parsing does not import the signal code.
 DSIR_HASH_MODES = ("cpython-seed42", "stable")
 
+#: The default ``max_record_bytes``: a WET record whose block is larger is dropped unread
+#: (``wet.too_large``).  Common Crawl truncates every fetched payload at 1 MiB (WARC files since
+#: 2013), and the text extracted from it is smaller than the payload except for charset
+#: conversion: a single-byte charset turns into at most 3 UTF-8 bytes per byte (e.g. Thai
+#: TIS-620), so a real WET text block stays under ~3 MiB; 4 MiB leaves a margin over that worst
+#: case.  The largest conversion block in the real WET files under ``tests/fixtures/wet/`` (Common
+#: Crawl 2014 and 2024, cc_net's sample) is 4,456 bytes.  Raise it per snapshot for crawls fetched
+#: with a larger content limit (Common Crawl plans 5 MiB).
+DEFAULT_MAX_RECORD_BYTES = 4 << 20
+#: The accepted range of ``max_record_bytes``: below 64 KiB ordinary pages would be dropped; above
+#: 256 MiB one record (held whole, then copied by each CCNet step) could exhaust a worker's memory.
+MAX_RECORD_BYTES_RANGE = (1 << 16, 1 << 28)
+
 
 @dataclass(frozen=True)
 class SnapshotConfig:
@@ -98,6 +111,7 @@ class SnapshotConfig:
     num_shards: int = 5000
     hash_group_size: int = 1
     min_len: int = 300
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     lid_threshold: float = 0.5
     lid_model: str = ""
     models_version: str = "ccnet-official"
@@ -117,6 +131,15 @@ class SnapshotConfig:
             raise ConfigError(f"{self.id}: num_shards must be an integer in 1..100000, got {self.num_shards!r}")
         if not isinstance(self.hash_group_size, int) or self.hash_group_size < 1:
             raise ConfigError(f"{self.id}: hash_group_size must be a positive integer")
+        low, high = MAX_RECORD_BYTES_RANGE
+        if (
+            isinstance(self.max_record_bytes, bool)
+            or not isinstance(self.max_record_bytes, int)
+            or not low <= self.max_record_bytes <= high
+        ):
+            raise ConfigError(
+                f"{self.id}: max_record_bytes must be an integer in {low}..{high} (64 KiB..256 MiB), got {self.max_record_bytes!r}"
+            )
         for key in ("models_version", "signals_version"):
             if not isinstance(getattr(self, key), str) or not MODELS_VERSION_RE.fullmatch(getattr(self, key)):
                 raise ConfigError(f"{self.id}: invalid {key} {getattr(self, key)!r}")

@@ -17,6 +17,7 @@ from rpj_tasks.core.stats import Stats
 
 DROP_REASONS = {
     "wet.too_short": "too short",
+    "wet.too_large": "too large (max_record_bytes)",
     "dedup.dropped.all_lines_duplicate": "all lines duplicate",
     "lid.dropped.other_language": "other language",
     "lid.dropped.below_threshold": "LID score below threshold",

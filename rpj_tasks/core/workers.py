@@ -14,17 +14,19 @@ with an explicit environment (this process's, plus e.g. ``PYTHONHASHSEED=42``). 
 only this module before the first request, never the parent's ``__main__``.
 
 Protocol: length-prefixed pickle frames on two dedicated pipes.  The parent sends
-``(fn, args, kwargs)``; the worker answers ``("ok", value)`` or ``("error", exception,
-traceback text)``, one call at a time.  In the worker, fd 1 is a copy of fd 2, so ``print`` or C
+``(fn, args, kwargs, log context)``; the worker answers ``("ok", value)`` or ``("error",
+exception, traceback text)``, one call at a time.  In the worker, fd 1 is a copy of fd 2, so ``print`` or C
 code writing to stdout cannot corrupt the protocol; stdin is ``/dev/null`` (in an Airflow task
 the parent's fd 0 is its channel to the supervisor).
 
 Logs: the worker's ``rpj.*`` records at INFO and above (others at WARNING and above) come back
 over its stderr, tagged, and the parent re-logs them under the same logger names, prefixed with
 ``[worker NAME pid N]``, so the parent's logging configuration (the Airflow task log, the CLI's
-``--verbose``) decides where they go.  Anything else the worker writes to stderr or stdout is
-copied, with the same prefix, to the parent's ``sys.stderr``.  The last
-:data:`STDERR_TAIL_LINES` lines are kept for error messages.
+``--verbose``) decides where they go.  Each call runs in the caller's log context
+(:mod:`rpj_tasks.core.logctx`: the shard and file it is about), so its records say which work
+they belong to: ``[worker annotate pid 812] [2000-01/0003 en_head] ...``.  Anything else the
+worker writes to stderr or stdout is copied, with the same prefix, to the parent's
+``sys.stderr``.  The last :data:`STDERR_TAIL_LINES` lines are kept for error messages.
 
 Failures are reported, never retried:
 
@@ -67,6 +69,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from rpj_tasks.core import logctx
 from rpj_tasks.core.errors import TransientError
 
 log = logging.getLogger("rpj.workers")
@@ -217,7 +220,7 @@ class Worker:
         if self._pending is not None:
             raise RuntimeError(f"worker {self.name} is still busy with {self._pending}")
         try:
-            payload = pickle.dumps((fn, tuple(args), dict(kwargs or {})), protocol=pickle.HIGHEST_PROTOCOL)
+            payload = pickle.dumps((fn, tuple(args), dict(kwargs or {}), logctx.current()), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             exc.add_note(f"(while handing {what} to worker {self.name}: the function and its arguments must pickle)")
             raise
@@ -531,11 +534,12 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _reply(fn_args_kwargs: bytes) -> bytes:
-    """Run one request; the pickled reply."""
+def _reply(request: bytes) -> bytes:
+    """Run one request in the caller's log context; the pickled reply."""
     try:
-        fn, args, kwargs = pickle.loads(fn_args_kwargs)
-        value = fn(*args, **kwargs)
+        fn, args, kwargs, context = pickle.loads(request)
+        with logctx.restored(context):
+            value = fn(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - sent to the parent; SystemExit ends the worker
         return _error_reply(exc)
     try:

@@ -9,6 +9,12 @@ records by Content-Length, then applies cc_net's content rules.  A declared bloc
 followed by the separator and the next ``WARC/`` header has a wrong Content-Length: that record
 is framed by lines up to the next ``WARC/1.x`` line, as cc_net does, and counted as
 ``wet.length_mismatch`` (so cc_net's hand-made ``sample.warc.wet`` still gives its 3 documents).
+
+A record whose block is larger than ``max_record_bytes`` (default
+:data:`~rpj_tasks.core.config.DEFAULT_MAX_RECORD_BYTES`, the snapshot setting) is dropped as
+``wet.too_large``: when its Content-Length says so, its bytes are read and dropped a piece at a
+time, never held, so memory stays bounded whatever a record declares; a line-framed block is never
+searched further than the limit.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from dataclasses import dataclass
 from typing import IO
 from urllib.parse import urlsplit
 
+from rpj_tasks.core.config import DEFAULT_MAX_RECORD_BYTES
 from rpj_tasks.core.stats import Stats
 
 _CRLF = b"\r\n"
@@ -106,7 +113,6 @@ _FEED_SIZE = 1 << 14  # compressed bytes fed to zlib at a time (bounds unused_da
 _MAX_OUT = 1 << 20  # decompressed bytes per zlib call (bounds memory on gzip bombs)
 _HOLD = 1 << 20  # a member's output is held back until its CRC checks, up to this size
 _MAX_HEADER = 1 << 16  # a WARC header block larger than this is garbage
-_MAX_LINE_FRAMED = 1 << 25  # how far a line-framed (length-mismatch) block may extend
 _LOOKAHEAD = 16  # bytes after a block that must hold the separator and the next "WARC/"
 
 _HEADER_END = re.compile(rb"\n\r?\n")
@@ -148,6 +154,12 @@ class _Report:
         self.n_bad += 1
         if self.max_bad is not None and self.n_bad > self.max_bad:
             raise WetFormatError(f"{self.source}: {what} at byte offset {offset} (more than {self.max_bad} bad records)")
+
+    def too_large(self, offset: int, what: str) -> None:
+        """A well-formed record over the size limit: counted (``wet.too_large``, a drop reason like
+        ``wet.too_short``) and logged, but not a bad record (it does not count towards ``max_bad``)."""
+        self.stats.inc("wet.too_large")
+        logger.warning("%s: %s at byte offset %d", self.source, what, offset)
 
 
 # A piece of decompressed data: (bytes, stored offset, linear).  ``linear`` pieces map byte for
@@ -306,6 +318,16 @@ class _Buffer:
         del self._marks[: max(keep, 0)]
         return have >= n
 
+    def skip(self, n: int) -> int:
+        """Move ``pos`` forward by ``n`` bytes, reading and dropping them a piece at a time (they are
+        never held together); returns how many were skipped (fewer if the data ends first)."""
+        done = 0
+        while done < n and (self.available() or self.fill(1)):
+            step = min(n - done, self.available())
+            self.pos += step
+            done += step
+        return done
+
     def resume(self) -> None:
         """Drop all buffered bytes and continue after a discontinuity."""
         self.pos = len(self.data)
@@ -353,12 +375,20 @@ def _separator_follows(buf: _Buffer, end: int) -> bool:
 
 
 def _resync(buf: _Buffer) -> None:
-    """Move to the next ``WARC/1.x`` line, or past all data up to the end/discontinuity."""
-    match = buf.search(_WARC_LINE, 0, _MAX_LINE_FRAMED)
-    if match:
-        buf.pos = match.start() + 1
-    else:
-        buf.resume()
+    """Move to the next ``WARC/1.x`` line, or past all data up to the end/discontinuity.
+
+    The bytes before it are searched and dropped a piece at a time (only the last few are kept, for
+    a line split between pieces), so a long stretch of garbage takes no memory."""
+    while True:
+        match = _WARC_LINE.search(buf.data, buf.pos)
+        if match:
+            buf.pos = match.start() + 1
+            return
+        keep = min(buf.available(), _LOOKAHEAD)
+        buf.pos = len(buf.data) - keep
+        if not buf.fill(keep + 1):
+            buf.resume()
+            return
 
 
 def _skip_newlines(buf: _Buffer) -> bool:
@@ -371,7 +401,7 @@ def _skip_newlines(buf: _Buffer) -> bool:
     return False
 
 
-def _next_record(buf: _Buffer, report: _Report) -> WarcRecord | None:
+def _next_record(buf: _Buffer, report: _Report, max_record_bytes: int) -> WarcRecord | None:
     """Frame the next record; None at the end of the data.  Bad spans are reported and skipped."""
     while True:
         if not _skip_newlines(buf):
@@ -393,18 +423,22 @@ def _next_record(buf: _Buffer, report: _Report) -> WarcRecord | None:
                 buf.pos += 1
                 _resync(buf)
             continue
-        record = _frame_block(buf, end.start() - buf.pos, end.end() - buf.pos, report)
+        record = _frame_block(buf, end.start() - buf.pos, end.end() - buf.pos, report, max_record_bytes)
         if record is not None:
             return record
 
 
-def _frame_block(buf: _Buffer, head_len: int, start: int, report: _Report) -> WarcRecord | None:
+def _frame_block(buf: _Buffer, head_len: int, start: int, report: _Report, max_record_bytes: int) -> WarcRecord | None:
     """Cut the block of the record at ``pos``, whose header ends at ``head_len``.
 
     Framing is by Content-Length when the declared block is followed by the record separator
     and the next ``WARC/`` header (or the end of data).  Otherwise the block runs up to the next
     ``WARC/1.x`` line (cc_net's line framing) and the record is reported as a length mismatch;
     if there is no such line and the declared block runs past the data, it is truncated.
+
+    A block larger than ``max_record_bytes`` is dropped (``wet.too_large``): a declared one is
+    skipped unread, by its Content-Length; a line-framed one is searched for no further than the
+    limit, then the reader moves on to the next ``WARC/1.x`` line.
     """
     offset = buf.offset()
     headers = _parse_headers(buf.data[buf.pos : buf.pos + head_len])
@@ -414,16 +448,34 @@ def _frame_block(buf: _Buffer, head_len: int, start: int, report: _Report) -> Wa
         buf.pos += start - 1  # the newline before the block, so a WARC/ line right there is found
         _resync(buf)
         return None
+    if length > max_record_bytes:
+        report.too_large(
+            offset, f"WARC record of {length} bytes (Content-Length) over max_record_bytes {max_record_bytes}, skipped unread"
+        )
+        buf.skip(start + length)
+        return None
     if buf.fill(start + length) and _separator_follows(buf, start + length):
         block = buf.data[buf.pos + start : buf.pos + start + length]
         buf.pos += start + length
         return WarcRecord(headers, block, offset, True)
-    match = buf.search(_WARC_LINE, start - 1, start + length + _MAX_LINE_FRAMED)
+    window = start + max_record_bytes + _LOOKAHEAD  # holds the WARC/1.x line after any block within the limit
+    match = buf.search(_WARC_LINE, start - 1, window)
+    if match is None and buf.available() >= window:  # the whole window searched: the block runs past the limit
+        what = f"Content-Length {length} does not match the block, and no WARC/1.x line follows within max_record_bytes {max_record_bytes}"
+        report.too_large(offset, what + "; skipped to the next WARC/1.x line")
+        buf.pos += start - 1
+        _resync(buf)
+        return None
     if match is None and (not buf.eof or buf.available() < start + length):
         report.bad("wet.skipped.truncated", offset, f"WARC record cut off (Content-Length {length})")
         buf.resume()
         return None
     stop = match.start() + 1 if match else len(buf.data)
+    if stop - (buf.pos + start) > max_record_bytes:  # a few bytes over, at the window's end
+        size = stop - buf.pos - start
+        report.too_large(offset, f"line-framed WARC record of {size} bytes over max_record_bytes {max_record_bytes}, skipped")
+        buf.pos = stop
+        return None
     block = buf.data[buf.pos + start : stop]
     buf.pos = stop
     report.bad(
@@ -434,21 +486,32 @@ def _frame_block(buf: _Buffer, head_len: int, start: int, report: _Report) -> Wa
     return WarcRecord(headers, block, offset, False)
 
 
-def _records(stream: IO[bytes], report: _Report) -> Iterator[WarcRecord]:
+def _records(stream: IO[bytes], report: _Report, max_record_bytes: int) -> Iterator[WarcRecord]:
+    if isinstance(max_record_bytes, bool) or not isinstance(max_record_bytes, int) or max_record_bytes < 1:
+        raise ValueError(f"max_record_bytes must be a positive integer, not {max_record_bytes!r}")
     buf = _Buffer(_pieces(stream, report))
-    while (record := _next_record(buf, report)) is not None:
+    while (record := _next_record(buf, report, max_record_bytes)) is not None:
         report.stats.inc("wet.records")
         yield record
 
 
-def iter_records(stream: IO[bytes], source: str, stats: Stats, *, max_bad_records: int | None = None) -> Iterator[WarcRecord]:
+def iter_records(
+    stream: IO[bytes],
+    source: str,
+    stats: Stats,
+    *,
+    max_bad_records: int | None = None,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+) -> Iterator[WarcRecord]:
     """Every WARC record of a WET file (gzip, one or many members, or uncompressed), streamed.
 
     Damaged input is counted in ``stats`` (``wet.skipped.<reason>``, ``wet.length_mismatch``),
     logged on logger ``rpj.wet`` with ``source`` and the byte offset, and skipped; good records
     around it are kept.  With ``max_bad_records`` set, exceeding it raises WetFormatError.
+    A record whose block exceeds ``max_record_bytes`` is dropped unread (``wet.too_large``, logged
+    the same way; not a bad record).
     """
-    yield from _records(stream, _Report(source, stats, max_bad_records))
+    yield from _records(stream, _Report(source, stats, max_bad_records), max_record_bytes)
 
 
 def _content_lines(text: str, by_length: bool) -> list[str]:
@@ -510,15 +573,17 @@ def iter_documents(
     min_len: int = 300,
     *,
     max_bad_records: int | None = None,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> Iterator[dict]:
     """CCNet documents (``url, date_download, digest, length, nlines, source_domain, title,
     raw_content``) of the ``conversion`` records with ``len(raw_content) >= min_len``.
 
     Counters: ``wet.records``, ``wet.non_conversion``, ``wet.too_short``, ``wet.docs``,
-    ``wet.invalid_utf8`` (decoded with U+FFFD and kept), plus those of :func:`iter_records`.
+    ``wet.invalid_utf8`` (decoded with U+FFFD and kept), plus those of :func:`iter_records`
+    (``wet.too_large`` for a record over ``max_record_bytes``).
     """
     report = _Report(source, stats, max_bad_records)
-    for record in _records(stream, report):
+    for record in _records(stream, report, max_record_bytes):
         if record.headers.get("warc-type") != "conversion":
             stats.inc("wet.non_conversion")
             continue

@@ -85,7 +85,9 @@ def sample_corpora(cfg: SnapshotConfig) -> tuple[dict[str, str], dict[str, str]]
     docs: list[dict[str, Any]] = []
     for segment in list_segments(mirror, cfg.crawl):
         with storage.open_read(storage.join(mirror, segment)) as f:
-            docs.extend(iter_documents(f, source=segment, stats=stats, min_len=cfg.min_len))
+            docs.extend(
+                iter_documents(f, source=segment, stats=stats, min_len=cfg.min_len, max_record_bytes=cfg.max_record_bytes)
+            )
     table = ShardHashes.collect(d["raw_content"].split("\n") for d in docs)
     lid = LanguageIdentifier(cfg.lid_model or None)
     by_lang: dict[str, list[bytes]] = {lang: [] for lang in cfg.languages}

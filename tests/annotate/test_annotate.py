@@ -31,6 +31,7 @@ from rpj_tasks.annotate.signals import (
 from rpj_tasks.annotate.stage import FileJob, MissingInputError, WorkerDiedError, annotate_file, annotate_shard, run_jobs
 from rpj_tasks.core import layout, storage
 from rpj_tasks.core.config import SnapshotConfig
+from rpj_tasks.core.logctx import log_context
 
 SNAPSHOT = "2023-06"
 TARGETS = ("books", "openwebtext", "wikipedia")
@@ -277,6 +278,7 @@ def test_bad_lines_keep_alignment(shared_data: Path, tmp_path: Path, caplog: pyt
     assert counts["annotate.bad_line.invalid_utf8"] == 1 and counts["annotate.bad_line.invalid_json"] == 2
     assert counts["annotate.bad_line.not_an_object"] == 1 and counts["annotate.bad_line.no_raw_content"] == 1
     assert f"line 1 (byte {len(lines[0])}): invalid utf8" in caplog.text
+    assert f"[2023-06/0000 en_middle] {tmp_path.as_uri()}" in caplog.text  # the log context: shard and file
 
 
 def test_only_the_first_bad_lines_are_logged(shared_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -721,6 +723,21 @@ def test_worker_gets_storage_options_and_its_death_is_an_error(monkeypatch: pyte
     assert next(results) == options
     with pytest.raises(WorkerDiedError, match=r"annotation of crash: .* exited without finishing \(exit code 3\)"):
         next(results)
+
+
+def log_job(job: str) -> str:
+    """A worker job for run_jobs that logs."""
+    logging.getLogger("rpj.annotate").warning("working on %s", job)
+    return job
+
+
+@pytest.mark.skipif(dsir_hash_selfcheck(), reason="jobs would run in this interpreter")
+def test_worker_log_lines_carry_the_shard_and_the_jobs_file(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="rpj.annotate"), log_context(shard="2023-06/0000"):
+        assert list(run_jobs(log_job, ["a", "b"], SEED42, label=str.upper)) == ["a", "b"]
+    lines = [r.getMessage() for r in caplog.records if "working on" in r.getMessage()]
+    assert len(lines) == 2 and all(line.startswith("[worker annotate pid ") for line in lines)
+    assert lines[0].endswith("] [2023-06/0000 A] working on a") and lines[1].endswith("] [2023-06/0000 B] working on b")
 
 
 def poisson(k: int, lam: float) -> float:

@@ -1,5 +1,6 @@
 """The CCNet stage on the offline sample, without Airflow: reliability properties."""
 
+import logging
 import shutil
 import signal
 import subprocess
@@ -49,6 +50,41 @@ def test_mine_needs_the_hashes_of_its_group(sample):
     other = cfg.with_overrides(storage_root=(tmp / "nohashes").as_uri())
     with pytest.raises(ccnet.MissingInputError, match="hashes of shard 0000"):
         ccnet.mine_shard(other, 1, per_shard[1])
+
+
+def test_wet_warnings_carry_the_shard_and_segment(sample, caplog):
+    """The sample's broken records are reported with the shard and the WET file in front."""
+    _, cfg, per_shard = sample
+    with caplog.at_level(logging.WARNING, logger="rpj.wet"):
+        for shard, segments in per_shard.items():
+            ccnet.compute_hashes(cfg, shard, segments, force=True)  # same bytes again
+            names = {seg.rsplit("/", 1)[1] for seg in segments}
+            mine = [r.getMessage() for r in caplog.records if r.args and str(r.args[0]).split("/")[-1] in names]
+            assert all(m.startswith(f"[2000-01/{shard:04d} ") and m.split("]")[0].split(" ")[1] in names for m in mine), mine
+    assert any("corrupt gzip member" in r.getMessage() for r in caplog.records)
+    assert all(r.getMessage().startswith("[2000-01/") for r in caplog.records), caplog.text
+
+
+def test_the_record_limit_is_read_by_both_steps_and_in_their_fingerprints(sample, monkeypatch):
+    tmp, cfg, per_shard = sample
+    shutil.copytree(tmp / "data", tmp / "limit", dirs_exist_ok=True)
+    other = cfg.with_overrides(storage_root=(tmp / "limit").as_uri(), max_record_bytes=1 << 16)
+    assert ccnet._hashes_inputs(other, 0, per_shard[0]) == {
+        **ccnet._hashes_inputs(cfg, 0, per_shard[0]),
+        "max_record_bytes": 1 << 16,
+    }
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["max_record_bytes"])
+        return real(*args, **kwargs)
+
+    real = ccnet.iter_documents
+    monkeypatch.setattr(ccnet, "iter_documents", spy)
+    assert not ccnet.compute_hashes(other, 0, per_shard[0])["skipped"]  # another limit: not the finished unit
+    assert not ccnet.mine_shard(other, 0, per_shard[0])["skipped"]
+    assert seen == [1 << 16] * 2 * len(per_shard[0])
+    assert ccnet.mine_inputs(other, 0, per_shard[0], "m")["max_record_bytes"] == 1 << 16
 
 
 def test_rerun_skips_force_recomputes_same_bytes_and_stale_files_go(sample):

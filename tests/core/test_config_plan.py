@@ -80,6 +80,22 @@ def test_dsir_hash_mode_setting():
         cfg(dsir_hash_mode="seed7")
 
 
+def test_max_record_bytes_setting(tmp_path):
+    from rpj_tasks.core.config import DEFAULT_MAX_RECORD_BYTES
+
+    assert DEFAULT_MAX_RECORD_BYTES == 4 << 20 == cfg().max_record_bytes
+    assert all(c.max_record_bytes == DEFAULT_MAX_RECORD_BYTES for c in load_registry().values())  # the YAML default
+    assert cfg(max_record_bytes=1 << 16).max_record_bytes == 65536
+    for bad in (0, -1, (1 << 16) - 1, (1 << 28) + 1, True, 4.0, "4194304"):
+        with pytest.raises(ConfigError, match="max_record_bytes must be an integer in 65536..268435456"):
+            cfg(max_record_bytes=bad)
+    reg = tmp_path / "r.yaml"
+    reg.write_text(
+        "defaults: {storage_root: file:///x, source_base: file:///y, max_record_bytes: 1048576}\nsnapshots:\n  - {id: '2023-06'}\n"
+    )
+    assert load_registry(reg)["2023-06"].max_record_bytes == 1 << 20
+
+
 def test_registry_rejects_unknown_keys(tmp_path):
     p = tmp_path / "r.yaml"
     p.write_text("defaults: {storage_root: file:///x, source_base: file:///y}\nsnapshots:\n  - {id: '2023-06', shardz: 3}\n")

@@ -20,6 +20,7 @@ def write_records(root, snapshot="2023-06"):
                     "kept.en.tail": 10,
                     "kept.de.middle": 30,
                     "wet.too_short": 25,
+                    "wet.too_large": 2,
                     "lid.dropped.other_language": 15,
                     "wet.skipped.corrupt_gzip": 1,
                 },
@@ -36,10 +37,10 @@ def test_summary_lines_of_a_partly_run_snapshot(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "snapshot 2023-06: 1/5000 shards mined, 1 annotated"
     assert out[1] == "  not mined yet: shards 0-2,4-4999"
-    assert out[2] == "  documents read 100, kept 60 (dropped: 25 too short, 15 other language)"
+    assert out[2] == "  documents read 100, kept 60 (dropped: 25 too short, 2 too large (max_record_bytes), 15 other language)"
     assert "    de: 30 kept (head 0, middle 30, tail 0)" in out
     assert "    en: 30 kept (head 20, middle 0, tail 10)" in out
-    assert "  broken records skipped: corrupt_gzip 1" in out
+    assert "  broken records skipped: corrupt_gzip 1" in out  # wet.too_large is a drop reason, not listed again here
     assert "  quality signals + MinHash: 2 files, 50 documents" in out
     assert len(out) < 15
 

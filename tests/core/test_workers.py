@@ -26,6 +26,7 @@ import pytest
 from rpj_tasks.annotate.signals import HashSeedError, require_seed42
 from rpj_tasks.core import storage, workers
 from rpj_tasks.core.errors import TransientError
+from rpj_tasks.core.logctx import log_context
 from rpj_tasks.core.workers import RemoteTraceback, WorkerDiedError, WorkerPool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -275,6 +276,24 @@ def test_worker_log_records_are_relogged_in_the_parent(caplog: pytest.LogCapture
     assert ("rpj.test_workers", logging.INFO, prefix + "counted 3 documents") in records
     assert ("some.library", logging.WARNING, prefix + "library warning") in records
     assert not any("library chatter" in message for _, _, message in records)
+
+
+def test_worker_log_lines_carry_the_callers_shard_and_file(caplog: pytest.LogCaptureFixture) -> None:
+    """Each call runs in the caller's log context: its relayed lines say which shard and file they are about."""
+    caplog.set_level(logging.INFO)
+    with WorkerPool(1, name="logger") as pool, log_context(shard="2000-01/0003"):
+        with log_context(file="en_head"):
+            pool.apply(log_lines)
+        pool.apply(log_lines)
+        worker_pid = pool.pids[0]
+    records = [(r.name, r.getMessage()) for r in caplog.records if "counted" in r.getMessage() or "library" in r.getMessage()]
+    prefix = f"[worker logger pid {worker_pid}] "
+    assert records == [
+        ("rpj.test_workers", prefix + "[2000-01/0003 en_head] counted 3 documents"),
+        ("some.library", prefix + "library warning"),  # not an engine logger: no context
+        ("rpj.test_workers", prefix + "[2000-01/0003] counted 3 documents"),
+        ("some.library", prefix + "library warning"),
+    ]
 
 
 def test_imap_is_ordered_across_workers() -> None:

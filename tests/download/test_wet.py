@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import logging
+import subprocess
+import sys
 import threading
 import zlib
 from pathlib import Path
@@ -13,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rpj_tasks.core.config import DEFAULT_MAX_RECORD_BYTES
 from rpj_tasks.core.schema import WET_DOCUMENT_FIELDS
 from rpj_tasks.core.stats import Stats
 from rpj_tasks.download.wet import (
@@ -361,3 +365,135 @@ def test_min_len_and_counters() -> None:
     docs, stats = read_docs(b"".join(gz(recs)), min_len=300)
     assert [d["url"] for d in docs] == ["http://h/300"]
     assert (stats["wet.records"], stats["wet.docs"], stats["wet.too_short"]) == (2, 1, 1)
+
+
+# ---- the per-record size limit (max_record_bytes) ------------------------------------------
+
+LIMIT = 1 << 12
+
+
+def sized_record(url: str, size: int, declared: int | None = None) -> bytes:
+    """A conversion record whose block is ``size`` bytes (a title, then one long line); with
+    ``declared``, its Content-Length says that instead."""
+    rec = conversion_record(url, DATE, "T\n" + "y" * (size - 3))
+    assert f"Content-Length: {size}\r\n".encode() in rec
+    return (
+        rec
+        if declared is None
+        else rec.replace(f"Content-Length: {size}\r\n".encode(), f"Content-Length: {declared}\r\n".encode())
+    )
+
+
+@pytest.mark.parametrize("compress", [True, False])
+@pytest.mark.parametrize("step", [None, 1000])
+def test_a_record_over_the_limit_is_dropped_and_the_next_ones_read(
+    compress: bool, step: int | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = records(2)
+    big = sized_record("http://h/big", LIMIT + 1)
+    parts = gz([good[0], big, good[1]]) if compress else [good[0], big, good[1]]
+    data = b"".join(parts)
+    stats = Stats()
+    with caplog.at_level(logging.WARNING, logger="rpj.wet"):
+        stream = ShortReads(data, step) if step else io.BytesIO(data)
+        docs = list(iter_documents(stream, "test.warc.wet.gz", stats, 1, max_record_bytes=LIMIT))
+    assert docs == read_docs(parts[0] + parts[2])[0]  # the good records, as if the big one were not there
+    assert (stats["wet.too_large"], stats["wet.records"], stats["wet.docs"]) == (1, 2, 2)
+    assert f"test.warc.wet.gz: WARC record of {LIMIT + 1} bytes (Content-Length) over max_record_bytes {LIMIT}" in caplog.text
+    assert f"at byte offset {len(parts[0])}" in caplog.text  # of its gzip member, or of the record in a plain file
+
+
+def test_a_record_exactly_at_the_limit_is_kept() -> None:
+    data = b"".join(gz([sized_record("http://h/at", LIMIT)]))
+    docs, stats = read_docs(data, max_record_bytes=LIMIT)
+    assert [d["length"] for d in docs] == [LIMIT] and stats["wet.too_large"] == 0
+    docs, stats = read_docs(data, max_record_bytes=LIMIT - 1)
+    assert docs == [] and stats["wet.too_large"] == 1
+
+
+def test_the_default_limit_is_the_snapshot_default() -> None:
+    data = b"".join(
+        gz([sized_record("http://h/at", DEFAULT_MAX_RECORD_BYTES), sized_record("http://h/over", DEFAULT_MAX_RECORD_BYTES + 1)])
+    )
+    docs, stats = read_docs(data)
+    assert [d["url"] for d in docs] == ["http://h/at"] and stats["wet.too_large"] == 1
+    with pytest.raises(ValueError, match="max_record_bytes must be a positive integer"):
+        read_docs(data, max_record_bytes=0)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+@pytest.mark.parametrize("block", [LIMIT, LIMIT + 1, LIMIT + 100, 3 * LIMIT])
+def test_a_line_framed_block_respects_the_limit(compress: bool, block: int, caplog: pytest.LogCaptureFixture) -> None:
+    """A wrong Content-Length frames the block by lines up to the next WARC/1.x line (block = the
+    text and the 4 separator bytes); that block too must fit the limit, and is searched no further."""
+    good = records(2)
+    liar = sized_record("http://h/liar", block - 4, declared=10)
+    recs = [good[0], liar, good[1]]
+    with caplog.at_level(logging.WARNING, logger="rpj.wet"):
+        docs, stats = read_docs(b"".join(gz(recs) if compress else recs), max_record_bytes=LIMIT)
+    if block <= LIMIT:
+        assert [d["url"] for d in docs] == ["https://example.com/0", "http://h/liar", "https://example.com/1"]
+        assert (stats["wet.length_mismatch"], stats["wet.too_large"]) == (1, 0)
+    else:
+        assert [d["url"] for d in docs] == ["https://example.com/0", "https://example.com/1"]
+        assert (stats["wet.length_mismatch"], stats["wet.too_large"], stats["wet.skipped.garbage"]) == (0, 1, 0)
+        assert f"max_record_bytes {LIMIT}" in caplog.text
+
+
+def test_a_declared_length_over_the_limit_is_skipped_by_that_length() -> None:
+    """The bytes a record declares are skipped unread; if they were not all its own (a wrong
+    Content-Length), what follows them is not a record and the reader resyncs on the next one."""
+    good = records(2)
+    liar = sized_record("http://h/liar", 100, declared=LIMIT + 1)
+    docs, stats = read_docs(good[0] + liar + b"z" * LIMIT + b"\n" + good[1], max_record_bytes=LIMIT)
+    assert [d["url"] for d in docs] == ["https://example.com/0", "https://example.com/1"]
+    assert (stats["wet.too_large"], stats["wet.skipped.garbage"]) == (1, 1)
+
+
+_PEAK_RSS_OF_READING = """
+import json, resource, sys
+from rpj_tasks.core.stats import Stats
+from rpj_tasks.download.wet import iter_documents
+stats = Stats()
+with open(sys.argv[1], "rb") as f:
+    urls = [doc["url"] for doc in iter_documents(f, sys.argv[1], stats, 1)]
+print(json.dumps({"urls": urls, "too_large": stats["wet.too_large"], "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def write_wet_with_giant_record(path: Path, size: int, compress: bool) -> None:
+    """A good record, a ``size``-byte single-line conversion record (written a MiB at a time, in one
+    gzip member when ``compress``), another good record."""
+    good = records(2)
+    head = (
+        f"WARC/1.0\r\nWARC-Type: conversion\r\nWARC-Target-URI: http://h/giant\r\nWARC-Date: {DATE}\r\n"
+        f"WARC-Block-Digest: sha1:X\r\nContent-Length: {size}\r\n\r\n"
+    ).encode()
+    chunk = b"giant line " * (1 << 17)
+    with open(path, "wb") as f:
+        f.write(gzip_member(good[0]) if compress else good[0])
+        z = zlib.compressobj(6, zlib.DEFLATED, 31) if compress else None
+        for piece in [head, *[chunk[: min(len(chunk), size - done)] for done in range(0, size, len(chunk))], b"\r\n\r\n"]:
+            f.write(z.compress(piece) if z else piece)
+        if z:
+            f.write(z.flush())
+        f.write(gzip_member(good[1]) if compress else good[1])
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_memory_stays_bounded_past_a_giant_record(tmp_path: Path, compress: bool) -> None:
+    """A 50 MB record (over the default limit) is skipped without being held: reading the file
+    takes about as much memory as reading the same file without it (measured: +13 MB with gzip,
+    +4 MB plain; before the limit, +240 MB)."""
+
+    def read(size: int) -> dict:
+        path = tmp_path / f"{size}.warc.wet"
+        write_wet_with_giant_record(path, size, compress)
+        out = subprocess.run(
+            [sys.executable, "-c", _PEAK_RSS_OF_READING, str(path)], capture_output=True, timeout=300, check=True
+        )
+        return json.loads(out.stdout)
+
+    baseline, giant = read(0), read(50_000_000)
+    assert giant["urls"] == ["https://example.com/0", "https://example.com/1"] and giant["too_large"] == 1
+    assert giant["peak_kib"] - baseline["peak_kib"] < 32 * 1024, (baseline, giant)
