@@ -29,11 +29,16 @@ def redact(text: str) -> str:
     return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub("***@", text))
 
 
+_installed = False
+
+
 def install() -> None:
-    """Redact the message of every log record this process creates from now on (idempotent)."""
-    previous = logging.getLogRecordFactory()
-    if getattr(previous, "rpj_redacting", False):
+    """Redact the message of every log record this process creates from now on (once per process;
+    it composes with other record-factory wrappers such as :mod:`rpj_tasks.core.logctx`)."""
+    global _installed
+    if _installed:
         return
+    previous = logging.getLogRecordFactory()
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
@@ -45,5 +50,5 @@ def install() -> None:
             record.msg, record.args = clean, None
         return record
 
-    factory.rpj_redacting = True  # type: ignore[attr-defined]
     logging.setLogRecordFactory(factory)
+    _installed = True

@@ -35,7 +35,7 @@ from typing import IO, Any
 import requests
 import urllib3
 
-from rpj_tasks.core import commit, layout, storage
+from rpj_tasks.core import commit, layout, logctx, storage
 from rpj_tasks.core.config import SnapshotConfig
 from rpj_tasks.core.errors import PermanentError, RpjError, TransientError
 from rpj_tasks.core.stats import Stats
@@ -360,6 +360,11 @@ def download_unit(
     steps fingerprint their inputs with it.  A shard whose record matches its segments and whose
     files all match their integrity records is skipped unless ``force``.
     """
+    with logctx.log_context(shard=logctx.shard_label(cfg.id, shard)):
+        return _download_unit(cfg, shard, segments, force, retry)
+
+
+def _download_unit(cfg: SnapshotConfig, shard: int, segments: list[str], force: bool, retry: RetryPolicy) -> dict[str, Any]:
     record_url = layout.download_record_url(cfg.storage_root, cfg.id, shard)
     inputs = {"segments": list(segments)}
     earlier = commit.load_record(record_url) or {}
