@@ -34,7 +34,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 from typing import IO, Any
 
 import numpy as np
@@ -71,6 +70,9 @@ from rpj_tasks.core.workers import WorkerDiedError  # noqa: F401 - raised by run
 log = logging.getLogger("rpj.annotate")
 
 BATCH_LINES = 256
+# ... or fewer, once the batch holds this many bytes of documents: a batch of documents near
+# ``max_record_bytes`` (4 MiB) then stays a few hundred MB of working memory, not gigabytes.
+BATCH_BYTES = 8 << 20
 
 
 # ---------------------------------------------------------------- paths
@@ -120,8 +122,16 @@ def _decode(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def _decoded_batch(lines: Iterator[tuple[int, tuple[int, bytes]]]) -> list[tuple[int, int, Any, str | None]]:
-    """The next :data:`BATCH_LINES` lines as ``(idx, byte offset, document, reason unusable)``."""
-    return [(idx, offset, *_decode(line)) for idx, (offset, line) in islice(lines, BATCH_LINES)]
+    """The next :data:`BATCH_LINES` lines (fewer past :data:`BATCH_BYTES`) as ``(idx, byte offset,
+    document, reason unusable)``.  Batching never changes the output: every line is annotated alone."""
+    batch: list[tuple[int, int, Any, str | None]] = []
+    size = 0
+    for idx, (offset, line) in lines:
+        batch.append((idx, offset, *_decode(line)))
+        size += len(line)
+        if len(batch) == BATCH_LINES or size >= BATCH_BYTES:
+            break
+    return batch
 
 
 def _annotate_batch(

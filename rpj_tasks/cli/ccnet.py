@@ -95,7 +95,7 @@ def mine(cfg: SnapshotConfig, shard: int, segments: list[str], force: bool) -> N
     rec = stage.mine_shard(cfg, shard, segments, force=force)
     state = "skipped (finished)" if rec["skipped"] else f"{rec['wall_seconds']}s"
     broken = {k.removeprefix("wet.skipped."): n for k, n in sorted(rec["counts"].items()) if k.startswith("wet.skipped.")}
-    note = ", broken records skipped: " + ", ".join(f"{k} {n}" for k, n in broken.items()) if broken else ""
+    note = ", broken records: " + ", ".join(f"{k} {n}" for k, n in broken.items()) if broken else ""
     print(f"mine shard {shard:04d}: kept {rec['counts'].get('kept', 0)} docs, {state}{note}")
 
 

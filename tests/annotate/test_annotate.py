@@ -785,3 +785,31 @@ def test_dsir_values_do_not_depend_on_the_callers_hash_seed(vector_shard, shared
     assert got[0]["rps_doc_books_importance"] is not None and got[3]["rps_doc_books_importance"] is None
     # lengths near a lambda give a real length correction (D12)
     assert any(g["rps_doc_books_importance"] != g["rps_doc_books_importance_length_correction"] for g in got[:3])
+
+
+def test_batches_capped_in_bytes_give_the_same_bytes(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory: a batch ends at BATCH_BYTES of documents (near-limit documents would otherwise make
+    256-document batches of gigabytes); where a batch ends never changes the output."""
+    from rpj_tasks.annotate import stage
+
+    write_shard(tmp_path, {"en_head.json.gz": vector_lines(shared_data, "en")})
+    artifacts = write_artifacts(tmp_path / "art", shared_data, STABLE)
+
+    def run(out: Path) -> dict[str, bytes]:
+        job = FileJob(
+            "en_head.json.gz",
+            "en",
+            "2023-06/0000/en_head.json.gz",
+            layout.documents_url(tmp_path.as_uri(), SNAPSHOT, 0, "en", "head"),
+            (out / "s.gz").as_uri(),
+            (out / "m.parquet").as_uri(),
+            artifacts,
+            STABLE,
+        )
+        annotate_file(job)
+        return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+    whole = run(tmp_path / "whole")
+    monkeypatch.setattr(stage, "BATCH_BYTES", 1)  # one document per batch
+    assert run(tmp_path / "one-by-one") == whole
+    assert len(vector_lines(shared_data, "en")) > 1
