@@ -27,7 +27,7 @@ import sys
 
 from rpj_tasks.cli import annotate, ccnet, models, snapshots
 from rpj_tasks.core import redact
-from rpj_tasks.core.errors import PermanentError, RpjError
+from rpj_tasks.core.errors import PermanentError, RpjError, storage_full
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     redact.install()
     try:
         code = args.run(args)  # a command returns its exit code, or None for 0
-    except RpjError as exc:
+    except (RpjError, OSError) as caught:
+        exc = caught if isinstance(caught, RpjError) else storage_full(caught)
+        if exc is None:
+            raise
         kind = "error" if isinstance(exc, PermanentError) else "transient error (try again later)"
         print(f"rpj: {kind}: {redact.redact(str(exc))}", file=sys.stderr)
         return 2 if isinstance(exc, PermanentError) else 1

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from rpj_tasks.core.config import ConfigError, SnapshotConfig, load_registry, validate_languages
-from rpj_tasks.core.errors import PermanentError, RpjError
+from rpj_tasks.core.errors import PermanentError, RpjError, storage_full
 from rpj_tasks.core.plan import format_shards
 from rpj_tasks.core.redact import redact
 
@@ -102,7 +102,10 @@ class ShardSteps:
             return
         try:
             step(*args)
-        except RpjError as exc:
+        except (RpjError, OSError) as caught:
+            exc = caught if isinstance(caught, RpjError) else storage_full(caught)
+            if exc is None:
+                raise  # another OSError is a bug or an unexpected system state: its traceback helps
             self.failed[shard] = (stage, exc)
             print(f"rpj: {stage} shard {shard:04d} failed: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
 

@@ -57,8 +57,8 @@ def validate_shard(shard: Any, num_shards: int) -> int:
 
 
 def validate_languages(langs: Any) -> list[str]:
-    if isinstance(langs, str):
-        langs = [x for x in re.split(r"[\s,]+", langs) if x]
+    if isinstance(langs, str):  # "en,de" (spaces around commas allowed); anything else in a code is refused
+        langs = [x.strip(" ") for x in langs.split(",") if x.strip(" ")]
     if not isinstance(langs, list | tuple) or not langs:
         raise ConfigError(f"invalid languages {langs!r}: expected a non-empty list such as [en, de]")
     for lang in langs:

@@ -37,3 +37,22 @@ class MissingInputError(PermanentError, RuntimeError):
 class UnsafePathError(PermanentError, ValueError):
     """A path read from outside (a listing, a manifest) could lead outside its root: absolute, with
     a scheme, ``..``, an empty or ``.`` component, a backslash or a control character."""
+
+
+class StorageFullError(TransientError, OSError):
+    """The storage is full or over quota (``ENOSPC``, ``EDQUOT``): nothing was committed; the work
+    can be done again once there is room."""
+
+
+def storage_full(exc: BaseException) -> StorageFullError | None:
+    """``exc`` as a :class:`StorageFullError` if it is a full disk or quota, else None."""
+    import errno
+
+    if isinstance(exc, StorageFullError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return StorageFullError(
+            f"the storage is full: {exc.strerror or exc}{where}; free space and run again (nothing partial was kept)"
+        )
+    return None

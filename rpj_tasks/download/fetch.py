@@ -17,8 +17,9 @@ A damaged gzip stream is fetched again; when two attempts give the same damaged 
 is the source's own: the file is staged with the damage in its integrity record and counted
 (``download.damaged_source``), and the CCNet reader keeps the records before and after it
 (``wet.skipped.*``).  A source with no readable member at all fails permanently.  A file staged
-earlier is kept only if it matches its integrity record (sha256 and size), or, staged by a run
-that left no record, if its gzip stream is whole; otherwise it is fetched again.
+earlier is kept only if it matches its integrity record (sha256 and size) and was whole, or, staged
+by a run that left no record, if its gzip stream is whole; otherwise it is fetched again (a file
+damaged at the source, on every run: the source may have been repaired).
 """
 
 from __future__ import annotations
@@ -315,11 +316,14 @@ def download_shard(
             src = storage.join_below(source_base, segment, "segment path")
             dest = storage.join_below(staging_base, segment, "segment path")
             staged.append(dest)
-            if not force and (kept := _kept(dest, (known or {}).get(dest))) is not None:
+            kept = None if force or not storage.exists(dest) else _kept(dest, (known or {}).get(dest))
+            if kept is not None:
                 stats.inc("download.skipped_existing")
                 log.info("%s: already staged, skipped", dest)
                 digests[dest] = kept
             else:
+                if not force and storage.exists(dest):
+                    stats.inc("download.refetched_staged")
                 start = time.perf_counter()
                 written: dict[str, dict[str, Any]] = {}
                 nbytes, attempts, damage = _fetch(src, dest, session, retry, stats, written)
@@ -336,7 +340,10 @@ def download_shard(
 
 def _kept(url: str, known: dict[str, Any] | None) -> dict[str, Any] | None:
     """The integrity record of an already staged file worth keeping, else None (fetch it again)."""
-    if not storage.exists(url):
+    if known is not None and known.get("damage"):
+        log.info(
+            "%s: damaged at the source when staged (%s): fetched again in case the source was repaired", url, known["damage"]
+        )
         return None
     if known is not None:
         if storage.digest(url) == {"sha256": known.get("sha256"), "bytes": known.get("bytes")}:

@@ -247,6 +247,7 @@ def test_damaged_staged_file_without_record_is_fetched_again(
     stats = Stats()
     download_shard(server.url, paths, str(tmp_path), stats)
     assert stats["download.skipped_existing"] == 2 and stats["download.segments"] == 1
+    assert stats["download.refetched_staged"] == 1
     assert (tmp_path / paths[0]).read_bytes() == whole
 
 
@@ -263,7 +264,7 @@ def test_staged_file_not_matching_its_record_is_fetched_again(
     staged.write_bytes(bytes(data))
     stats, again = Stats(), {}
     download_shard(server.url, paths, str(tmp_path), stats, digests=again, known=first)
-    assert stats["download.segments"] == 1 and server.hits[paths[1]] == 2
+    assert stats["download.segments"] == 1 and stats["download.refetched_staged"] == 1 and server.hits[paths[1]] == 2
     assert staged.read_bytes() == (root / paths[1]).read_bytes() and again == first
 
 
@@ -297,6 +298,12 @@ def test_truncated_at_the_source_is_staged_with_its_damage_and_counted(tmp_path:
     assert entry["damage"].startswith("truncated: the gzip member at byte offset")
     assert stats["download.damaged_source"] == 1 and stats["download.retries"] == 1
     assert (tmp_path / "stage" / target).read_bytes() == whole[: len(whole) * 2 // 3]
+    (source / target).write_bytes(whole)  # the source repaired: the next run fetches the file again
+    stats, again = Stats(), {}
+    with MirrorServerFor(source) as server:
+        download_shard(server.url, [target], str(tmp_path / "stage"), stats, retry=policy, digests=again, known=digests)
+    assert stats["download.refetched_staged"] == 1 and stats["download.damaged_source"] == 0
+    assert (tmp_path / "stage" / target).read_bytes() == whole and "damage" not in again[str(tmp_path / "stage" / target)]
 
 
 def test_empty_source_file_is_permanent_and_not_retried(tmp_path: Path, policy: RetryPolicy, sleeps: list[float]) -> None:

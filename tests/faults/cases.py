@@ -32,26 +32,14 @@ SHARD = 1  # the shard whose input is damaged (its hash group is 0-1; shards 2-3
 GROUPS = ("input damage", "source errors", "process faults", "security", "limits")
 CCNET = ("ccnet", "--snapshot", SNAPSHOT)
 
-# --------------------------------------------------------------------------- names of pending work
-# Defined by work in progress (the lead's download integrity and security branch, the WET reader's
-# record limit): adjust them here when it lands; the tests and docs/FAULTS.md follow.
-TRUNCATED_SOURCE = "download.truncated_source"  # download record: a staged file whose gzip stream is cut off at the source
-REFETCHED_STAGED = "download.refetched.corrupt_staged"  # download record: a staged file that no longer matched its digest
-TOO_LARGE = "wet.skipped.too_large"  # ccnet record: a WARC record over the limit, dropped
+# --------------------------------------------------------------------------- names the cases use
+DAMAGED_SOURCE = "download.damaged_source"  # download record: a staged file whose gzip stream is damaged at the source
+REFETCHED_STAGED = "download.refetched_staged"  # download record: a staged file that no longer matched its integrity record
+TOO_LARGE = "wet.too_large"  # ccnet record: a WARC record over max_record_bytes, dropped
 TOO_LARGE_SETTING = {"max_record_bytes": 100_000}  # registry entry that sets the limit for the case
 TOO_LARGE_BYTES = 150_000  # size of the oversized record's block
 EVIL_ENTRY = "../../../evil.warc.wet.gz"  # a listing entry that climbs out of staging/wet/ and the storage root
 SECRET = "s3cr3t-t0ken"  # the password in the credentials case's source_base
-
-PENDING_CLI = "the CLI continues past a failed shard (branch cli-continue)"
-PENDING_INTEGRITY = "download integrity (lead)"
-PENDING_SECURITY = "download security (lead)"
-PENDING_IDENTIFIERS = "identifier validation (lead)"
-PENDING_RECORD_LIMIT = "the WET reader's per-record size limit (branch record-limit)"
-GAP_ENOSPC = (
-    "a full disk is no RpjError: the CLI prints a traceback instead of one line (engine gap, reported; "
-    "rpj_tasks/cli/__init__.py catches only RpjError)"
-)
 
 # --------------------------------------------------------------------------- the checks
 # Every case runs all of them; a case's ``pending`` names those expected to fail today.
@@ -374,7 +362,7 @@ CASES: tuple[Case, ...] = (
         "warning with file and byte offset; `rpj summary` bad records",
         inject=_damage(lambda d: edit_member(d, corrupt_deflate)),
         message=("corrupt gzip member", "{segment}", "byte offset"),
-        counts=(Count("ccnet", SHARD, "wet.skipped.corrupt_gzip", 1), LOST),
+        counts=(Count("download", SHARD, DAMAGED_SOURCE, 1), Count("ccnet", SHARD, "wet.skipped.corrupt_gzip", 1), LOST),
         summary=True,
         repair=_restore,
         rerun=("--force",),
@@ -388,7 +376,7 @@ CASES: tuple[Case, ...] = (
         "warning with file and byte offset; `rpj summary` bad records",
         inject=_damage(lambda d: edit_member(d, bad_crc)),
         message=("incorrect data check", "{segment}", "byte offset"),
-        counts=(Count("ccnet", SHARD, "wet.skipped.corrupt_gzip", 1), LOST),
+        counts=(Count("download", SHARD, DAMAGED_SOURCE, 1), Count("ccnet", SHARD, "wet.skipped.corrupt_gzip", 1), LOST),
         summary=True,
         repair=_restore,
         rerun=("--force",),
@@ -442,7 +430,6 @@ CASES: tuple[Case, ...] = (
         counts=(Count("download", SHARD, REFETCHED_STAGED, 1),),
         identical=True,
         verify=_refetched,
-        pending=Pending(PENDING_INTEGRITY, frozenset({REFETCHED, COUNTED, PARTIAL})),
     ),
     # ---- source errors: what the source answers
     Case(
@@ -455,12 +442,11 @@ CASES: tuple[Case, ...] = (
         inject=_http_not_found,
         source="http",
         exit=(2,),
-        message=("rpj: error:", "{segment}", "404"),
+        message=("rpj: download shard 0001 failed", "{segment}", "404"),
         failed=(SHARD,),
         finished=(2, 3),
         verify=_not_retried,
         repair=_http_not_found_repair,
-        pending=Pending(PENDING_CLI, frozenset({OTHERS})),
     ),
     Case(
         "http-503-then-success",
@@ -486,27 +472,25 @@ CASES: tuple[Case, ...] = (
         source="http",
         fast_retry=True,
         exit=(1,),
-        message=("rpj: transient error", "{segment}", "attempts"),
+        message=("rpj: download shard 0001 failed: DownloadFailedError", "{segment}", "attempts"),
         failed=(SHARD,),
         finished=(2, 3),
         verify=_retried,
         repair=_truncate_repair,
-        pending=Pending(PENDING_CLI, frozenset({OTHERS})),
     ),
     Case(
         "truncated-source",
         "source errors",
         "a segment that is truncated at the source",
         "the mirror's WET file cut at 3/5 of its bytes (served whole, with its Content-Length)",
-        "staged and counted; the reader skips the cut-off member and keeps the records before it",
+        "fetched twice, the same bytes: staged with its damage in the download record and counted; the reader skips the cut-off member and keeps the records before it; `rpj ccnet` and `rpj summary` name the file",
         "warning with file and byte offset",
         inject=_damage(lambda d: d[: len(d) * 3 // 5]),
         source="http",
         message=("truncated gzip member", "{segment}"),
-        counts=(Count("download", SHARD, TRUNCATED_SOURCE, 1), Count("ccnet", SHARD, "wet.skipped.truncated_gzip", 1)),
+        counts=(Count("download", SHARD, DAMAGED_SOURCE, 1), Count("ccnet", SHARD, "wet.skipped.truncated_gzip", 1)),
         repair=_restore,
         rerun=("--force",),
-        pending=Pending(PENDING_INTEGRITY, frozenset({COUNTED})),
     ),
     Case(
         "empty-segment",
@@ -519,12 +503,11 @@ CASES: tuple[Case, ...] = (
         source="http",
         fast_retry=True,
         exit=(2,),
-        message=("rpj: error:", "{segment}"),
+        message=("rpj: download shard 0001 failed: PermanentDownloadError", "{segment}", "empty (0 bytes)"),
         failed=(SHARD,),
         finished=(2, 3),
         verify=_not_retried,
         repair=_restore,
-        pending=Pending(f"{PENDING_INTEGRITY}; {PENDING_CLI}", frozenset({EXIT, MESSAGE, OTHERS, NOT_RETRIED})),
     ),
     # ---- process faults: the run itself dies or races
     Case(
@@ -552,11 +535,10 @@ CASES: tuple[Case, ...] = (
         "log + exit status",
         inject=_disk_full,
         exit=(1, 2),
-        message=("rpj:", "No space left on device"),
+        message=("rpj: mine shard 0001 failed: StorageFullError", "No space left on device"),
         failed=(SHARD,),
         finished=(0,),
         repair=_rerun,
-        pending=Pending(GAP_ENOSPC, frozenset({MESSAGE})),
     ),
     Case(
         "concurrent-runs",
@@ -604,7 +586,6 @@ CASES: tuple[Case, ...] = (
         finished=(),
         verify=_contained,
         repair=_restore,
-        pending=Pending(PENDING_SECURITY),
     ),
     Case(
         "credentials-in-source",
@@ -618,7 +599,6 @@ CASES: tuple[Case, ...] = (
         message=("attempt 1/", "503", "{segment}"),
         identical=True,
         verify=_secret_hidden,
-        pending=Pending(PENDING_SECURITY, frozenset({SECRET_HIDDEN})),
     ),
     Case(
         "snapshot-trailing-newline",
@@ -658,10 +638,6 @@ CASES: tuple[Case, ...] = (
         message=("rpj: error:", "invalid language"),
         finished=(),
         verify=_untouched,
-        pending=Pending(
-            f"{PENDING_IDENTIFIERS}: today --languages splits on whitespace, so 'en\\n' runs as 'en'",
-            frozenset({EXIT, MESSAGE, UNTOUCHED}),
-        ),
     ),
     # ---- limits
     Case(
@@ -671,15 +647,13 @@ CASES: tuple[Case, ...] = (
         f"one record's block grown to {TOO_LARGE_BYTES:,} bytes, with `{next(iter(TOO_LARGE_SETTING))}: "
         f"{next(iter(TOO_LARGE_SETTING.values())):,}` in the registry",
         "record dropped, the other records are kept",
-        "warning with file and byte offset; `rpj summary` bad records",
+        "warning with file and byte offset; `rpj summary` drop reasons (too large)",
         inject=_too_large,
         message=("{segment}", "byte offset"),
         counts=(Count("ccnet", SHARD, TOO_LARGE, 1), LOST),
-        summary=True,
         repair=_restore,
         rerun=("--force",),
         registry=TOO_LARGE_SETTING,
-        pending=Pending(PENDING_RECORD_LIMIT),
     ),
 )
 
