@@ -105,6 +105,18 @@ def gzip_member(record: bytes) -> bytes:
     return gzip.compress(record, compresslevel=6, mtime=0)
 
 
+def corrupt_gzip_member(member: bytes) -> bytes:
+    """``member`` with 8 deflate bytes inverted, at the first spot from the middle that zlib rejects
+    (a damaged member for the sample mirror and the fault tests)."""
+    for pos in range(len(member) // 2, len(member) - 16):
+        bad = member[:pos] + bytes(b ^ 0xFF for b in member[pos : pos + 8]) + member[pos + 8 :]
+        try:
+            zlib.decompressobj(31).decompress(bad)
+        except zlib.error:
+            return bad
+    raise ValueError("could not corrupt the gzip member")
+
+
 logger = logging.getLogger("rpj.wet")
 
 _GZIP_MAGIC = b"\x1f\x8b\x08"

@@ -22,7 +22,6 @@ import functools
 import json
 import re
 import unicodedata
-import zlib
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -32,7 +31,7 @@ from faker import Faker
 from faker.providers.lorem.de_DE import Provider as GermanLorem
 
 from rpj_tasks.core import storage
-from rpj_tasks.download.wet import block_digest, conversion_record, gzip_member, warcinfo_record
+from rpj_tasks.download.wet import block_digest, conversion_record, corrupt_gzip_member, gzip_member, warcinfo_record
 
 SAMPLE_SNAPSHOT = "2000-01"
 SAMPLE_CRAWL = "CC-MAIN-2000-01"
@@ -474,17 +473,6 @@ def _replace_block(record: bytes, block: bytes) -> bytes:
     return b"\r\n".join(fixed) + b"\r\n\r\n" + block + b"\r\n\r\n"
 
 
-def _corrupt(member: bytes) -> bytes:
-    """``member`` with 8 deflate bytes inverted, at the first spot from the middle zlib rejects."""
-    for pos in range(len(member) // 2, len(member) - 16):
-        bad = member[:pos] + bytes(b ^ 0xFF for b in member[pos : pos + 8]) + member[pos + 8 :]
-        try:
-            zlib.decompressobj(31).decompress(bad)
-        except zlib.error:
-            return bad
-    raise ValueError("could not corrupt the gzip member")
-
-
 def _broken_plan(n_segments: int, docs: int) -> dict[tuple[int, int], list[str]]:
     """(segment, number of documents before it) -> kinds of broken records to insert there."""
     plan: dict[tuple[int, int], list[str]] = {}
@@ -510,7 +498,7 @@ def _broken_member(pages: _Pages, kind: str, date: str) -> tuple[bytes, str]:
         return gzip_member(_replace_block(record, text.encode("latin-1", "replace"))), page.url
     member = gzip_member(record)
     if kind == "corrupt_gzip":
-        return _corrupt(member), page.url
+        return corrupt_gzip_member(member), page.url
     return member[: len(member) * 3 // 5], page.url
 
 

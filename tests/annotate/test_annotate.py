@@ -673,23 +673,27 @@ def test_hash_mode_mismatch_is_refused(shared_data: Path, tmp_path: Path, built:
     assert not (tmp_path / "quality_signals").exists()
 
 
+def en_head_job(root: Path, out: Path, artifacts: str, hash_mode: str) -> FileJob:
+    """The annotation job of shard 0's en_head file under ``root``, written to ``out``."""
+    return FileJob(
+        "en_head.json.gz",
+        "en",
+        "2023-06/0000/en_head.json.gz",
+        layout.documents_url(root.as_uri(), SNAPSHOT, 0, "en", "head"),
+        (out / "s.gz").as_uri(),
+        (out / "m.parquet").as_uri(),
+        artifacts,
+        hash_mode,
+    )
+
+
 @pytest.mark.skipif(dsir_hash_selfcheck(), reason="this interpreter already runs with PYTHONHASHSEED=42")
 def test_file_worker_checks_the_seed_itself(shared_data: Path, tmp_path: Path) -> None:
     write_shard(tmp_path, {"en_head.json.gz": vector_lines(shared_data, "en")})
     artifacts = write_artifacts(tmp_path / "art", shared_data, SEED42)
     out = tmp_path / "out"
-    job = FileJob(
-        "en_head.json.gz",
-        "en",
-        "2023-06/0000/en_head.json.gz",
-        layout.documents_url(tmp_path.as_uri(), SNAPSHOT, 0, "en", "head"),
-        (out / "s.gz").as_uri(),
-        (out / "m.parquet").as_uri(),
-        artifacts,
-        SEED42,
-    )
     with pytest.raises(HashSeedError, match="PYTHONHASHSEED=42"):
-        annotate_file(job)
+        annotate_file(en_head_job(tmp_path, out, artifacts, SEED42))
     assert not out.exists()
 
 
@@ -796,17 +800,7 @@ def test_batches_capped_in_bytes_give_the_same_bytes(shared_data: Path, tmp_path
     artifacts = write_artifacts(tmp_path / "art", shared_data, STABLE)
 
     def run(out: Path) -> dict[str, bytes]:
-        job = FileJob(
-            "en_head.json.gz",
-            "en",
-            "2023-06/0000/en_head.json.gz",
-            layout.documents_url(tmp_path.as_uri(), SNAPSHOT, 0, "en", "head"),
-            (out / "s.gz").as_uri(),
-            (out / "m.parquet").as_uri(),
-            artifacts,
-            STABLE,
-        )
-        annotate_file(job)
+        annotate_file(en_head_job(tmp_path, out, artifacts, STABLE))
         return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
 
     whole = run(tmp_path / "whole")

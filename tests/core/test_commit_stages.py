@@ -10,13 +10,13 @@ removal, and just before the record.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from airflow_env import base_env
+from trees import digests, temp_files
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -30,19 +30,6 @@ def env_for(tmp: Path, **extra: str) -> dict[str, str]:
 def rpj(tmp: Path, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:
     env = env_for(tmp, **({"RPJ_FAULT": fault} if fault else {}))
     return subprocess.run([str(BIN / "rpj"), *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
-
-
-def digests(root: Path, *components: str) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for c in components
-        for p in sorted((root / c).rglob("*"))
-        if p.is_file()
-    }
-
-
-def temp_files(root: Path) -> list[str]:
-    return [str(p) for p in root.rglob(".*") if ".tmp-" in p.name]
 
 
 @pytest.fixture(scope="module")

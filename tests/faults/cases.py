@@ -14,7 +14,7 @@ collected, and the test is an ``xfail(strict=True)`` that flips to a failure (re
 as soon as every check passes.  Counter and setting names that pending work defines are kept in
 one block below, so that the work can rename them in one place.
 
-This module is plain data and stdlib only (no rpj or pytest import): ``inject``, ``repair`` and
+This module is plain data (no pytest import; from rpj only the WET writer's helper): ``inject``, ``repair`` and
 ``verify`` get the test's harness (``tests/faults/fault_harness.py``) as their argument.
 """
 
@@ -25,6 +25,8 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from rpj_tasks.download.wet import corrupt_gzip_member
 
 SNAPSHOT = "2000-01"
 SHARDS = (0, 1, 2, 3)
@@ -175,17 +177,6 @@ def edit_member(data: bytes, edit: Callable[[bytes], bytes]) -> bytes:
 def edit_record(data: bytes, edit: Callable[[bytes], bytes]) -> bytes:
     """``data`` with the target member's WARC record replaced by ``edit(record)`` (re-gzipped)."""
     return edit_member(data, lambda m: gzip.compress(edit(gzip.decompress(m)), mtime=0))
-
-
-def corrupt_deflate(member: bytes) -> bytes:
-    """8 bytes of the deflate stream inverted, at the first place from the middle that zlib rejects."""
-    for pos in range(len(member) // 2, len(member) - 16):
-        bad = member[:pos] + bytes(b ^ 0xFF for b in member[pos : pos + 8]) + member[pos + 8 :]
-        try:
-            zlib.decompressobj(31).decompress(bad)
-        except zlib.error:
-            return bad
-    raise ValueError("could not corrupt the member")
 
 
 def bad_crc(member: bytes) -> bytes:
@@ -360,7 +351,7 @@ CASES: tuple[Case, ...] = (
         "8 bytes of one member's deflate stream inverted in the mirror's WET file",
         "member skipped, reading resumes at the next member, the other records are kept",
         "warning with file and byte offset; `rpj summary` bad records",
-        inject=_damage(lambda d: edit_member(d, corrupt_deflate)),
+        inject=_damage(lambda d: edit_member(d, corrupt_gzip_member)),
         message=("corrupt gzip member", "{segment}", "byte offset"),
         counts=(Count("download", SHARD, DAMAGED_SOURCE, 1), Count("ccnet", SHARD, "wet.skipped.corrupt_gzip", 1), LOST),
         summary=True,

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import random
 import signal
@@ -32,6 +31,8 @@ from urllib.parse import quote
 
 import requests
 from airflow_env import base_env
+from trees import digests
+from trees import temp_files as trees_temp_files
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -65,19 +66,12 @@ def free_port() -> int:
 
 def output_digests(storage_root: Path) -> dict[str, str]:
     """``{relative path: sha256}`` of every file under documents/, quality_signals/, minhash/."""
-    out = {}
-    for component in OUTPUT_COMPONENTS:
-        for path in sorted((storage_root / component).rglob("*")):
-            if path.is_file():
-                out[str(path.relative_to(storage_root))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
+    return digests(storage_root, *OUTPUT_COMPONENTS)
 
 
 def temp_files(storage_root: Path) -> list[str]:
-    """Leftover temporary files (``.<name>.tmp-<hex>``, see rpj_tasks.core.storage.atomic_write) in the outputs."""
-    return [
-        str(p.relative_to(storage_root)) for c in OUTPUT_COMPONENTS for p in (storage_root / c).rglob(".*") if ".tmp-" in p.name
-    ]
+    """Leftover temporary files in the outputs."""
+    return trees_temp_files(storage_root, *OUTPUT_COMPONENTS)
 
 
 _REFERENCE: dict[str, Path] = {}
