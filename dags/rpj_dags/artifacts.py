@@ -63,7 +63,9 @@ def build_artifacts_dag(registry: dict[str, SnapshotConfig]) -> DAG:
                 description="CCNet models. install: copy official cc_net models; build: train from reference "
                 "corpora; sample: build from the offline sample corpus; none: skip.",
             ),
-            "languages": Param(list(layout.LANGUAGES), type="array", items={"type": "string"}, minItems=1),
+            "languages": Param(
+                list(layout.LANGUAGES), type="array", items={"type": "string", "pattern": whole("[a-z]{2,3}")}, minItems=1
+            ),
             "official_models_url": Param(
                 "", type="string", description="install: URL of a directory with {lang}.sp.model and {lang}.arpa.bin."
             ),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -52,7 +53,8 @@ def engine_task(fn: F) -> F:
 
     A :class:`~rpj_tasks.core.errors.PermanentError` (bad Params or config, a missing input or
     artifact, HTTP 404) becomes ``AirflowFailException``: the task fails without spending its
-    retries.  Transient errors and bugs propagate and are retried as configured.
+    retries.  Transient errors and bugs propagate and are retried as configured; one whose
+    traceback would show a credential is replaced by a RuntimeError holding the redacted traceback.
     """
 
     @functools.wraps(fn)
@@ -66,5 +68,10 @@ def engine_task(fn: F) -> F:
             message = redact.redact(str(exc))
             log.error("%s: %s (permanent: not retried)", type(exc).__name__, message)
             raise AirflowFailException(f"{type(exc).__name__}: {message}") from exc
+        except Exception:
+            text = traceback.format_exc()
+            if (clean := redact.redact(text)) != text:  # a credential in the traceback: never into the log
+                raise RuntimeError(f"(credentials redacted) {clean}") from None
+            raise
 
     return wrapper  # type: ignore[return-value]

@@ -11,7 +11,8 @@ Examples::
     rpj summary --snapshot 2000-01
 
 Expected failures (:class:`rpj_tasks.core.errors.RpjError`) print one line: exit 2 when retrying
-cannot help, 1 when it may (network trouble after the retries); bugs keep their traceback.
+cannot help, 1 when it may (network trouble after the retries, a full disk); bugs keep their
+traceback (exit 1), with any credential in it redacted.
 A failure of the whole command (bad config or ``--shards``, no listing, no models or artifacts)
 stops it at once.  A shard's failure in ``download``, ``hashes``, ``mine``, ``ccnet`` or
 ``annotate`` stops only that shard (and the mine of the shards of its hash group): the others are
@@ -23,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import traceback
 
 from rpj_tasks.cli import annotate, ccnet, models, snapshots
 from rpj_tasks.core import redact
@@ -50,16 +53,20 @@ def main(argv: list[str] | None = None) -> int:
     redact.install()
     try:
         code = args.run(args)  # a command returns its exit code, or None for 0
-    except (RpjError, OSError) as caught:
-        exc = caught if isinstance(caught, RpjError) else storage_full(caught)
-        if exc is None:
-            raise
-        kind = "error" if isinstance(exc, PermanentError) else "transient error (try again later)"
-        print(f"rpj: {kind}: {redact.redact(str(exc))}", file=sys.stderr)
-        return 2 if isinstance(exc, PermanentError) else 1
+    except BrokenPipeError:  # e.g. `rpj summary | head`: the reader has gone, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("rpj: interrupted", file=sys.stderr)
         return 130
+    except Exception as caught:  # noqa: BLE001 - expected failures: one line; bugs: their traceback, redacted
+        exc = caught if isinstance(caught, RpjError) else storage_full(caught)
+        if exc is None:
+            print(redact.redact(traceback.format_exc()), end="", file=sys.stderr)
+            return 1
+        kind = "error" if isinstance(exc, PermanentError) else "transient error (try again later)"
+        print(f"rpj: {kind}: {redact.redact(str(exc))}", file=sys.stderr)
+        return 2 if isinstance(exc, PermanentError) else 1
     return code or 0
 
 

@@ -14,6 +14,14 @@ from rpj_tasks.core.plan import format_shards
 from rpj_tasks.core.redact import redact
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: :func:`ascii_int` of at least 1."""
+    value = ascii_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def ascii_int(text: str) -> int:
     """An argparse type: a non-negative integer in ASCII digits (``int()`` would take ``"٣"`` or ``"3\\n"``)."""
     if not (text.isascii() and text.isdigit() and len(text) <= 9):
@@ -24,11 +32,11 @@ def ascii_int(text: str) -> int:
 def add_snapshot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--snapshot", required=True, help="YYYY-WW")
     p.add_argument("--shards", default="", help='e.g. "0-9,15" (default: all)')
-    p.add_argument("--limit", type=ascii_int, help="at most this many shards")
+    p.add_argument("--limit", type=positive_int, help="at most this many shards")
     p.add_argument("--force", action="store_true", help="recompute finished shards")
     p.add_argument("--storage-root")
     p.add_argument("--source-base")
-    p.add_argument("--num-shards", type=ascii_int)
+    p.add_argument("--num-shards", type=positive_int)
     p.add_argument("--languages", help="e.g. en,de")
 
 

@@ -41,6 +41,7 @@ from typing import IO, Any
 from fsspec.implementations.local import LocalFileSystem
 
 from rpj_tasks.core import storage
+from rpj_tasks.core.redact import redact_values
 
 log = logging.getLogger("rpj.commit")
 
@@ -119,7 +120,7 @@ def finished(record_url: str, inputs: dict[str, Any] | None) -> dict[str, Any] |
     record = load_record(record_url)
     if record is None:
         return None
-    if inputs is not None and record.get("inputs") != inputs:
+    if inputs is not None and record.get("inputs") != redact_values(inputs):  # as commit() wrote them
         log.info("%s: inputs changed since it was written: redo", record_url)
         return None
     for rel, url in listed_outputs(record_url, record).items():
@@ -271,6 +272,7 @@ class UnitCommit:
         """Remove stale outputs (unless done already), then write the record (last); returns it."""
         self.remove_stale()
         record = {**(extra or {}), "inputs": self.inputs, "outputs": dict(sorted(self.outputs.items()))}
+        record = redact_values(record)  # no credential of a source URL is ever written into a record
         fault("record")
         storage.write_bytes(self.record_url, json.dumps(record, indent=1, sort_keys=True).encode())
         self.committed = record

@@ -16,14 +16,13 @@ from typing import Any
 import yaml
 
 from rpj_tasks.core.errors import ConfigError
-from rpj_tasks.core.layout import LANGUAGES, SNAPSHOT_RE, validate_snapshot
+from rpj_tasks.core.layout import LANGUAGES, SNAPSHOT_RE, validate_snapshot, validate_version
 from rpj_tasks.core.redact import redact
 
 __all__ = ["LANGUAGES", "SNAPSHOT_RE", "ConfigError", "validate_snapshot"]  # re-exported: long-standing import paths
 
 CRAWL_RE = re.compile(r"CC-MAIN-([0-9]{4}-[0-9]{2})")
 LANG_RE = re.compile(r"[a-z]{2,3}")
-MODELS_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # Identifiers become paths: every check is a full match (no trailing newline, ASCII digits only).
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\$\{[^}]*\})*))?\}")
 
@@ -54,6 +53,37 @@ def validate_shard(shard: Any, num_shards: int) -> int:
     if not 0 <= value < num_shards:
         raise ConfigError(f"shard {value} out of range: this snapshot has {num_shards} shards (0..{num_shards - 1})")
     return value
+
+
+def validate_url(url: Any, what: str) -> str:
+    """``url`` if it is a usable storage URL (or a plain local path), else ConfigError.
+
+    A known fsspec protocol, a valid port, and credentials only where the protocol takes them from
+    the URL (``http``/``https``): an object store's keys belong in its connection (``aws_default``),
+    never in a URL that ends up in paths and messages.  Messages show the URL redacted.
+    """
+    import urllib.parse
+
+    import fsspec
+
+    if not isinstance(url, str) or not url or any(c in url for c in "\n\r\t\x00"):
+        raise ConfigError(f"{what}: expected a URL such as s3://bucket/prefix or file:///data, got {redact(repr(url))}")
+    if "://" not in url:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    known = set(fsspec.available_protocols())  # names only: no filesystem is imported (DAG parsing)
+    try:
+        if parts.scheme not in known:
+            raise ValueError(f"protocol {parts.scheme!r} is not known to fsspec")
+        parts.port  # noqa: B018 - raises ValueError when out of range or not a number
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {redact(url)} is not usable: {redact(str(exc))}") from None
+    if "@" in parts.netloc and parts.scheme not in ("http", "https"):
+        raise ConfigError(
+            f"{what}: {redact(url)} carries credentials; for {parts.scheme}:// put them in the "
+            "storage connection (aws_default) or the environment, never in the URL"
+        )
+    return url
 
 
 def validate_languages(langs: Any) -> list[str]:
@@ -127,6 +157,8 @@ class SnapshotConfig:
     def __post_init__(self) -> None:
         validate_snapshot(self.id)
         validate_languages(self.languages)
+        for key in ("storage_root", "source_base"):
+            validate_url(getattr(self, key), f"{self.id}: {key}")
         if not isinstance(self.num_shards, int) or not 1 <= self.num_shards <= 100_000:
             raise ConfigError(f"{self.id}: num_shards must be an integer in 1..100000, got {self.num_shards!r}")
         if not isinstance(self.hash_group_size, int) or self.hash_group_size < 1:
@@ -141,8 +173,7 @@ class SnapshotConfig:
                 f"{self.id}: max_record_bytes must be an integer in {low}..{high} (64 KiB..256 MiB), got {self.max_record_bytes!r}"
             )
         for key in ("models_version", "signals_version"):
-            if not isinstance(getattr(self, key), str) or not MODELS_VERSION_RE.fullmatch(getattr(self, key)):
-                raise ConfigError(f"{self.id}: invalid {key} {getattr(self, key)!r}")
+            validate_version(getattr(self, key), f"{self.id}: {key}")
         if self.dsir_hash_mode not in DSIR_HASH_MODES:
             raise ConfigError(
                 f"{self.id}: dsir_hash_mode must be one of {', '.join(DSIR_HASH_MODES)}, got {self.dsir_hash_mode!r}"
@@ -190,7 +221,12 @@ def load_registry(path: str | os.PathLike | None = None, env: dict[str, str] | N
     path = Path(path or os.environ.get("RPJ_REGISTRY") or DEFAULT_REGISTRY)
     env = dict(os.environ if env is None else env)
     env.setdefault("RPJ_HOME", str(REPO_ROOT))
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"snapshot registry {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"snapshot registry {path} is not valid YAML: {' '.join(str(exc).split())}") from None
     defaults = data.get("defaults", {})
     known = {f.name for f in fields(SnapshotConfig)}
     out: dict[str, SnapshotConfig] = {}

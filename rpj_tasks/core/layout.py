@@ -160,9 +160,22 @@ def annotate_stats_url(root: str, snapshot: str, shard: int) -> str:
     return join(annotate_stats_dir(root, snapshot), f"{shard:04d}.json")
 
 
+#: A models or signal-artifacts version: one path component of letters, digits, ``.``, ``_``, ``-``.
+VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def validate_version(version: str, what: str = "version") -> str:
+    """``version`` if it is a valid version name (full ASCII match of :data:`VERSION_RE`), else ConfigError."""
+    if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
+        raise ConfigError(
+            f"invalid {what} {version!r}: expected 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return version
+
+
 def models_url(root: str, version: str) -> str:
-    return join(root, "artifacts", "ccnet", version)
+    return join(root, "artifacts", "ccnet", validate_version(version, "models version"))
 
 
 def signal_artifacts_url(root: str, version: str) -> str:
-    return join(root, "artifacts", "signals", version)
+    return join(root, "artifacts", "signals", validate_version(version, "signal artifacts version"))

@@ -15,7 +15,7 @@ from typing import Any
 
 # ``scheme://user:password@host``: the user info; query parameters that carry secrets (presigned
 # URLs, tokens).  Both are replaced by ``***`` wherever a URL is shown.
-_USERINFO = re.compile(r"(?<=://)[^/@\s'\"]+@")
+_USERINFO = re.compile(r"(?<=://)[^/?#\s]*@")  # greedy: up to the last "@" before the host's end
 _SECRET_QUERY = re.compile(
     r"(?i)([?&][^=&#\s'\"]*(?:signature|sig|token|secret|password|passwd|credential|key)[^=&#\s'\"]*=)[^&#\s'\"]*"
 )
@@ -30,6 +30,17 @@ def redact(text: str) -> str:
 
 
 _installed = False
+
+
+def redact_values(value: Any) -> Any:
+    """``value`` (JSON-like data: a record, a manifest) with every string in it redacted."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_values(k): redact_values(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_values(v) for v in value]
+    return value
 
 
 def install() -> None:

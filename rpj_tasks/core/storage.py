@@ -179,7 +179,8 @@ def join_below(base: str, rel: str, what: str = "path") -> str:
 
     The result is proven to lie below ``base``: ``rel`` must be a plain relative path, with no
     scheme, no leading ``/``, no ``..``, ``.`` or empty component, no backslash and no control
-    character; otherwise :class:`~rpj_tasks.core.errors.UnsafePathError` names it and ``what``.
+    character, and on a local filesystem no symbolic link on the way may lead out of ``base``;
+    otherwise :class:`~rpj_tasks.core.errors.UnsafePathError` names it and ``what``.
     """
     from rpj_tasks.core.errors import UnsafePathError
 
@@ -197,6 +198,13 @@ def join_below(base: str, rel: str, what: str = "path") -> str:
     out = join(base, rel)
     if not out.startswith(base.rstrip("/") + "/"):  # by construction; kept as the proof
         raise UnsafePathError(f"unsafe {what} {redact(repr(rel))}: resolves outside {redact(base)}")
+    if protocol_of(base) == "file":  # a symlink below base must not lead elsewhere either
+        root = os.path.realpath(fs_and_path(base)[1])
+        target = os.path.realpath(fs_and_path(out)[1])
+        if not target.startswith(root.rstrip(os.sep) + os.sep):
+            raise UnsafePathError(
+                f"unsafe {what} {redact(repr(rel))}: a symbolic link below {redact(base)} leads to {target}; refused"
+            )
     return out
 
 

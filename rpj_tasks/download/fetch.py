@@ -17,9 +17,9 @@ A damaged gzip stream is fetched again; when two attempts give the same damaged 
 is the source's own: the file is staged with the damage in its integrity record and counted
 (``download.damaged_source``), and the CCNet reader keeps the records before and after it
 (``wet.skipped.*``).  A source with no readable member at all fails permanently.  A file staged
-earlier is kept only if it matches its integrity record (sha256 and size) and was whole, or, staged
-by a run that left no record, if its gzip stream is whole; otherwise it is fetched again (a file
-damaged at the source, on every run: the source may have been repaired).
+earlier is kept only if it matches its integrity record (sha256 and size; a file damaged at the
+source keeps its recorded damage until ``force`` fetches it again), or, staged by a run that left
+no record, if its gzip stream is whole; otherwise it is fetched again.
 """
 
 from __future__ import annotations
@@ -167,6 +167,8 @@ def _http_body(session: requests.Session, url: str, policy: RetryPolicy) -> tupl
         resp = session.get(
             url, stream=True, timeout=(policy.connect_timeout, policy.read_timeout), headers={"Accept-Encoding": "identity"}
         )
+    except _BAD_URL as exc:
+        raise PermanentDownloadError(f"{shown}: not a usable URL ({storage.redact(str(exc))})") from None
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise _Transient(storage.redact(f"{type(exc).__name__}: {exc}")) from None
     if resp.status_code != 200:
@@ -261,21 +263,32 @@ def _fetch(
     raise ValueError(f"{shown}: max_attempts must be >= 1")
 
 
-def read_small(url: str, policy: RetryPolicy) -> bytes:
-    """The whole (small) object at ``url``, with the same retry policy."""
+#: The most :func:`read_small` reads (a crawl's ``wet.paths.gz`` is about 1.5 MB).
+MAX_SMALL_BYTES = 64 << 20
+_BAD_URL = (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema)
+
+
+def read_small(url: str, policy: RetryPolicy, max_bytes: int = MAX_SMALL_BYTES) -> bytes:
+    """The whole (small) object at ``url``, with the same retry policy; refused past ``max_bytes``."""
     shown = storage.redact(url)
+    too_big = PermanentDownloadError(f"{shown}: larger than {max_bytes} bytes, refused (expected a small file)")
     for attempt in range(1, policy.max_attempts + 1):
         try:
             if not _is_http(url):
+                if storage.size(url) > max_bytes:
+                    raise too_big
                 return storage.read_bytes(url)
-            resp = requests.get(url, timeout=(policy.connect_timeout, policy.read_timeout))
-            if resp.status_code == 200:
-                return resp.content
+            with requests.get(url, timeout=(policy.connect_timeout, policy.read_timeout), stream=True) as resp:
+                if resp.status_code == 200:
+                    data = b"".join(_limited(resp.iter_content(CHUNK), max_bytes, too_big))
+                    return data
             reason = f"HTTP {resp.status_code} {resp.reason}"
             if resp.status_code < 500 and resp.status_code != 429:
                 raise PermanentDownloadError(f"{shown}: {reason}")
         except (FileNotFoundError, PermissionError) as exc:
             raise PermanentDownloadError(f"{shown}: {type(exc).__name__}: {storage.redact(str(exc))}") from None
+        except _BAD_URL as exc:
+            raise PermanentDownloadError(f"{shown}: not a usable URL ({storage.redact(str(exc))})") from None
         except (requests.RequestException, OSError) as exc:
             reason = storage.redact(f"{type(exc).__name__}: {exc}")
         if attempt == policy.max_attempts:
@@ -284,6 +297,15 @@ def read_small(url: str, policy: RetryPolicy) -> bytes:
         log.warning("%s: attempt %d/%d failed (%s); retrying in %.2fs", shown, attempt, policy.max_attempts, reason, delay)
         policy.sleep(delay)
     raise ValueError(f"{shown}: max_attempts must be >= 1")
+
+
+def _limited(chunks: Iterator[bytes], max_bytes: int, error: Exception) -> Iterator[bytes]:
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > max_bytes:
+            raise error
+        yield chunk
 
 
 # --------------------------------------------------------------------------- public API
@@ -340,11 +362,6 @@ def download_shard(
 
 def _kept(url: str, known: dict[str, Any] | None) -> dict[str, Any] | None:
     """The integrity record of an already staged file worth keeping, else None (fetch it again)."""
-    if known is not None and known.get("damage"):
-        log.info(
-            "%s: damaged at the source when staged (%s): fetched again in case the source was repaired", url, known["damage"]
-        )
-        return None
     if known is not None:
         if storage.digest(url) == {"sha256": known.get("sha256"), "bytes": known.get("bytes")}:
             return dict(known)

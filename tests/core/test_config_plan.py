@@ -205,3 +205,40 @@ def test_missing_week_and_missing_registry_key_are_named(tmp_path):
     reg.write_text('defaults:\n  source_base: file:///x\nsnapshots:\n  - {id: "2023-06"}\n')
     with pytest.raises(ConfigError, match="snapshot '2023-06' has no storage_root"):
         load_registry(reg)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("s3://AKIAKEY:Sekr1tPW@bucket/", "carries credentials; for s3:// put them in the storage connection"),
+        ("htp://x/", "protocol 'htp' is not known to fsspec"),
+        ("http://h:99999/", "Port out of range"),
+        ("file:///data\n", "expected a URL"),
+    ],
+)
+def test_storage_urls_are_checked_and_shown_redacted(url, message):
+    from rpj_tasks.core.config import SnapshotConfig
+
+    with pytest.raises(ConfigError, match=message) as err:
+        SnapshotConfig(id="2023-06", storage_root=url, source_base="https://data.commoncrawl.org/")
+    assert "Sekr1tPW" not in str(err.value)
+    assert SnapshotConfig(id="2023-06", storage_root="file:///d", source_base="https://u:p@h/").source_base == "https://u:p@h/"
+
+
+def test_a_missing_or_broken_registry_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="No such file or directory"):
+        load_registry(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("snapshots: [\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_registry(tmp_path / "bad.yaml")
+
+
+def test_versions_are_one_path_component():
+    from rpj_tasks.core import layout
+
+    assert layout.models_url("file:///r", "sample-v1") == "file:///r/artifacts/ccnet/sample-v1"
+    for bad in ("../..", "a/b", "v1\n", "\uff561", " v1", "", ".hidden"):
+        with pytest.raises(ConfigError, match="invalid models version"):
+            layout.models_url("file:///r", bad)
+        with pytest.raises(ConfigError, match="invalid signal artifacts version"):
+            layout.signal_artifacts_url("file:///r", bad)

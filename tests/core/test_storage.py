@@ -110,9 +110,26 @@ def test_join_below_keeps_every_path_under_its_base():
 
 def test_redact_hides_credentials_in_urls():
     assert storage.redact("GET https://u:p%40ss@host:8/x?a=1") == "GET https://***@host:8/x?a=1"
+    assert storage.redact("http://rpjuser:Sek@r1tPW@127.0.0.1:80/x") == "http://***@127.0.0.1:80/x"  # an unencoded @
+    assert storage.redact("'https://user:pa'ss@host/'") == "'https://***@host/'"
     assert storage.redact("s3://bucket/k?X-Amz-Signature=abc&X-Amz-Credential=AK/x&n=2") == (
         "s3://bucket/k?X-Amz-Signature=***&X-Amz-Credential=***&n=2"
     )
     assert storage.redact("'https://tok@h/p' and http://h/p?token=t1#f") == "'https://***@h/p' and http://h/p?token=***#f"
     for plain in ("https://h/p?email=a@b", "s3://bucket/key@2x.png", "no url at all", "file:///tmp/a"):
         assert storage.redact(plain) == plain
+
+
+def test_join_below_refuses_a_symlink_that_leads_out(tmp_path):
+    from rpj_tasks.core.errors import UnsafePathError
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "a").mkdir(parents=True)
+    outside.mkdir()
+    (root / "a" / "link").symlink_to(outside)
+    (root / "a" / "inside").symlink_to(root / "a")
+    assert storage.join_below(root.as_uri(), "a/inside/x.gz") == f"{root.as_uri()}/a/inside/x.gz"
+    with pytest.raises(UnsafePathError, match="symbolic link"):
+        storage.join_below(root.as_uri(), "a/link/x.gz", "segment path")
+    with pytest.raises(UnsafePathError, match="symbolic link"):
+        storage.join_below(str(root), "a/link/x.gz", "segment path")

@@ -298,11 +298,14 @@ def test_truncated_at_the_source_is_staged_with_its_damage_and_counted(tmp_path:
     assert entry["damage"].startswith("truncated: the gzip member at byte offset")
     assert stats["download.damaged_source"] == 1 and stats["download.retries"] == 1
     assert (tmp_path / "stage" / target).read_bytes() == whole[: len(whole) * 2 // 3]
-    (source / target).write_bytes(whole)  # the source repaired: the next run fetches the file again
+    (source / target).write_bytes(whole)  # the source repaired: a plain rerun keeps the recorded copy ...
     stats, again = Stats(), {}
     with MirrorServerFor(source) as server:
         download_shard(server.url, [target], str(tmp_path / "stage"), stats, retry=policy, digests=again, known=digests)
-    assert stats["download.refetched_staged"] == 1 and stats["download.damaged_source"] == 0
+        assert stats["download.skipped_existing"] == 1 and again == digests and server.hits[target] == 0
+        stats, again = Stats(), {}  # ... and force fetches it again
+        download_shard(server.url, [target], str(tmp_path / "stage"), stats, retry=policy, digests=again, force=True)
+    assert stats["download.segments"] == 1 and stats["download.damaged_source"] == 0
     assert (tmp_path / "stage" / target).read_bytes() == whole and "damage" not in again[str(tmp_path / "stage" / target)]
 
 
@@ -454,3 +457,50 @@ def test_credentials_in_the_source_url_never_reach_logs_or_errors(
     text = caplog.text + str(err.value) + repr(digests)
     assert "attempt 1/4 failed" in caplog.text and "http://***@127.0.0.1" in text
     assert "s3cr3t-pw" not in text and "reader" not in text
+
+
+def test_a_listing_that_inflates_past_the_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hostile listing cannot exhaust memory: it is inflated only up to MAX_LISTING_BYTES."""
+    from rpj_tasks.download import listing
+
+    monkeypatch.setattr(listing, "MAX_LISTING_BYTES", 1 << 20)
+    bomb = gzip.compress(b"\n" * (4 << 20))
+    with pytest.raises(PermanentDownloadError, match="inflates to more than 1 MiB"):
+        listing.parse_listing(bomb, "https://u:pw@h/wet.paths.gz", "CC-MAIN-2099-01")
+
+
+def test_small_reads_are_bounded_and_bad_urls_are_permanent(tmp_path: Path, policy: RetryPolicy, sleeps: list[float]) -> None:
+    from rpj_tasks.download.fetch import read_small
+
+    (tmp_path / "big").write_bytes(b"x" * 2000)
+    with pytest.raises(PermanentDownloadError, match="larger than 1000 bytes"):
+        read_small((tmp_path / "big").as_uri(), policy, max_bytes=1000)
+    server = MirrorServer(tmp_path)
+    try:
+        with pytest.raises(PermanentDownloadError, match="larger than 1000 bytes"):
+            read_small(server.url + "big", policy, max_bytes=1000)
+        assert read_small(server.url + "big", policy) == b"x" * 2000
+    finally:
+        server.close()
+    with pytest.raises(PermanentDownloadError, match="not a usable URL"):
+        read_small("http://127.0.0.1:99999/x", policy)
+    with pytest.raises(PermanentDownloadError, match="not a usable URL"):
+        download_shard("http://127.0.0.1:99999/", ["crawl-data/x.warc.wet.gz"], str(tmp_path / "s"), Stats(), retry=policy)
+    assert sleeps == []
+
+
+def test_a_symlink_in_the_mirror_that_leads_out_is_refused(
+    mirror: tuple[Path, dict], tmp_path: Path, policy: RetryPolicy
+) -> None:
+    from rpj_tasks.core.errors import UnsafePathError
+
+    root, manifest = mirror
+    source = tmp_path / "src"
+    target = manifest["paths"][0]
+    (source / target).parent.mkdir(parents=True)
+    secret = tmp_path / "private.warc.wet.gz"
+    secret.write_bytes((root / target).read_bytes())
+    (source / target).symlink_to(secret)
+    with pytest.raises(UnsafePathError, match="symbolic link"):
+        download_shard(source.as_uri(), [target], str(tmp_path / "stage"), Stats(), retry=policy)
+    assert _staged_files(tmp_path / "stage") == []

@@ -41,7 +41,7 @@ TOO_LARGE = "wet.too_large"  # ccnet record: a WARC record over max_record_bytes
 TOO_LARGE_SETTING = {"max_record_bytes": 100_000}  # registry entry that sets the limit for the case
 TOO_LARGE_BYTES = 150_000  # size of the oversized record's block
 EVIL_ENTRY = "../../../evil.warc.wet.gz"  # a listing entry that climbs out of staging/wet/ and the storage root
-SECRET = "s3cr3t-t0ken"  # the password in the credentials case's source_base
+SECRET = "s3cr@t-t0ken"  # the password in the credentials case's source_base (an unencoded "@" in it)
 
 # --------------------------------------------------------------------------- the checks
 # Every case runs all of them; a case's ``pending`` names those expected to fail today.
@@ -299,6 +299,14 @@ def _evil_listing(h: Any) -> None:
     entry leads (HTTP clients resolve the dots: ``/evil.warc.wet.gz``)."""
     (h.mirror / EVIL_ENTRY.rsplit("/", 1)[1]).write_bytes(h.segment_file(SHARD).read_bytes())
     h.write_listing([EVIL_ENTRY if i == SHARD else seg for i, seg in enumerate(h.ref.segments)])
+
+
+def _symlinked_segment(h: Any) -> None:
+    """Shard 1's segment in the mirror replaced by a symbolic link to a file outside the mirror."""
+    outside = h.dir / "private.warc.wet.gz"
+    outside.write_bytes(h.segment_file(SHARD).read_bytes())
+    h.segment_file(SHARD).unlink()
+    h.segment_file(SHARD).symlink_to(outside)
 
 
 def _contained(h: Any, check: Callable[[str, bool, str], None]) -> None:
@@ -577,6 +585,33 @@ CASES: tuple[Case, ...] = (
         finished=(),
         verify=_contained,
         repair=_restore,
+    ),
+    Case(
+        "symlink-out-of-mirror",
+        "security",
+        "a mirror file that is a symbolic link to a file elsewhere",
+        "shard 1's WET file in the `file://` mirror replaced by a link to a file outside the mirror",
+        "shard 1 fails naming the link (permanent); the other hash group finishes; nothing is read from outside",
+        "log + exit status",
+        inject=_symlinked_segment,
+        exit=(2,),
+        message=("rpj: download shard 0001 failed: UnsafePathError", "symbolic link"),
+        failed=(SHARD,),
+        finished=(2, 3),
+        repair=_restore,
+    ),
+    Case(
+        "version-escape",
+        "security",
+        "a models version that climbs out of the storage root",
+        "`rpj models sample --version ../..` (the version names a folder that is rebuilt and cleaned)",
+        "refused before anything is read, written or removed",
+        "exit status",
+        args=("models", "sample", "--version", "../.."),
+        exit=(2,),
+        message=("rpj: error:", "invalid models version"),
+        finished=(),
+        verify=_untouched,
     ),
     Case(
         "credentials-in-source",
