@@ -52,9 +52,13 @@ def monthly_deployment(tmp_path_factory):
     shutil.copytree(reference.parent / "mirror", mirror)
     segments = gzip.decompress((mirror / "crawl-data" / "CC-MAIN-2000-01" / "wet.paths.gz").read_bytes()).decode().split()
     for i, sid in enumerate(MONTHLY):
+        # each crawl lists one of the sample's segments under its own crawl's path (listings may
+        # only name their own crawl's segments)
+        own = segments[i].replace("CC-MAIN-2000-01", f"CC-MAIN-{sid}", 1)
+        (mirror / own).parent.mkdir(parents=True)
+        shutil.copyfile(mirror / segments[i], mirror / own)
         listing = mirror / "crawl-data" / f"CC-MAIN-{sid}" / "wet.paths.gz"
-        listing.parent.mkdir(parents=True)
-        listing.write_bytes(gzip.compress(f"{segments[i]}\n".encode(), mtime=0))
+        listing.write_bytes(gzip.compress(f"{own}\n".encode(), mtime=0))
     registry = write_registry(tmp, mirror, data)
     with deployment(tmp, env={"RPJ_REGISTRY": str(registry), "RPJ_STORAGE_ROOT": data.as_uri()}) as dep:
         yield dep
