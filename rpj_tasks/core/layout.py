@@ -22,6 +22,7 @@ rpj working areas (not part of a release)::
     artifacts/ccnet/{version}/                           SentencePiece + KenLM models, cutoff.csv
     artifacts/signals/{version}/                         word lists, UT1, classifiers, DSIR counts
     stats/annotate/{snapshot}/{shard:04d}.json           per-shard annotation stats; commit marker
+    staging/dedup/exact/...                              exact-dedup state (rpj_tasks/dedup/exact.py)
 """
 
 from __future__ import annotations
@@ -166,3 +167,9 @@ def models_url(root: str, version: str) -> str:
 
 def signal_artifacts_url(root: str, version: str) -> str:
     return join(root, "artifacts", "signals", version)
+
+
+def exact_dedup_url(root: str, *parts: str) -> str:
+    """The exact-dedup state (digest indexes, per-partition results, their records) below
+    ``staging/dedup/exact``; :mod:`rpj_tasks.dedup.exact` names what is inside."""
+    return join(root, "staging", "dedup", "exact", *parts)
