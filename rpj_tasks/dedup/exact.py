@@ -20,7 +20,7 @@ Three steps, each a unit of the commit protocol (:mod:`rpj_tasks.core.commit`)::
 
     staging/dedup/exact/index/{snapshot}/{p}.npy      step 1 index_snapshot: the snapshot's rows of
     staging/dedup/exact/index/{snapshot}.json           partition p, sorted by (digest, position); record
-    staging/dedup/exact/dups/{snapshot}/{p}.npy       step 2 dedup_partition(p): the duplicate rows of
+    staging/dedup/exact/dups/{p}/{snapshot}.npy       step 2 dedup_partition(p): the duplicate rows of
     staging/dedup/exact/partitions/{p}.json             each snapshot in partition p, by position; record
     duplicates/{snapshot}/{shard}/{lang}_{bucket}.duplicates.parquet
     staging/dedup/exact/duplicates/{snapshot}.json    step 3 write_duplicates(snapshot); record
@@ -37,7 +37,9 @@ rerun with the same inputs is skipped by the records.  Every file is replaced at
 step leaves the earlier files and an unfinished unit, which the next run redoes.
 
 Memory: a partition task holds :data:`MERGE_BYTES_PER_ROW` bytes per row of the partition (all
-snapshots); an index task :data:`INDEX_BYTES_PER_ROW` per head/middle document of the snapshot.
+snapshots); an index task at most ``memory_budget / 4`` for a chunk of rows while reading, then
+:data:`SORT_BYTES_PER_ROW` per row of the snapshot's largest partition (it spools partitions to local
+files, :class:`IndexSpool`).
 :func:`memory_plan` computes it from the index records before anything runs and
 :func:`check_memory` refuses a task over ``memory_budget``.
 """
@@ -49,6 +51,8 @@ import binascii
 import hashlib
 import io
 import logging
+import os
+import tempfile
 import time
 from array import array
 from collections.abc import Iterable, Sequence
@@ -79,9 +83,15 @@ ROW = np.dtype([("d0", "<u8"), ("d1", "<u8"), ("d2", "<u4"), ("pos", "<u8")])
 #: concatenation (28) and sorted copy (28), the sort order (8), snapshot ranks (2 + 2), flags and
 #: comparison temporaries; measured with tracemalloc in tests/dedup/test_exact.py, rounded up.
 MERGE_BYTES_PER_ROW = 112
-#: Peak bytes per document of an index build (:func:`write_index`): the digest and position buffers
-#: (28), the rows (28), sorted copy (28), sort order and partition numbers (16); rounded up.
-INDEX_BYTES_PER_ROW = 128
+#: Bytes per row of a chunk of an index build (:class:`IndexSpool`) while documents are read: the
+#: digest and position buffers (28), the rows (28), their partition numbers, order and sorted copy
+#: (8 + 8 + 28 + 8).  A chunk is at most ``memory_budget / 4`` bytes and :data:`MAX_CHUNK_ROWS` rows.
+CHUNK_BYTES_PER_ROW = 112
+MAX_CHUNK_ROWS = 4_000_000
+#: Bytes per row of the largest partition of a snapshot when its index is sorted: the rows (28),
+#: the sort order and its temporaries (8 + 8), the sorted copy (28) and its file bytes (28).
+SORT_BYTES_PER_ROW = 112
+SPOOL_PREFIX = "rpj-dedup-spool-"
 
 # Position: shard (16 bits) | language (15) | bucket (2) | line (31).
 LINE_BITS, BUCKET_BITS, LANG_BITS, SHARD_BITS = 31, 2, 15, 16
@@ -218,12 +228,12 @@ def index_record_url(root: str, snapshot: str) -> str:
     return layout.exact_dedup_url(root, "index", layout.validate_snapshot(snapshot) + ".json")
 
 
-def dups_dir(root: str, snapshot: str) -> str:
-    return layout.exact_dedup_url(root, "dups", layout.validate_snapshot(snapshot))
+def dups_dir(root: str, partition: int, partitions: int) -> str:
+    return layout.exact_dedup_url(root, "dups", part_name(partition, partitions))
 
 
 def dups_url(root: str, snapshot: str, partition: int, partitions: int) -> str:
-    return storage.join(dups_dir(root, snapshot), part_name(partition, partitions) + ".npy")
+    return storage.join(dups_dir(root, partition, partitions), layout.validate_snapshot(snapshot) + ".npy")
 
 
 def partition_record_url(root: str, partition: int, partitions: int) -> str:
@@ -256,12 +266,14 @@ def check_memory(rows: int, bytes_per_row: int, budget: int, what: str) -> int:
     return need
 
 
-def memory_plan(root: str, snapshots: Iterable[str], config: ExactDedupConfig) -> list[int]:
+def memory_plan(
+    root: str, snapshots: Iterable[str], config: ExactDedupConfig, *, cache: dict[str, Any] | None = None
+) -> list[int]:
     """Bytes each partition task needs (:data:`MERGE_BYTES_PER_ROW` x its rows over ``snapshots``), from
     the index records, logged; raises :class:`ConfigError` if one is over ``config.memory_budget``."""
     rows = np.zeros(config.partitions, dtype=np.int64)
     for snap in sorted(set(snapshots)):
-        rows += np.asarray(_index_record(root, snap, config.partitions)["rows"], dtype=np.int64)
+        rows += np.asarray(_index_record(root, snap, config.partitions, cache)["rows"], dtype=np.int64)
     need = [int(r) * MERGE_BYTES_PER_ROW for r in rows]
     worst = int(np.argmax(rows)) if len(rows) else 0
     log.info(
@@ -323,43 +335,110 @@ def index_snapshot(
     started = time.perf_counter()
     stats = Stats()
     bad = BadLines(stats, "dedup", logger=log)
-    digests, positions = bytearray(), array("Q")
-    for shard, lang, bucket, url, _ in files:
-        base = position(shard, lang, bucket)
-        with log_context(shard=shard_label(snapshot, shard), file=layout.file_name(lang, bucket)):
-            idx = -1
-            for idx, (offset, line) in enumerate(iter_lines(url, bad, compressed=True)):
-                doc, reason = parse_object(line)
-                if doc is None:
-                    bad.line(url, offset, reason or "invalid_json", index=idx, outcome="not deduplicated")
-                    continue
-                raw = digest_bytes(doc.get("digest"))
-                if raw is None:
-                    stats.inc("dedup.bad_digest")
-                    bad.line(
-                        url, offset, "bad_digest", index=idx, outcome="not deduplicated", detail=repr(doc.get("digest"))[:60]
-                    )
-                    continue
-                digests += raw
-                positions.append(base + idx)
-            if idx > LINE_MASK:
-                raise PermanentError(f"{url}: {idx + 1} lines, more than exact dedup's {LINE_MASK + 1}")
-            if len(positions) * INDEX_BYTES_PER_ROW > config.memory_budget:
-                check_memory(len(positions), INDEX_BYTES_PER_ROW, config.memory_budget, f"the index of {snapshot}")
-            stats.inc("dedup.files")
-        bad.log_unlogged(url)
-    stats.inc("dedup.documents", len(positions))
-    rows = make_rows(digests, positions)
-    del digests, positions
-    return write_index(
-        root,
-        snapshot,
-        rows,
-        [(s, lang, bucket) for s, lang, bucket, _, _ in files],
-        inputs,
-        config,
-        extra={"wall_seconds": round(time.perf_counter() - started, 3), **stats.to_dict()},
-    )
+    with IndexSpool(snapshot, config) as spool:
+        digests, positions = bytearray(), array("Q")
+        for shard, lang, bucket, url, _ in files:
+            base = position(shard, lang, bucket)
+            with log_context(shard=shard_label(snapshot, shard), file=layout.file_name(lang, bucket)):
+                idx = -1
+                for idx, (offset, line) in enumerate(iter_lines(url, bad, compressed=True)):
+                    doc, reason = parse_object(line)
+                    if doc is None:
+                        bad.line(url, offset, reason or "invalid_json", index=idx, outcome="not deduplicated")
+                        continue
+                    raw = digest_bytes(doc.get("digest"))
+                    if raw is None:
+                        stats.inc("dedup.bad_digest")
+                        detail = repr(doc.get("digest"))[:60]
+                        bad.line(url, offset, "bad_digest", index=idx, outcome="not deduplicated", detail=detail)
+                        continue
+                    digests += raw
+                    positions.append(base + idx)
+                    if len(positions) >= spool.chunk_rows:
+                        spool.add(make_rows(digests, positions))
+                        digests, positions = bytearray(), array("Q")
+                if idx > LINE_MASK:
+                    raise PermanentError(f"{url}: {idx + 1} lines, more than exact dedup's {LINE_MASK + 1}")
+                stats.inc("dedup.files")
+            bad.log_unlogged(url)
+        spool.add(make_rows(digests, positions))
+        del digests, positions
+        stats.inc("dedup.documents", spool.rows)
+        return spool.commit(
+            root,
+            [(s, lang, bucket) for s, lang, bucket, _, _ in files],
+            inputs,
+            extra={"wall_seconds": round(time.perf_counter() - started, 3), **stats.to_dict()},
+        )
+
+
+class IndexSpool:
+    """Builds a snapshot's index out of core: rows arrive in chunks (:meth:`add`), each is split by
+    partition and appended to a local spool file per partition; :meth:`commit` sorts one partition
+    at a time and commits the index.  Memory: a chunk (:data:`CHUNK_BYTES_PER_ROW` per row, at most
+    ``memory_budget / 4`` bytes) while reading, then :data:`SORT_BYTES_PER_ROW` per row of the
+    largest partition of the snapshot."""
+
+    def __init__(self, snapshot: str, config: ExactDedupConfig) -> None:
+        self.snapshot, self.config = layout.validate_snapshot(snapshot), config
+        self.chunk_rows = max(1, min(MAX_CHUNK_ROWS, config.memory_budget // (4 * CHUNK_BYTES_PER_ROW)))
+        self.counts = np.zeros(config.partitions, dtype=np.int64)
+        self.rows = 0
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    def __enter__(self) -> IndexSpool:
+        self._dir = tempfile.TemporaryDirectory(prefix=f"{SPOOL_PREFIX}{storage.run_tag()}-")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._dir is not None:
+            self._dir.cleanup()
+
+    def _path(self, partition: int) -> str:
+        assert self._dir is not None
+        return os.path.join(self._dir.name, f"{partition}.rows")
+
+    def add(self, rows: np.ndarray) -> None:
+        """Append ``rows`` (:data:`ROW`) to the spool files of their partitions."""
+        if not len(rows):
+            return
+        part = partition_of(rows, self.config.partitions)
+        order = np.argsort(part, kind="stable")
+        rows, part = rows[order], part[order]
+        bounds = np.searchsorted(part, np.arange(self.config.partitions + 1, dtype=np.uint64))
+        for p in np.flatnonzero(np.diff(bounds)):
+            with open(self._path(int(p)), "ab") as f:
+                f.write(rows[bounds[p] : bounds[p + 1]].tobytes())
+        self.counts += np.diff(bounds)
+        self.rows += len(rows)
+
+    def commit(
+        self, root: str, files: Sequence[tuple[int, str, str]], inputs: dict[str, Any], *, extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Sort each partition by (digest, position) and commit the index with its record (``files``:
+        every head/middle file ``(shard, lang, bucket)`` of the snapshot, with or without rows)."""
+        parts, snapshot = self.config.partitions, self.snapshot
+        worst = int(np.argmax(self.counts))
+        check_memory(
+            int(self.counts[worst]), SORT_BYTES_PER_ROW, self.config.memory_budget, f"the index of {snapshot}, partition {worst}"
+        )
+        record_url = index_record_url(root, snapshot)
+        with commit.UnitCommit(record_url, inputs, [index_dir(root, snapshot)], owned=lambda n: n.endswith(".npy")) as unit:
+            for p in range(parts):
+                rows = np.fromfile(self._path(p), dtype=ROW) if self.counts[p] else np.empty(0, dtype=ROW)
+                rows = rows[np.lexsort((rows["pos"], rows["d2"], rows["d1"], rows["d0"]))]
+                unit.write_bytes(index_url(root, snapshot, p, parts), _npy(rows))
+            record = unit.commit(
+                {
+                    **(extra or {}),
+                    "snapshot": snapshot,
+                    "partitions": parts,
+                    "rows": self.counts.tolist(),
+                    "files": sorted([int(s), lang, bucket] for s, lang, bucket in files),
+                }
+            )
+        log.info("exact dedup index of %s: %d digests in %d partitions", snapshot, self.rows, parts)
+        return {**record, "skipped": False}
 
 
 def write_index(
@@ -372,34 +451,18 @@ def write_index(
     *,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Commit ``rows`` (:data:`ROW`) as the index of ``snapshot``: one sorted file per partition and a
-    record listing ``files`` (every head/middle file ``(shard, lang, bucket)``, with or without rows).
-    :func:`index_snapshot` reads them from the documents; the bench passes synthetic ones."""
-    snapshot = layout.validate_snapshot(snapshot)
-    parts = config.partitions
-    check_memory(len(rows), INDEX_BYTES_PER_ROW, config.memory_budget, f"the index of {snapshot}")
-    order = np.lexsort((rows["pos"], rows["d2"], rows["d1"], rows["d0"]))
-    rows = rows[order]
-    del order
-    bounds = np.searchsorted(partition_of(rows, parts), np.arange(parts + 1, dtype=np.uint64))
-    record_url = index_record_url(root, snapshot)
-    with commit.UnitCommit(record_url, inputs, [index_dir(root, snapshot)], owned=lambda n: n.endswith(".npy")) as unit:
-        for p in range(parts):
-            unit.write_bytes(index_url(root, snapshot, p, parts), _npy(rows[bounds[p] : bounds[p + 1]]))
-        record = unit.commit(
-            {
-                **(extra or {}),
-                "snapshot": snapshot,
-                "partitions": parts,
-                "rows": np.diff(bounds).tolist(),
-                "files": sorted([int(s), lang, bucket] for s, lang, bucket in files),
-            }
-        )
-    log.info("exact dedup index of %s: %d digests in %d partitions", snapshot, len(rows), parts)
-    return {**record, "skipped": False}
+    """Commit ``rows`` (:data:`ROW`, e.g. synthetic ones in the bench) as the index of ``snapshot``,
+    through :class:`IndexSpool` as :func:`index_snapshot` does."""
+    with IndexSpool(snapshot, config) as spool:
+        for start in range(0, len(rows), spool.chunk_rows):
+            spool.add(rows[start : start + spool.chunk_rows])
+        return spool.commit(root, files, inputs, extra=extra)
 
 
-def _index_record(root: str, snapshot: str, partitions: int) -> dict[str, Any]:
+def _index_record(root: str, snapshot: str, partitions: int, cache: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The index record of ``snapshot`` (kept in ``cache``, which a caller passes to many steps)."""
+    if cache is not None and snapshot in cache:
+        return dict(cache[snapshot])
     record_url = index_record_url(root, snapshot)
     record = commit.load_record(record_url)
     if record is None:
@@ -409,6 +472,8 @@ def _index_record(root: str, snapshot: str, partitions: int) -> dict[str, Any]:
             f"exact dedup: the index of {snapshot} has {record['partitions']} partitions, not {partitions}: "
             "index it again with the same partitions setting as the other snapshots"
         )
+    if cache is not None:
+        cache[snapshot] = record
     return record
 
 
@@ -479,37 +544,46 @@ def _set_of(snapshots: Iterable[str]) -> list[str]:
     return snaps
 
 
-def _partition_inputs(root: str, snaps: list[str], partition: int, config: ExactDedupConfig) -> dict[str, Any]:
+def _partition_inputs(
+    root: str, snaps: list[str], partition: int, config: ExactDedupConfig, cache: dict[str, Any] | None
+) -> dict[str, Any]:
     parts = config.partitions
     shas = {}
     for snap in snaps:
-        record = _index_record(root, snap, parts)
+        record = _index_record(root, snap, parts, cache)
         rel = commit.relative(index_record_url(root, snap).rsplit("/", 1)[0], index_url(root, snap, partition, parts))
         shas[snap] = record["outputs"][rel]["sha256"]
     return {"format": FORMAT_VERSION, "partitions": parts, "partition": partition, "scope": config.scope, "index": shas}
 
 
 def dedup_partition(
-    root: str, snapshots: Iterable[str], partition: int, config: ExactDedupConfig | None = None, *, force: bool = False
+    root: str,
+    snapshots: Iterable[str],
+    partition: int,
+    config: ExactDedupConfig | None = None,
+    *,
+    force: bool = False,
+    cache: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Step 2: merge ``partition`` over the indexes of ``snapshots`` and commit each snapshot's
-    duplicate rows of it (only the files whose bytes change are written); returns the record."""
+    duplicate rows of it (only the files whose bytes change are written); returns the record.
+    ``cache`` keeps the index records between calls (:func:`run_exact_dedup`)."""
+    cache = {} if cache is None else cache
     config = config or ExactDedupConfig()
     parts = config.partitions
     if not 0 <= partition < parts:
         raise ConfigError(f"exact dedup: partition {partition} is not in 0-{parts - 1}")
     snaps = _set_of(snapshots)
     name = part_name(partition, parts)
-    inputs = _partition_inputs(root, snaps, partition, config)
-    rows = sum(_index_record(root, s, parts)["rows"][partition] for s in snaps)
+    inputs = _partition_inputs(root, snaps, partition, config, cache)
+    rows = sum(_index_record(root, s, parts, cache)["rows"][partition] for s in snaps)
     need = check_memory(rows, MERGE_BYTES_PER_ROW, config.memory_budget, f"partition {name}")
     record_url = partition_record_url(root, partition, parts)
     old = commit.load_record(record_url)
     if not force and (record := commit.finished(record_url, inputs)) is not None:
         return {**record, "skipped": True}
     started = time.perf_counter()
-    dirs = [dups_dir(root, s) for s in snaps]
-    with commit.UnitCommit(record_url, inputs, dirs, owned=lambda n: n == name + ".npy") as unit:
+    with commit.UnitCommit(record_url, inputs, [dups_dir(root, partition, parts)], owned=lambda n: n.endswith(".npy")) as unit:
         found = find_duplicates([_load(index_url(root, s, partition, parts)) for s in snaps], config.scope)
         written = [
             s for s, dups in zip(snaps, found) if _keep_or_write(unit, dups_url(root, s, partition, parts), _npy(dups), old)
@@ -545,23 +619,44 @@ def parquet_bytes(key: str, rows: np.ndarray) -> bytes:
     return bytes(buf.getvalue().to_pybytes())
 
 
+def _rows_sha1(rows: np.ndarray) -> str:
+    """SHA-1 of a file's rows and the parquet writer's version (what its bytes are a function of)."""
+    return hashlib.sha1(pa.__version__.encode() + b"\0" + np.ascontiguousarray(rows, dtype=ROW).tobytes()).hexdigest()
+
+
+def _has_size(url: str, size: int) -> bool:
+    try:
+        return storage.size(url) == size
+    except FileNotFoundError:
+        return False
+
+
 def write_duplicates(
-    root: str, snapshot: str, snapshots: Iterable[str], config: ExactDedupConfig | None = None, *, force: bool = False
+    root: str,
+    snapshot: str,
+    snapshots: Iterable[str],
+    config: ExactDedupConfig | None = None,
+    *,
+    force: bool = False,
+    cache: dict[str, Any] | None = None,
+    partition_records: dict[int, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Step 3: the duplicates files of ``snapshot`` from its rows of every partition (as step 2 computed
-    them over ``snapshots``); a file is written only when its bytes change.  Returns the record."""
+    them over ``snapshots``); a file is written only when its bytes change.  Returns the record.
+    ``cache`` and ``partition_records`` (by partition) spare reading the records again."""
     config = config or ExactDedupConfig()
+    cache = {} if cache is None else cache
     parts = config.partitions
     snapshot = layout.validate_snapshot(snapshot)
     snaps = _set_of(snapshots)
     if snapshot not in snaps:
         raise ConfigError(f"exact dedup: {snapshot} is not one of the snapshots {snaps}")
-    index = _index_record(root, snapshot, parts)
+    index = _index_record(root, snapshot, parts, cache)
     shas = []
     for p in range(parts):
         record_url = partition_record_url(root, p, parts)
-        record = commit.load_record(record_url)
-        if record is None or record["inputs"] != _partition_inputs(root, snaps, p, config):
+        record = (partition_records or {}).get(p) or commit.load_record(record_url)
+        if record is None or record["inputs"] != _partition_inputs(root, snaps, p, config, cache):
             raise MissingInputError(
                 f"exact dedup: partition {part_name(p, parts)} is not finished for snapshots {snaps} "
                 f"(scope {config.scope}): run dedup_partition for it first"
@@ -580,14 +675,22 @@ def write_duplicates(
         rows = np.concatenate([_load(dups_url(root, snapshot, p, parts)) for p in range(parts)] or [np.empty(0, ROW)])
         rows = rows[np.argsort(rows["pos"], kind="stable")]
         file_of = rows["pos"] >> np.uint64(FILE_SHIFT)
-        written, listed = [], 0
+        written, listed, row_sha1 = [], 0, {}
+        old_sha1 = (old or {}).get("row_sha1", {})
         for shard, lang, bucket in index["files"]:
             start = np.uint64(position(shard, lang, bucket) >> FILE_SHIFT)
             lo, hi = np.searchsorted(file_of, start, "left"), np.searchsorted(file_of, start, "right")
             listed += int(hi - lo)
-            data = parquet_bytes(layout.shard_key(snapshot, shard, lang, bucket), rows[lo:hi])
-            if _keep_or_write(unit, layout.duplicates_url(root, snapshot, shard, lang, bucket), data, old):
-                written.append(layout.base_tag(snapshot, shard, lang, bucket))
+            tag, url = layout.base_tag(snapshot, shard, lang, bucket), layout.duplicates_url(root, snapshot, shard, lang, bucket)
+            # the file is a function of its rows (and the parquet writer): same rows as the file the
+            # previous record lists, still of its size, then it is kept without being built again
+            sha1 = row_sha1[tag] = _rows_sha1(rows[lo:hi])
+            meta = (old or {}).get("outputs", {}).get(commit.relative(unit.base, url))
+            if meta is not None and old_sha1.get(tag) == sha1 and _has_size(url, meta["bytes"]):
+                unit.add_outputs({url: dict(meta)})
+                continue
+            if _keep_or_write(unit, url, parquet_bytes(layout.shard_key(snapshot, shard, lang, bucket), rows[lo:hi]), old):
+                written.append(tag)
         if listed != len(rows):
             raise PermanentError(f"exact dedup: {len(rows) - listed} duplicate rows of {snapshot} belong to no indexed file")
         record = unit.commit(
@@ -597,6 +700,7 @@ def write_duplicates(
                 "files": len(index["files"]),
                 "written": written,
                 "wall_seconds": round(time.perf_counter() - started, 3),
+                "row_sha1": row_sha1,
             }
         )
     log.info("exact dedup of %s: %d duplicates, %d of %d files written", snapshot, listed, len(written), len(index["files"]))
@@ -608,12 +712,13 @@ def run_exact_dedup(root: str, snapshots: Iterable[str] | None = None, config: E
     over the budget before anything runs), every partition, then every snapshot's files."""
     config = config or ExactDedupConfig()
     snaps = _set_of(indexed_snapshots(root) if snapshots is None else snapshots)
-    need = memory_plan(root, snaps, config)
-    partitions = [dedup_partition(root, snaps, p, config) for p in range(config.partitions)]
-    files = {s: write_duplicates(root, s, snaps, config) for s in snaps}
+    cache: dict[str, Any] = {}
+    need = memory_plan(root, snaps, config, cache=cache)
+    partitions = {p: dedup_partition(root, snaps, p, config, cache=cache) for p in range(config.partitions)}
+    files = {s: write_duplicates(root, s, snaps, config, cache=cache, partition_records=partitions) for s in snaps}
     return {
         "snapshots": snaps,
         "max_partition_bytes": max(need),
-        "partitions_written": sum(1 for r in partitions if not r["skipped"] and r["written"]),
+        "partitions_written": sum(1 for r in partitions.values() if not r["skipped"] and r["written"]),
         "files_written": {s: r["written"] for s, r in files.items() if not r["skipped"]},
     }
