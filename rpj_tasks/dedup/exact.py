@@ -92,6 +92,9 @@ MAX_CHUNK_ROWS = 4_000_000
 #: the sort order and its temporaries (8 + 8), the sorted copy (28) and its file bytes (28).
 SORT_BYTES_PER_ROW = 112
 SPOOL_PREFIX = "rpj-dedup-spool-"
+#: Bytes per duplicate row of a snapshot when its duplicates files are written: the rows loaded (28),
+#: the order by position (8), the sorted copy (28) and their file numbers (8).
+DUPLICATES_BYTES_PER_ROW = 72
 
 # Position: shard (16 bits) | language (15) | bucket (2) | line (31).
 LINE_BITS, BUCKET_BITS, LANG_BITS, SHARD_BITS = 31, 2, 15, 16
@@ -652,7 +655,7 @@ def write_duplicates(
     if snapshot not in snaps:
         raise ConfigError(f"exact dedup: {snapshot} is not one of the snapshots {snaps}")
     index = _index_record(root, snapshot, parts, cache)
-    shas = []
+    shas, total = [], 0
     for p in range(parts):
         record_url = partition_record_url(root, p, parts)
         record = (partition_records or {}).get(p) or commit.load_record(record_url)
@@ -663,6 +666,8 @@ def write_duplicates(
             )
         rel = commit.relative(record_url.rsplit("/", 1)[0], dups_url(root, snapshot, p, parts))
         shas.append(record["outputs"][rel]["sha256"])
+        total += record["duplicates"][snapshot]
+    check_memory(total, DUPLICATES_BYTES_PER_ROW, config.memory_budget, f"the duplicates files of {snapshot}")
     inputs = {"format": FORMAT_VERSION, "files": index["files"], "dups": shas}
     record_url = duplicates_record_url(root, snapshot)
     old = commit.load_record(record_url)

@@ -331,6 +331,8 @@ def test_the_memory_budget_refuses_naming_the_setting(tmp_path: Path) -> None:
         exact.dedup_partition(root, list(PLANTED), int(np.argmax(plan)), small, force=True)
     with pytest.raises(ConfigError, match=r"the index of 2023-06, partition \d needs .*memory_budget"):
         index_snapshot(root, "2023-06", PLANTED["2023-06"], ExactDedupConfig(partitions=4, memory_budget=100), force=True)
+    with pytest.raises(ConfigError, match=r"the duplicates files of 2022-49 needs .* rows x 72 bytes"):
+        exact.write_duplicates(root, "2022-49", list(PLANTED), ExactDedupConfig(partitions=4, memory_budget=1), force=True)
     assert file_bytes(root, "staging") == before
 
 
