@@ -48,10 +48,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import glob
 import hashlib
 import io
 import logging
 import os
+import shutil
 import tempfile
 import time
 from array import array
@@ -375,6 +378,18 @@ def index_snapshot(
         )
 
 
+def remove_dead_spool_dirs() -> int:
+    """Remove the spool directories that killed index builds left in the temp dir; how many went."""
+    removed = 0
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{SPOOL_PREFIX}*")):
+        tag = os.path.basename(path)[len(SPOOL_PREFIX) :].rsplit("-", 1)[0]
+        with contextlib.suppress(OSError):
+            if commit.tag_is_dead(tag, time.time() - os.path.getmtime(path)):
+                shutil.rmtree(path)
+                removed += 1
+    return removed
+
+
 class IndexSpool:
     """Builds a snapshot's index out of core: rows arrive in chunks (:meth:`add`), each is split by
     partition and appended to a local spool file per partition; :meth:`commit` sorts one partition
@@ -390,6 +405,7 @@ class IndexSpool:
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
     def __enter__(self) -> IndexSpool:
+        remove_dead_spool_dirs()
         self._dir = tempfile.TemporaryDirectory(prefix=f"{SPOOL_PREFIX}{storage.run_tag()}-")
         return self
 

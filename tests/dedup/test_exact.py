@@ -407,3 +407,16 @@ def test_the_index_spools_in_chunks_with_the_same_result(tmp_path: Path) -> None
     run_exact_dedup(small, SNAPS3, CFG)  # the budget is not part of the inputs
     assert file_bytes(small) == file_bytes(big)
     assert file_bytes(small, "staging/dedup/exact/index") == file_bytes(big, "staging/dedup/exact/index")
+
+
+def test_a_killed_index_builds_spool_is_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(exact.tempfile, "tempdir", str(tmp_path))
+    dead = tmp_path / f"{exact.SPOOL_PREFIX}{commit.HOST}.{2**22 + 12345}.deadbeef-abc"  # no such process
+    dead.mkdir()
+    (dead / "0.rows").write_bytes(b"x" * 28)
+    alive = tmp_path / f"{exact.SPOOL_PREFIX}{commit.HOST}.{os.getppid()}.cafe0000-abc"  # a live process
+    alive.mkdir()
+    with exact.IndexSpool("2023-06", CFG) as spool:
+        assert spool._dir is not None and Path(spool._dir.name).parent == tmp_path
+    assert not dead.exists() and alive.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name]
