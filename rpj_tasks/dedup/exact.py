@@ -504,7 +504,11 @@ def find_duplicates(arrays: list[np.ndarray], scope: str = "release") -> list[np
     partition, **newest first** (it is emptied: the rows are concatenated, not copied twice).
 
     A row is a duplicate when an earlier row has the same 20 digest bytes, in the order (snapshot
-    newest first, position); with ``scope="snapshot"`` only rows of its own snapshot count."""
+    newest first, position); with ``scope="snapshot"`` only rows of its own snapshot count.
+
+    Only rows that share their first 8 digest bytes with another row can be duplicates: one sort on
+    those 8 bytes (each snapshot's rows come sorted, so it merges runs) finds them, and only they
+    are sorted on the full key (:func:`find_duplicates_reference` sorts everything; same result)."""
     sizes = [len(a) for a in arrays]
     if sum(sizes) == 0:
         arrays.clear()
@@ -513,11 +517,40 @@ def find_duplicates(arrays: list[np.ndarray], scope: str = "release") -> list[np
     arrays.clear()
     rank = np.repeat(np.arange(len(sizes), dtype=np.uint16), sizes)
     if scope == "release":
+        order = np.argsort(rows["d0"], kind="stable")
+    else:
+        order = np.lexsort((rows["d0"], rank))
+    rows, rank = rows[order], rank[order]
+    del order
+    same = rows["d0"][1:] == rows["d0"][:-1]
+    if scope != "release":
+        same &= rank[1:] == rank[:-1]
+    candidate = np.zeros(len(rows), dtype=bool)
+    candidate[1:] = same
+    candidate[:-1] |= same
+    del same
+    held = [rows[candidate], rank[candidate]]
+    del rows, rank, candidate  # only the candidates stay in memory
+    return _duplicates_by_full_sort(held, len(sizes), scope)
+
+
+def find_duplicates_reference(arrays: list[np.ndarray], scope: str = "release") -> list[np.ndarray]:
+    """:func:`find_duplicates` by one sort of every row on the full key (the definition, for tests)."""
+    sizes = [len(a) for a in arrays]
+    rows = np.concatenate(arrays) if arrays else np.empty(0, dtype=ROW)
+    arrays.clear()
+    return _duplicates_by_full_sort([rows, np.repeat(np.arange(len(sizes), dtype=np.uint16), sizes)], len(sizes), scope)
+
+
+def _duplicates_by_full_sort(held: list[np.ndarray], snapshots: int, scope: str) -> list[np.ndarray]:
+    """The duplicates among ``held = [rows, ranks]`` (emptied, so that the sorted copies replace them)."""
+    rows, rank = held
+    held.clear()
+    if scope == "release":
         order = np.lexsort((rows["pos"], rank, rows["d2"], rows["d1"], rows["d0"]))
     else:
         order = np.lexsort((rows["pos"], rows["d2"], rows["d1"], rows["d0"], rank))
     rows, rank = rows[order], rank[order]
-    del order
     dup = np.zeros(len(rows), dtype=bool)
     dup[1:] = rows["d0"][1:] == rows["d0"][:-1]
     dup[1:] &= rows["d1"][1:] == rows["d1"][:-1]
@@ -525,7 +558,7 @@ def find_duplicates(arrays: list[np.ndarray], scope: str = "release") -> list[np
     if scope != "release":
         dup[1:] &= rank[1:] == rank[:-1]
     out = []
-    for k in range(len(sizes)):
+    for k in range(snapshots):
         mine = rows[dup & (rank == k)]
         out.append(mine[np.argsort(mine["pos"], kind="stable")])
     return out

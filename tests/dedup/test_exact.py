@@ -420,3 +420,33 @@ def test_a_killed_index_builds_spool_is_removed(tmp_path: Path, monkeypatch: pyt
         assert spool._dir is not None and Path(spool._dir.name).parent == tmp_path
     assert not dead.exists() and alive.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name]
+
+
+@pytest.mark.parametrize("scope", exact.SCOPES)
+def test_the_merge_equals_the_full_sort_with_colliding_prefixes(scope: str) -> None:
+    """Digests that share their first 8 bytes (or 16) but differ after: only equal 20 bytes match."""
+    rng = np.random.default_rng(1)
+    arrays = []
+    for k in range(4):
+        rows = np.zeros(3000, dtype=exact.ROW)
+        rows["d0"] = rng.integers(0, 40, len(rows), dtype=np.uint64)
+        rows["d1"] = rng.integers(0, 3, len(rows), dtype=np.uint64)
+        rows["d2"] = rng.integers(0, 3, len(rows), dtype=np.uint32)
+        rows["pos"] = rng.permutation(len(rows)).astype(np.uint64) * np.uint64(7) + np.uint64(k)
+        arrays.append(rows[np.lexsort((rows["pos"], rows["d2"], rows["d1"], rows["d0"]))])  # as an index file
+    fast = exact.find_duplicates([a.copy() for a in arrays], scope)
+    reference = exact.find_duplicates_reference([a.copy() for a in arrays], scope)
+    assert [f.tobytes() for f in fast] == [r.tobytes() for r in reference]
+    seen: set[tuple[int, int, int]] = set()
+    expected = []
+    for rows in arrays:  # newest first, then by position
+        if scope == "snapshot":
+            seen = set()
+        mine = []
+        for row in rows[np.argsort(rows["pos"])]:
+            key = (int(row["d0"]), int(row["d1"]), int(row["d2"]))
+            if key in seen:
+                mine.append(int(row["pos"]))
+            seen.add(key)
+        expected.append(mine)
+    assert [f["pos"].tolist() for f in fast] == expected
