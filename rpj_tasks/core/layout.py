@@ -110,6 +110,12 @@ def duplicates_url(root: str, snapshot: str, shard: int, lang: str, bucket: str)
     return join(root, "duplicates", base_tag(snapshot, shard, lang, bucket) + DUPLICATES_SUFFIX)
 
 
+def exact_dedup_url(root: str, *parts: str) -> str:
+    """The exact-dedup state (digest indexes, per-partition results, their records) below
+    ``staging/dedup/exact``; :mod:`rpj_tasks.dedup.exact` names what is inside."""
+    return join(root, "staging", "dedup", "exact", *parts)
+
+
 def listing_url(root: str, crawl: str) -> str:
     """The staged copy of a crawl's ``wet.paths.gz`` (read by every task of a run)."""
     return join(root, "staging", "listings", crawl, "wet.paths.gz")
@@ -167,9 +173,3 @@ def models_url(root: str, version: str) -> str:
 
 def signal_artifacts_url(root: str, version: str) -> str:
     return join(root, "artifacts", "signals", version)
-
-
-def exact_dedup_url(root: str, *parts: str) -> str:
-    """The exact-dedup state (digest indexes, per-partition results, their records) below
-    ``staging/dedup/exact``; :mod:`rpj_tasks.dedup.exact` names what is inside."""
-    return join(root, "staging", "dedup", "exact", *parts)
