@@ -22,6 +22,7 @@ rpj working areas (not part of a release)::
     artifacts/ccnet/{version}/                           SentencePiece + KenLM models, cutoff.csv
     artifacts/signals/{version}/                         word lists, UT1, classifiers, DSIR counts
     stats/annotate/{snapshot}/{shard:04d}.json           per-shard annotation stats; commit marker
+    staging/dedup/exact/...                              exact-dedup state (rpj_tasks/dedup/exact.py)
 """
 
 from __future__ import annotations
@@ -107,6 +108,12 @@ def minhash_url(root: str, snapshot: str, shard: int, lang: str, bucket: str) ->
 
 def duplicates_url(root: str, snapshot: str, shard: int, lang: str, bucket: str) -> str:
     return join(root, "duplicates", base_tag(snapshot, shard, lang, bucket) + DUPLICATES_SUFFIX)
+
+
+def exact_dedup_url(root: str, *parts: str) -> str:
+    """The exact-dedup state (digest indexes, per-partition results, their records) below
+    ``staging/dedup/exact``; :mod:`rpj_tasks.dedup.exact` names what is inside."""
+    return join(root, "staging", "dedup", "exact", *parts)
 
 
 def listing_url(root: str, crawl: str) -> str:
