@@ -1,0 +1,1 @@
+"""Dedup: exact duplicates and MinHash LSH clusters."""
