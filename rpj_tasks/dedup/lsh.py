@@ -69,7 +69,7 @@ log = logging.getLogger("rpj.lsh")
 
 DEFAULT_THRESHOLD = 0.8
 DEFAULT_PARTITIONS = 8
-DEFAULT_BATCH_FILES = 64
+DEFAULT_BATCH_FILES = 16
 ALGORITHM = "rpv2_format.md §7 (run_lsh.py)"
 
 _MINHASH_PATH = re.compile(r"(\d{4}-\d{2})/(\d{4})/([a-z]{2,3})_([a-z]+)" + re.escape(layout.MINHASH_SUFFIX) + "$")
