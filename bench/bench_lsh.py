@@ -91,12 +91,12 @@ def make_inputs(root: str, docs: int, files: int, threshold: float = 0.8, dup: f
     return sorted(urls, key=lambda u: lsh.minhash_input(u, "-").base_tag)
 
 
-def run_once(root: str, threshold: float, partitions: int, batch_files: int) -> None:
+def run_once(root: str, threshold: float, partitions: int, batch_files: int, workers: int) -> None:
     """One clusters run over the files under ``root`` (in this process); prints its record's counts."""
     urls = sorted(str(p) for p in Path(root, "minhash").rglob("*.minhash.parquet"))
     inputs = [lsh.minhash_input(u, "-") for u in urls]  # sha256 is not what is measured
     record = lsh.run_clusters(
-        root, [SNAPSHOT], threshold, inputs=inputs, partitions=partitions, batch_files=batch_files, force=True
+        root, [SNAPSHOT], threshold, inputs=inputs, partitions=partitions, batch_files=batch_files, workers=workers, force=True
     )
     print(json.dumps({"counts": record["counts"], "steps_seconds": record["seconds"]}))
 
@@ -124,6 +124,7 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.8)
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--batch-files", type=int, default=lsh.DEFAULT_BATCH_FILES)
+    parser.add_argument("--workers", type=int, default=1, help="threads (run_clusters(workers=))")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dup", type=float, default=0.2)
     parser.add_argument("--root", help="keep the inputs here (default: a temporary directory)")
@@ -131,7 +132,7 @@ def main() -> None:
     parser.add_argument("--generate-only", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_only:
-        run_once(args.run_only, args.threshold, args.partitions, args.batch_files)
+        run_once(args.run_only, args.threshold, args.partitions, args.batch_files, args.workers)
         return
     if args.generate_only:
         make_inputs(args.generate_only, args.docs, args.files, args.threshold, args.dup)
@@ -154,7 +155,7 @@ def main() -> None:
             "--partitions",
             str(args.partitions),
         ]
-        cmd += ["--batch-files", str(args.batch_files)]
+        cmd += ["--batch-files", str(args.batch_files), "--workers", str(args.workers)]
         runs = [timed_process(cmd) for _ in range(args.runs)]
         seconds = [r["seconds"] for r in runs]
         rss = [r["peak_rss_mb"] for r in runs]
@@ -166,6 +167,7 @@ def main() -> None:
                     "threshold": args.threshold,
                     "partitions": args.partitions,
                     "batch_files": args.batch_files,
+                    "workers": args.workers,
                     "planted_fraction": args.dup,
                     "generate_seconds": round(generate, 1),
                     "seconds_min": min(seconds),  # type: ignore[type-var]

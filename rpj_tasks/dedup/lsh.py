@@ -46,9 +46,11 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,31 +183,77 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
+_KEY_BLOCK = 2048  # documents per block of band_keys
 _MIX = _splitmix64(np.arange(1, 130, dtype=np.uint64)) | np.uint64(1)  # odd multipliers per value, then per band
 
 
 def band_keys(bands: np.ndarray) -> np.ndarray:
     """uint64[n, b]: a 64-bit hash of ``(band_index, band_bytes)`` (partitioning and sort key only;
-    equality is always checked on the bytes)."""
+    equality is always checked on the bytes).  Computed in blocks of documents that stay in cache."""
     n, b, width = bands.shape
-    values = np.ascontiguousarray(bands).view(">u4").astype(np.uint64)  # [n, b, W/4]
+    out = np.empty((n, b), np.uint64)
+    band_mix = (np.arange(b, dtype=np.uint64) + np.uint64(1)) * _MIX[128]
     with np.errstate(over="ignore"):
-        mixed = (values * _MIX[: width // 4]).sum(axis=2, dtype=np.uint64)
-        mixed += (np.arange(b, dtype=np.uint64) + np.uint64(1)) * _MIX[128]
-        return _splitmix64(mixed)
+        for lo in range(0, n, _KEY_BLOCK):
+            values = np.ascontiguousarray(bands[lo : lo + _KEY_BLOCK]).view(">u4").astype(np.uint64)
+            mixed = (values * _MIX[: width // 4]).sum(axis=2, dtype=np.uint64)
+            mixed += band_mix
+            out[lo : lo + _KEY_BLOCK] = _splitmix64(mixed)
+    return out
 
 
-def _record_dtype(width: int) -> np.dtype:
-    return np.dtype([("key", "<u8"), ("id", "<u8"), ("band", "u1"), ("bytes", f"V{width}")])
+@dataclass
+class BandRows:
+    """Band rows ``(key, id_int, band_index, band_bytes)`` as four arrays (one partition's, or a batch's)."""
+
+    keys: np.ndarray  # uint64[m]
+    ids: np.ndarray  # uint64[m]
+    band: np.ndarray  # uint8[m]
+    data: np.ndarray  # uint8[m, W]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: Any) -> BandRows:
+        return BandRows(self.keys[index], self.ids[index], self.band[index], self.data[index])
+
+    @staticmethod
+    def concatenate(parts: Sequence[BandRows], width: int) -> BandRows:
+        if not parts:
+            return BandRows(np.empty(0, np.uint64), np.empty(0, np.uint64), np.empty(0, np.uint8), np.empty((0, width), np.uint8))
+        return BandRows(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("keys", "ids", "band", "data")))
 
 
-def _save(url: str, array: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    storage.write_bytes(url, buf.getvalue())
+def _save(url: str, rows: BandRows) -> None:
+    """Write an intermediate (four ``.npy`` arrays in one file), atomically; not fsynced: a lost
+    intermediate only means the unit is redone (its record is written last)."""
+    arrays = (rows.keys, rows.ids, rows.band, rows.data)
+    if storage.is_local(url):
+        path = storage.fs_and_path(url)[1]
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = os.path.join(os.path.dirname(path), storage.temp_name(os.path.basename(path)))
+        with open(tmp, "wb") as f:
+            for array in arrays:
+                np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+        os.replace(tmp, path)
+        return
+    with storage.atomic_write(url) as f:
+        for array in arrays:
+            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
 
 
-def _load(url: str) -> np.ndarray:
+def _load(url: str) -> BandRows:
+    with storage.open_read(url) as raw:
+        f = raw if storage.is_local(url) else io.BytesIO(raw.read())
+        return BandRows(*(np.load(f, allow_pickle=False) for _ in range(4)))
+
+
+def _save_edges(url: str, edges: np.ndarray) -> None:
+    with storage.atomic_write(url) as f:
+        np.save(f, np.ascontiguousarray(edges, dtype=np.uint64), allow_pickle=False)
+
+
+def _load_edges(url: str) -> np.ndarray:
     return np.load(io.BytesIO(storage.read_bytes(url)), allow_pickle=False)
 
 
@@ -223,76 +271,75 @@ def edges_url(work: str, partition: int) -> str:
 def scatter(inputs: Sequence[MinHashInput], threshold: float, work: str, partitions: int, batch: int) -> dict[str, int]:
     """Split the band rows of ``inputs`` into ``partitions`` files ``{work}/bands/{p:04d}/{batch:06d}.npy``
     (one per partition, possibly empty); returns counts (``docs``, ``null_signatures``, ``rows``)."""
-    _, width = band_layout(threshold)
-    parts: list[np.ndarray] = []
-    docs = nulls = 0
-    for item in inputs:
-        ids, bands, n_null = read_bands(item.url, threshold)
-        docs, nulls = docs + len(ids), nulls + n_null
-        if not len(ids):
-            continue
-        n, b, _ = bands.shape
-        rec = np.empty(n * b, _record_dtype(width))
-        rec["key"] = band_keys(bands).ravel()
-        rec["id"] = np.repeat(ids, b)
-        rec["band"] = np.tile(np.arange(b, dtype=np.uint8), n)
-        rec["bytes"] = np.ascontiguousarray(bands).reshape(n * b, width).view(f"V{width}").ravel()
-        parts.append(rec)
-    rows = np.concatenate(parts) if parts else np.empty(0, _record_dtype(width))
-    part = rows["key"] % np.uint64(partitions)
-    order = np.argsort(part, kind="stable")
-    bounds = np.searchsorted(part[order], np.arange(partitions + 1, dtype=np.uint64))
+    bands, width = band_layout(threshold)
+    if not 1 <= partitions <= 65535:
+        raise ValueError(f"partitions must be 1..65535, got {partitions}")
+    read = [read_bands(item.url, threshold) for item in inputs]
+    nulls = sum(r[2] for r in read)
+    ids = np.concatenate([r[0] for r in read]) if read else np.empty(0, np.uint64)
+    data = np.concatenate([r[1] for r in read]) if read else np.empty((0, bands, width), np.uint8)
+    del read
+    keys = band_keys(data).ravel()
+    part = (keys % np.uint64(partitions)).astype(np.uint16)
+    order = np.argsort(part, kind="stable")  # radix sort on 16 bits
+    bounds = np.r_[0, np.cumsum(np.bincount(part, minlength=partitions))]
+    del part
+    doc, band = np.divmod(order, bands)
+    rows = BandRows(keys[order], ids[doc], band.astype(np.uint8), np.take(data.reshape(-1, width), order, axis=0))
+    del keys, order, doc, band, data
     for p in range(partitions):
-        _save(storage.join(bands_dir(work, p), f"{batch:06d}.npy"), rows[order[bounds[p] : bounds[p + 1]]])
-    return {"docs": docs, "null_signatures": nulls, "rows": len(rows)}
+        _save(storage.join(bands_dir(work, p), f"{batch:06d}.npy"), rows[bounds[p] : bounds[p + 1]])
+    return {"docs": len(ids), "null_signatures": nulls, "rows": len(rows)}
 
 
 # ---------------------------------------------------------------- step 2: group (per partition)
 
 
-def _exact_groups(rows: np.ndarray) -> list[np.ndarray]:
+def _exact_groups(rows: BandRows) -> list[np.ndarray]:
     """Index arrays of the rows with equal ``(band, bytes)`` (slow path for runs of colliding keys)."""
     groups: dict[tuple[int, bytes], list[int]] = {}
-    for i, (band, data) in enumerate(zip(rows["band"].tolist(), rows["bytes"].tolist(), strict=True)):
-        groups.setdefault((band, bytes(data)), []).append(i)
+    for i, band in enumerate(rows.band.tolist()):
+        groups.setdefault((band, rows.data[i].tobytes()), []).append(i)
     return [np.array(g) for g in groups.values()]
 
 
-def group_rows(rows: np.ndarray) -> np.ndarray:
+def group_rows(rows: BandRows) -> np.ndarray:
     """The unique edges ``uint64[m, 2]`` (member, group minimum; member != minimum), sorted, of the
     groups of rows with equal ``(band, bytes)`` and at least 2 members."""
     if len(rows) < 2:
         return np.empty((0, 2), np.uint64)
-    rows = rows[np.argsort(rows["key"], kind="stable")]
-    keys = rows["key"]
+    order = np.argsort(rows.keys)
+    keys = rows.keys[order]
     boundary = np.r_[True, keys[1:] != keys[:-1]]
-    run_of = np.cumsum(boundary) - 1  # run (equal key) of every row
+    del keys
+    run_of = np.cumsum(boundary) - 1  # run (equal key) of every sorted row
     start = np.flatnonzero(boundary)
     length = np.diff(np.r_[start, len(rows)])
-    in_multi = np.flatnonzero((length >= 2)[run_of])  # rows of runs with >= 2 members, in order
+    del boundary
+    in_multi = np.flatnonzero((length >= 2)[run_of])  # sorted rows of runs with >= 2 members
     if not len(in_multi):
         return np.empty((0, 2), np.uint64)
-    multi = rows[in_multi]
-    first = start[run_of[in_multi]]
-    width = rows.dtype["bytes"].itemsize
-    data = np.ascontiguousarray(multi["bytes"]).view(np.uint8).reshape(len(multi), width)
-    first_data = np.ascontiguousarray(rows["bytes"][first]).view(np.uint8).reshape(len(multi), width)
-    same = (multi["band"] == rows["band"][first]) & (data == first_data).all(axis=1)
-    del data, first_data
+    runs = run_of[in_multi]
+    del run_of
+    member = order[in_multi]  # only these rows are gathered
+    first = order[start[runs]]  # each one's run's first row
+    del order
+    same = rows.band[member] == rows.band[first]
+    same &= (np.take(rows.data, member, axis=0) == np.take(rows.data, first, axis=0)).all(axis=1)
     bad_run = np.zeros(len(start), dtype=bool)
-    bad_run[run_of[in_multi[~same]]] = True  # a 64-bit key collision: grouped exactly below
+    bad_run[runs[~same]] = True  # a 64-bit key collision: grouped exactly below
     edges: list[np.ndarray] = []
-    good = ~bad_run[run_of[in_multi]]
+    good = ~bad_run[runs]
     if good.any():
-        ids, runs = multi["id"][good], run_of[in_multi[good]]
-        firsts = np.flatnonzero(np.r_[True, runs[1:] != runs[:-1]])  # runs are contiguous
+        ids, good_runs = rows.ids[member[good]], runs[good]
+        firsts = np.flatnonzero(np.r_[True, good_runs[1:] != good_runs[:-1]])  # runs are contiguous
         mins = np.minimum.reduceat(ids, firsts)
         edges.append(np.stack([ids, np.repeat(mins, np.diff(np.r_[firsts, len(ids)]))], axis=1))
     for run in np.flatnonzero(bad_run).tolist():
-        idx = np.arange(start[run], start[run] + length[run])
-        for group in _exact_groups(rows[idx]):
+        members = rows[member[runs == run]]
+        for group in _exact_groups(members):
             if len(group) >= 2:
-                gids = rows["id"][idx[group]]
+                gids = members.ids[group]
                 edges.append(np.stack([gids, np.full(len(gids), gids.min(), np.uint64)], axis=1))
     out = np.concatenate(edges) if edges else np.empty((0, 2), np.uint64)
     out = out[out[:, 0] != out[:, 1]]
@@ -315,9 +362,10 @@ def group_partition(work: str, partition: int) -> dict[str, int]:
     directory = bands_dir(work, partition)
     names = [n for n in storage.listdir(directory) if n.endswith(".npy") and not storage.is_temp_name(n)]
     loaded = [_load(storage.join(directory, n)) for n in names]
-    rows = np.concatenate(loaded) if loaded else np.empty(0, _record_dtype(4))
+    rows = BandRows.concatenate(loaded, loaded[0].data.shape[1] if loaded else 4)
+    del loaded
     edges = group_rows(rows)
-    _save(edges_url(work, partition), edges)
+    _save_edges(edges_url(work, partition), edges)
     return {"rows": len(rows), "edges": len(edges)}
 
 
@@ -338,7 +386,7 @@ def components(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_edges(work: str, partitions: int) -> np.ndarray:
-    parts = [_load(edges_url(work, p)) for p in range(partitions)]
+    parts = [_load_edges(edges_url(work, p)) for p in range(partitions)]
     return unique_edges(np.concatenate(parts)) if parts else np.empty((0, 2), np.uint64)
 
 
@@ -410,6 +458,7 @@ def run_clusters(
     inputs: Iterable[MinHashInput] | None = None,
     partitions: int = DEFAULT_PARTITIONS,
     batch_files: int = DEFAULT_BATCH_FILES,
+    workers: int = 1,
     force: bool = False,
     component: str = "clusters",
 ) -> dict[str, Any]:
@@ -417,7 +466,8 @@ def run_clusters(
 
     ``inputs`` defaults to the MinHash files the annotation records list (:func:`snapshot_inputs`).
     A finished run with the same inputs is skipped (unless ``force``); ``partitions`` and
-    ``batch_files`` change memory and time, never the output.  One ``(scope, threshold)`` owns
+    ``batch_files`` change memory and time, never the output; ``workers`` threads run scatter
+    batches and partitions concurrently (numpy and pyarrow release the GIL; memory grows with it).  One ``(scope, threshold)`` owns
     ``{component}/{snapshot}/`` of its snapshots; use another ``component`` for a second threshold.
     """
     band_layout(threshold)
@@ -445,29 +495,33 @@ def run_clusters(
         record_url, fingerprint, output_dirs, owned=lambda n: n.endswith(CLUSTERS_SUFFIX), recursive=True
     ) as unit:
         _clear(work)
-        with stats.timer("scatter"):
-            for number, batch in enumerate(_batches(items, batch_files)):
-                for name, value in scatter(batch, threshold, work, partitions, number).items():
-                    stats.inc(f"lsh.{name}", value)
-        with stats.timer("group"):
-            for p in range(partitions):
-                group_partition(work, p)
-        with stats.timer("components"):
-            edges = load_edges(work, partitions)
-            nodes, cluster_ids = components(edges)
-        stats.inc("lsh.edges", len(edges))
-        del edges
-        stats.inc("lsh.clustered_docs", len(nodes))
-        stats.inc("lsh.clusters", int(np.count_nonzero(keep(nodes, cluster_ids))))
-        files: dict[str, int] = {}
-        with stats.timer("write"):
-            for item in items:
-                digests: dict[str, Any] = {}
-                out = layout.clusters_url(root, item.snapshot, item.shard, item.lang, item.bucket, component)
-                rows = write_clusters_file(item, out, nodes, cluster_ids, digests)
-                unit.add_outputs(digests)
-                if rows:
-                    files[item.base_tag] = rows
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            with stats.timer("scatter"):
+                batches = _batches(items, batch_files)
+                for counts in pool.map(lambda nb: scatter(nb[1], threshold, work, partitions, nb[0]), enumerate(batches)):
+                    for name, value in counts.items():
+                        stats.inc(f"lsh.{name}", value)
+            with stats.timer("group"):
+                list(pool.map(lambda p: group_partition(work, p), range(partitions)))
+            with stats.timer("components"):
+                edges = load_edges(work, partitions)
+                nodes, cluster_ids = components(edges)
+            stats.inc("lsh.edges", len(edges))
+            del edges
+            stats.inc("lsh.clustered_docs", len(nodes))
+            stats.inc("lsh.clusters", int(np.count_nonzero(keep(nodes, cluster_ids))))
+            files: dict[str, int] = {}
+            with stats.timer("write"):
+
+                def write(item: MinHashInput) -> tuple[str, int, dict[str, Any]]:
+                    digests: dict[str, Any] = {}
+                    out = layout.clusters_url(root, item.snapshot, item.shard, item.lang, item.bucket, component)
+                    return item.base_tag, write_clusters_file(item, out, nodes, cluster_ids, digests), digests
+
+                for tag, rows, digests in pool.map(write, items):
+                    unit.add_outputs(digests)
+                    if rows:
+                        files[tag] = rows
         record = unit.commit(
             {
                 "snapshots": scope,

@@ -133,8 +133,8 @@ def test_equals_brute_force(tmp_path: Path, threshold: float) -> None:
 def test_partition_and_batch_counts_give_identical_bytes(tmp_path: Path) -> None:
     root, urls = make_root(tmp_path)
     seen = []
-    for partitions, batch_files in [(1, 64), (2, 1), (7, 2), (32, 3)]:
-        run(root, urls, partitions=partitions, batch_files=batch_files, force=True)
+    for partitions, batch_files, workers in [(1, 64, 1), (2, 1, 1), (7, 2, 2), (32, 3, 3)]:
+        run(root, urls, partitions=partitions, batch_files=batch_files, workers=workers, force=True)
         seen.append(file_bytes(root))
     assert seen[0] and all(s == seen[0] for s in seen)
 
@@ -154,12 +154,9 @@ def test_group_rows_edges_to_group_minimum() -> None:
     bands = np.zeros((5, 2, 4), dtype=np.uint8)
     bands[:, 1] = np.arange(5)[:, None]  # band 1 unique per doc
     bands[3, 0] = 9  # doc 20 alone in band 0
-    dtype = np.dtype([("key", "<u8"), ("id", "<u8"), ("band", "u1"), ("bytes", "V4")])
-    rows = np.empty(10, dtype)
-    rows["key"] = lsh.band_keys(bands).ravel()
-    rows["id"] = np.repeat(ids, 2)
-    rows["band"] = np.tile([0, 1], 5)
-    rows["bytes"] = bands.reshape(10, 4).view("V4").ravel()
+    rows = lsh.BandRows(
+        lsh.band_keys(bands).ravel(), np.repeat(ids, 2), np.tile(np.arange(2, dtype=np.uint8), 5), bands.reshape(10, 4)
+    )
     assert lsh.group_rows(rows).tolist() == [[30, 10], [40, 10], [50, 10]]
 
 
