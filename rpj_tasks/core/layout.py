@@ -25,6 +25,7 @@ rpj working areas (not part of a release)::
     clusters/{snapshot}/{shard:04d}/{lang}_{bucket}.clusters.parquet   fuzzy-dedup clusters (rpv2_format.md §7)
     staging/lsh/{scope}/sim{threshold}/                  LSH band partitions and edges (intermediate)
     stats/clusters/{scope}/sim{threshold}.json           the clusters of a scope; commit record
+                                                         (stats/{component}/… for another component)
 """
 
 from __future__ import annotations
@@ -184,9 +185,9 @@ def clusters_url(root: str, snapshot: str, shard: int, lang: str, bucket: str, c
     return join(root, component, base_tag(snapshot, shard, lang, bucket) + CLUSTERS_SUFFIX)
 
 
-def clusters_record_url(root: str, snapshots: list[str] | tuple[str, ...], threshold: float) -> str:
-    """The commit record of the clusters of a set of snapshots at one threshold."""
-    return join(root, "stats", "clusters", lsh_scope(snapshots), f"sim{float(threshold)}.json")
+def clusters_record_url(root: str, snapshots: list[str] | tuple[str, ...], threshold: float, component: str = "clusters") -> str:
+    """The commit record of the clusters of a set of snapshots at one threshold, written to ``component``."""
+    return join(root, "stats", component, lsh_scope(snapshots), f"sim{float(threshold)}.json")
 
 
 def lsh_work_url(root: str, snapshots: list[str] | tuple[str, ...], threshold: float) -> str:

@@ -34,7 +34,7 @@ band_bytes)`` (:func:`band_keys`), so a group never spans two partitions:
 The edge set does not depend on ``P`` or the batch size, so neither do the clusters files: same
 inputs and threshold, same bytes.  :func:`run_clusters` runs all the steps in one process and
 publishes the clusters files through the commit protocol (record
-``stats/clusters/{scope}/sim{s}.json``, written last, listing every input's sha256 and every
+``stats/clusters/{scope}/sim{s}.json``, or ``stats/{component}/…``, written last, listing every input's sha256 and every
 output).
 
 Memory (one partition task): about ``R · (3·(17 + W) + W + 40)`` bytes for ``R = N·b/P`` rows
@@ -450,6 +450,25 @@ def _clear(url: str) -> None:
         fs.rm(path, recursive=True)
 
 
+def _invalidate_overlapping(root: str, component: str, record_url: str, output_dirs: list[str]) -> list[str]:
+    """Remove the records of other clusters units (another scope or threshold) that list outputs
+    under ``output_dirs``: this run rewrites those files, so those units are no longer finished."""
+    removed = []
+    prefixes = [d.rstrip("/") + "/" for d in output_dirs]
+    stats_root = storage.join(root, "stats", component)
+    for scope in storage.listdir(stats_root):
+        for name in storage.listdir(storage.join(stats_root, scope)):
+            url = storage.join(stats_root, scope, name)
+            if url == record_url or not name.endswith(".json") or storage.is_temp_name(name):
+                continue
+            record = commit.load_record(url)
+            if record and any(u.startswith(tuple(prefixes)) for u in commit.listed_outputs(url, record).values()):
+                storage.remove(url)
+                removed.append(url)
+                log.info("%s: its clusters files are rewritten by %s: no longer finished", url, record_url)
+    return removed
+
+
 def run_clusters(
     root: str,
     snapshots: Sequence[str],
@@ -478,7 +497,7 @@ def run_clusters(
     outside = [i.url for i in items if i.snapshot not in scope]
     if outside:
         raise LshInputError(f"inputs outside the snapshots {scope}: {outside[:3]}")
-    record_url = layout.clusters_record_url(root, scope, threshold)
+    record_url = layout.clusters_record_url(root, scope, threshold, component)
     fingerprint = {
         "algorithm": ALGORITHM,
         "threshold": float(threshold),
@@ -494,6 +513,7 @@ def run_clusters(
     with commit.UnitCommit(
         record_url, fingerprint, output_dirs, owned=lambda n: n.endswith(CLUSTERS_SUFFIX), recursive=True
     ) as unit:
+        _invalidate_overlapping(root, component, record_url, output_dirs)
         _clear(work)
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             with stats.timer("scatter"):

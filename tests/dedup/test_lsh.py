@@ -276,6 +276,19 @@ def test_changed_input_redoes_and_removes_stale_files(tmp_path: Path) -> None:
     assert outputs(root) == brute_force(urls, 0.8)
 
 
+def test_another_threshold_in_the_same_component_invalidates_the_first(tmp_path: Path) -> None:
+    root, urls = make_root(tmp_path, per_file=150)
+    run(root, urls, 0.8)
+    run(root, urls, 0.7)  # rewrites clusters/…: the 0.8 unit is no longer finished
+    assert outputs(root) == brute_force(urls, 0.7)
+    assert not Path(layout.clusters_record_url(root, [SNAPSHOT], 0.8)).exists()
+    assert not run(root, urls, 0.8)["skipped"]
+    assert outputs(root) == brute_force(urls, 0.8)
+    run(root, urls, 0.7, component="clusters-sim0.7")  # a component of its own: both stay finished
+    assert run(root, urls, 0.8)["skipped"] and outputs(root, "clusters-sim0.7") == brute_force(urls, 0.7)
+    assert Path(layout.clusters_record_url(root, [SNAPSHOT], 0.7, "clusters-sim0.7")).exists()
+
+
 def test_snapshot_inputs_from_annotation_records(tmp_path: Path) -> None:
     root, urls = make_root(tmp_path, per_file=50)
     stats_dir = Path(layout.annotate_stats_dir(root, SNAPSHOT))
