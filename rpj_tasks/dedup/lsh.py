@@ -37,8 +37,9 @@ publishes the clusters files through the commit protocol (record
 ``stats/clusters/{scope}/sim{s}.json``, or ``stats/{component}/…``, written last, listing every input's sha256 and every
 output).
 
-Memory (one partition task): about ``R · (3·(17 + W) + W + 40)`` bytes for ``R = N·b/P`` rows
-(``N`` documents with a signature), i.e. ~300 bytes per row at 0.8 (``W`` = 52, ``b`` = 9); see
+Memory (one partition task): about ``R · (2·(17 + W) + 40)`` bytes for ``R = N·b/P`` rows
+(``N`` documents with a signature): the rows twice while loading, then the sort order, sorted keys
+and run numbers; ~180 bytes per row at 0.8 (``W`` = 52, ``b`` = 9); see
 :func:`partition_memory_bytes`.  Components: about 100 bytes per edge.
 """
 
@@ -434,7 +435,7 @@ def partition_memory_bytes(docs: int, threshold: float = DEFAULT_THRESHOLD, part
     """Estimated peak working memory of one :func:`group_partition` task (see the module doc)."""
     bands, width = band_layout(threshold)
     rows = -(-docs * bands // partitions)
-    return rows * (3 * (17 + width) + width + 40)
+    return rows * (2 * (17 + width) + 40)
 
 
 # ---------------------------------------------------------------- driver

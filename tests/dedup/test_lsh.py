@@ -322,6 +322,6 @@ def test_keep_rule(tmp_path: Path) -> None:
 
 
 def test_memory_formula_and_bad_threshold() -> None:
-    assert lsh.partition_memory_bytes(1_000_000, 0.8, 9) == 1_000_000 * (3 * 69 + 52 + 40)
+    assert lsh.partition_memory_bytes(1_000_000, 0.8, 9) == 1_000_000 * (2 * 69 + 40)
     with pytest.raises(lsh.LshInputError):
         lsh.band_layout(0.85)
