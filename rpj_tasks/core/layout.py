@@ -23,6 +23,10 @@ rpj working areas (not part of a release)::
     artifacts/signals/{version}/                         word lists, UT1, classifiers, DSIR counts
     stats/annotate/{snapshot}/{shard:04d}.json           per-shard annotation stats; commit marker
     staging/dedup/exact/...                              exact-dedup state (rpj_tasks/dedup/exact.py)
+    clusters/{snapshot}/{shard:04d}/{lang}_{bucket}.clusters.parquet   fuzzy-dedup clusters (rpv2_format.md §7)
+    staging/lsh/{scope}/sim{threshold}/                  LSH band partitions and edges (intermediate)
+    stats/clusters/{scope}/sim{threshold}.json           the clusters of a scope; commit record
+                                                         (stats/{component}/… for another component)
 """
 
 from __future__ import annotations
@@ -186,3 +190,26 @@ def models_url(root: str, version: str) -> str:
 
 def signal_artifacts_url(root: str, version: str) -> str:
     return join(root, "artifacts", "signals", validate_version(version, "signal artifacts version"))
+
+
+def lsh_scope(snapshots: list[str] | tuple[str, ...]) -> str:
+    """The name of a set of snapshots in LSH paths: the snapshot, or the sorted ids joined by ``+``."""
+    ids = sorted({validate_snapshot(s) for s in snapshots})
+    if not ids:
+        raise ConfigError("LSH needs at least one snapshot")
+    return "+".join(ids)
+
+
+def clusters_url(root: str, snapshot: str, shard: int, lang: str, bucket: str, component: str = "clusters") -> str:
+    """A file's fuzzy-dedup clusters (rpv2_format.md §7), e.g. ``clusters/2023-06/0000/en_head.clusters.parquet``."""
+    return join(root, component, base_tag(snapshot, shard, lang, bucket) + CLUSTERS_SUFFIX)
+
+
+def clusters_record_url(root: str, snapshots: list[str] | tuple[str, ...], threshold: float, component: str = "clusters") -> str:
+    """The commit record of the clusters of a set of snapshots at one threshold, written to ``component``."""
+    return join(root, "stats", component, lsh_scope(snapshots), f"sim{float(threshold)}.json")
+
+
+def lsh_work_url(root: str, snapshots: list[str] | tuple[str, ...], threshold: float) -> str:
+    """LSH intermediates (band partitions, edges) of a scope and threshold."""
+    return join(root, "staging", "lsh", lsh_scope(snapshots), f"sim{float(threshold)}")

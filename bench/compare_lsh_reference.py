@@ -1,0 +1,141 @@
+"""Parity with the reference ``run_lsh.py``: the same MinHash files, the reference's clusters and ours.
+
+The reference (RedPajama-Data ``app/src/run_lsh.py``) needs polars < 1 and networkit, which are not
+rpj dependencies: this script creates a separate throwaway venv (``--venv``, default under the temp
+dir) with ``polars<1 networkit numpy pyarrow s3fs scipy`` from the package registry, runs the
+reference there on synthetic MinHash files with planted clusters (``bench/bench_lsh.py``'s
+generator; or ``--inputs ROOT`` with ``minhash/…`` files), runs
+:func:`rpj_tasks.dedup.lsh.run_clusters` on the same files, each in its own process, side by side,
+and prints one JSON object: files and rows on each side, whether the clusters are equal (per file,
+as sets of ``(id, id_int, cluster_id, shard_id)`` rows: the reference's row order is its join's
+order, ours is the input's line order), the differences if any, and seconds and peak RSS of both
+runs.  Exit status 1 when they differ.
+
+    .venv/bin/python bench/compare_lsh_reference.py --reference-src /path/to/RedPajama-Data [--docs 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+REFERENCE_PACKAGES = ["polars<1", "networkit", "numpy", "pyarrow", "s3fs", "scipy"]
+
+
+def ensure_venv(venv: Path) -> Path:
+    """The venv's python, created and filled with the reference's packages if needed."""
+    python = venv / "bin" / "python"
+    probe = [str(python), "-c", "import polars, networkit, s3fs, scipy; assert polars.__version__ < '1'"]
+    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+        return python
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *REFERENCE_PACKAGES], check=True)
+    subprocess.run(probe, check=True)
+    return python
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> dict[str, float]:
+    """Run ``cmd`` (output to stderr); wall seconds and peak RSS (MB) of the process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=sys.stderr, env=env, cwd=cwd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"{cmd[:3]} failed with exit code {proc.returncode}")
+    return {"seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def read_clusters(directory: Path) -> dict[str, set[tuple[str, int, int, str]]]:
+    """``{base tag: rows}`` of every ``*.clusters.parquet`` below ``directory``."""
+    out = {}
+    for path in sorted(directory.rglob("*.clusters.parquet")):
+        table = pq.read_table(path)
+        tag = str(path.relative_to(directory))[: -len(".clusters.parquet")]
+        out[tag] = {(r["id"], int(r["id_int"]), int(r["cluster_id"]), r["shard_id"]) for r in table.to_pylist()}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--reference-src", required=True, help="a RedPajama-Data checkout (its app/src/run_lsh.py is run)")
+    parser.add_argument("--docs", type=int, default=100_000)
+    parser.add_argument("--files", type=int, default=20)
+    parser.add_argument("--threshold", type=float, default=0.8)
+    parser.add_argument("--workers", type=int, default=2, help="rpj's threads (run_clusters(workers=))")
+    parser.add_argument("--inputs", help="a root with minhash/{snapshot}/… files (default: generated)")
+    parser.add_argument("--venv", default=str(Path(tempfile.gettempdir()) / "rpj-lsh-reference-venv"))
+    parser.add_argument("--keep", help="keep the work here (default: a temporary directory, removed)")
+    args = parser.parse_args()
+    src = Path(args.reference_src).resolve() / "app" / "src"
+    if not (src / "run_lsh.py").is_file():
+        raise SystemExit(f"{src / 'run_lsh.py'} not found: --reference-src must be a RedPajama-Data checkout")
+    python = ensure_venv(Path(args.venv))
+    work = Path(args.keep or tempfile.mkdtemp(prefix="rpj-lsh-parity-"))
+    try:
+        root = Path(args.inputs) if args.inputs else work / "root"
+        if not args.inputs:  # in a child: this process stays small (a child's peak RSS includes its parent's)
+            gen = ["--docs", str(args.docs), "--files", str(args.files), "--threshold", str(args.threshold)]
+            subprocess.run(
+                [sys.executable, str(Path(__file__).with_name("bench_lsh.py")), "--generate-only", str(root), *gen], check=True
+            )
+        files = sorted(p.relative_to(root) for p in (root / "minhash").rglob("*.minhash.parquet"))
+        snapshots = sorted({p.parts[1] for p in files})
+        listing = work / "listing.txt"
+        listing.write_text("".join(f"{p}\n" for p in files))
+        ref_out = work / "reference"
+        ref_cmd = [str(python), str(src / "run_lsh.py"), "--listings", str(listing), "--input_base_uri", f"file://{root}"]
+        ref_cmd += ["--output_dir", str(ref_out), "--similarity", str(args.threshold), "--num_perm", "128"]
+        env = {**os.environ, "PYTHONPATH": str(src)}
+        reference = timed(ref_cmd, env=env, cwd=str(src))
+        ours_root = work / "ours"
+        ours_root.mkdir(exist_ok=True)
+        ours_cmd = [sys.executable, "-c", _OURS, str(root), str(ours_root), str(args.threshold), json.dumps(snapshots)]
+        ours_cmd.append(str(args.workers))
+        ours = timed(ours_cmd)
+        theirs, mine = read_clusters(ref_out), read_clusters(ours_root / "clusters")
+        differing = sorted(t for t in set(theirs) | set(mine) if theirs.get(t) != mine.get(t))
+        result = {
+            "docs": args.docs if not args.inputs else None,
+            "input_files": len(files),
+            "threshold": args.threshold,
+            "rpj_workers": args.workers,
+            "equal": not differing,
+            "reference": {**reference, "files": len(theirs), "rows": sum(map(len, theirs.values()))},
+            "rpj": {**ours, "files": len(mine), "rows": sum(map(len, mine.values()))},
+            "speedup": round(reference["seconds"] / ours["seconds"], 2) if ours["seconds"] else None,
+            # run_lsh.py sleeps 2 s before it writes (time.sleep(2) after logging the first rows)
+            "speedup_without_reference_sleep": round((reference["seconds"] - 2) / ours["seconds"], 2)
+            if ours["seconds"]
+            else None,
+            "differing_files": differing[:20],
+        }
+        print(json.dumps(result, indent=1))
+        if differing:
+            raise SystemExit(1)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+# rpj's side, run in a fresh process: the MinHash files of ``root`` as inputs, clusters under ``out``.
+_OURS = """
+import json, sys
+from pathlib import Path
+from rpj_tasks.dedup import lsh
+root, out, threshold, snapshots, workers = sys.argv[1], sys.argv[2], float(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5])
+inputs = [lsh.minhash_input(str(p), "-") for p in sorted(Path(root, "minhash").rglob("*.minhash.parquet"))]
+lsh.run_clusters(out, snapshots, threshold, inputs=inputs, workers=workers, force=True)
+"""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,566 @@
+"""Fuzzy-dedup clusters from the MinHash files, exactly as ``run_lsh.py`` (``docs/spec/rpv2_format.md`` §7).
+
+For a threshold ``s`` (1.0, 0.9, 0.8, 0.7; default 0.8) over the MinHash files of one snapshot or a
+set of snapshots:
+
+1. read ``id_int`` and ``signature_sim{s}``; rows whose signature is null are dropped;
+2. explode each row into ``(band_index, band_bytes)`` (``b`` bands of ``W`` bytes, §5);
+3. group by ``(band_index, band_bytes)``: equal bytes at different band positions do not match;
+   groups of at least 2 members give an edge from every member to the group's minimum ``id_int``;
+4. connected components of the (unique) edges; ``cluster_id`` = the minimum ``id_int`` of the
+   component;
+5. per input file, the documents whose ``id_int`` is in a component (the reference's join on
+   ``id_int``), **in the input file's row order** (line order), columns ``id, id_int, cluster_id,
+   shard_id`` (:data:`~rpj_tasks.core.schema.CLUSTERS_SCHEMA`), written to
+   ``clusters/{snapshot}/{shard}/{lang}_{bucket}.clusters.parquet``.  As in the reference, a file
+   without a clustered document gets no clusters file (absent = every document is a singleton).
+
+Keep rule (:func:`keep`): a listed document is kept iff ``id_int == cluster_id``.
+
+Scale-out.  The grouping is split into ``P`` partitions by a 64-bit hash of ``(band_index,
+band_bytes)`` (:func:`band_keys`), so a group never spans two partitions:
+
+* :func:`scatter` (per batch of input files) writes, for every partition ``p``, the rows
+  ``(key, id_int, band_index, band_bytes)`` of the batch that fall in ``p``:
+  ``{work}/bands/{p:04d}/{batch:06d}.npy``;
+* :func:`group_partition` (per partition; the DAG maps over it) loads its rows, sorts them by key
+  (numpy), checks full byte equality inside every run of equal keys (a hash collision is split
+  exactly, never merged) and writes the partition's unique edges ``(member, group minimum)`` to
+  ``{work}/edges/{p:04d}.npy``;
+* :func:`components` reads the edges alone (nothing else crosses partitions), remaps the ids to
+  ``0..n-1`` and runs ``scipy.sparse.csgraph.connected_components``;
+* :func:`write_clusters_file` (per input file) looks the file's ``id_int`` up in the components.
+
+The edge set does not depend on ``P`` or the batch size, so neither do the clusters files: same
+inputs and threshold, same bytes.  :func:`run_clusters` runs all the steps in one process and
+publishes the clusters files through the commit protocol (record
+``stats/clusters/{scope}/sim{s}.json``, or ``stats/{component}/…``, written last, listing every input's sha256 and every
+output).
+
+Memory (one partition task): about ``R · (2·(17 + W) + 40)`` bytes for ``R = N·b/P`` rows
+(``N`` documents with a signature): the rows twice while loading, then the sort order, sorted keys
+and run numbers; ~180 bytes per row at 0.8 (``W`` = 52, ``b`` = 9); see
+:func:`partition_memory_bytes`.  Components: about 100 bytes per edge.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from rpj_tasks.core import commit, layout, storage
+from rpj_tasks.core.errors import MissingInputError, PermanentError
+from rpj_tasks.core.layout import CLUSTERS_SUFFIX
+from rpj_tasks.core.schema import CLUSTERS_SCHEMA, MINHASH_BANDS, MINHASH_THRESHOLDS, signature_column
+from rpj_tasks.core.stats import Stats
+
+log = logging.getLogger("rpj.lsh")
+
+DEFAULT_THRESHOLD = 0.8
+DEFAULT_PARTITIONS = 8
+DEFAULT_BATCH_FILES = 16
+ALGORITHM = "rpv2_format.md §7 (run_lsh.py)"
+
+_MINHASH_PATH = re.compile(r"(\d{4}-\d{2})/(\d{4})/([a-z]{2,3})_([a-z]+)" + re.escape(layout.MINHASH_SUFFIX) + "$")
+
+
+class LshInputError(PermanentError, ValueError):
+    """A MinHash file whose signature column does not have the §5 band layout."""
+
+
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class MinHashInput:
+    """One MinHash file: where it is, the base tag it describes, and its sha256 (for the record)."""
+
+    url: str
+    snapshot: str
+    shard: int
+    lang: str
+    bucket: str
+    sha256: str
+
+    @property
+    def base_tag(self) -> str:
+        return layout.base_tag(self.snapshot, self.shard, self.lang, self.bucket)
+
+
+def minhash_input(url: str, sha256: str | None = None) -> MinHashInput:
+    """A MinHash file from its URL (``…/{snapshot}/{shard}/{lang}_{bucket}.minhash.parquet``);
+    the sha256 is computed if not given."""
+    m = _MINHASH_PATH.search(url)
+    if m is None:
+        raise LshInputError(f"{url}: not a MinHash file path ({{snapshot}}/{{shard}}/{{lang}}_{{bucket}}.minhash.parquet)")
+    snapshot, shard, lang, bucket = m.groups()
+    digest = sha256 if sha256 is not None else storage.digest(url)["sha256"]
+    return MinHashInput(url, layout.validate_snapshot(snapshot), int(shard), lang, bucket, digest)
+
+
+def snapshot_inputs(root: str, snapshots: Sequence[str]) -> list[MinHashInput]:
+    """Every MinHash file the annotation records of ``snapshots`` list, with the sha256 they record
+    (files of unfinished shards are not read), sorted by base tag."""
+    found: list[MinHashInput] = []
+    for snapshot in sorted(set(snapshots)):
+        stats_dir = layout.annotate_stats_dir(root, snapshot)
+        names = [n for n in storage.listdir(stats_dir) if re.fullmatch(r"\d{4}\.json", n)]
+        if not names:
+            raise MissingInputError(f"snapshot {snapshot} has no annotation records under {stats_dir}: annotate it first")
+        for name in names:
+            record_url = storage.join(stats_dir, name)
+            record = commit.load_record(record_url)
+            if record is None:
+                continue
+            for rel, url in commit.listed_outputs(record_url, record).items():
+                if url.endswith(layout.MINHASH_SUFFIX):
+                    found.append(minhash_input(url, record["outputs"][rel]["sha256"]))
+    return sorted(found, key=lambda i: i.base_tag)
+
+
+# ---------------------------------------------------------------- bands and keys
+
+
+def band_layout(threshold: float) -> tuple[int, int]:
+    """``(bands, bytes per band)`` of a threshold's signature column (§5)."""
+    t = float(threshold)
+    if t not in MINHASH_BANDS:
+        raise LshInputError(f"threshold {threshold!r}: expected one of {', '.join(map(str, MINHASH_THRESHOLDS))}")
+    bands, rows = MINHASH_BANDS[t]
+    return bands, 4 * rows
+
+
+def read_bands(url: str, threshold: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(id_int uint64[n], bands uint8[n, b, W], null rows)`` of a MinHash file; null signatures dropped."""
+    bands, width = band_layout(threshold)
+    column = signature_column(threshold)
+    with storage.open_read(url) as f:
+        table = pq.read_table(f, columns=["id_int", column])
+    ids = table.column("id_int").combine_chunks()
+    sigs = table.column(column).combine_chunks()
+    if pa.types.is_large_list(sigs.type):
+        sigs = sigs.cast(pa.list_(pa.binary()))
+    valid = sigs.is_valid()
+    nulls = len(sigs) - pc.sum(valid.cast(pa.int64())).as_py() if len(sigs) else 0
+    if nulls:
+        ids, sigs = ids.filter(valid), sigs.filter(valid)
+    n = len(sigs)
+    if n == 0:
+        return np.empty(0, np.uint64), np.empty((0, bands, width), np.uint8), nulls
+    if ids.null_count:
+        raise LshInputError(f"{url}: null id_int")
+    lengths = pc.list_value_length(sigs)
+    if pc.min(lengths).as_py() != bands or pc.max(lengths).as_py() != bands:
+        raise LshInputError(f"{url}: {column} must hold {bands} bands per row")
+    values = sigs.flatten()
+    if pa.types.is_large_binary(values.type):
+        values = values.cast(pa.binary())
+    blens = pc.binary_length(values)
+    if values.null_count or pc.min(blens).as_py() != width or pc.max(blens).as_py() != width:
+        raise LshInputError(f"{url}: every band of {column} must be {width} bytes")
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset : values.offset + len(values) + 1]
+    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    return ids.to_numpy(zero_copy_only=False).astype(np.uint64), data.reshape(n, bands, width), nulls
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+_KEY_BLOCK = 2048  # documents per block of band_keys
+_MIX = _splitmix64(np.arange(1, 130, dtype=np.uint64)) | np.uint64(1)  # odd multipliers per value, then per band
+
+
+def band_keys(bands: np.ndarray) -> np.ndarray:
+    """uint64[n, b]: a 64-bit hash of ``(band_index, band_bytes)`` (partitioning and sort key only;
+    equality is always checked on the bytes).  Computed in blocks of documents that stay in cache."""
+    n, b, width = bands.shape
+    out = np.empty((n, b), np.uint64)
+    band_mix = (np.arange(b, dtype=np.uint64) + np.uint64(1)) * _MIX[128]
+    with np.errstate(over="ignore"):
+        for lo in range(0, n, _KEY_BLOCK):
+            values = np.ascontiguousarray(bands[lo : lo + _KEY_BLOCK]).view(">u4").astype(np.uint64)
+            mixed = (values * _MIX[: width // 4]).sum(axis=2, dtype=np.uint64)
+            mixed += band_mix
+            out[lo : lo + _KEY_BLOCK] = _splitmix64(mixed)
+    return out
+
+
+@dataclass
+class BandRows:
+    """Band rows ``(key, id_int, band_index, band_bytes)`` as four arrays (one partition's, or a batch's)."""
+
+    keys: np.ndarray  # uint64[m]
+    ids: np.ndarray  # uint64[m]
+    band: np.ndarray  # uint8[m]
+    data: np.ndarray  # uint8[m, W]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: Any) -> BandRows:
+        return BandRows(self.keys[index], self.ids[index], self.band[index], self.data[index])
+
+    @staticmethod
+    def concatenate(parts: Sequence[BandRows], width: int) -> BandRows:
+        if not parts:
+            return BandRows(np.empty(0, np.uint64), np.empty(0, np.uint64), np.empty(0, np.uint8), np.empty((0, width), np.uint8))
+        return BandRows(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("keys", "ids", "band", "data")))
+
+
+def _save(url: str, rows: BandRows) -> None:
+    """Write an intermediate (four ``.npy`` arrays in one file), atomically; not fsynced: a lost
+    intermediate only means the unit is redone (its record is written last)."""
+    arrays = (rows.keys, rows.ids, rows.band, rows.data)
+    if storage.is_local(url):
+        path = storage.fs_and_path(url)[1]
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = os.path.join(os.path.dirname(path), storage.temp_name(os.path.basename(path)))
+        with open(tmp, "wb") as f:
+            for array in arrays:
+                np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+        os.replace(tmp, path)
+        return
+    with storage.atomic_write(url) as f:
+        for array in arrays:
+            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def _load(url: str) -> BandRows:
+    with storage.open_read(url) as raw:
+        f = raw if storage.is_local(url) else io.BytesIO(raw.read())
+        return BandRows(*(np.load(f, allow_pickle=False) for _ in range(4)))
+
+
+def _save_edges(url: str, edges: np.ndarray) -> None:
+    with storage.atomic_write(url) as f:
+        np.save(f, np.ascontiguousarray(edges, dtype=np.uint64), allow_pickle=False)
+
+
+def _load_edges(url: str) -> np.ndarray:
+    return np.load(io.BytesIO(storage.read_bytes(url)), allow_pickle=False)
+
+
+def bands_dir(work: str, partition: int) -> str:
+    return storage.join(work, "bands", f"{partition:04d}")
+
+
+def edges_url(work: str, partition: int) -> str:
+    return storage.join(work, "edges", f"{partition:04d}.npy")
+
+
+# ---------------------------------------------------------------- step 1: scatter (per batch of files)
+
+
+def scatter(inputs: Sequence[MinHashInput], threshold: float, work: str, partitions: int, batch: int) -> dict[str, int]:
+    """Split the band rows of ``inputs`` into ``partitions`` files ``{work}/bands/{p:04d}/{batch:06d}.npy``
+    (one per partition, possibly empty); returns counts (``docs``, ``null_signatures``, ``rows``)."""
+    bands, width = band_layout(threshold)
+    if not 1 <= partitions <= 65535:
+        raise ValueError(f"partitions must be 1..65535, got {partitions}")
+    read = [read_bands(item.url, threshold) for item in inputs]
+    nulls = sum(r[2] for r in read)
+    ids = np.concatenate([r[0] for r in read]) if read else np.empty(0, np.uint64)
+    data = np.concatenate([r[1] for r in read]) if read else np.empty((0, bands, width), np.uint8)
+    del read
+    keys = band_keys(data).ravel()
+    part = (keys % np.uint64(partitions)).astype(np.uint16)
+    order = np.argsort(part, kind="stable")  # radix sort on 16 bits
+    bounds = np.r_[0, np.cumsum(np.bincount(part, minlength=partitions))]
+    del part
+    doc, band = np.divmod(order, bands)
+    rows = BandRows(keys[order], ids[doc], band.astype(np.uint8), np.take(data.reshape(-1, width), order, axis=0))
+    del keys, order, doc, band, data
+    for p in range(partitions):
+        _save(storage.join(bands_dir(work, p), f"{batch:06d}.npy"), rows[bounds[p] : bounds[p + 1]])
+    return {"docs": len(ids), "null_signatures": nulls, "rows": len(rows)}
+
+
+# ---------------------------------------------------------------- step 2: group (per partition)
+
+
+def _exact_groups(rows: BandRows) -> list[np.ndarray]:
+    """Index arrays of the rows with equal ``(band, bytes)`` (slow path for runs of colliding keys)."""
+    groups: dict[tuple[int, bytes], list[int]] = {}
+    for i, band in enumerate(rows.band.tolist()):
+        groups.setdefault((band, rows.data[i].tobytes()), []).append(i)
+    return [np.array(g) for g in groups.values()]
+
+
+def group_rows(rows: BandRows) -> np.ndarray:
+    """The unique edges ``uint64[m, 2]`` (member, group minimum; member != minimum), sorted, of the
+    groups of rows with equal ``(band, bytes)`` and at least 2 members."""
+    if len(rows) < 2:
+        return np.empty((0, 2), np.uint64)
+    order = np.argsort(rows.keys)
+    keys = rows.keys[order]
+    boundary = np.r_[True, keys[1:] != keys[:-1]]
+    del keys
+    run_of = np.cumsum(boundary) - 1  # run (equal key) of every sorted row
+    start = np.flatnonzero(boundary)
+    length = np.diff(np.r_[start, len(rows)])
+    del boundary
+    in_multi = np.flatnonzero((length >= 2)[run_of])  # sorted rows of runs with >= 2 members
+    if not len(in_multi):
+        return np.empty((0, 2), np.uint64)
+    runs = run_of[in_multi]
+    del run_of
+    member = order[in_multi]  # only these rows are gathered
+    first = order[start[runs]]  # each one's run's first row
+    del order
+    same = rows.band[member] == rows.band[first]
+    same &= (np.take(rows.data, member, axis=0) == np.take(rows.data, first, axis=0)).all(axis=1)
+    bad_run = np.zeros(len(start), dtype=bool)
+    bad_run[runs[~same]] = True  # a 64-bit key collision: grouped exactly below
+    edges: list[np.ndarray] = []
+    good = ~bad_run[runs]
+    if good.any():
+        ids, good_runs = rows.ids[member[good]], runs[good]
+        firsts = np.flatnonzero(np.r_[True, good_runs[1:] != good_runs[:-1]])  # runs are contiguous
+        mins = np.minimum.reduceat(ids, firsts)
+        edges.append(np.stack([ids, np.repeat(mins, np.diff(np.r_[firsts, len(ids)]))], axis=1))
+    for run in np.flatnonzero(bad_run).tolist():
+        members = rows[member[runs == run]]
+        for group in _exact_groups(members):
+            if len(group) >= 2:
+                gids = members.ids[group]
+                edges.append(np.stack([gids, np.full(len(gids), gids.min(), np.uint64)], axis=1))
+    out = np.concatenate(edges) if edges else np.empty((0, 2), np.uint64)
+    out = out[out[:, 0] != out[:, 1]]
+    return unique_edges(out)
+
+
+def unique_edges(edges: np.ndarray) -> np.ndarray:
+    """Sorted unique rows of ``uint64[m, 2]``."""
+    if not len(edges):
+        return np.empty((0, 2), np.uint64)
+    order = np.lexsort((edges[:, 1], edges[:, 0]))
+    edges = edges[order]
+    keep = np.r_[True, (edges[1:] != edges[:-1]).any(axis=1)]
+    return np.ascontiguousarray(edges[keep], dtype=np.uint64)
+
+
+def group_partition(work: str, partition: int) -> dict[str, int]:
+    """Group one partition's band rows (every batch's file) and write its edges to
+    ``{work}/edges/{p:04d}.npy``; returns counts (``rows``, ``edges``)."""
+    directory = bands_dir(work, partition)
+    names = [n for n in storage.listdir(directory) if n.endswith(".npy") and not storage.is_temp_name(n)]
+    loaded = [_load(storage.join(directory, n)) for n in names]
+    rows = BandRows.concatenate(loaded, loaded[0].data.shape[1] if loaded else 4)
+    del loaded
+    edges = group_rows(rows)
+    _save_edges(edges_url(work, partition), edges)
+    return {"rows": len(rows), "edges": len(edges)}
+
+
+# ---------------------------------------------------------------- step 3: components (edges only)
+
+
+def components(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(nodes, cluster_ids)``: every id on an edge, ascending, and the minimum id of its component."""
+    if not len(edges):
+        return np.empty(0, np.uint64), np.empty(0, np.uint64)
+    nodes = np.unique(edges)
+    idx = np.searchsorted(nodes, edges)
+    n = len(nodes)
+    graph = coo_matrix((np.ones(len(idx), dtype=np.int8), (idx[:, 0], idx[:, 1])), shape=(n, n)).tocsr()
+    _, labels = connected_components(graph, directed=False)
+    _, first = np.unique(labels, return_index=True)  # nodes ascend: a label's first node is its minimum
+    return nodes, nodes[first][labels]
+
+
+def load_edges(work: str, partitions: int) -> np.ndarray:
+    parts = [_load_edges(edges_url(work, p)) for p in range(partitions)]
+    return unique_edges(np.concatenate(parts)) if parts else np.empty((0, 2), np.uint64)
+
+
+# ---------------------------------------------------------------- step 4: write (per input file)
+
+
+def cluster_table(url: str, nodes: np.ndarray, cluster_ids: np.ndarray) -> pa.Table:
+    """The clustered documents of one MinHash file, in its row order (CLUSTERS_SCHEMA)."""
+    with storage.open_read(url) as f:
+        table = pq.read_table(f, columns=["id", "id_int", "shard_id"])
+    ids = table.column("id_int").to_numpy().astype(np.uint64)
+    pos = np.searchsorted(nodes, ids)
+    pos[pos >= len(nodes)] = 0
+    hit = (nodes[pos] == ids) if len(nodes) else np.zeros(len(ids), bool)
+    mask = pa.array(hit)
+    return pa.table(
+        {
+            "id": table.column("id").filter(mask),
+            "id_int": pa.array(ids[hit], pa.uint64()),
+            "cluster_id": pa.array(cluster_ids[pos[hit]], pa.uint64()),
+            "shard_id": table.column("shard_id").filter(mask),
+        },
+        schema=CLUSTERS_SCHEMA,
+    )
+
+
+def write_clusters_file(
+    item: MinHashInput, out_url: str, nodes: np.ndarray, cluster_ids: np.ndarray, digests: dict[str, Any] | None = None
+) -> int:
+    """Write ``out_url`` atomically if the file has clustered documents; returns their number."""
+    table = cluster_table(item.url, nodes, cluster_ids)
+    if table.num_rows:
+        with storage.atomic_write(out_url, digests=digests) as f:
+            pq.write_table(table, f, compression="snappy")
+    return table.num_rows
+
+
+def keep(id_int: Any, cluster_id: Any) -> Any:
+    """The keep rule (§7, maintainer issue #96): a listed document is kept iff ``id_int == cluster_id``
+    (scalars or arrays); documents absent from the clusters files are singletons: keep them."""
+    return np.equal(np.asarray(id_int, dtype=np.uint64), np.asarray(cluster_id, dtype=np.uint64))
+
+
+def partition_memory_bytes(docs: int, threshold: float = DEFAULT_THRESHOLD, partitions: int = DEFAULT_PARTITIONS) -> int:
+    """Estimated peak working memory of one :func:`group_partition` task (see the module doc)."""
+    bands, width = band_layout(threshold)
+    rows = -(-docs * bands // partitions)
+    return rows * (2 * (17 + width) + 40)
+
+
+# ---------------------------------------------------------------- driver
+
+
+def _batches(items: Sequence[MinHashInput], size: int) -> list[Sequence[MinHashInput]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _clear(url: str) -> None:
+    fs, path = storage.fs_and_path(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def _invalidate_overlapping(root: str, component: str, record_url: str, output_dirs: list[str]) -> list[str]:
+    """Remove the records of other clusters units (another scope or threshold) that list outputs
+    under ``output_dirs``: this run rewrites those files, so those units are no longer finished."""
+    removed = []
+    prefixes = [d.rstrip("/") + "/" for d in output_dirs]
+    stats_root = storage.join(root, "stats", component)
+    for scope in storage.listdir(stats_root):
+        for name in storage.listdir(storage.join(stats_root, scope)):
+            url = storage.join(stats_root, scope, name)
+            if url == record_url or not name.endswith(".json") or storage.is_temp_name(name):
+                continue
+            record = commit.load_record(url)
+            if record and any(u.startswith(tuple(prefixes)) for u in commit.listed_outputs(url, record).values()):
+                storage.remove(url)
+                removed.append(url)
+                log.info("%s: its clusters files are rewritten by %s: no longer finished", url, record_url)
+    return removed
+
+
+def run_clusters(
+    root: str,
+    snapshots: Sequence[str],
+    threshold: float = DEFAULT_THRESHOLD,
+    *,
+    inputs: Iterable[MinHashInput] | None = None,
+    partitions: int = DEFAULT_PARTITIONS,
+    batch_files: int = DEFAULT_BATCH_FILES,
+    workers: int = 1,
+    force: bool = False,
+    component: str = "clusters",
+) -> dict[str, Any]:
+    """Clusters of ``snapshots`` at ``threshold``, all steps in this process; returns the record.
+
+    ``inputs`` defaults to the MinHash files the annotation records list (:func:`snapshot_inputs`).
+    A finished run with the same inputs is skipped (unless ``force``); ``partitions`` and
+    ``batch_files`` change memory and time, never the output; ``workers`` threads run scatter
+    batches and partitions concurrently (numpy and pyarrow release the GIL; memory grows with it).  One ``(scope, threshold)`` owns
+    ``{component}/{snapshot}/`` of its snapshots; use another ``component`` for a second threshold.
+    """
+    band_layout(threshold)
+    if partitions < 1 or batch_files < 1:
+        raise ValueError("partitions and batch_files must be >= 1")
+    scope = sorted({layout.validate_snapshot(s) for s in snapshots})
+    items = sorted(inputs if inputs is not None else snapshot_inputs(root, scope), key=lambda i: i.base_tag)
+    outside = [i.url for i in items if i.snapshot not in scope]
+    if outside:
+        raise LshInputError(f"inputs outside the snapshots {scope}: {outside[:3]}")
+    record_url = layout.clusters_record_url(root, scope, threshold, component)
+    fingerprint = {
+        "algorithm": ALGORITHM,
+        "threshold": float(threshold),
+        "minhash": {i.base_tag: i.sha256 for i in items},
+    }
+    if not force and (record := commit.finished(record_url, fingerprint)) is not None:
+        log.info("clusters %s sim%s: finished, skipped", "+".join(scope), float(threshold))
+        return {**record, "skipped": True}
+    stats = Stats()
+    started = time.perf_counter()
+    work = layout.lsh_work_url(root, scope, threshold)
+    output_dirs = [storage.join(root, component, s) for s in scope]
+    with commit.UnitCommit(
+        record_url, fingerprint, output_dirs, owned=lambda n: n.endswith(CLUSTERS_SUFFIX), recursive=True
+    ) as unit:
+        _invalidate_overlapping(root, component, record_url, output_dirs)
+        _clear(work)
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            with stats.timer("scatter"):
+                batches = _batches(items, batch_files)
+                for counts in pool.map(lambda nb: scatter(nb[1], threshold, work, partitions, nb[0]), enumerate(batches)):
+                    for name, value in counts.items():
+                        stats.inc(f"lsh.{name}", value)
+            with stats.timer("group"):
+                list(pool.map(lambda p: group_partition(work, p), range(partitions)))
+            with stats.timer("components"):
+                edges = load_edges(work, partitions)
+                nodes, cluster_ids = components(edges)
+            stats.inc("lsh.edges", len(edges))
+            del edges
+            stats.inc("lsh.clustered_docs", len(nodes))
+            stats.inc("lsh.clusters", int(np.count_nonzero(keep(nodes, cluster_ids))))
+            files: dict[str, int] = {}
+            with stats.timer("write"):
+
+                def write(item: MinHashInput) -> tuple[str, int, dict[str, Any]]:
+                    digests: dict[str, Any] = {}
+                    out = layout.clusters_url(root, item.snapshot, item.shard, item.lang, item.bucket, component)
+                    return item.base_tag, write_clusters_file(item, out, nodes, cluster_ids, digests), digests
+
+                for tag, rows, digests in pool.map(write, items):
+                    unit.add_outputs(digests)
+                    if rows:
+                        files[tag] = rows
+        record = unit.commit(
+            {
+                "snapshots": scope,
+                "threshold": float(threshold),
+                "files_with_clusters": len(files),
+                "wall_seconds": round(time.perf_counter() - started, 3),
+                **stats.to_dict(),
+            }
+        )
+    _clear(work)
+    log.info(
+        "clusters %s sim%s: %d docs, %d clustered in %d clusters, %d files | %s",
+        "+".join(scope),
+        float(threshold),
+        stats["lsh.docs"],
+        stats["lsh.clustered_docs"],
+        stats["lsh.clusters"],
+        len(files),
+        stats.summary(),
+    )
+    return {**record, "skipped": False}
