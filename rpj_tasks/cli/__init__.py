@@ -8,6 +8,7 @@ Examples::
     rpj mine --snapshot 2023-06 --shards 17 --force
     rpj annotate --snapshot 2000-01 --shards 0-3        # quality signals + MinHash of mined shards
     rpj models install --version ccnet-official --from https://example.org/cc_net/lm/
+    rpj dedup --snapshot 2000-01                        # exact dedup: duplicates/
     rpj summary --snapshot 2000-01
 
 Expected failures (:class:`rpj_tasks.core.errors.RpjError`) print one line: exit 2 when retrying
@@ -28,7 +29,7 @@ import os
 import sys
 import traceback
 
-from rpj_tasks.cli import annotate, ccnet, models, snapshots
+from rpj_tasks.cli import annotate, ccnet, dedup, models, snapshots
 from rpj_tasks.core import redact
 from rpj_tasks.core.errors import PermanentError, RpjError, storage_full
 
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", help="snapshot registry YAML (default: config/snapshots.yaml or $RPJ_REGISTRY)")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for module in (snapshots, ccnet, annotate, models):
+    for module in (snapshots, ccnet, annotate, dedup, models):
         module.register(sub)
     return p
 

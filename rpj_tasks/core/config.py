@@ -129,6 +129,12 @@ DEFAULT_MAX_RECORD_BYTES = 4 << 20
 #: 256 MiB one record (held whole, then copied by each CCNet step) could exhaust a worker's memory.
 MAX_RECORD_BYTES_RANGE = (1 << 16, 1 << 28)
 
+#: Exact-dedup scopes (``rpj_tasks.dedup.exact``): ``release`` (RPv2: across every release-scope
+#: snapshot under the storage root) or ``snapshot`` (each snapshot alone).
+DEDUP_SCOPES = ("release", "snapshot")
+#: The thresholds with a MinHash signature column (rpv2_format.md §5), for the fuzzy clusters.
+CLUSTERS_THRESHOLDS = (0.7, 0.8, 0.9, 1.0)
+
 
 @dataclass(frozen=True)
 class SnapshotConfig:
@@ -149,6 +155,13 @@ class SnapshotConfig:
     dsir_hash_mode: str = "cpython-seed42"
     download_pool: str = "rpj_commoncrawl"
     download_pool_slots: int = 4
+    # Exact dedup (duplicates/) and fuzzy clusters (clusters/): see config/snapshots.yaml.
+    dedup_scope: str = "release"
+    dedup_partitions: int = 256
+    dedup_memory_budget: int = 2 << 30
+    dedup_queue: str = "dedup"
+    clusters_threshold: float = 0.8
+    clusters_partitions: int = 8
     dag_id: str = ""
     sample: bool = False
     # The offline sample only: generate its mirror at source_base (a file:// URL) when absent.
@@ -178,6 +191,7 @@ class SnapshotConfig:
             raise ConfigError(
                 f"{self.id}: dsir_hash_mode must be one of {', '.join(DSIR_HASH_MODES)}, got {self.dsir_hash_mode!r}"
             )
+        self._check_dedup()
         if self.generate_source and not (self.sample and self.source_base.startswith("file://")):
             raise ConfigError(
                 f"{self.id}: generate_source is only for the sample snapshot with a file:// source_base "
@@ -185,6 +199,27 @@ class SnapshotConfig:
             )
         if not self.dag_id:
             object.__setattr__(self, "dag_id", "rpv2_" + self.id.replace("-", "_"))
+
+    def _check_dedup(self) -> None:
+        if self.dedup_scope not in DEDUP_SCOPES:
+            raise ConfigError(f"{self.id}: dedup_scope must be one of {', '.join(DEDUP_SCOPES)}, got {self.dedup_scope!r}")
+        for key, low, high in (
+            ("dedup_partitions", 1, 65536),
+            ("dedup_memory_budget", 1 << 20, 1 << 50),
+            ("clusters_partitions", 1, 4096),
+        ):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"{self.id}: {key} must be an integer in {low}..{high}, got {value!r}")
+        if not isinstance(self.dedup_queue, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.dedup_queue):
+            raise ConfigError(
+                f"{self.id}: dedup_queue must be a queue name ([A-Za-z0-9_.-], 1-64 characters), got {self.dedup_queue!r}"
+            )
+        if isinstance(self.clusters_threshold, bool) or self.clusters_threshold not in CLUSTERS_THRESHOLDS:
+            raise ConfigError(
+                f"{self.id}: clusters_threshold must be one of {', '.join(map(str, CLUSTERS_THRESHOLDS))}, got {self.clusters_threshold!r}"
+            )
+        object.__setattr__(self, "clusters_threshold", float(self.clusters_threshold))
 
     @property
     def crawl(self) -> str:
@@ -249,7 +284,32 @@ def load_registry(path: str | os.PathLike | None = None, env: dict[str, str] | N
         if cfg.id in out:
             raise ConfigError(f"{path}: snapshot {cfg.id} listed twice")
         out[cfg.id] = cfg
+    _check_release_dedup(path, out)
     return out
+
+
+def release_snapshots(registry: dict[str, SnapshotConfig], storage_root: str) -> list[str]:
+    """The snapshots of the release under ``storage_root``: the registry's release-scope entries
+    there (exact dedup runs across them), newest first."""
+    return sorted(
+        (c.id for c in registry.values() if c.dedup_scope == "release" and c.storage_root == storage_root), reverse=True
+    )
+
+
+def _check_release_dedup(path: Path, registry: dict[str, SnapshotConfig]) -> None:
+    """Release-scope snapshots sharing a storage root are deduplicated together: their exact-dedup
+    settings must agree."""
+    by_root: dict[str, SnapshotConfig] = {}
+    for cfg in registry.values():
+        if cfg.dedup_scope != "release":
+            continue
+        first = by_root.setdefault(cfg.storage_root, cfg)
+        for key in ("dedup_partitions", "dedup_memory_budget", "dedup_queue"):
+            if getattr(cfg, key) != getattr(first, key):
+                raise ConfigError(
+                    f"{path}: snapshots {first.id} and {cfg.id} are deduplicated together (dedup_scope release, "
+                    f"same storage_root) but differ in {key} ({getattr(first, key)!r} vs {getattr(cfg, key)!r}): set it in 'defaults'"
+                )
 
 
 def snapshots_released_between(snapshots: list[str], start: dt.datetime | dt.date, end: dt.datetime | dt.date) -> list[str]:

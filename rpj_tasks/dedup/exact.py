@@ -20,12 +20,13 @@ Three steps, each a unit of the commit protocol (:mod:`rpj_tasks.core.commit`)::
 
     staging/dedup/exact/index/{snapshot}/{p}.npy      step 1 index_snapshot: the snapshot's rows of
     staging/dedup/exact/index/{snapshot}.json           partition p, sorted by (digest, position); record
-    staging/dedup/exact/dups/{p}/{snapshot}.npy       step 2 dedup_partition(p): the duplicate rows of
-    staging/dedup/exact/partitions/{p}.json             each snapshot in partition p, by position; record
+    staging/dedup/exact/{group}/dups/{p}/{snapshot}.npy   step 2 dedup_partition(p): the duplicate rows
+    staging/dedup/exact/{group}/partitions/{p}.json         of each snapshot in partition p; record
     duplicates/{snapshot}/{shard}/{lang}_{bucket}.duplicates.parquet
     staging/dedup/exact/duplicates/{snapshot}.json    step 3 write_duplicates(snapshot); record
 
-``{p}`` is the partition number, zero-padded to at least 3 digits.  A row (:data:`ROW`, 28 bytes) is
+``{p}`` is the partition number, zero-padded to at least 3 digits; ``{group}`` is ``release`` or
+``snapshot/{id}`` (:func:`group_name`).  A row (:data:`ROW`, 28 bytes) is
 the digest as three integers (its bytes big-endian: sorting the integers sorts the bytes) and the
 *position* (:func:`position`): shard, language, bucket and line packed in a uint64 whose order is the
 order above.  Partition ``p`` holds the digests whose first two bytes ``b`` give ``b * P >> 16 == p``
@@ -234,16 +235,24 @@ def index_record_url(root: str, snapshot: str) -> str:
     return layout.exact_dedup_url(root, "index", layout.validate_snapshot(snapshot) + ".json")
 
 
-def dups_dir(root: str, partition: int, partitions: int) -> str:
-    return layout.exact_dedup_url(root, "dups", part_name(partition, partitions))
+def group_name(snapshots: Iterable[str], scope: str) -> str:
+    """The state directory of steps 2 and 3 for a set of snapshots: ``release`` for the release
+    (its set grows as snapshots arrive; the state is updated in place), ``snapshot/{ids}`` for
+    per-snapshot dedup (``ids``: the snapshots joined by ``+``), so that a snapshot deduplicated
+    alone never disturbs the release's state."""
+    return "release" if scope == "release" else "snapshot/" + layout.lsh_scope(list(snapshots))
 
 
-def dups_url(root: str, snapshot: str, partition: int, partitions: int) -> str:
-    return storage.join(dups_dir(root, partition, partitions), layout.validate_snapshot(snapshot) + ".npy")
+def dups_dir(root: str, group: str, partition: int, partitions: int) -> str:
+    return layout.exact_dedup_url(root, *group.split("/"), "dups", part_name(partition, partitions))
 
 
-def partition_record_url(root: str, partition: int, partitions: int) -> str:
-    return layout.exact_dedup_url(root, "partitions", part_name(partition, partitions) + ".json")
+def dups_url(root: str, group: str, snapshot: str, partition: int, partitions: int) -> str:
+    return storage.join(dups_dir(root, group, partition, partitions), layout.validate_snapshot(snapshot) + ".npy")
+
+
+def partition_record_url(root: str, group: str, partition: int, partitions: int) -> str:
+    return layout.exact_dedup_url(root, *group.split("/"), "partitions", part_name(partition, partitions) + ".json")
 
 
 def duplicates_record_url(root: str, snapshot: str) -> str:
@@ -630,15 +639,20 @@ def dedup_partition(
     inputs = _partition_inputs(root, snaps, partition, config, cache)
     rows = sum(_index_record(root, s, parts, cache)["rows"][partition] for s in snaps)
     need = check_memory(rows, MERGE_BYTES_PER_ROW, config.memory_budget, f"partition {name}")
-    record_url = partition_record_url(root, partition, parts)
+    group = group_name(snaps, config.scope)
+    record_url = partition_record_url(root, group, partition, parts)
     old = commit.load_record(record_url)
     if not force and (record := commit.finished(record_url, inputs)) is not None:
         return {**record, "skipped": True}
     started = time.perf_counter()
-    with commit.UnitCommit(record_url, inputs, [dups_dir(root, partition, parts)], owned=lambda n: n.endswith(".npy")) as unit:
+    with commit.UnitCommit(
+        record_url, inputs, [dups_dir(root, group, partition, parts)], owned=lambda n: n.endswith(".npy")
+    ) as unit:
         found = find_duplicates([_load(index_url(root, s, partition, parts)) for s in snaps], config.scope)
         written = [
-            s for s, dups in zip(snaps, found) if _keep_or_write(unit, dups_url(root, s, partition, parts), _npy(dups), old)
+            s
+            for s, dups in zip(snaps, found)
+            if _keep_or_write(unit, dups_url(root, group, s, partition, parts), _npy(dups), old)
         ]
         record = unit.commit(
             {
@@ -705,15 +719,16 @@ def write_duplicates(
         raise ConfigError(f"exact dedup: {snapshot} is not one of the snapshots {snaps}")
     index = _index_record(root, snapshot, parts, cache)
     shas, total = [], 0
+    group = group_name(snaps, config.scope)
     for p in range(parts):
-        record_url = partition_record_url(root, p, parts)
+        record_url = partition_record_url(root, group, p, parts)
         record = (partition_records or {}).get(p) or commit.load_record(record_url)
         if record is None or record["inputs"] != _partition_inputs(root, snaps, p, config, cache):
             raise MissingInputError(
                 f"exact dedup: partition {part_name(p, parts)} is not finished for snapshots {snaps} "
                 f"(scope {config.scope}): run dedup_partition for it first"
             )
-        rel = commit.relative(record_url.rsplit("/", 1)[0], dups_url(root, snapshot, p, parts))
+        rel = commit.relative(record_url.rsplit("/", 1)[0], dups_url(root, group, snapshot, p, parts))
         shas.append(record["outputs"][rel]["sha256"])
         total += record["duplicates"][snapshot]
     check_memory(total, DUPLICATES_BYTES_PER_ROW, config.memory_budget, f"the duplicates files of {snapshot}")
@@ -726,7 +741,7 @@ def write_duplicates(
     out_dir = storage.join(root, "duplicates", snapshot)
     owned = lambda n: n.endswith(layout.DUPLICATES_SUFFIX)  # noqa: E731
     with commit.UnitCommit(record_url, inputs, [out_dir], owned=owned, recursive=True) as unit:
-        rows = np.concatenate([_load(dups_url(root, snapshot, p, parts)) for p in range(parts)] or [np.empty(0, ROW)])
+        rows = np.concatenate([_load(dups_url(root, group, snapshot, p, parts)) for p in range(parts)] or [np.empty(0, ROW)])
         rows = rows[np.argsort(rows["pos"], kind="stable")]
         file_of = rows["pos"] >> np.uint64(FILE_SHIFT)
         written, listed, row_sha1 = [], 0, {}

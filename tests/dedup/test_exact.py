@@ -215,7 +215,10 @@ def test_rerun_gives_the_same_bytes_and_rewrites_nothing(tmp_path: Path) -> None
     root = str(tmp_path)
     data = random_data(3, SNAPS3)
     process(root, data, SNAPS3, CFG)
-    before, stamps = file_bytes(root), {**file_stamps(root, "duplicates"), **file_stamps(root, "staging/dedup/exact/dups")}
+    before, stamps = (
+        file_bytes(root),
+        {**file_stamps(root, "duplicates"), **file_stamps(root, "staging/dedup/exact/release/dups")},
+    )
     for snap in SNAPS3:
         assert index_snapshot(root, snap, data[snap], CFG)["skipped"]
     assert run_exact_dedup(root, SNAPS3, CFG) == {
@@ -233,7 +236,7 @@ def test_rerun_gives_the_same_bytes_and_rewrites_nothing(tmp_path: Path) -> None
     for snap in SNAPS3:
         assert exact.write_duplicates(root, snap, SNAPS3, CFG, force=True)["written"] == []
     assert file_bytes(root) == before
-    assert {**file_stamps(root, "duplicates"), **file_stamps(root, "staging/dedup/exact/dups")} == stamps
+    assert {**file_stamps(root, "duplicates"), **file_stamps(root, "staging/dedup/exact/release/dups")} == stamps
 
 
 def test_exact_against_a_brute_force_set(tmp_path: Path) -> None:

@@ -1,0 +1,61 @@
+"""``rpj dedup``: exact dedup (the release's ``duplicates/``) of a snapshot, as the DAGs run it."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from rpj_tasks.cli.common import snapshot_config
+from rpj_tasks.core import plan
+from rpj_tasks.core.config import load_registry
+
+
+def register(sub: Any) -> None:
+    d = sub.add_parser(
+        "dedup",
+        help="exact dedup: index a snapshot, then deduplicate it with the release (duplicates/)",
+        description="Index the digests of a snapshot's mined shards, then deduplicate the set it belongs to "
+        "(dedup_scope release: every indexed release snapshot under the storage root; snapshot: itself) and "
+        "write every snapshot's duplicates files that change. Do not run it beside the rpv2_dedup DAG on the "
+        "same storage root.",
+    )
+    d.add_argument("--snapshot", required=True, help="YYYY-WW")
+    d.add_argument("--shards", default="", help="shards to index (default: every mined shard)")
+    d.add_argument("--storage-root")
+    d.add_argument("--force", action="store_true", help="redo every step, even finished ones")
+    d.add_argument("--index-only", action="store_true", help="only index the snapshot (step 1)")
+    d.set_defaults(run=run_dedup, limit=None, num_shards=None, source_base=None, languages=None)
+
+
+def run_dedup(args: argparse.Namespace) -> int:
+    from rpj_tasks.dedup import stage
+
+    started = time.perf_counter()
+    cfg = snapshot_config(args)
+    shards = plan.parse_shards(args.shards, cfg.num_shards) if args.shards else None
+    record = stage.index(cfg, shards, force=args.force)
+    print(
+        f"{cfg.id}: indexed {sum(record['rows'])} documents of {len(record['files'])} files"
+        + (" (finished earlier)" if record.get("skipped") else "")
+    )
+    if args.index_only:
+        return 0
+    registry = load_registry(args.registry)
+    if args.storage_root:  # the release under another root: the registry's release snapshots, moved there
+        registry = {k: c.with_overrides(storage_root=args.storage_root) for k, c in registry.items()}
+    if cfg.id not in registry:
+        registry[cfg.id] = cfg
+    todo = stage.plan(cfg, registry)
+    print(
+        f"dedup set (scope {cfg.dedup_scope}): {', '.join(todo['snapshots'])}; {len(todo['partitions'])} partitions, "
+        f"largest needs {todo['max_partition_bytes'] / 2**20:.1f} MiB of {todo['memory_budget'] / 2**20:.1f} MiB"
+    )
+    parts = [stage.partition(cfg, todo["snapshots"], p, force=args.force) for p in todo["partitions"]]
+    for snapshot in todo["snapshots"]:
+        out = stage.write(cfg, todo["snapshots"], snapshot, force=args.force)
+        state = "unchanged" if out["skipped"] else f"{out['written']} files written"
+        print(f"{snapshot}: {out['duplicates']} duplicates ({state})")
+    done = sum(1 for p in parts if not p["skipped"])
+    print(f"exact dedup: {done} of {len(parts)} partitions merged, {time.perf_counter() - started:.1f} s")
+    return 0
