@@ -277,6 +277,7 @@ def component_cmd(s: Settings, name: str) -> list[str]:
     if name.startswith("worker-"):
         index = int(name.split("-", 1)[1])
         cmd = [airflow, "celery", "worker", "--celery-hostname", f"rpj-{name}@%h", "--concurrency", str(s.worker_concurrency)]
+        cmd += ["--queues", ",".join(worker_queues())]
         if index > 1:
             # One log server per machine is enough (logs are local files here) and the port is shared.
             cmd.append("--skip-serve-logs")
@@ -552,11 +553,20 @@ def run_airflow(s: Settings, env: dict[str, str], *args: str, log_name: str, tim
     return proc.stdout
 
 
+def worker_queues() -> list[str]:
+    """The Celery queues every worker consumes: Airflow's ``default`` and the registry's
+    ``dedup_queue`` values (the exact-dedup partition tasks)."""
+    sys.path.insert(0, str(REPO))
+    from rpj_tasks.core.config import load_registry
+
+    return ["default", *sorted({c.dedup_queue for c in load_registry().values()} - {"default"})]
+
+
 def expected_dag_count() -> int:
     sys.path.insert(0, str(REPO))
     from rpj_tasks.core.config import load_registry
 
-    return len(load_registry()) + 2  # + rpv2_monthly, rpv2_prep_artifacts
+    return len(load_registry()) + 3  # + rpv2_monthly, rpv2_prep_artifacts, rpv2_dedup
 
 
 def setup_metadata(s: Settings, env: dict[str, str], log=print) -> None:

@@ -21,14 +21,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, CronDataIntervalTimetable, get_current_context, task
 
 from rpj_dags.common import DEFAULT_ARGS, START_DATE
+from rpj_dags.trigger import TriggerAndWaitOperator
 from rpj_tasks.core.config import SnapshotConfig, snapshots_released_between
 
 RUN_ID_PREFIX = "rpv2_monthly__"
-FINAL_STATES: Any = ["success", "failed"]  # DagRunState values (str enum)
 # The snapshot DAG's tasks in the order they run: the first failed one is the cause.
 TASK_ORDER = (
     "plan_units",
@@ -38,6 +37,11 @@ TASK_ORDER = (
     "signal_artifacts",
     "process.annotate",
     "annotate",
+    "dedup_index",
+    "exact_dedup",
+    "clusters_scatter",
+    "clusters_group",
+    "clusters_write",
     "report",
 )
 
@@ -46,72 +50,19 @@ def monthly_run_id(month: str) -> str:
     return f"{RUN_ID_PREFIX}{month}"
 
 
-class ProcessSnapshotOperator(TriggerDagRunOperator):
-    """Trigger one month's run of a snapshot DAG once, then wait for it deferrably.
-
-    Unlike the plain operator, a retry finds the run its first try created (same run id) and
-    waits for it again instead of failing with "already exists" or clearing it.
-    """
+class ProcessSnapshotOperator(TriggerAndWaitOperator):
+    """Trigger one month's run of a snapshot DAG once (run id ``rpv2_monthly__YYYY-MM``), then
+    wait for it deferrably (:class:`~rpj_dags.trigger.TriggerAndWaitOperator`)."""
 
     def __init__(self, *, month: str, poll_interval: float = 30.0, **kwargs: Any) -> None:
         super().__init__(
             trigger_run_id=monthly_run_id(month),
             conf={"month": month},
-            wait_for_completion=True,
-            deferrable=True,
-            poke_interval=int(poll_interval),
-            allowed_states=["success"],
-            failed_states=["failed"],
-            fail_when_dag_is_paused=True,
+            poll_interval=poll_interval,
+            task_order=TASK_ORDER,
+            what="snapshot run",
             **kwargs,
         )
-
-    def execute(self, context: Any) -> None:
-        from airflow.providers.standard.triggers.external_task import DagStateTrigger
-        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-
-        run_id = str(self.trigger_run_id)
-        if RuntimeTaskInstance.get_dr_count(dag_id=self.trigger_dag_id, run_ids=[run_id]):
-            self.log.info("%s run %s exists already (an earlier try started it): waiting for it", self.trigger_dag_id, run_id)
-            self.defer(
-                trigger=DagStateTrigger(
-                    dag_id=self.trigger_dag_id, states=FINAL_STATES, run_ids=[run_id], poll_interval=self.poke_interval
-                ),
-                method_name="execute_complete",
-            )
-        self.log.info("triggering %s run %s with conf %s", self.trigger_dag_id, run_id, self.conf)
-        super().execute(context)
-
-    def execute_complete(self, context: Any, event: tuple[str, dict[str, Any]]) -> None:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        _, data = event
-        run_id = str(self.trigger_run_id or data["run_ids"][0])
-        state = data.get(run_id)
-        if state in self.failed_states:
-            # Not retried: a retry would only wait for the same failed run.  Fix the cause, clear the
-            # snapshot run's failed tasks, then clear this task: it waits for that run again.
-            raise AirflowFailException(
-                f"snapshot run {self.trigger_dag_id} / {run_id} ended {state}; "
-                f"first failed task: {first_failed_task(self.trigger_dag_id, run_id)} (open that task's log)"
-            )
-        self.log.info("%s run %s finished: %s", self.trigger_dag_id, run_id, state)
-
-
-def first_failed_task(dag_id: str, run_id: str) -> str:
-    """The earliest failed task of a run, in :data:`TASK_ORDER` (with its map index if mapped)."""
-    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-
-    states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, run_ids=[run_id]).get(run_id, {})
-    failed = [key for key, state in states.items() if state == "failed"]
-    if not failed:
-        return "none recorded"
-
-    def rank(key: str) -> tuple[int, str]:
-        task_id = key.rsplit("_", 1)[0] if key.rsplit("_", 1)[-1].isdigit() and key not in TASK_ORDER else key
-        return (TASK_ORDER.index(task_id) if task_id in TASK_ORDER else len(TASK_ORDER), key)
-
-    return min(failed, key=rank)
 
 
 def build_monthly_dag(registry: dict[str, SnapshotConfig]) -> DAG:

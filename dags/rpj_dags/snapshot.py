@@ -23,7 +23,11 @@ from typing import Any
 from airflow.sdk import DAG, Param, TriggerRule, dag, get_current_context, task, task_group
 
 from rpj_dags.common import DEFAULT_ARGS, MAX_MAPPED_UNITS, START_DATE, whole
+from rpj_dags.dedup import DAG_ID as DEDUP_DAG_ID
+from rpj_dags.dedup import TASK_ORDER as DEDUP_TASK_ORDER
+from rpj_dags.dedup import dedup_run_id
 from rpj_dags.runtime import configure_storage, engine_task
+from rpj_dags.trigger import TriggerAndWaitOperator
 from rpj_tasks.core.config import DSIR_HASH_MODES, SnapshotConfig, validate_languages
 
 log = logging.getLogger("rpj.airflow")
@@ -74,6 +78,12 @@ def snapshot_params(cfg: SnapshotConfig) -> dict[str, Param]:
         "annotate": Param(True, type="boolean", description="Compute quality signals and MinHash for the mined shards."),
         "annotate_tail": Param(
             False, type="boolean", description="Also annotate the tail bucket (the reference annotates head and middle only)."
+        ),
+        "dedup": Param(
+            True,
+            type="boolean",
+            description="After annotation: exact dedup (index this snapshot, then an rpv2_dedup run over its set: "
+            "duplicates/) and fuzzy clusters at clusters_threshold (clusters/; needs annotate=true).",
         ),
         "dsir_hash_mode": Param(
             cfg.dsir_hash_mode,
@@ -230,6 +240,81 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
             params, cfg = _run_config(base)
             return ensure_signal_artifacts(cfg) if params["annotate"] else None
 
+        @task(execution_timeout=dt.timedelta(hours=2))
+        @engine_task
+        def dedup_index() -> None:
+            """Step 1 of exact dedup: this snapshot's digest index (every mined shard)."""
+            from rpj_tasks.dedup import stage
+
+            params, cfg = _run_config(base)
+            if not params["dedup"]:
+                raise _skip("dedup=false for this run")
+            stage.index(cfg, force=params["force"])
+
+        exact_dedup = TriggerAndWaitOperator(
+            task_id="exact_dedup",
+            trigger_dag_id=DEDUP_DAG_ID,
+            trigger_run_id=dedup_run_id(base.id, "{{ run_id }}"),
+            conf={"snapshot": base.id, "force": "{{ params.force }}"},
+            poll_interval=10 if base.sample else 30,
+            task_order=DEDUP_TASK_ORDER,
+            what="exact dedup run",
+            enabled_param="dedup",
+            execution_timeout=dt.timedelta(days=2),
+            retries=0,
+        )
+
+        @task(execution_timeout=dt.timedelta(hours=1))
+        @engine_task
+        def clusters_scatter() -> list[int]:
+            """Fuzzy clusters, step 1: the MinHash bands of every annotated file, into band partitions."""
+            from rpj_tasks.dedup import lsh
+
+            params, cfg = _run_config(base)
+            if not (params["dedup"] and params["annotate"]):
+                raise _skip("dedup=false or annotate=false for this run: no clusters")
+            out = lsh.clusters_scatter(
+                cfg.storage_root, [cfg.id], cfg.clusters_threshold, partitions=cfg.clusters_partitions, force=params["force"]
+            )
+            return list(out["partitions"])
+
+        @task(execution_timeout=dt.timedelta(hours=1))
+        @engine_task
+        def clusters_group(partition: int) -> None:
+            """Fuzzy clusters, step 2 (mapped): group one band partition, write its edges."""
+            from rpj_tasks.dedup import lsh
+
+            params, cfg = _run_config(base)
+            lsh.clusters_group(
+                cfg.storage_root,
+                [cfg.id],
+                cfg.clusters_threshold,
+                partition,
+                partitions=cfg.clusters_partitions,
+                force=params["force"],
+            )
+
+        @task(execution_timeout=dt.timedelta(hours=1))
+        @engine_task
+        def clusters_write() -> None:
+            """Fuzzy clusters, step 3: connected components, the clusters files and their record."""
+            from rpj_tasks.dedup import lsh
+
+            params, cfg = _run_config(base)
+            lsh.clusters_write(
+                cfg.storage_root, [cfg.id], cfg.clusters_threshold, partitions=cfg.clusters_partitions, force=params["force"]
+            )
+
+        def dedup_after(annotated: Any) -> list[Any]:
+            """Exact dedup and fuzzy clusters once every unit is annotated; returns the last tasks."""
+            index = dedup_index()
+            annotated >> index >> exact_dedup
+            scattered = clusters_scatter()
+            written = clusters_write()
+            annotated >> scattered
+            clusters_group.expand(partition=scattered) >> written
+            return [exact_dedup, written]
+
         # Runs when the plan succeeded, even if some units failed, to say which shards are missing;
         # after a failed plan it is upstream_failed (no work, no error of its own).
         @task(execution_timeout=dt.timedelta(minutes=30), trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
@@ -248,16 +333,23 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
 
             artifacts = signal_artifacts()
             process.expand(unit=units) >> artifacts
-            annotate.partial(artifacts_url=artifacts).expand(unit=units) >> report(units)
+            annotated = annotate.partial(artifacts_url=artifacts).expand(unit=units)
+            dedup_after(annotated) >> report(units)
         else:
 
             @task_group
             def process(unit: dict[str, Any]) -> None:
                 download(unit) >> hashes(unit) >> mine(unit) >> annotate(unit)
 
-            process.expand(unit=units) >> report(units)
+            dedup_after(process.expand(unit=units)) >> report(units)
 
     return snapshot_dag()
+
+
+def _skip(reason: str) -> Exception:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    return AirflowSkipException(reason)
 
 
 def _unit_segments(cfg: SnapshotConfig, unit: dict[str, Any], key: str) -> list[tuple[int, list[str]]]:

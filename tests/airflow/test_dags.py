@@ -42,13 +42,23 @@ def test_one_dag_per_snapshot_plus_sample_monthly_artifacts(dagbag):
     dags = dagbag["dags"]
     snapshot_dags = [d for d in dags if d.startswith("rpv2_20") or d.startswith("rpv2_19")]
     assert len(snapshot_dags) == 84
-    assert {"rpv2_2014_15", "rpv2_2023_06", "rpv2_2023_14", "rpv2_sample", "rpv2_monthly", "rpv2_prep_artifacts"} <= set(dags)
+    assert {
+        "rpv2_2014_15",
+        "rpv2_2023_06",
+        "rpv2_2023_14",
+        "rpv2_sample",
+        "rpv2_monthly",
+        "rpv2_prep_artifacts",
+        "rpv2_dedup",
+    } <= set(dags)
 
 
 def test_snapshot_dag_shape_and_params(dagbag):
     d = dagbag["dags"]["rpv2_2023_06"]
+    dedup = ["clusters_group", "clusters_scatter", "clusters_write", "dedup_index", "exact_dedup"]
     # a real snapshot annotates each unit right after mining it (artifacts must exist: checked by the plan)
     assert d["tasks"] == [
+        *dedup,
         "plan_units",
         "process.annotate",
         "process.download",
@@ -59,6 +69,7 @@ def test_snapshot_dag_shape_and_params(dagbag):
     # the sample builds its artifacts from its own documents first: annotation waits for every unit
     assert dagbag["dags"]["rpv2_sample"]["tasks"] == [
         "annotate",
+        *dedup,
         "plan_units",
         "process.download",
         "process.hashes",
@@ -66,6 +77,8 @@ def test_snapshot_dag_shape_and_params(dagbag):
         "report",
         "signal_artifacts",
     ]
+    assert dagbag["dags"]["rpv2_dedup"]["tasks"] == ["members", "partition", "plan", "summary", "write"]
+    assert d["params"]["dedup"] is True
     assert d["params"]["num_shards"] == 5000
     assert d["params"]["languages"] == list(LANGUAGES)
     assert d["params"]["force"] is False

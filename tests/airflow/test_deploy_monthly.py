@@ -33,9 +33,12 @@ def write_registry(tmp: Path, mirror: Path, data: Path) -> Path:
         "  models_version: sample-v1\n"
         "  signals_version: sample-v1\n"
         "  num_shards: 1\n"
+        "  dedup_partitions: 4\n"
+        "  clusters_partitions: 2\n"
         "snapshots:\n"
         + snapshots
-        + '  - {id: "2000-01", dag_id: rpv2_sample, sample: true, generate_source: true, num_shards: 4, hash_group_size: 2}\n'
+        + '  - {id: "2000-01", dag_id: rpv2_sample, sample: true, generate_source: true, num_shards: 4, hash_group_size: 2, '
+        "dedup_scope: snapshot}\n"'
     )
     return path
 
@@ -99,7 +102,7 @@ def snapshot_runs(client, dag_id: str) -> list[dict]:
     return client.request("GET", f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 100}).json()["dag_runs"]
 
 
-def wait_monthly_runs(dep, count: int, timeout: float = 900) -> list[dict]:
+def wait_monthly_runs(dep, count: int, timeout: float = 1500) -> list[dict]:
     import time
 
     deadline = time.monotonic() + timeout
@@ -113,6 +116,36 @@ def wait_monthly_runs(dep, count: int, timeout: float = 900) -> list[dict]:
                 f"monthly runs not finished in {timeout}s: {[(r['dag_run_id'], r['state']) for r in runs]}\n" + dep.diagnostics()
             )
         time.sleep(3)
+
+
+def assert_release_dedup(dep, client) -> None:
+    """Each snapshot run triggered one rpv2_dedup run (queued one after the other) and the release's
+    duplicates files, built incrementally as the snapshots arrived (two months at a time), equal a
+    from-scratch exact dedup of the three snapshots."""
+    from rpj_tasks.dedup import exact
+
+    runs = snapshot_runs(client, "rpv2_dedup")
+    assert sorted((r["dag_run_id"], r["state"]) for r in runs) == sorted(
+        (f"{sid}__rpv2_monthly__{month}", "success") for sid, month in MONTHLY.items()
+    ), [(r["dag_run_id"], r["state"]) for r in runs]
+    last = max(runs, key=lambda r: r["end_date"])
+    planned = [t for t in client.task_instances("rpv2_dedup", last["dag_run_id"]) if t["task_id"] == "partition"]
+    assert len(planned) == 4  # one mapped task per digest partition
+    log = client.task_log("rpv2_dedup", last["dag_run_id"], "plan", 1)
+    assert "4 partition tasks, memory per task" in log and "2023-14, 2023-10, 2023-06" in log, log[-3000:]
+
+    root = dep.storage_root
+    fresh = root.parent / "from-scratch"
+    for part in ("documents", "stats/ccnet"):
+        for sid in MONTHLY:
+            shutil.copytree(root / part / sid, fresh / part / sid)
+    config = exact.ExactDedupConfig(partitions=4)
+    for sid in MONTHLY:
+        exact.index_snapshot(fresh.as_uri(), sid, [0], config)
+    exact.run_exact_dedup(fresh.as_uri(), list(MONTHLY), config)
+    expected = {p.relative_to(fresh): p.read_bytes() for p in sorted((fresh / "duplicates").rglob("*.parquet"))}
+    actual = {p.relative_to(root): p.read_bytes() for p in sorted((root / "duplicates").rglob("*.parquet"))}
+    assert expected and actual == expected
 
 
 def test_backfill_triggers_each_month_once_and_a_retry_reuses_the_run(monthly_deployment):
@@ -134,6 +167,8 @@ def test_backfill_triggers_each_month_once_and_a_retry_reuses_the_run(monthly_de
             (f"rpv2_monthly__{month}", "success", {"month": month})
         ]
         assert (dep.storage_root / "stats" / "annotate" / sid / "0000.json").is_file()
+        assert (dep.storage_root / "stats" / "clusters" / sid / "sim0.8.json").is_file()
+    assert_release_dedup(dep, client)
 
     # a failed snapshot run fails its month, naming the run and its first failed task
     may = next(r for r in runs if r["logical_date"].startswith("2023-05-01"))

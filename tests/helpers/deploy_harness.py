@@ -39,7 +39,7 @@ BIN = Path(sys.executable).parent
 SCRIPT = REPO / "scripts" / "rpj-deploy"
 SNAPSHOT = "2000-01"
 SAMPLE_DAG = "rpv2_sample"
-OUTPUT_COMPONENTS = ("documents", "quality_signals", "minhash")
+OUTPUT_COMPONENTS = ("documents", "quality_signals", "minhash", "duplicates", "clusters")
 TERMINAL_RUN_STATES = {"success", "failed"}
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 REDIS_URL = "redis://127.0.0.1:6379"
@@ -65,7 +65,7 @@ def free_port() -> int:
 
 
 def output_digests(storage_root: Path) -> dict[str, str]:
-    """``{relative path: sha256}`` of every file under documents/, quality_signals/, minhash/."""
+    """``{relative path: sha256}`` of every file under the :data:`OUTPUT_COMPONENTS`."""
     return digests(storage_root, *OUTPUT_COMPONENTS)
 
 
@@ -78,13 +78,19 @@ _REFERENCE: dict[str, Path] = {}
 
 
 def cli_reference(base: Path) -> Path:
-    """Storage root of one CLI run of the sample (``rpj ccnet`` + ``rpj annotate``), made once per session."""
+    """Storage root of one CLI run of the sample (``rpj ccnet``, ``rpj annotate``, ``rpj dedup``,
+    ``rpj clusters``), made once per session."""
     if "root" in _REFERENCE:
         return _REFERENCE["root"]
     tmp = base / "cli-reference"
     tmp.mkdir(parents=True, exist_ok=True)
     env = base_env(tmp)
-    for args in (("ccnet", "--snapshot", SNAPSHOT, "--shards", "0-3"), ("annotate", "--snapshot", SNAPSHOT, "--shards", "0-3")):
+    for args in (
+        ("ccnet", "--snapshot", SNAPSHOT, "--shards", "0-3"),
+        ("annotate", "--snapshot", SNAPSHOT, "--shards", "0-3"),
+        ("dedup", "--snapshot", SNAPSHOT),
+        ("clusters", "--snapshot", SNAPSHOT),
+    ):
         proc = subprocess.run([str(BIN / "rpj"), *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, f"rpj {' '.join(args)} failed:\n{(proc.stdout + proc.stderr)[-5000:]}"
     root = tmp / "data"
