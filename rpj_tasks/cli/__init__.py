@@ -28,7 +28,7 @@ import os
 import sys
 import traceback
 
-from rpj_tasks.cli import annotate, ccnet, models, snapshots
+from rpj_tasks.cli import annotate, ccnet, dedup, models, snapshots
 from rpj_tasks.core import redact
 from rpj_tasks.core.errors import PermanentError, RpjError, storage_full
 
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", help="snapshot registry YAML (default: config/snapshots.yaml or $RPJ_REGISTRY)")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for module in (snapshots, ccnet, annotate, models):
+    for module in (snapshots, ccnet, annotate, dedup, models):
         module.register(sub)
     return p
 

@@ -795,11 +795,12 @@ def clusters_write(
     (``skipped``, ``record``, counts, ``files_with_clusters``, ``wall_seconds``)."""
     unit = clusters_unit(root, snapshots, threshold, partitions=partitions, inputs=inputs, component=component)
     if not force and (record := unit.finished()) is not None:
-        return {**unit.skipped("write"), **_summary(record)}
-    return {"skipped": False, "record": redact(unit.record_url), **_summary(_write(unit, workers))}
+        return {**unit.skipped("write"), **record_summary(record)}
+    return {"skipped": False, "record": redact(unit.record_url), **record_summary(_write(unit, workers))}
 
 
-def _summary(record: dict[str, Any]) -> dict[str, Any]:
+def record_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """The figures of a clusters record worth a log line or an XCom: counts, files, seconds."""
     counts = record.get("counts", {})
     return {
         "docs": counts.get("lsh.docs", 0),
