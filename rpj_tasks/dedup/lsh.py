@@ -18,7 +18,10 @@ set of snapshots:
 Keep rule (:func:`keep`): a listed document is kept iff ``id_int == cluster_id``.
 
 Scale-out.  The grouping is split into ``P`` partitions by a 64-bit hash of ``(band_index,
-band_bytes)`` (:func:`band_keys`), so a group never spans two partitions:
+band_bytes)`` (:func:`band_keys`), so a group never spans two partitions.  The work directory of
+a unit is ``staging/lsh/{scope}/sim{s}/{key}`` (:attr:`ClustersUnit.work`), ``key`` = the first 16
+hex digits of the sha256 of the inputs' fingerprint and ``P`` (:func:`work_key`): intermediates of
+another input set or partitioning are never read.
 
 * :func:`scatter` (per batch of input files) writes, for every partition ``p``, the rows
   ``(key, id_int, band_index, band_bytes)`` of the batch that fall in ``p``:
@@ -26,16 +29,27 @@ band_bytes)`` (:func:`band_keys`), so a group never spans two partitions:
 * :func:`group_partition` (per partition; the DAG maps over it) loads its rows, sorts them by key
   (numpy), checks full byte equality inside every run of equal keys (a hash collision is split
   exactly, never merged) and writes the partition's unique edges ``(member, group minimum)`` to
-  ``{work}/edges/{p:04d}.npy``;
+  ``{work}/edges/{p:04d}.npy``, atomically (then ``int64[rows, microseconds]`` for the record);
 * :func:`components` reads the edges alone (nothing else crosses partitions), remaps the ids to
   ``0..n-1`` and runs ``scipy.sparse.csgraph.connected_components``;
 * :func:`write_clusters_file` (per input file) looks the file's ``id_int`` up in the components.
 
 The edge set does not depend on ``P`` or the batch size, so neither do the clusters files: same
-inputs and threshold, same bytes.  :func:`run_clusters` runs all the steps in one process and
-publishes the clusters files through the commit protocol (record
-``stats/clusters/{scope}/sim{s}.json``, or ``stats/{component}/…``, written last, listing every input's sha256 and every
-output).
+inputs and threshold, same bytes.  The unit is published through the commit protocol (record
+``stats/clusters/{scope}/sim{s}.json``, or ``stats/{component}/…``, written last, listing every
+input's sha256 and every output), in three separately runnable steps (one task process each, on
+any machine that shares the storage root; each can be killed and rerun):
+
+1. :func:`clusters_scatter`: removes the record, clears the work directory, scatters every batch,
+   then writes ``{work}/scattered.json`` (fingerprint, ``P``, counts) **last**;
+2. :func:`clusters_group` (per partition): needs that marker (:class:`MissingInputError`
+   otherwise), writes the partition's edges (an edges file already there is kept);
+3. :func:`clusters_write`: needs the marker and every edges file, computes the components and
+   writes the clusters files and the record through one :class:`~rpj_tasks.core.commit.UnitCommit`,
+   then removes ``staging/lsh/{scope}/sim{s}`` (this unit's work directory and stale ones).
+
+Each step is skipped when the unit is finished (unless ``force``).  :func:`run_clusters` runs the
+three in one process.
 
 Memory (one partition task): about ``R · (2·(17 + W) + 40)`` bytes for ``R = N·b/P`` rows
 (``N`` documents with a signature): the rows twice while loading, then the sort order, sorted keys
@@ -381,7 +395,13 @@ def group_partition(work: str, partition: int) -> dict[str, Any]:
     ``{work}/edges/{p:04d}.npy`` atomically; returns ``rows``, ``edges`` and ``seconds``."""
     started = time.perf_counter()
     directory = bands_dir(work, partition)
-    loaded = [_load(storage.join(directory, n)) for n in batch_names(work, partition)]
+    loaded = []
+    for name in batch_names(work, partition):
+        url = storage.join(directory, name)
+        try:
+            loaded.append(_load(url))
+        except (EOFError, ValueError) as exc:  # a truncated file (not fsynced, e.g. after an OS crash)
+            raise MissingInputError(f"{redact(url)}: unreadable batch file ({exc}): run the scatter step again") from exc
     rows = BandRows.concatenate(loaded, loaded[0].data.shape[1] if loaded else 4)
     del loaded
     edges = group_rows(rows)
@@ -762,7 +782,7 @@ def clusters_group(
     threshold: float,
     partition: int,
     *,
-    partitions: int = DEFAULT_PARTITIONS,
+    partitions: int,
     force: bool = False,
     component: str = "clusters",
     inputs: Iterable[MinHashInput] | None = None,
@@ -782,7 +802,7 @@ def clusters_write(
     snapshots: Sequence[str],
     threshold: float,
     *,
-    partitions: int = DEFAULT_PARTITIONS,
+    partitions: int,
     workers: int = 1,
     force: bool = False,
     component: str = "clusters",
