@@ -126,13 +126,16 @@ def test_killed_scatter_leaves_no_marker_and_a_rerun_gives_the_same_bytes(tree, 
     assert file_bytes(root) == expected and record(root) == rec
 
 
-def test_a_missing_batch_file_is_detected(tree) -> None:
+def test_a_missing_or_truncated_batch_file_is_detected(tree) -> None:
     root, urls, _, _ = tree
     lsh.clusters_scatter(root, [SNAPSHOT], 0.8, partitions=P, batch_files=2, inputs=inputs(urls), force=True)
     unit = lsh.clusters_unit(root, [SNAPSHOT], 0.8, partitions=P, inputs=inputs(urls))
     Path(lsh.bands_dir(unit.work, 0), "000001.npy").unlink()
     with pytest.raises(MissingInputError, match="2 of 3 batch files"):
         lsh.clusters_group(root, [SNAPSHOT], 0.8, 0, partitions=P, inputs=inputs(urls))
+    Path(lsh.bands_dir(unit.work, 1), "000001.npy").write_bytes(b"\x93NUMPY")  # truncated (not fsynced)
+    with pytest.raises(MissingInputError, match="unreadable batch file .*run the scatter step again"):
+        lsh.clusters_group(root, [SNAPSHOT], 0.8, 1, partitions=P, inputs=inputs(urls))
 
 
 def test_intermediates_of_other_inputs_are_never_used(tree) -> None:
