@@ -9,6 +9,7 @@ Examples::
     rpj annotate --snapshot 2000-01 --shards 0-3        # quality signals + MinHash of mined shards
     rpj models install --version ccnet-official --from https://example.org/cc_net/lm/
     rpj dedup --snapshot 2000-01                        # exact dedup: duplicates/
+    rpj clusters --snapshot 2000-01                     # fuzzy clusters: clusters/
     rpj summary --snapshot 2000-01
 
 Expected failures (:class:`rpj_tasks.core.errors.RpjError`) print one line: exit 2 when retrying

@@ -1,4 +1,5 @@
-"""``rpj dedup``: exact dedup (the release's ``duplicates/``) of a snapshot, as the DAGs run it."""
+"""``rpj dedup`` (exact dedup: the release's ``duplicates/``) and ``rpj clusters`` (fuzzy-dedup
+clusters: ``clusters/``), as the DAGs run them."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import argparse
 import time
 from typing import Any
 
-from rpj_tasks.cli.common import snapshot_config
-from rpj_tasks.core import plan
+from rpj_tasks.cli.common import positive_int, snapshot_config, storage_root
+from rpj_tasks.core import layout, plan
 from rpj_tasks.core.config import load_registry
+from rpj_tasks.core.errors import ConfigError
 
 
 def register(sub: Any) -> None:
@@ -26,6 +28,15 @@ def register(sub: Any) -> None:
     d.add_argument("--force", action="store_true", help="redo every step, even finished ones")
     d.add_argument("--index-only", action="store_true", help="only index the snapshot (step 1)")
     d.set_defaults(run=run_dedup, limit=None, num_shards=None, source_base=None, languages=None)
+
+    p = sub.add_parser("clusters", help="fuzzy-dedup clusters (LSH on the MinHash files) of one or more snapshots")
+    p.add_argument("--snapshot", action="append", required=True, help="YYYY-WW; repeat for a set of snapshots clustered together")
+    p.add_argument("--threshold", help="0.7, 0.8, 0.9 or 1.0 (default: the registry's clusters_threshold)")
+    p.add_argument("--partitions", type=positive_int, help="band partitions (default: the registry's clusters_partitions)")
+    p.add_argument("--workers", type=positive_int, default=1, help="threads (memory grows with them)")
+    p.add_argument("--force", action="store_true", help="recompute a finished unit")
+    p.add_argument("--storage-root")
+    p.set_defaults(run=run_clusters)
 
 
 def run_dedup(args: argparse.Namespace) -> int:
@@ -59,3 +70,37 @@ def run_dedup(args: argparse.Namespace) -> int:
     done = sum(1 for p in parts if not p["skipped"])
     print(f"exact dedup: {done} of {len(parts)} partitions merged, {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def threshold_arg(text: str) -> float:
+    """``--threshold``: one of the MinHash thresholds (a ConfigError otherwise: one line, exit 2)."""
+    from rpj_tasks.core.schema import MINHASH_THRESHOLDS
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if value not in MINHASH_THRESHOLDS:
+        raise ConfigError(f"--threshold {text!r}: expected one of {', '.join(map(str, MINHASH_THRESHOLDS))}")
+    return value
+
+
+def run_clusters(args: argparse.Namespace) -> None:
+    from rpj_tasks.dedup import lsh
+
+    snapshots = sorted({layout.validate_snapshot(s) for s in args.snapshot})
+    cfg = load_registry(args.registry).get(snapshots[-1])  # the newest snapshot's settings, if registered
+    threshold = threshold_arg(args.threshold) if args.threshold else cfg.clusters_threshold if cfg else lsh.DEFAULT_THRESHOLD
+    partitions = args.partitions or (cfg.clusters_partitions if cfg else lsh.DEFAULT_PARTITIONS)
+    record = lsh.run_clusters(
+        storage_root(args), snapshots, threshold, partitions=partitions, workers=args.workers, force=args.force
+    )
+    name = f"clusters {'+'.join(snapshots)} sim{threshold}"
+    if record["skipped"]:
+        print(f"{name}: finished earlier, skipped (--force recomputes)")
+        return
+    summary = lsh.record_summary(record)
+    print(
+        f"{name}: {summary['docs']} docs, {summary['clustered_docs']} clustered docs in {summary['clusters']} clusters, "
+        f"{summary['files_with_clusters']} files written, {summary['wall_seconds']:.1f} s"
+    )

@@ -24,7 +24,7 @@ rpj working areas (not part of a release)::
     stats/annotate/{snapshot}/{shard:04d}.json           per-shard annotation stats; commit marker
     staging/dedup/exact/...                              exact-dedup state (rpj_tasks/dedup/exact.py)
     clusters/{snapshot}/{shard:04d}/{lang}_{bucket}.clusters.parquet   fuzzy-dedup clusters (rpv2_format.md §7)
-    staging/lsh/{scope}/sim{threshold}/                  LSH band partitions and edges (intermediate)
+    staging/lsh/{scope}/sim{threshold}/{key}/            LSH band partitions and edges of one input set (intermediate)
     stats/clusters/{scope}/sim{threshold}.json           the clusters of a scope; commit record
                                                          (stats/{component}/… for another component)
 """
@@ -211,5 +211,6 @@ def clusters_record_url(root: str, snapshots: list[str] | tuple[str, ...], thres
 
 
 def lsh_work_url(root: str, snapshots: list[str] | tuple[str, ...], threshold: float) -> str:
-    """LSH intermediates (band partitions, edges) of a scope and threshold."""
+    """LSH intermediates (band partitions, edges) of a scope and threshold: one work directory per
+    input set and partition count below it (``rpj_tasks.dedup.lsh.work_key``)."""
     return join(root, "staging", "lsh", lsh_scope(snapshots), f"sim{float(threshold)}")

@@ -18,7 +18,10 @@ set of snapshots:
 Keep rule (:func:`keep`): a listed document is kept iff ``id_int == cluster_id``.
 
 Scale-out.  The grouping is split into ``P`` partitions by a 64-bit hash of ``(band_index,
-band_bytes)`` (:func:`band_keys`), so a group never spans two partitions:
+band_bytes)`` (:func:`band_keys`), so a group never spans two partitions.  The work directory of
+a unit is ``staging/lsh/{scope}/sim{s}/{key}`` (:attr:`ClustersUnit.work`), ``key`` = the first 16
+hex digits of the sha256 of the inputs' fingerprint and ``P`` (:func:`work_key`): intermediates of
+another input set or partitioning are never read.
 
 * :func:`scatter` (per batch of input files) writes, for every partition ``p``, the rows
   ``(key, id_int, band_index, band_bytes)`` of the batch that fall in ``p``:
@@ -26,16 +29,27 @@ band_bytes)`` (:func:`band_keys`), so a group never spans two partitions:
 * :func:`group_partition` (per partition; the DAG maps over it) loads its rows, sorts them by key
   (numpy), checks full byte equality inside every run of equal keys (a hash collision is split
   exactly, never merged) and writes the partition's unique edges ``(member, group minimum)`` to
-  ``{work}/edges/{p:04d}.npy``;
+  ``{work}/edges/{p:04d}.npy``, atomically (then ``int64[rows, microseconds]`` for the record);
 * :func:`components` reads the edges alone (nothing else crosses partitions), remaps the ids to
   ``0..n-1`` and runs ``scipy.sparse.csgraph.connected_components``;
 * :func:`write_clusters_file` (per input file) looks the file's ``id_int`` up in the components.
 
 The edge set does not depend on ``P`` or the batch size, so neither do the clusters files: same
-inputs and threshold, same bytes.  :func:`run_clusters` runs all the steps in one process and
-publishes the clusters files through the commit protocol (record
-``stats/clusters/{scope}/sim{s}.json``, or ``stats/{component}/…``, written last, listing every input's sha256 and every
-output).
+inputs and threshold, same bytes.  The unit is published through the commit protocol (record
+``stats/clusters/{scope}/sim{s}.json``, or ``stats/{component}/…``, written last, listing every
+input's sha256 and every output), in three separately runnable steps (one task process each, on
+any machine that shares the storage root; each can be killed and rerun):
+
+1. :func:`clusters_scatter`: removes the record, clears the work directory, scatters every batch,
+   then writes ``{work}/scattered.json`` (fingerprint, ``P``, counts) **last**;
+2. :func:`clusters_group` (per partition): needs that marker (:class:`MissingInputError`
+   otherwise), writes the partition's edges (an edges file already there is kept);
+3. :func:`clusters_write`: needs the marker and every edges file, computes the components and
+   writes the clusters files and the record through one :class:`~rpj_tasks.core.commit.UnitCommit`,
+   then removes ``staging/lsh/{scope}/sim{s}`` (this unit's work directory and stale ones).
+
+Each step is skipped when the unit is finished (unless ``force``).  :func:`run_clusters` runs the
+three in one process.
 
 Memory (one partition task): about ``R · (2·(17 + W) + 40)`` bytes for ``R = N·b/P`` rows
 (``N`` documents with a signature): the rows twice while loading, then the sort order, sorted keys
@@ -45,7 +59,9 @@ and run numbers; ~180 bytes per row at 0.8 (``W`` = 52, ``b`` = 9); see
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 import os
 import re
@@ -63,8 +79,10 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from rpj_tasks.core import commit, layout, storage
-from rpj_tasks.core.errors import MissingInputError, PermanentError
+from rpj_tasks.core.errors import ConfigError, MissingInputError, PermanentError
 from rpj_tasks.core.layout import CLUSTERS_SUFFIX
+from rpj_tasks.core.plan import format_shards
+from rpj_tasks.core.redact import redact
 from rpj_tasks.core.schema import CLUSTERS_SCHEMA, MINHASH_BANDS, MINHASH_THRESHOLDS, signature_column
 from rpj_tasks.core.stats import Stats
 
@@ -249,13 +267,23 @@ def _load(url: str) -> BandRows:
         return BandRows(*(np.load(f, allow_pickle=False) for _ in range(4)))
 
 
-def _save_edges(url: str, edges: np.ndarray) -> None:
+def _save_edges(url: str, edges: np.ndarray, rows: int = 0, seconds: float = 0.0) -> None:
+    """The edges, then ``int64[rows, microseconds]`` of the group that made them (for the record)."""
     with storage.atomic_write(url) as f:
         np.save(f, np.ascontiguousarray(edges, dtype=np.uint64), allow_pickle=False)
+        np.save(f, np.array([rows, round(seconds * 1e6)], dtype=np.int64), allow_pickle=False)
 
 
 def _load_edges(url: str) -> np.ndarray:
     return np.load(io.BytesIO(storage.read_bytes(url)), allow_pickle=False)
+
+
+def _read_edges(url: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """An edges file's edges and ``{"rows", "edges", "seconds"}`` (zeros if it has no meta array)."""
+    f = io.BytesIO(storage.read_bytes(url))
+    edges = np.load(f, allow_pickle=False)
+    meta = np.load(f, allow_pickle=False).tolist() if f.tell() < len(f.getbuffer()) else [0, 0]
+    return edges, {"rows": int(meta[0]), "edges": len(edges), "seconds": meta[1] / 1e6}
 
 
 def bands_dir(work: str, partition: int) -> str:
@@ -357,17 +385,29 @@ def unique_edges(edges: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(edges[keep], dtype=np.uint64)
 
 
-def group_partition(work: str, partition: int) -> dict[str, int]:
+def batch_names(work: str, partition: int) -> list[str]:
+    """The committed batch files of one partition (temp files of a writer excluded)."""
+    return [n for n in storage.listdir(bands_dir(work, partition)) if n.endswith(".npy") and not storage.is_temp_name(n)]
+
+
+def group_partition(work: str, partition: int) -> dict[str, Any]:
     """Group one partition's band rows (every batch's file) and write its edges to
-    ``{work}/edges/{p:04d}.npy``; returns counts (``rows``, ``edges``)."""
+    ``{work}/edges/{p:04d}.npy`` atomically; returns ``rows``, ``edges`` and ``seconds``."""
+    started = time.perf_counter()
     directory = bands_dir(work, partition)
-    names = [n for n in storage.listdir(directory) if n.endswith(".npy") and not storage.is_temp_name(n)]
-    loaded = [_load(storage.join(directory, n)) for n in names]
+    loaded = []
+    for name in batch_names(work, partition):
+        url = storage.join(directory, name)
+        try:
+            loaded.append(_load(url))
+        except (EOFError, ValueError) as exc:  # a truncated file (not fsynced, e.g. after an OS crash)
+            raise MissingInputError(f"{redact(url)}: unreadable batch file ({exc}): run the scatter step again") from exc
     rows = BandRows.concatenate(loaded, loaded[0].data.shape[1] if loaded else 4)
     del loaded
     edges = group_rows(rows)
-    _save_edges(edges_url(work, partition), edges)
-    return {"rows": len(rows), "edges": len(edges)}
+    seconds = time.perf_counter() - started
+    _save_edges(edges_url(work, partition), edges, len(rows), seconds)
+    return {"rows": len(rows), "edges": len(edges), "seconds": seconds}
 
 
 # ---------------------------------------------------------------- step 3: components (edges only)
@@ -438,7 +478,10 @@ def partition_memory_bytes(docs: int, threshold: float = DEFAULT_THRESHOLD, part
     return rows * (2 * (17 + width) + 40)
 
 
-# ---------------------------------------------------------------- driver
+# ---------------------------------------------------------------- driver: three steps of one unit
+
+
+MARKER = "scattered.json"
 
 
 def _batches(items: Sequence[MinHashInput], size: int) -> list[Sequence[MinHashInput]]:
@@ -470,6 +513,324 @@ def _invalidate_overlapping(root: str, component: str, record_url: str, output_d
     return removed
 
 
+def work_key(fingerprint: dict[str, Any], partitions: int) -> str:
+    """The name of a work directory: the first 16 hex digits of the sha256 of the fingerprint
+    (inputs' sha256s, threshold, algorithm) and the partition count, so that intermediates of
+    another input set or partitioning are never read."""
+    text = json.dumps({"fingerprint": fingerprint, "partitions": partitions}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ClustersUnit:
+    """What every step of one clusters unit computes the same way from its arguments."""
+
+    root: str
+    scope: list[str]
+    threshold: float
+    items: list[MinHashInput]
+    fingerprint: dict[str, Any]
+    record_url: str
+    partitions: int
+    component: str
+
+    @property
+    def name(self) -> str:
+        return f"clusters {'+'.join(self.scope)} sim{self.threshold}"
+
+    @property
+    def work_root(self) -> str:
+        """Every work directory of this scope and threshold (``staging/lsh/{scope}/sim{s}``)."""
+        return layout.lsh_work_url(self.root, self.scope, self.threshold)
+
+    @property
+    def work(self) -> str:
+        """This unit's work directory: ``{work_root}/{work_key}``."""
+        return storage.join(self.work_root, work_key(self.fingerprint, self.partitions))
+
+    @property
+    def marker_url(self) -> str:
+        return storage.join(self.work, MARKER)
+
+    def finished(self) -> dict[str, Any] | None:
+        return commit.finished(self.record_url, self.fingerprint)
+
+    def skipped(self, step: str) -> dict[str, Any]:
+        log.info("%s %s: finished earlier, skipped", self.name, step)
+        return {
+            "skipped": True,
+            "partitions": list(range(self.partitions)),
+            "record": redact(self.record_url),
+        }
+
+
+def clusters_unit(
+    root: str,
+    snapshots: Sequence[str],
+    threshold: float,
+    *,
+    partitions: int = DEFAULT_PARTITIONS,
+    inputs: Iterable[MinHashInput] | None = None,
+    component: str = "clusters",
+) -> ClustersUnit:
+    """The unit of ``snapshots`` at ``threshold``: its inputs (``inputs``, default
+    :func:`snapshot_inputs`), fingerprint, record and work directory."""
+    band_layout(threshold)
+    if not 1 <= partitions <= 65535:
+        raise ConfigError(f"partitions must be 1..65535, got {partitions}")
+    scope = sorted({layout.validate_snapshot(s) for s in snapshots})
+    items = sorted(inputs if inputs is not None else snapshot_inputs(root, scope), key=lambda i: i.base_tag)
+    outside = [i.url for i in items if i.snapshot not in scope]
+    if outside:
+        raise LshInputError(f"inputs outside the snapshots {scope}: {outside[:3]}")
+    fingerprint = {
+        "algorithm": ALGORITHM,
+        "threshold": float(threshold),
+        "minhash": {i.base_tag: i.sha256 for i in items},
+    }
+    record_url = layout.clusters_record_url(root, scope, threshold, component)
+    return ClustersUnit(root, scope, float(threshold), items, fingerprint, record_url, partitions, component)
+
+
+def _marker(unit: ClustersUnit, step: str) -> dict[str, Any]:
+    """The scatter marker of this unit's inputs, or MissingInputError naming the step to rerun."""
+    try:
+        marker = json.loads(storage.read_bytes(unit.marker_url))
+    except FileNotFoundError:
+        marker = None
+    if not marker or marker.get("fingerprint") != unit.fingerprint or marker.get("partitions") != unit.partitions:
+        raise MissingInputError(
+            f"{unit.name} {step}: the scatter step has not finished for these inputs and {unit.partitions} partitions "
+            f"(no {redact(unit.marker_url)}): run clusters_scatter first"
+        )
+    return marker
+
+
+def _scatter(unit: ClustersUnit, batch_files: int, workers: int) -> dict[str, Any]:
+    """Step 1 (no skip check): clear the work directory, scatter every batch, write the marker last."""
+    if batch_files < 1:
+        raise ConfigError(f"batch_files must be >= 1, got {batch_files}")
+    started = time.perf_counter()
+    storage.remove(unit.record_url)  # commit protocol rule 2: a redo that dies is never skipped
+    _clear(unit.work)
+    stats = Stats()
+    batches = _batches(unit.items, batch_files)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+
+        def one(numbered: tuple[int, Sequence[MinHashInput]]) -> dict[str, int]:
+            return scatter(numbered[1], unit.threshold, unit.work, unit.partitions, numbered[0])
+
+        for counts in pool.map(one, enumerate(batches)):
+            for name, value in counts.items():
+                stats.inc(f"lsh.{name}", value)
+    stats.add_time("scatter", time.perf_counter() - started)
+    marker = {
+        "fingerprint": unit.fingerprint,
+        "partitions": unit.partitions,
+        "batches": len(batches),
+        **stats.to_dict(),
+    }
+    storage.write_bytes(unit.marker_url, json.dumps(marker, indent=1, sort_keys=True).encode())
+    log.info(
+        "%s scatter: %d files in %d batches, %d docs (%d null signatures), %d band rows in %d partitions, %.2f s",
+        unit.name,
+        len(unit.items),
+        len(batches),
+        stats["lsh.docs"],
+        stats["lsh.null_signatures"],
+        stats["lsh.rows"],
+        unit.partitions,
+        stats.seconds["scatter"],
+    )
+    return {
+        "skipped": False,
+        "partitions": list(range(unit.partitions)),
+        "work": redact(unit.work),
+        "files": len(unit.items),
+        "batches": len(batches),
+        "docs": stats["lsh.docs"],
+        "null_signatures": stats["lsh.null_signatures"],
+        "rows": stats["lsh.rows"],
+        "seconds": round(stats.seconds["scatter"], 3),
+    }
+
+
+def _group(unit: ClustersUnit, partition: int, force: bool) -> dict[str, Any]:
+    """Step 2 (no skip check): the edges of one partition; an edges file of this work directory is kept."""
+    if not 0 <= partition < unit.partitions:
+        raise ConfigError(f"partition {partition} is not in 0..{unit.partitions - 1}")
+    marker = _marker(unit, f"group {partition}")
+    names = batch_names(unit.work, partition)
+    if len(names) != marker["batches"]:
+        raise MissingInputError(
+            f"{unit.name} group {partition}: {len(names)} of {marker['batches']} batch files under "
+            f"{redact(bands_dir(unit.work, partition))}: run clusters_scatter again"
+        )
+    url = edges_url(unit.work, partition)
+    if not force and storage.exists(url):
+        counts, kept = _read_edges(url)[1], True
+    else:
+        counts, kept = group_partition(unit.work, partition), False
+    log.info(
+        "%s group %d/%d: %d band rows, %d edges, %.2f s%s",
+        unit.name,
+        partition,
+        unit.partitions,
+        counts["rows"],
+        counts["edges"],
+        counts["seconds"],
+        " (edges of an earlier run kept)" if kept else "",
+    )
+    return {"skipped": False, "partition": partition, "kept": kept, **counts, "seconds": round(counts["seconds"], 3)}
+
+
+def _write(unit: ClustersUnit, workers: int) -> dict[str, Any]:
+    """Step 3 (no skip check): components of every partition's edges, the clusters files through one
+    :class:`~rpj_tasks.core.commit.UnitCommit`, then every work directory of the scope and threshold
+    is removed; returns the record."""
+    started = time.perf_counter()
+    marker = _marker(unit, "write")
+    missing = [p for p in range(unit.partitions) if not storage.exists(edges_url(unit.work, p))]
+    if missing:
+        raise MissingInputError(
+            f"{unit.name} write: no edges of partition(s) {format_shards(missing)} of {unit.partitions} "
+            f"under {redact(unit.work)}: run clusters_group for them first"
+        )
+    stats = Stats.from_dict(marker)
+    root, component = unit.root, unit.component
+    output_dirs = [storage.join(root, component, s) for s in unit.scope]
+    with commit.UnitCommit(
+        unit.record_url, unit.fingerprint, output_dirs, owned=lambda n: n.endswith(CLUSTERS_SUFFIX), recursive=True
+    ) as committing:
+        _invalidate_overlapping(root, component, unit.record_url, output_dirs)
+        with stats.timer("components"):
+            parts = []
+            for p in range(unit.partitions):
+                part, meta = _read_edges(edges_url(unit.work, p))
+                parts.append(part)
+                stats.add_time("group", meta["seconds"])  # the sum over the partitions
+            edges = unique_edges(np.concatenate(parts))
+            del parts
+            nodes, cluster_ids = components(edges)
+        stats.inc("lsh.edges", len(edges))
+        del edges
+        stats.inc("lsh.clustered_docs", len(nodes))
+        stats.inc("lsh.clusters", int(np.count_nonzero(keep(nodes, cluster_ids))))
+        files: dict[str, int] = {}
+        with stats.timer("write"), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+
+            def write(item: MinHashInput) -> tuple[str, int, dict[str, Any]]:
+                digests: dict[str, Any] = {}
+                out = layout.clusters_url(root, item.snapshot, item.shard, item.lang, item.bucket, component)
+                return item.base_tag, write_clusters_file(item, out, nodes, cluster_ids, digests), digests
+
+            for tag, rows, digests in pool.map(write, unit.items):
+                committing.add_outputs(digests)
+                if rows:
+                    files[tag] = rows
+        own = time.perf_counter() - started
+        record = committing.commit(
+            {
+                "snapshots": unit.scope,
+                "threshold": unit.threshold,
+                "files_with_clusters": len(files),
+                "wall_seconds": round(stats.seconds["scatter"] + stats.seconds.get("group", 0.0) + own, 3),
+                **stats.to_dict(),
+            }
+        )
+    _clear(unit.work_root)  # this unit's intermediates and any stale ones of other inputs
+    log.info(
+        "%s write: %d docs, %d clustered in %d clusters, %d files, %.2f s | %s",
+        unit.name,
+        stats["lsh.docs"],
+        stats["lsh.clustered_docs"],
+        stats["lsh.clusters"],
+        len(files),
+        own,
+        stats.summary(),
+    )
+    return record
+
+
+def clusters_scatter(
+    root: str,
+    snapshots: Sequence[str],
+    threshold: float = DEFAULT_THRESHOLD,
+    *,
+    partitions: int = DEFAULT_PARTITIONS,
+    batch_files: int = DEFAULT_BATCH_FILES,
+    workers: int = 1,
+    force: bool = False,
+    component: str = "clusters",
+    inputs: Iterable[MinHashInput] | None = None,
+) -> dict[str, Any]:
+    """Step 1 of the clusters of ``snapshots`` at ``threshold``: scatter the band rows into
+    ``partitions`` partitions in the unit's own work directory (:attr:`ClustersUnit.work`, cleared
+    first), then write ``scattered.json`` (fingerprint, counts) last.  Skipped if the unit is
+    finished (unless ``force``).  Returns a small JSON-able dict: ``skipped``, ``partitions`` (the
+    list to map the group step over), and when run ``work`` and the counts.  Starting removes the
+    unit's record (it is unfinished until the write step commits)."""
+    unit = clusters_unit(root, snapshots, threshold, partitions=partitions, inputs=inputs, component=component)
+    if not force and unit.finished() is not None:
+        return unit.skipped("scatter")
+    return _scatter(unit, batch_files, workers)
+
+
+def clusters_group(
+    root: str,
+    snapshots: Sequence[str],
+    threshold: float,
+    partition: int,
+    *,
+    partitions: int,
+    force: bool = False,
+    component: str = "clusters",
+    inputs: Iterable[MinHashInput] | None = None,
+) -> dict[str, Any]:
+    """Step 2: the edges of one partition (``{work}/edges/{p:04d}.npy``, written atomically).
+    Skipped if the unit is finished (unless ``force``); needs the scatter marker of these inputs and
+    ``partitions`` (else :class:`MissingInputError`); an edges file already in the work directory
+    (same inputs, by its name) is kept unless ``force``."""
+    unit = clusters_unit(root, snapshots, threshold, partitions=partitions, inputs=inputs, component=component)
+    if not force and unit.finished() is not None:
+        return {**unit.skipped(f"group {partition}"), "partition": partition}
+    return _group(unit, partition, force)
+
+
+def clusters_write(
+    root: str,
+    snapshots: Sequence[str],
+    threshold: float,
+    *,
+    partitions: int,
+    workers: int = 1,
+    force: bool = False,
+    component: str = "clusters",
+    inputs: Iterable[MinHashInput] | None = None,
+) -> dict[str, Any]:
+    """Step 3: connected components of every partition's edges, the clusters files and the record
+    (one commit unit), then the work directories of the scope and threshold are removed.  Skipped
+    if the unit is finished (unless ``force``); needs the marker and all ``partitions`` edges files
+    (else :class:`MissingInputError` naming the missing partitions).  Returns a small summary
+    (``skipped``, ``record``, counts, ``files_with_clusters``, ``wall_seconds``)."""
+    unit = clusters_unit(root, snapshots, threshold, partitions=partitions, inputs=inputs, component=component)
+    if not force and (record := unit.finished()) is not None:
+        return {**unit.skipped("write"), **record_summary(record)}
+    return {"skipped": False, "record": redact(unit.record_url), **record_summary(_write(unit, workers))}
+
+
+def record_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """The figures of a clusters record worth a log line or an XCom: counts, files, seconds."""
+    counts = record.get("counts", {})
+    return {
+        "docs": counts.get("lsh.docs", 0),
+        "clustered_docs": counts.get("lsh.clustered_docs", 0),
+        "clusters": counts.get("lsh.clusters", 0),
+        "files_with_clusters": record.get("files_with_clusters", 0),
+        "wall_seconds": record.get("wall_seconds", 0.0),
+    }
+
+
 def run_clusters(
     root: str,
     snapshots: Sequence[str],
@@ -482,85 +843,20 @@ def run_clusters(
     force: bool = False,
     component: str = "clusters",
 ) -> dict[str, Any]:
-    """Clusters of ``snapshots`` at ``threshold``, all steps in this process; returns the record.
+    """Clusters of ``snapshots`` at ``threshold``: the three steps in this process; returns the record.
 
     ``inputs`` defaults to the MinHash files the annotation records list (:func:`snapshot_inputs`).
     A finished run with the same inputs is skipped (unless ``force``); ``partitions`` and
     ``batch_files`` change memory and time, never the output; ``workers`` threads run scatter
-    batches and partitions concurrently (numpy and pyarrow release the GIL; memory grows with it).  One ``(scope, threshold)`` owns
-    ``{component}/{snapshot}/`` of its snapshots; use another ``component`` for a second threshold.
+    batches, partitions and file writes concurrently (numpy and pyarrow release the GIL; memory
+    grows with it).  One ``(scope, threshold)`` owns ``{component}/{snapshot}/`` of its snapshots;
+    use another ``component`` for a second threshold.
     """
-    band_layout(threshold)
-    if partitions < 1 or batch_files < 1:
-        raise ValueError("partitions and batch_files must be >= 1")
-    scope = sorted({layout.validate_snapshot(s) for s in snapshots})
-    items = sorted(inputs if inputs is not None else snapshot_inputs(root, scope), key=lambda i: i.base_tag)
-    outside = [i.url for i in items if i.snapshot not in scope]
-    if outside:
-        raise LshInputError(f"inputs outside the snapshots {scope}: {outside[:3]}")
-    record_url = layout.clusters_record_url(root, scope, threshold, component)
-    fingerprint = {
-        "algorithm": ALGORITHM,
-        "threshold": float(threshold),
-        "minhash": {i.base_tag: i.sha256 for i in items},
-    }
-    if not force and (record := commit.finished(record_url, fingerprint)) is not None:
-        log.info("clusters %s sim%s: finished, skipped", "+".join(scope), float(threshold))
+    unit = clusters_unit(root, snapshots, threshold, partitions=partitions, inputs=inputs, component=component)
+    if not force and (record := unit.finished()) is not None:
+        log.info("%s: finished, skipped", unit.name)
         return {**record, "skipped": True}
-    stats = Stats()
-    started = time.perf_counter()
-    work = layout.lsh_work_url(root, scope, threshold)
-    output_dirs = [storage.join(root, component, s) for s in scope]
-    with commit.UnitCommit(
-        record_url, fingerprint, output_dirs, owned=lambda n: n.endswith(CLUSTERS_SUFFIX), recursive=True
-    ) as unit:
-        _invalidate_overlapping(root, component, record_url, output_dirs)
-        _clear(work)
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            with stats.timer("scatter"):
-                batches = _batches(items, batch_files)
-                for counts in pool.map(lambda nb: scatter(nb[1], threshold, work, partitions, nb[0]), enumerate(batches)):
-                    for name, value in counts.items():
-                        stats.inc(f"lsh.{name}", value)
-            with stats.timer("group"):
-                list(pool.map(lambda p: group_partition(work, p), range(partitions)))
-            with stats.timer("components"):
-                edges = load_edges(work, partitions)
-                nodes, cluster_ids = components(edges)
-            stats.inc("lsh.edges", len(edges))
-            del edges
-            stats.inc("lsh.clustered_docs", len(nodes))
-            stats.inc("lsh.clusters", int(np.count_nonzero(keep(nodes, cluster_ids))))
-            files: dict[str, int] = {}
-            with stats.timer("write"):
-
-                def write(item: MinHashInput) -> tuple[str, int, dict[str, Any]]:
-                    digests: dict[str, Any] = {}
-                    out = layout.clusters_url(root, item.snapshot, item.shard, item.lang, item.bucket, component)
-                    return item.base_tag, write_clusters_file(item, out, nodes, cluster_ids, digests), digests
-
-                for tag, rows, digests in pool.map(write, items):
-                    unit.add_outputs(digests)
-                    if rows:
-                        files[tag] = rows
-        record = unit.commit(
-            {
-                "snapshots": scope,
-                "threshold": float(threshold),
-                "files_with_clusters": len(files),
-                "wall_seconds": round(time.perf_counter() - started, 3),
-                **stats.to_dict(),
-            }
-        )
-    _clear(work)
-    log.info(
-        "clusters %s sim%s: %d docs, %d clustered in %d clusters, %d files | %s",
-        "+".join(scope),
-        float(threshold),
-        stats["lsh.docs"],
-        stats["lsh.clustered_docs"],
-        stats["lsh.clusters"],
-        len(files),
-        stats.summary(),
-    )
-    return {**record, "skipped": False}
+    _scatter(unit, batch_files, workers)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(lambda p: _group(unit, p, True), range(partitions)))
+    return {**_write(unit, workers), "skipped": False}

@@ -38,7 +38,7 @@ def write_registry(tmp: Path, mirror: Path, data: Path) -> Path:
         "snapshots:\n"
         + snapshots
         + '  - {id: "2000-01", dag_id: rpv2_sample, sample: true, generate_source: true, num_shards: 4, hash_group_size: 2, '
-        "dedup_scope: snapshot}\n"'
+        "dedup_scope: snapshot}\n"
     )
     return path
 
