@@ -4,6 +4,7 @@ clusters: ``clusters/``), as the DAGs run them."""
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from typing import Any
 
@@ -36,6 +37,12 @@ def register(sub: Any) -> None:
     p.add_argument("--workers", type=positive_int, default=1, help="threads (memory grows with them)")
     p.add_argument("--force", action="store_true", help="recompute a finished unit")
     p.add_argument("--storage-root")
+    p.add_argument(
+        "--component",
+        default="clusters",
+        help="output folder under the storage root (default clusters, where the DAG writes each snapshot's clusters); "
+        "use another one, e.g. clusters_sim0.9, to keep both",
+    )
     p.set_defaults(run=run_clusters)
 
 
@@ -92,8 +99,16 @@ def run_clusters(args: argparse.Namespace) -> None:
     cfg = load_registry(args.registry).get(snapshots[-1])  # the newest snapshot's settings, if registered
     threshold = threshold_arg(args.threshold) if args.threshold else cfg.clusters_threshold if cfg else lsh.DEFAULT_THRESHOLD
     partitions = args.partitions or (cfg.clusters_partitions if cfg else lsh.DEFAULT_PARTITIONS)
+    if not re.fullmatch(r"clusters[a-z0-9_.-]{0,40}", args.component):
+        raise ConfigError(f"--component {args.component!r}: expected clusters followed by [a-z0-9_.-], e.g. clusters_sim0.9")
     record = lsh.run_clusters(
-        storage_root(args), snapshots, threshold, partitions=partitions, workers=args.workers, force=args.force
+        storage_root(args),
+        snapshots,
+        threshold,
+        partitions=partitions,
+        workers=args.workers,
+        force=args.force,
+        component=args.component,
     )
     name = f"clusters {'+'.join(snapshots)} sim{threshold}"
     if record["skipped"]:
