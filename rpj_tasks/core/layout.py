@@ -120,6 +120,11 @@ def exact_dedup_url(root: str, *parts: str) -> str:
     return join(root, "staging", "dedup", "exact", *parts)
 
 
+def duplicates_record_url(root: str, snapshot: str) -> str:
+    """The commit record of a snapshot's ``duplicates/`` files (exact dedup, step 3)."""
+    return exact_dedup_url(root, "duplicates", validate_snapshot(snapshot) + ".json")
+
+
 def listing_url(root: str, crawl: str) -> str:
     """The staged copy of a crawl's ``wet.paths.gz`` (read by every task of a run)."""
     return join(root, "staging", "listings", crawl, "wet.paths.gz")

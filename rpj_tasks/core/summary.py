@@ -56,6 +56,22 @@ def damaged_sources(cfg: SnapshotConfig, shards: set[int]) -> list[dict[str, Any
     return out
 
 
+def dedup_summary(cfg: SnapshotConfig) -> dict[str, Any]:
+    """Exact duplicates and fuzzy clusters of the snapshot, from their commit records (``None``
+    where that step has not finished)."""
+    from rpj_tasks.core import commit
+
+    exact = commit.load_record(layout.duplicates_record_url(cfg.storage_root, cfg.id))
+    fuzzy = commit.load_record(layout.clusters_record_url(cfg.storage_root, [cfg.id], cfg.clusters_threshold))
+    counts = (fuzzy or {}).get("counts", {})
+    return {
+        "exact_duplicates": exact["duplicates"] if exact else None,
+        "clusters_threshold": cfg.clusters_threshold,
+        "clustered_documents": counts.get("lsh.clustered_docs", 0) if fuzzy else None,
+        "clusters": counts.get("lsh.clusters", 0) if fuzzy else None,
+    }
+
+
 def snapshot_summary(cfg: SnapshotConfig, shards: list[int] | None = None) -> dict[str, Any]:
     """Totals over the CCNet and annotation records of ``shards`` (default: every shard)."""
     shards = list(range(cfg.num_shards)) if shards is None else shards
@@ -86,6 +102,7 @@ def snapshot_summary(cfg: SnapshotConfig, shards: list[int] | None = None) -> di
         "lines_annotated": annotate["annotate.lines"],
         "bad_records": {k: v for k, v in ccnet.counts.items() if k.startswith("wet.skipped.")},
         "damaged_sources": damaged_sources(cfg, mined),
+        "dedup": dedup_summary(cfg),
     }
 
 
@@ -125,9 +142,16 @@ def format_summary(s: dict[str, Any]) -> str:
                 f"    ... {len(damaged) - MAX_DAMAGED_LINES} more in {storage.join(root, 'stats', 'download', s['snapshot'])}"
             )
     lines.append(f"  quality signals + MinHash: {s['files_annotated']} files, {s['lines_annotated']} documents")
-    lines.append(
-        "  outputs: " + ", ".join(storage.join(root, c, s["snapshot"]) for c in ("documents", "quality_signals", "minhash"))
+    dedup = s.get("dedup") or {}
+    exact = "not run" if dedup.get("exact_duplicates") is None else f"{dedup['exact_duplicates']} documents listed as duplicates"
+    fuzzy = (
+        "not run"
+        if dedup.get("clusters") is None
+        else f"{dedup['clustered_documents']} documents in {dedup['clusters']} clusters at {dedup['clusters_threshold']}"
     )
+    lines.append(f"  exact dedup: {exact}; fuzzy: {fuzzy}")
+    components = ("documents", "quality_signals", "minhash", "duplicates", "clusters")
+    lines.append("  outputs: " + ", ".join(storage.join(root, c, s["snapshot"]) for c in components))
     lines.append(
         f"  per-shard stats: {storage.join(root, 'stats', 'ccnet', s['snapshot'])}, {storage.join(root, 'stats', 'annotate', s['snapshot'])}"
     )

@@ -255,8 +255,7 @@ def partition_record_url(root: str, group: str, partition: int, partitions: int)
     return layout.exact_dedup_url(root, *group.split("/"), "partitions", part_name(partition, partitions) + ".json")
 
 
-def duplicates_record_url(root: str, snapshot: str) -> str:
-    return layout.exact_dedup_url(root, "duplicates", layout.validate_snapshot(snapshot) + ".json")
+duplicates_record_url = layout.duplicates_record_url
 
 
 def indexed_snapshots(root: str) -> list[str]:

@@ -72,3 +72,26 @@ def test_summary_names_files_damaged_at_the_source(tmp_path, capsys):
     assert data["damaged_sources"] == [{"shard": 3, "file": f"{tmp_path.as_uri()}/staging/wet/{seg}", "damage": "truncated: cut"}]
     assert cli.main(["summary", "--snapshot", "2023-06", "--storage-root", tmp_path.as_uri()]) == 0
     assert "    shard 0003 CC-MAIN-1-00007.warc.wet.gz: truncated: cut" in capsys.readouterr().out
+
+
+def test_summary_shows_dedup_from_its_records(tmp_path, capsys):
+    write_records(tmp_path)
+    args = ["summary", "--snapshot", "2023-06", "--storage-root", tmp_path.as_uri()]
+    assert cli.main(args) == 0
+    assert "  exact dedup: not run; fuzzy: not run" in capsys.readouterr().out.splitlines()
+    exact = tmp_path / "staging" / "dedup" / "exact" / "duplicates"
+    exact.mkdir(parents=True)
+    (exact / "2023-06.json").write_text(json.dumps({"duplicates": 7}))
+    fuzzy = tmp_path / "stats" / "clusters" / "2023-06"
+    fuzzy.mkdir(parents=True)
+    (fuzzy / "sim0.8.json").write_text(json.dumps({"counts": {"lsh.clustered_docs": 9, "lsh.clusters": 4}}))
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "  exact dedup: 7 documents listed as duplicates; fuzzy: 9 documents in 4 clusters at 0.8" in out
+    assert cli.main([*args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dedup"] == {
+        "exact_duplicates": 7,
+        "clusters_threshold": 0.8,
+        "clustered_documents": 9,
+        "clusters": 4,
+    }
