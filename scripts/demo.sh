@@ -7,6 +7,7 @@
 #   - triggers rpv2_sample through the REST API and waits for it: the DAG generates the offline
 #     sample Common Crawl mirror and models, then download -> hashes -> mine (documents/), builds
 #     the sample's quality-signal artifacts and annotates every shard (quality_signals/, minhash/),
+#     then exact dedup (duplicates/, via an rpv2_dedup run) and fuzzy clusters (clusters/),
 #   - prints what was read, kept and annotated, where the outputs are, and how to open the web UI.
 # The deployment keeps running so that the run can be seen in the UI: `scripts/rpj-deploy down` stops it.
 set -euo pipefail
