@@ -255,7 +255,9 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
             task_id="exact_dedup",
             trigger_dag_id=DEDUP_DAG_ID,
             trigger_run_id=dedup_run_id(base.id, "{{ run_id }}"),
-            conf={"snapshot": base.id, "force": "{{ params.force }}"},
+            # no force: every dedup step is redone by itself when its inputs changed (a forced run
+            # would recompute the whole release); rpv2_dedup's own Param force is for a manual run
+            conf={"snapshot": base.id},
             poll_interval=10 if base.sample else 30,
             task_order=DEDUP_TASK_ORDER,
             what="exact dedup run",
