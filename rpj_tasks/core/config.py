@@ -162,6 +162,9 @@ class SnapshotConfig:
     dedup_queue: str = "dedup"
     clusters_threshold: float = 0.8
     clusters_partitions: int = 8
+    # Token counts (rpj_tasks/tokens): "" = Mistral-7B-v0.1 from the mistral-common wheel, else a
+    # local tokenizer.json (path or file:// URL) counted with Hugging Face tokenizers.
+    tokenizer_json: str = ""
     dag_id: str = ""
     sample: bool = False
     # The offline sample only: generate its mirror at source_base (a file:// URL) when absent.
@@ -192,6 +195,8 @@ class SnapshotConfig:
                 f"{self.id}: dsir_hash_mode must be one of {', '.join(DSIR_HASH_MODES)}, got {self.dsir_hash_mode!r}"
             )
         self._check_dedup()
+        if not isinstance(self.tokenizer_json, str) or "://" in self.tokenizer_json.removeprefix("file://"):
+            raise ConfigError(f"{self.id}: tokenizer_json must be a local path or file:// URL, got {self.tokenizer_json!r}")
         if self.generate_source and not (self.sample and self.source_base.startswith("file://")):
             raise ConfigError(
                 f"{self.id}: generate_source is only for the sample snapshot with a file:// source_base "

@@ -27,6 +27,8 @@ rpj working areas (not part of a release)::
     staging/lsh/{scope}/sim{threshold}/{key}/            LSH band partitions and edges of one input set (intermediate)
     stats/clusters/{scope}/sim{threshold}.json           the clusters of a scope; commit record
                                                          (stats/{component}/… for another component)
+    tokens/{snapshot}/{shard:04d}/{lang}_{bucket}.tokens.parquet   tokens per document (rpj_tasks/tokens)
+    stats/tokens/{snapshot}/{shard:04d}.json             per-shard token totals; commit record
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ MINHASH_SUFFIX = ".minhash.parquet"
 DUPLICATES_SUFFIX = ".duplicates.parquet"
 #: Fuzzy-dedup output of ``run_lsh.py`` (rpv2_format.md §7; users run it, not a release component).
 CLUSTERS_SUFFIX = ".clusters.parquet"
+#: Tokens per document (rpj's own component, :mod:`rpj_tasks.tokens`; not in an RPv2 release).
+TOKENS_SUFFIX = ".tokens.parquet"
 #: A documents file name in a shard folder, ``{lang}_{bucket}.json.gz``; groups: language, bucket.
 DOCUMENTS_FILE = re.compile(r"^([a-z]{2,3})_(" + "|".join(BUCKETS) + ")" + re.escape(DOCUMENTS_SUFFIX) + "$")
 
@@ -112,6 +116,20 @@ def minhash_url(root: str, snapshot: str, shard: int, lang: str, bucket: str) ->
 
 def duplicates_url(root: str, snapshot: str, shard: int, lang: str, bucket: str) -> str:
     return join(root, "duplicates", base_tag(snapshot, shard, lang, bucket) + DUPLICATES_SUFFIX)
+
+
+def tokens_url(root: str, snapshot: str, shard: int, lang: str, bucket: str) -> str:
+    """A documents file's token counts, e.g. ``tokens/2023-06/0000/en_head.tokens.parquet``."""
+    return join(root, "tokens", base_tag(snapshot, shard, lang, bucket) + TOKENS_SUFFIX)
+
+
+def tokens_stats_dir(root: str, snapshot: str) -> str:
+    """The token-count records of a snapshot: one ``{shard:04d}.json`` per finished shard."""
+    return join(root, "stats", "tokens", validate_snapshot(snapshot))
+
+
+def tokens_stats_url(root: str, snapshot: str, shard: int) -> str:
+    return join(tokens_stats_dir(root, snapshot), f"{shard:04d}.json")
 
 
 def exact_dedup_url(root: str, *parts: str) -> str:

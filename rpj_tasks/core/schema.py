@@ -15,7 +15,7 @@ quality signals      ``quality_signals/{base_tag}.signals.json.gz``         :dat
 MinHash              ``minhash/{base_tag}.minhash.parquet``                 :data:`MINHASH_SCHEMA`
 duplicates           ``duplicates/{base_tag}.duplicates.parquet``           :data:`DUPLICATES_SCHEMA`
 clusters (users')    ``{shard key without .json.gz}.clusters.parquet``      :data:`CLUSTERS_SCHEMA`
-token counts (rpj)   not built yet                                          :data:`TOKEN_COUNTS_SCHEMA`
+token counts (rpj)   ``tokens/{base_tag}.tokens.parquet``                   :data:`TOKEN_COUNTS_SCHEMA`
 ===================  =====================================================  ==========================
 """
 
@@ -200,7 +200,8 @@ CLUSTERS_SCHEMA = pa.schema(
 
 # ---------------------------------------------------------------- token counts (rpj; not in the spec)
 
-#: Tokens per document (rpj's own component, not in an RPv2 release): one row per documents line,
-#: ``id`` as in the signals and MinHash files.  Placeholder for the coming stage; its file name and
-#: tokenizer are fixed when it is built.
+#: Tokens per document (rpj's own component, not in an RPv2 release; :mod:`rpj_tasks.tokens`): one row
+#: per documents line, in line order, ``id`` as in the signals and MinHash files (:data:`DOC_ID_FORMAT`,
+#: e.g. ``2023-06/0000/en_head.json.gz/17``); ``tokens`` = Mistral-7B-v0.1 tokens of ``raw_content``
+#: with the BOS (the reference's ``token_count.py``), null for a line that is not a usable document.
 TOKEN_COUNTS_SCHEMA = pa.schema([("id", pa.string()), ("tokens", pa.int64())])
