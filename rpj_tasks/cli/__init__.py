@@ -10,6 +10,7 @@ Examples::
     rpj models install --version ccnet-official --from https://example.org/cc_net/lm/
     rpj dedup --snapshot 2000-01                        # exact dedup: duplicates/
     rpj clusters --snapshot 2000-01                     # fuzzy clusters: clusters/
+    rpj validate --snapshot 2000-01                     # Great Expectations gates (stats/validate/, validation/)
     rpj summary --snapshot 2000-01
 
 Expected failures (:class:`rpj_tasks.core.errors.RpjError`) print one line: exit 2 when retrying
@@ -30,7 +31,7 @@ import os
 import sys
 import traceback
 
-from rpj_tasks.cli import annotate, ccnet, dedup, models, snapshots
+from rpj_tasks.cli import annotate, ccnet, dedup, models, snapshots, validate
 from rpj_tasks.core import redact
 from rpj_tasks.core.errors import PermanentError, RpjError, storage_full
 
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", help="snapshot registry YAML (default: config/snapshots.yaml or $RPJ_REGISTRY)")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for module in (snapshots, ccnet, annotate, dedup, models):
+    for module in (snapshots, ccnet, annotate, dedup, models, validate):
         module.register(sub)
     return p
 
