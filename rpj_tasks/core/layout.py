@@ -27,6 +27,9 @@ rpj working areas (not part of a release)::
     staging/lsh/{scope}/sim{threshold}/{key}/            LSH band partitions and edges of one input set (intermediate)
     stats/clusters/{scope}/sim{threshold}.json           the clusters of a scope; commit record
                                                          (stats/{component}/… for another component)
+    stats/validate/{snapshot}/{shard:04d}.json           validation result of a shard (``snapshot.json``:
+                                                         the snapshot-level check); commit record
+    validation/{snapshot}/{shard:04d}/data_docs/         its GX Data Docs (rpj_tasks/validate/stage.py)
 """
 
 from __future__ import annotations
