@@ -12,6 +12,7 @@ Examples::
     rpj clusters --snapshot 2000-01                     # fuzzy clusters: clusters/
     rpj tokens --snapshot 2000-01                       # token counts: tokens/
     rpj tokens --snapshot 2000-01 --totals              # totals before and after dedup
+    rpj validate --snapshot 2000-01                     # Great Expectations gates (stats/validate/, validation/)
     rpj summary --snapshot 2000-01
 
 Expected failures (:class:`rpj_tasks.core.errors.RpjError`) print one line: exit 2 when retrying
@@ -32,7 +33,7 @@ import os
 import sys
 import traceback
 
-from rpj_tasks.cli import annotate, ccnet, dedup, models, snapshots, tokens
+from rpj_tasks.cli import annotate, ccnet, dedup, models, snapshots, tokens, validate
 from rpj_tasks.core import redact
 from rpj_tasks.core.errors import PermanentError, RpjError, storage_full
 
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", help="snapshot registry YAML (default: config/snapshots.yaml or $RPJ_REGISTRY)")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for module in (snapshots, ccnet, annotate, dedup, tokens, models):
+    for module in (snapshots, ccnet, annotate, dedup, tokens, validate, models):
         module.register(sub)
     return p
 

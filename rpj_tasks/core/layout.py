@@ -29,6 +29,9 @@ rpj working areas (not part of a release)::
                                                          (stats/{component}/… for another component)
     tokens/{snapshot}/{shard:04d}/{lang}_{bucket}.tokens.parquet   tokens per document (rpj_tasks/tokens)
     stats/tokens/{snapshot}/{shard:04d}.json             per-shard token totals; commit record
+    stats/validate/{snapshot}/{shard:04d}.json           validation result of a shard (``snapshot.json``:
+                                                         the snapshot-level check); commit record
+    validation/{snapshot}/{shard:04d}/data_docs/         its GX Data Docs (rpj_tasks/validate/stage.py)
 """
 
 from __future__ import annotations

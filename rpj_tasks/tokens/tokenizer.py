@@ -21,7 +21,7 @@ and Mistral-7B-v0.1's ``tokenizer.json``: special tokens included, so every coun
 ``tests/tokens/test_tokenizer.py`` shows that both give the same count for every line of the
 fixture corpora in en, de, fr, es and it (and for hand-made edge cases).  What is **not** proven
 offline: that this ``tokenizers`` form equals the ``tokenizer.json`` published with
-Mistral-7B-v0.1 (not available here); docs/PIPELINE.md §5a says more.
+Mistral-7B-v0.1 (not available here); docs/PIPELINE.md §5 says more.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Snapshot token totals per language and bucket, before and after dedup (docs/PIPELINE.md §5a).
+"""Snapshot token totals per language and bucket, before and after dedup (docs/PIPELINE.md §5).
 
 Read from the files alone, no re-tokenizing: the token files the snapshot's token records list
 (``stats/tokens/{snapshot}/*.json``), and beside each one the ``duplicates/`` file and the
