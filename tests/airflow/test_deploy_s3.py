@@ -223,7 +223,8 @@ def write_registry(tmp: Path) -> Path:
         "  models_version: sample-v1\n"
         "  signals_version: sample-v1\n"
         "snapshots:\n"
-        '  - {id: "2000-01", dag_id: rpv2_sample, sample: true, generate_source: false, num_shards: 4, hash_group_size: 2}\n'
+        '  - {id: "2000-01", dag_id: rpv2_sample, sample: true, generate_source: false, num_shards: 4, hash_group_size: 2, '
+        "dedup_scope: snapshot, dedup_partitions: 4, clusters_partitions: 2}\n"
     )
     return path
 
