@@ -552,6 +552,9 @@ def files_frame(
         )
         if tokens is not None and row["token_rows"] is None:
             row["token_rows"] = MISSING
+        chars, total = row.get("characters_total"), row.get("tokens_total")
+        row["language"] = info.lang
+        row["characters_per_token"] = chars / total if isinstance(chars, int) and isinstance(total, int) and total > 0 else None
         rows.append(row)
     return _frame(rows, ["file"])
 

@@ -181,7 +181,7 @@ def _finished(url: str, inputs: dict[str, Any]) -> dict[str, Any] | None:
     return record.get("result") if record else None
 
 
-def validate_shard(cfg: SnapshotConfig, shard: int, *, force: bool = False) -> dict[str, Any]:
+def validate_shard(cfg: SnapshotConfig, shard: int, *, force: bool = False, require_tokens: bool = True) -> dict[str, Any]:
     """Run every suite over the shard's files; commit the record and the Data Docs; return the result.
 
     The result: ``{"snapshot", "shard", "success", "data_docs", "record", "counts", "suites":
@@ -189,7 +189,8 @@ def validate_shard(cfg: SnapshotConfig, shard: int, *, force: bool = False) -> d
     "success", "unexpected", "files": {file: success}, "observed": [{"file", "line", "value"}]}]}}}``.
     A shard validated earlier for the same files and suites is not validated again (unless
     ``force``).  Raises :class:`ValidationFailedError` when an expectation failed (after the commit),
-    :class:`MissingInputError` when the shard has no CCNet record.
+    :class:`MissingInputError` when the shard has no CCNet record, or no token counts while
+    ``require_tokens`` (the default; the tokens suite is then skipped without it).
     """
     root, unit = cfg.storage_root, f"{shard:04d}"
     with log_context(shard=shard_label(cfg.id, shard)):
@@ -207,6 +208,11 @@ def validate_shard(cfg: SnapshotConfig, shard: int, *, force: bool = False) -> d
         duplicates, duplicates_schemas = frames.duplicates_frame(cfg, shard, files, read)
         clusters, clusters_schemas = frames.clusters_frame(cfg, shard, files, read)
         tokens = frames.tokens_frame(cfg, shard, files, read)
+        if tokens is None and require_tokens:
+            raise MissingInputError(
+                f"shard {shard_label(cfg.id, shard)} has no token counts ({frames.tokens_record_url(root, cfg.id, shard)}): "
+                f"count them first (`rpj tokens --snapshot {cfg.id} --shards {shard}`, or the DAG's tokens task)"
+            )
         for record in (
             layout.ccnet_stats_url(root, cfg.id, shard),
             layout.annotate_stats_url(root, cfg.id, shard),

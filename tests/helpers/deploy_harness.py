@@ -39,7 +39,7 @@ BIN = Path(sys.executable).parent
 SCRIPT = REPO / "scripts" / "rpj-deploy"
 SNAPSHOT = "2000-01"
 SAMPLE_DAG = "rpv2_sample"
-OUTPUT_COMPONENTS = ("documents", "quality_signals", "minhash", "duplicates", "clusters")
+OUTPUT_COMPONENTS = ("documents", "quality_signals", "minhash", "duplicates", "clusters", "tokens")
 TERMINAL_RUN_STATES = {"success", "failed"}
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 REDIS_URL = "redis://127.0.0.1:6379"
@@ -78,8 +78,8 @@ _REFERENCE: dict[str, Path] = {}
 
 
 def cli_reference(base: Path) -> Path:
-    """Storage root of one CLI run of the sample (``rpj ccnet``, ``rpj annotate``, ``rpj dedup``,
-    ``rpj clusters``), made once per session."""
+    """Storage root of one CLI run of the sample (``rpj ccnet``, ``rpj annotate``, ``rpj tokens``,
+    ``rpj dedup``, ``rpj clusters``), made once per session."""
     if "root" in _REFERENCE:
         return _REFERENCE["root"]
     tmp = base / "cli-reference"
@@ -88,6 +88,7 @@ def cli_reference(base: Path) -> Path:
     for args in (
         ("ccnet", "--snapshot", SNAPSHOT, "--shards", "0-3"),
         ("annotate", "--snapshot", SNAPSHOT, "--shards", "0-3"),
+        ("tokens", "--snapshot", SNAPSHOT, "--shards", "0-3"),
         ("dedup", "--snapshot", SNAPSHOT),
         ("clusters", "--snapshot", SNAPSHOT),
     ):

@@ -1,5 +1,5 @@
 """The Great Expectations gates (rpj_tasks/validate) on a real small release: the sample snapshot run
-through the CLI once per session (``rpj ccnet``, ``annotate``, ``dedup``, ``clusters``), validated
+through the CLI once per session (``rpj ccnet``, ``annotate``, ``tokens``, ``dedup``, ``clusters``), validated
 clean, then copied and corrupted on purpose, one corruption per copy."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from deploy_harness import BIN, REPO, SNAPSHOT, cli_reference
 
 from rpj_tasks.core import schema
 from rpj_tasks.core.config import load_registry
+from rpj_tasks.core.errors import MissingInputError
 from rpj_tasks.validate import frames, gxrun, stage
 
 SHARDS = [0, 1, 2, 3]
@@ -99,7 +100,7 @@ def test_clean_release_validates_offline(tree: Path, monkeypatch: pytest.MonkeyP
     for shard in SHARDS:
         result = stage.validate_shard(cfg, shard)
         assert result["success"], stage.failure_lines(result)
-        assert result["suites"]["tokens"]["skipped"]  # no token files yet: said, not failed
+        assert not result["suites"]["tokens"]["skipped"] and result["suites"]["tokens"]["rows"] > 0
         for suite in ("documents", "quality_signals", "minhash", "files"):
             assert result["suites"][suite]["rows"] > 0
             assert all(all(e["files"].values()) for e in result["suites"][suite]["expectations"])
@@ -220,6 +221,16 @@ def test_token_counts_checked_when_present(tree: Path) -> None:
         "documents/2000-01/0000/de_head.json.gz",
         f"'record_tokens': {record['files']['de_head.tokens.parquet']['tokens']}",
     )
+
+
+def test_token_counts_are_required_unless_said_otherwise(tree: Path) -> None:
+    cfg = config(tree)
+    shutil.rmtree(tree / "tokens" / SNAPSHOT / "0002")
+    (tree / "stats" / "tokens" / SNAPSHOT / "0002.json").unlink()
+    with pytest.raises(MissingInputError, match="no token counts .* rpj tokens --snapshot 2000-01 --shards 2"):
+        stage.validate_shard(cfg, 2)
+    result = stage.validate_shard(cfg, 2, require_tokens=False)
+    assert result["success"] and result["suites"]["tokens"]["skipped"]
 
 
 def test_token_counts_out_of_bounds(tree: Path) -> None:
