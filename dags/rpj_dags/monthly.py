@@ -37,11 +37,15 @@ TASK_ORDER = (
     "signal_artifacts",
     "process.annotate",
     "annotate",
+    "process.tokens",
     "dedup_index",
     "exact_dedup",
     "clusters_scatter",
     "clusters_group",
     "clusters_write",
+    "validate",
+    "validate_release",
+    "publish",
     "report",
 )
 

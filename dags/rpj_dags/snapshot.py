@@ -85,6 +85,13 @@ def snapshot_params(cfg: SnapshotConfig) -> dict[str, Param]:
             description="After annotation: exact dedup (index this snapshot, then an rpv2_dedup run over its set: "
             "duplicates/) and fuzzy clusters at clusters_threshold (clusters/; needs annotate=true).",
         ),
+        "publish": Param(
+            True,
+            type="boolean",
+            description="After dedup: count tokens, validate every shard and the snapshot with the Great Expectations "
+            "suites, and (only if every gate passed) publish listings/ and the release manifest; false stops after "
+            "validation (nothing published).",
+        ),
         "dsir_hash_mode": Param(
             cfg.dsir_hash_mode,
             type="string",
@@ -231,6 +238,63 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
                 )
                 log.info("unit %d: %d/%d shards annotated", unit["unit"], i, len(shards))
 
+        @task(execution_timeout=timeouts["annotate"])
+        @engine_task
+        def tokens(unit: dict[str, Any]) -> None:
+            """Token counts of every documents file of the unit's shards (Mistral-7B-v0.1 by default)."""
+            from rpj_tasks.core import plan
+            from rpj_tasks.tokens import count_shard
+
+            params, cfg = _run_config(base)
+            shards = plan.unit_shards(unit)
+            for i, shard in enumerate(shards, 1):
+                count_shard(cfg, shard, force=params["force"])
+                log.info("unit %d: %d/%d shards counted", unit["unit"], i, len(shards))
+
+        @task(execution_timeout=timeouts["annotate"])
+        @engine_task
+        def validate(unit: dict[str, Any]) -> None:
+            """The Great Expectations gates of the unit's shards (every shard is validated; the task
+            fails naming suite, expectation, file and observed value of the failures)."""
+            from rpj_tasks.core import plan
+            from rpj_tasks.validate.stage import ValidationFailedError, validate_shard
+
+            params, cfg = _run_config(base)
+            failed: list[str] = []
+            for shard in plan.unit_shards(unit):
+                try:
+                    validate_shard(cfg, shard, force=params["force"])
+                except ValidationFailedError as exc:
+                    log.error("%s", exc)
+                    failed.append(str(exc))
+            if failed:
+                raise ValidationFailedError(f"{len(failed)} shards failed validation; first: {failed[0]}", {})
+
+        @task(execution_timeout=dt.timedelta(hours=2))
+        @engine_task
+        def validate_release(units: Any) -> dict[str, Any]:
+            """The snapshot-level gate over every planned shard; returns its compact result."""
+            from rpj_tasks.core import plan
+            from rpj_tasks.validate.stage import validate_snapshot
+
+            _, cfg = _run_config(base)
+            result = validate_snapshot(cfg, [s for u in units for s in plan.unit_shards(u)])
+            return {k: result.get(k) for k in ("success", "data_docs", "counts", "shards")}
+
+        @task(execution_timeout=dt.timedelta(hours=1))
+        @engine_task
+        def publish(units: Any, validation: Any) -> None:  # XComArgs when the DAG is built
+            """listings/ and the release manifest, only after every gate passed (Param publish)."""
+            from rpj_tasks.core import plan
+            from rpj_tasks.publish.stage import publish_snapshot
+
+            params, cfg = _run_config(base)
+            if not params["publish"]:
+                raise _skip("publish=false for this run: validated, nothing published")
+            summary = f"{validation.get('shards')} shards valid; Data Docs {validation.get('data_docs')}"
+            shards = [s for u in units for s in plan.unit_shards(u)]
+            publish_snapshot(cfg, shards, validation={**validation, "summary": summary}, force=params["force"])
+
         @task(execution_timeout=dt.timedelta(minutes=30), trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
         @engine_task
         def signal_artifacts() -> str | None:
@@ -317,6 +381,14 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
             clusters_group.expand(partition=scattered) >> written
             return [exact_dedup, written]
 
+        def gate_and_publish(deduplicated: list[Any]) -> Any:
+            """Validation per unit, then of the snapshot, then publish; returns the last task."""
+            checked = validate.expand(unit=units)
+            deduplicated >> checked
+            result = validate_release(units)
+            checked >> result
+            return publish(units, result)
+
         # Runs when the plan succeeded, even if some units failed, to say which shards are missing;
         # after a failed plan it is upstream_failed (no work, no error of its own).
         @task(execution_timeout=dt.timedelta(minutes=30), trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
@@ -331,19 +403,22 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
 
             @task_group
             def process(unit: dict[str, Any]) -> None:
-                download(unit) >> hashes(unit) >> mine(unit)
+                download(unit) >> hashes(unit) >> mine(unit) >> tokens(unit)
 
             artifacts = signal_artifacts()
-            process.expand(unit=units) >> artifacts
+            processed = process.expand(unit=units)
+            processed >> artifacts
             annotated = annotate.partial(artifacts_url=artifacts).expand(unit=units)
-            dedup_after(annotated) >> report(units)
+            gate_and_publish(dedup_after(annotated)) >> report(units)
         else:
 
             @task_group
             def process(unit: dict[str, Any]) -> None:
-                download(unit) >> hashes(unit) >> mine(unit) >> annotate(unit)
+                mined = download(unit) >> hashes(unit) >> mine(unit)
+                mined >> annotate(unit)
+                mined >> tokens(unit)
 
-            dedup_after(process.expand(unit=units)) >> report(units)
+            gate_and_publish(dedup_after(process.expand(unit=units))) >> report(units)
 
     return snapshot_dag()
 

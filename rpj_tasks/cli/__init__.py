@@ -13,6 +13,7 @@ Examples::
     rpj tokens --snapshot 2000-01                       # token counts: tokens/
     rpj tokens --snapshot 2000-01 --totals              # totals before and after dedup
     rpj validate --snapshot 2000-01                     # Great Expectations gates (stats/validate/, validation/)
+    rpj publish --snapshot 2000-01                      # listings/ and the release manifest, after the gates
     rpj summary --snapshot 2000-01
 
 Expected failures (:class:`rpj_tasks.core.errors.RpjError`) print one line: exit 2 when retrying

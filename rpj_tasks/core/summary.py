@@ -72,6 +72,29 @@ def dedup_summary(cfg: SnapshotConfig) -> dict[str, Any]:
     }
 
 
+def release_summary(cfg: SnapshotConfig, shards: set[int]) -> dict[str, Any]:
+    """Tokens counted (the tokens records of ``shards``), the snapshot validation's outcome and
+    whether it is published (``None`` where that step has not run)."""
+    from rpj_tasks.core import commit
+
+    root = cfg.storage_root
+    tokens_dir = storage.join(root, "stats", "tokens", cfg.id)
+    counted = recorded_shards(tokens_dir) & shards
+    tokens = 0
+    for shard in sorted(counted):
+        record = commit.load_record(storage.join(tokens_dir, f"{shard:04d}.json")) or {}
+        tokens += (record.get("totals") or {}).get("tokens") or 0
+    validation = commit.load_record(storage.join(root, "stats", "validate", cfg.id, "snapshot.json"))
+    published = commit.load_record(storage.join(root, "stats", "publish", cfg.id + ".json"))
+    return {
+        "token_shards": len(counted),
+        "tokens": tokens if counted else None,
+        "validated": None if validation is None else bool((validation.get("result") or {}).get("success")),
+        "data_docs": None if validation is None else (validation.get("result") or {}).get("data_docs"),
+        "published": published is not None,
+    }
+
+
 def snapshot_summary(cfg: SnapshotConfig, shards: list[int] | None = None) -> dict[str, Any]:
     """Totals over the CCNet and annotation records of ``shards`` (default: every shard)."""
     shards = list(range(cfg.num_shards)) if shards is None else shards
@@ -103,6 +126,7 @@ def snapshot_summary(cfg: SnapshotConfig, shards: list[int] | None = None) -> di
         "bad_records": {k: v for k, v in ccnet.counts.items() if k.startswith("wet.skipped.")},
         "damaged_sources": damaged_sources(cfg, mined),
         "dedup": dedup_summary(cfg),
+        "release": release_summary(cfg, set(shards)),
     }
 
 
@@ -150,8 +174,17 @@ def format_summary(s: dict[str, Any]) -> str:
         else f"{dedup['clustered_documents']} documents in {dedup['clusters']} clusters at {dedup['clusters_threshold']}"
     )
     lines.append(f"  exact dedup: {exact}; fuzzy: {fuzzy}")
-    components = ("documents", "quality_signals", "minhash", "duplicates", "clusters")
-    lines.append("  outputs: " + ", ".join(storage.join(root, c, s["snapshot"]) for c in components))
+    rel = s.get("release") or {}
+    if rel.get("tokens") is not None:
+        lines.append(f"  tokens (Mistral-7B-v0.1 unless configured): {rel['tokens']} in {rel['token_shards']} shards")
+    if rel.get("validated") is not None:
+        verdict = "passed" if rel["validated"] else "FAILED"
+        lines.append(f"  validation {verdict} (Data Docs: {rel['data_docs']}); published: {'yes' if rel['published'] else 'no'}")
+    components = ("documents", "quality_signals", "minhash", "duplicates", "clusters", "tokens", "listings")
+    lines.append(
+        "  outputs: "
+        + ", ".join(storage.join(root, c, s["snapshot"]) if c != "listings" else storage.join(root, c) for c in components)
+    )
     lines.append(
         f"  per-shard stats: {storage.join(root, 'stats', 'ccnet', s['snapshot'])}, {storage.join(root, 'stats', 'annotate', s['snapshot'])}"
     )

@@ -64,7 +64,11 @@ def test_snapshot_dag_shape_and_params(dagbag):
         "process.download",
         "process.hashes",
         "process.mine",
+        "process.tokens",
+        "publish",
         "report",
+        "validate",
+        "validate_release",
     ]
     # the sample builds its artifacts from its own documents first: annotation waits for every unit
     assert dagbag["dags"]["rpv2_sample"]["tasks"] == [
@@ -74,11 +78,15 @@ def test_snapshot_dag_shape_and_params(dagbag):
         "process.download",
         "process.hashes",
         "process.mine",
+        "process.tokens",
+        "publish",
         "report",
         "signal_artifacts",
+        "validate",
+        "validate_release",
     ]
     assert dagbag["dags"]["rpv2_dedup"]["tasks"] == ["members", "partition", "plan", "summary", "write"]
-    assert d["params"]["dedup"] is True
+    assert d["params"]["dedup"] is True and d["params"]["publish"] is True
     assert d["params"]["num_shards"] == 5000
     assert d["params"]["languages"] == list(LANGUAGES)
     assert d["params"]["force"] is False

@@ -34,7 +34,17 @@ PASSED = {"success": True, "summary": "every expectation passed"}
 def release(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> tuple[Path, object]:
     reference = cli_reference(tmp_path_factory.getbasetemp())
     root = tmp_path / "data"
-    for part in ("documents", "quality_signals", "minhash", "duplicates", "clusters", "stats", "staging/dedup", "artifacts"):
+    for part in (
+        "documents",
+        "quality_signals",
+        "minhash",
+        "duplicates",
+        "clusters",
+        "tokens",
+        "stats",
+        "staging/dedup",
+        "artifacts",
+    ):
         shutil.copytree(reference / part, root / part)
     cfg = load_registry()[SNAPSHOT].with_overrides(storage_root=root.as_uri())
     return root, cfg
@@ -171,3 +181,19 @@ def test_an_rpv2_client_reads_our_release_over_http(served: tuple[str, Path, obj
     assert totals["kept"] > 0 and totals["gopher_dropped"] > 0
     assert totals["documents"] == totals["duplicates"] + totals["gopher_dropped"] + totals["kept"]
     print("RPv2 client over HTTP:", totals)
+
+
+def test_rpj_publish_needs_the_gates(release: tuple[Path, object], capsys: pytest.CaptureFixture[str]) -> None:
+    from rpj_tasks.cli import main
+
+    root, _ = release
+    args = ["publish", "--snapshot", SNAPSHOT, "--storage-root", root.as_uri()]
+    assert main(args) == 2  # no shard validated yet: the snapshot gate fails, nothing written
+    err = capsys.readouterr().err
+    assert "snapshot: " in err and "shard_validated" in err, err
+    assert not (root / "listings").exists()
+    assert main(["validate", "--snapshot", SNAPSHOT, "--storage-root", root.as_uri()]) == 0
+    assert main(args) == 0
+    assert f"{SNAPSHOT}: published; manifest" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "unchanged" in capsys.readouterr().out
