@@ -12,7 +12,8 @@ bucket (head before middle).  A consumer appends a component's suffix (``documen
 
 Every file named is taken from the commit records of the stages that wrote it, never from a
 listing of the storage (a stray or half-written file is never published); the manifest gives each
-file's sha256 and size as recorded, the documents per language and bucket, the code version and
+file's sha256 and size as recorded, the documents per language and bucket, the tokens per language
+and bucket before and after exact and fuzzy dedup (``rpj_tasks.tokens.token_totals``), the code version and
 the models' and signal artifacts' versions with their manifests' sha256.  A snapshot whose shards
 are not all finished in every published component is refused before anything is written
 (:class:`PublishError`), and so is one whose validation result did not pass: the listings
@@ -35,7 +36,7 @@ from rpj_tasks.core.errors import PermanentError
 
 log = logging.getLogger("rpj.publish")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # bumped when the manifest changes: a rerun then publishes again
 LISTING_PARTS = ("head_middle", "tail")
 
 
@@ -133,6 +134,15 @@ def listings(cfg: SnapshotConfig, files: dict[str, dict[str, Any]]) -> dict[str,
     return {lang: {p: [t for *_, t in sorted(rows)] for p, rows in parts.items()} for lang, parts in sorted(found.items())}
 
 
+def _token_totals(cfg: SnapshotConfig, files: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """Tokens per language and bucket, before and after exact and fuzzy dedup (None without token files)."""
+    if not any(rel.startswith(f"tokens/{cfg.id}/") for rel in files):
+        return None
+    from rpj_tasks.tokens import token_totals
+
+    return token_totals(cfg.storage_root, cfg.id)
+
+
 def _version_of(url: str) -> dict[str, Any]:
     try:
         return {"url": url, "manifest_sha256": storage.digest(storage.join(url, "MANIFEST.json"))["sha256"]}
@@ -183,6 +193,7 @@ def publish_snapshot(
         "languages": cfg.languages,
         "documents": kept,
         "listings": {lang: {p: len(tags) for p, tags in parts.items()} for lang, parts in lists.items()},
+        "tokens": _token_totals(cfg, files),
         "validation": {k: validation[k] for k in ("summary", "data_docs") if k in validation},
         "files": files,
     }

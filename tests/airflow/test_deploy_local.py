@@ -59,7 +59,15 @@ def test_sample_run_through_rest_on_local_executor(tmp_path_factory, reference):
         assert {t["state"] for t in tis} == {"success"}, [(t["task_id"], t["map_index"], t["state"]) for t in tis]
         ran = {t["task_id"] for t in tis}
         assert {"plan_units", "process.download", "process.hashes", "process.mine", "annotate", "report"} <= ran
-        assert {"process.tokens", "dedup_index", "exact_dedup", "clusters_write", "validate", "validate_release", "publish"} <= ran
+        assert {
+            "process.tokens",
+            "dedup_index",
+            "exact_dedup",
+            "clusters_write",
+            "validate",
+            "validate_release",
+            "publish",
+        } <= ran
         # published: the listings and the manifest, after the gates
         listing = dep.storage_root / "listings" / "en-2000-01-head_middle.txt"
         assert listing.read_text().splitlines()[:2] == ["2000-01/0000/en_head", "2000-01/0000/en_middle"]

@@ -90,6 +90,11 @@ def test_listings_manifest_and_rerun(release: tuple[Path, object]) -> None:
     assert kept == lines
     assert manifest["versions"]["models"]["version"] == "sample-v1" and manifest["versions"]["models"]["manifest_sha256"]
     assert manifest["code"].startswith("rpj ")
+    tokens = manifest["tokens"]["total"]
+    assert tokens["all"]["documents"] == kept and tokens["all"]["tokens"] > tokens["after_both"]["tokens"] > 0
+    assert tokens["all"]["documents"] - tokens["after_exact"]["documents"] == sum(
+        len(pq.read_table(p)) for p in (root / "duplicates" / SNAPSHOT).rglob("*.parquet")
+    )
     # a rerun is skipped; the same inputs give the same bytes when forced
     before = {p.name: p.read_bytes() for p in (root / "listings").iterdir()}
     assert stage.publish_snapshot(cfg, range(4), validation=PASSED)["skipped"]
