@@ -463,6 +463,8 @@ def _report(cfg: SnapshotConfig, units: list[dict[str, Any]], *, annotated: bool
     missing = {"ccnet": summary["not_mined"]}
     if annotated:
         missing["annotate"] = summary["not_annotated"]
+    if summary["release"]["validation_failed"]:
+        missing["validation"] = summary["release"]["validation_failed"]
     failed = {stage: ids for stage, ids in missing.items() if ids}
     if failed:
         raise RuntimeError(

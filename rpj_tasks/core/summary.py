@@ -84,6 +84,12 @@ def release_summary(cfg: SnapshotConfig, shards: set[int]) -> dict[str, Any]:
     for shard in sorted(counted):
         record = commit.load_record(storage.join(tokens_dir, f"{shard:04d}.json")) or {}
         tokens += (record.get("totals") or {}).get("tokens") or 0
+    failed = []
+    validate_dir = storage.join(root, "stats", "validate", cfg.id)
+    for shard in sorted(recorded_shards(validate_dir) & shards):
+        result = (commit.load_record(storage.join(validate_dir, f"{shard:04d}.json")) or {}).get("result") or {}
+        if not result.get("success"):
+            failed.append(shard)
     validation = commit.load_record(storage.join(root, "stats", "validate", cfg.id, "snapshot.json"))
     published = commit.load_record(storage.join(root, "stats", "publish", cfg.id + ".json"))
     return {
@@ -92,6 +98,7 @@ def release_summary(cfg: SnapshotConfig, shards: set[int]) -> dict[str, Any]:
         "validated": None if validation is None else bool((validation.get("result") or {}).get("success")),
         "data_docs": None if validation is None else (validation.get("result") or {}).get("data_docs"),
         "published": published is not None,
+        "validation_failed": failed,
     }
 
 
@@ -177,6 +184,11 @@ def format_summary(s: dict[str, Any]) -> str:
     rel = s.get("release") or {}
     if rel.get("tokens") is not None:
         lines.append(f"  tokens (Mistral-7B-v0.1 unless configured): {rel['tokens']} in {rel['token_shards']} shards")
+    if rel.get("validation_failed"):
+        lines.append(
+            f"  validation FAILED for shards {_shard_list(rel['validation_failed'])}: "
+            f"see {storage.join(root, 'validation', s['snapshot'])}/<shard>/data_docs/index.html"
+        )
     if rel.get("validated") is not None:
         verdict = "passed" if rel["validated"] else "FAILED"
         lines.append(f"  validation {verdict} (Data Docs: {rel['data_docs']}); published: {'yes' if rel['published'] else 'no'}")

@@ -95,3 +95,15 @@ def test_summary_shows_dedup_from_its_records(tmp_path, capsys):
         "clustered_documents": 9,
         "clusters": 4,
     }
+
+
+def test_summary_names_shards_that_failed_validation(tmp_path, capsys):
+    write_records(tmp_path)
+    validate = tmp_path / "stats" / "validate" / "2023-06"
+    validate.mkdir(parents=True)
+    (validate / "0003.json").write_text(json.dumps({"result": {"success": False}}))
+    assert cli.main(["summary", "--snapshot", "2023-06", "--storage-root", tmp_path.as_uri()]) == 0
+    out = capsys.readouterr().out
+    assert "  validation FAILED for shards 3: see " in out and "/validation/2023-06/<shard>/data_docs/index.html" in out
+    assert cli.main(["summary", "--snapshot", "2023-06", "--storage-root", tmp_path.as_uri(), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["release"]["validation_failed"] == [3]
