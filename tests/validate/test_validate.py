@@ -23,6 +23,7 @@ from rpj_tasks.core.errors import MissingInputError
 from rpj_tasks.validate import frames, gxrun, stage
 
 SHARDS = [0, 1, 2, 3]
+LANGS = ("en", "de", "fr", "es", "it")
 
 
 @pytest.fixture(scope="session")
@@ -227,7 +228,7 @@ def test_token_counts_are_required_unless_said_otherwise(tree: Path) -> None:
     cfg = config(tree)
     shutil.rmtree(tree / "tokens" / SNAPSHOT / "0002")
     (tree / "stats" / "tokens" / SNAPSHOT / "0002.json").unlink()
-    with pytest.raises(MissingInputError, match="no token counts .* rpj tokens --snapshot 2000-01 --shards 2"):
+    with pytest.raises(MissingInputError, match=r"no token counts .*`rpj tokens --snapshot 2000-01 --shards 2`"):
         stage.validate_shard(cfg, 2)
     result = stage.validate_shard(cfg, 2, require_tokens=False)
     assert result["success"] and result["suites"]["tokens"]["skipped"]
@@ -236,11 +237,16 @@ def test_token_counts_are_required_unless_said_otherwise(tree: Path) -> None:
 def test_token_counts_out_of_bounds(tree: Path) -> None:
     write_tokens(tree, 1, scale=40)  # 40 characters per token: not a subword tokenizer's count
     exc = failure(config(tree), 1)
+    # each file's characters per token is outside its language's bounds (suite files, shown first) ...
     assert_names(
         str(exc),
-        'tokens: expect_column_values_to_be_between(characters_per_token where language=="en")',
-        "tokens/2000-01/0001/en_head.tokens.parquet line 0: observed 4",
+        'files: expect_column_values_to_be_between(characters_per_token where language=="en")',
+        "documents/2000-01/0001/en_head.json.gz: observed 40.",
     )
+    # ... and every document is outside the sanity range (suite tokens), kept in the result
+    failed = [e for e in exc.result["suites"]["tokens"]["expectations"] if not e["success"]]
+    expected = {("expect_column_values_to_be_between", f'characters_per_token where language=="{lang}"') for lang in LANGS}
+    assert {(e["expectation"], e["columns"]) for e in failed} == expected, failed
 
 
 def test_cli_exit_codes(tree: Path) -> None:
