@@ -26,12 +26,14 @@ another input set or partitioning are never read.
 * :func:`scatter` (per batch of input files) writes, for every partition ``p``, the rows
   ``(key, id_int, band_index, band_bytes)`` of the batch that fall in ``p``:
   ``{work}/bands/{p:04d}/{batch:06d}.npy``;
-* :func:`group_partition` (per partition; the DAG maps over it) loads its rows, sorts them by key
-  (numpy), checks full byte equality inside every run of equal keys (a hash collision is split
-  exactly, never merged) and writes the partition's unique edges ``(member, group minimum)`` to
+* :func:`group_partition` (per partition; the DAG maps over it) loads its rows, sorts their keys
+  (the key's high bits and the row number packed in one ``uint64``: :func:`group_keys`), checks
+  full byte equality inside every run of equal high bits (a collision is split exactly, never
+  merged) and writes the partition's unique edges ``(member, group minimum)`` to
   ``{work}/edges/{p:04d}.npy``, atomically (then ``int64[rows, microseconds]`` for the record);
 * :func:`components` reads the edges alone (nothing else crosses partitions), remaps the ids to
-  ``0..n-1`` and runs ``scipy.sparse.csgraph.connected_components``;
+  ``0..n-1`` and labels every node with its component's smallest node (numpy: hooking roots
+  across edges and pointer jumping, :func:`_min_labels`);
 * :func:`write_clusters_file` (per input file) looks the file's ``id_int`` up in the components.
 
 The edge set does not depend on ``P`` or the batch size, so neither do the clusters files: same
@@ -52,8 +54,9 @@ Each step is skipped when the unit is finished (unless ``force``).  :func:`run_c
 three in one process.
 
 Memory (one partition task): about ``R · (2·(17 + W) + 40)`` bytes for ``R = N·b/P`` rows
-(``N`` documents with a signature): the rows twice while loading, then the sort order, sorted keys
-and run numbers; ~180 bytes per row at 0.8 (``W`` = 52, ``b`` = 9); see
+(``N`` documents with a signature): the rows twice while loading; then the rows, the packed
+sorted keys and their high bits (16 bytes a row), and the fetched candidate rows (at most the rows
+again) with their run numbers; ~180 bytes per row at 0.8 (``W`` = 52, ``b`` = 9); see
 :func:`partition_memory_bytes`.  Components: about 100 bytes per edge.
 """
 
@@ -66,17 +69,14 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from rpj_tasks.core import commit, layout, storage
 from rpj_tasks.core.errors import ConfigError, MissingInputError, PermanentError
@@ -163,7 +163,8 @@ def band_layout(threshold: float) -> tuple[int, int]:
 
 
 def read_bands(url: str, threshold: float) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(id_int uint64[n], bands uint8[n, b, W], null rows)`` of a MinHash file; null signatures dropped."""
+    """``(id_int uint64[n], bands uint8[n, b, W], null rows)`` of a MinHash file; null signatures dropped.
+    ``bands`` is a view of the file's decoded column (no copy)."""
     bands, width = band_layout(threshold)
     column = signature_column(threshold)
     with storage.open_read(url) as f:
@@ -172,52 +173,54 @@ def read_bands(url: str, threshold: float) -> tuple[np.ndarray, np.ndarray, int]
     sigs = table.column(column).combine_chunks()
     if pa.types.is_large_list(sigs.type):
         sigs = sigs.cast(pa.list_(pa.binary()))
-    valid = sigs.is_valid()
-    nulls = len(sigs) - pc.sum(valid.cast(pa.int64())).as_py() if len(sigs) else 0
-    if nulls:
-        ids, sigs = ids.filter(valid), sigs.filter(valid)
-    n = len(sigs)
+    nulls = sigs.null_count
+    valid = np.asarray(sigs.is_valid()) if nulls else None
+    n = len(sigs) - nulls
     if n == 0:
         return np.empty(0, np.uint64), np.empty((0, bands, width), np.uint8), nulls
-    if ids.null_count:
+    if ids.null_count and (ids.filter(pa.array(valid)) if valid is not None else ids).null_count:
         raise LshInputError(f"{url}: null id_int")
-    lengths = pc.list_value_length(sigs)
-    if pc.min(lengths).as_py() != bands or pc.max(lengths).as_py() != bands:
+    offsets = np.frombuffer(sigs.buffers()[1], dtype=np.int32)[sigs.offset : sigs.offset + len(sigs) + 1]
+    lengths = np.diff(offsets)
+    if np.any((lengths[valid] if valid is not None else lengths) != bands):
         raise LshInputError(f"{url}: {column} must hold {bands} bands per row")
-    values = sigs.flatten()
+    values = sigs.flatten()  # the valid rows' bands, in order (no copy when null rows are empty lists)
     if pa.types.is_large_binary(values.type):
         values = values.cast(pa.binary())
-    blens = pc.binary_length(values)
-    if values.null_count or pc.min(blens).as_py() != width or pc.max(blens).as_py() != width:
+    voffsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset : values.offset + len(values) + 1]
+    if values.null_count or len(values) != n * bands or np.any(np.diff(voffsets) != width):
         raise LshInputError(f"{url}: every band of {column} must be {width} bytes")
-    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset : values.offset + len(values) + 1]
-    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-    return ids.to_numpy(zero_copy_only=False).astype(np.uint64), data.reshape(n, bands, width), nulls
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[voffsets[0] : voffsets[-1]]
+    id_ints = ids.fill_null(0).to_numpy(zero_copy_only=False) if ids.null_count else ids.to_numpy()
+    if valid is not None:
+        id_ints = id_ints[valid]
+    return id_ints.astype(np.uint64, copy=False), data.reshape(n, bands, width), nulls
 
 
 _KEY_BLOCK = 2048  # documents per block of band_keys
-_MIX = _splitmix64(np.arange(1, 130, dtype=np.uint64)) | np.uint64(1)  # odd multipliers per value, then per band
+#: odd 64-bit multipliers: one per 32-bit value of a band (at most 128), then the band factor
+_MIX = (np.arange(1, 130, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(0xBF58476D1CE4E5B9)) | np.uint64(1)
 
 
 def band_keys(bands: np.ndarray) -> np.ndarray:
     """uint64[n, b]: a 64-bit hash of ``(band_index, band_bytes)`` (partitioning and sort key only;
-    equality is always checked on the bytes).  Computed in blocks of documents that stay in cache."""
+    equality is always checked on the bytes): the sum of the band's 32-bit values times odd
+    constants, plus a band term, then an xor-shift.  Two bands differing in one value never
+    collide.  Computed in blocks of documents that stay in cache."""
     n, b, width = bands.shape
     out = np.empty((n, b), np.uint64)
+    if not n:
+        return out
+    mix = _MIX[: width // 4]
     band_mix = (np.arange(b, dtype=np.uint64) + np.uint64(1)) * _MIX[128]
+    values = np.ascontiguousarray(bands).reshape(n, b * width).view(np.uint32).reshape(n, b, width // 4)
+    shift = np.uint64(29)
     with np.errstate(over="ignore"):
         for lo in range(0, n, _KEY_BLOCK):
-            values = np.ascontiguousarray(bands[lo : lo + _KEY_BLOCK]).view(">u4").astype(np.uint64)
-            mixed = (values * _MIX[: width // 4]).sum(axis=2, dtype=np.uint64)
-            mixed += band_mix
-            out[lo : lo + _KEY_BLOCK] = _splitmix64(mixed)
+            block = out[lo : lo + _KEY_BLOCK]
+            np.matmul(values[lo : lo + _KEY_BLOCK].astype(np.uint64), mix, out=block)
+            block += band_mix
+            block ^= block >> shift
     return out
 
 
@@ -332,57 +335,97 @@ def _exact_groups(rows: BandRows) -> list[np.ndarray]:
     return [np.array(g) for g in groups.values()]
 
 
-def group_rows(rows: BandRows) -> np.ndarray:
+_NO_EDGES = np.empty((0, 2), np.uint64)
+_COMPARE_BLOCK = 1 << 16  # candidate rows compared at a time
+
+
+def group_keys(keys: np.ndarray, fetch: Callable[[np.ndarray], BandRows]) -> np.ndarray:
     """The unique edges ``uint64[m, 2]`` (member, group minimum; member != minimum), sorted, of the
-    groups of rows with equal ``(band, bytes)`` and at least 2 members."""
-    if len(rows) < 2:
-        return np.empty((0, 2), np.uint64)
-    order = np.argsort(rows.keys)
-    keys = rows.keys[order]
-    boundary = np.r_[True, keys[1:] != keys[:-1]]
-    del keys
-    run_of = np.cumsum(boundary) - 1  # run (equal key) of every sorted row
-    start = np.flatnonzero(boundary)
-    length = np.diff(np.r_[start, len(rows)])
-    del boundary
-    in_multi = np.flatnonzero((length >= 2)[run_of])  # sorted rows of runs with >= 2 members
-    if not len(in_multi):
-        return np.empty((0, 2), np.uint64)
-    runs = run_of[in_multi]
-    del run_of
-    member = order[in_multi]  # only these rows are gathered
-    first = order[start[runs]]  # each one's run's first row
-    del order
-    same = rows.band[member] == rows.band[first]
-    same &= (np.take(rows.data, member, axis=0) == np.take(rows.data, first, axis=0)).all(axis=1)
+    groups of rows with equal ``(band, bytes)`` and at least 2 members, where ``keys[i]`` is row
+    ``i``'s :func:`band_keys` value and ``fetch(rows)`` gives the rows ``rows`` (ids, band, bytes).
+
+    The keys' high bits and the row number in the low bits are packed in one ``uint64`` and
+    sorted (no argsort); only the rows of runs of equal high bits (candidates) are fetched and
+    compared with their run's first row.  A run whose bytes or band differ (a collision of the
+    high bits) is grouped exactly (:func:`_exact_groups`, over all such runs at once), so a
+    collision never merges two groups."""
+    m = len(keys)
+    if m < 2:
+        return _NO_EDGES
+    bits = np.uint64(max(1, (m - 1).bit_length()))
+    low = np.uint64((1 << int(bits)) - 1)
+    packed = keys & ~low
+    packed |= np.arange(m, dtype=np.uint64)
+    packed.sort()
+    prefix = packed >> bits
+    same_next = prefix[1:] == prefix[:-1]
+    del prefix
+    in_run = np.zeros(m, dtype=bool)
+    in_run[1:] = same_next
+    in_run[:-1] |= same_next
+    del same_next
+    candidates = packed[in_run]
+    del packed, in_run
+    if not len(candidates):
+        return _NO_EDGES
+    prefix = candidates >> bits
+    start = np.flatnonzero(np.r_[True, prefix[1:] != prefix[:-1]])
+    del prefix
+    sizes = np.diff(np.r_[start, len(candidates)])
+    run = np.repeat(np.arange(len(start)), sizes)
+    rows = fetch((candidates & low).astype(np.intp))
+    del candidates
+    first = np.repeat(start, sizes)
+    same = rows.band == rows.band[first]
+    for lo in range(0, len(first), _COMPARE_BLOCK):  # bounded temporaries
+        block = slice(lo, lo + _COMPARE_BLOCK)
+        same[block] &= (rows.data[block] == rows.data[first[block]]).all(axis=1)
     bad_run = np.zeros(len(start), dtype=bool)
-    bad_run[runs[~same]] = True  # a 64-bit key collision: grouped exactly below
+    bad_run[run[~same]] = True
+    del same, first
+    good = ~bad_run[run]
     edges: list[np.ndarray] = []
-    good = ~bad_run[runs]
     if good.any():
-        ids, good_runs = rows.ids[member[good]], runs[good]
-        firsts = np.flatnonzero(np.r_[True, good_runs[1:] != good_runs[:-1]])  # runs are contiguous
+        ids, good_runs = rows.ids[good], run[good]
+        firsts = np.flatnonzero(np.r_[True, good_runs[1:] != good_runs[:-1]])
         mins = np.minimum.reduceat(ids, firsts)
         edges.append(np.stack([ids, np.repeat(mins, np.diff(np.r_[firsts, len(ids)]))], axis=1))
-    for run in np.flatnonzero(bad_run).tolist():
-        members = rows[member[runs == run]]
-        for group in _exact_groups(members):
+    if not good.all():
+        colliding = rows[~good]
+        for group in _exact_groups(colliding):
             if len(group) >= 2:
-                gids = members.ids[group]
+                gids = colliding.ids[group]
                 edges.append(np.stack([gids, np.full(len(gids), gids.min(), np.uint64)], axis=1))
-    out = np.concatenate(edges) if edges else np.empty((0, 2), np.uint64)
-    out = out[out[:, 0] != out[:, 1]]
-    return unique_edges(out)
+    out = np.concatenate(edges) if edges else _NO_EDGES
+    return unique_edges(out[out[:, 0] != out[:, 1]])
+
+
+def group_rows(rows: BandRows) -> np.ndarray:
+    """The unique edges ``uint64[m, 2]`` (member, group minimum; member != minimum), sorted, of the
+    groups of rows with equal ``(band, bytes)`` and at least 2 members (:func:`group_keys`)."""
+    return group_keys(rows.keys, rows.__getitem__)
 
 
 def unique_edges(edges: np.ndarray) -> np.ndarray:
-    """Sorted unique rows of ``uint64[m, 2]``."""
+    """Sorted unique rows of ``uint64[m, 2]``: each row as one ``uint64`` of the ranks of its two
+    ids among the ids present, sorted (no lexsort)."""
     if not len(edges):
-        return np.empty((0, 2), np.uint64)
-    order = np.lexsort((edges[:, 1], edges[:, 0]))
-    edges = edges[order]
-    keep = np.r_[True, (edges[1:] != edges[:-1]).any(axis=1)]
-    return np.ascontiguousarray(edges[keep], dtype=np.uint64)
+        return _NO_EDGES
+    nodes = np.unique(edges)
+    if len(nodes) >= 2**32:  # pragma: no cover - more ids than fit a rank pair
+        order = np.lexsort((edges[:, 1], edges[:, 0]))
+        edges = edges[order]
+        return np.ascontiguousarray(edges[np.r_[True, (edges[1:] != edges[:-1]).any(axis=1)]], dtype=np.uint64)
+    rank = np.searchsorted(nodes, edges).astype(np.uint64)
+    packed = rank[:, 0] << np.uint64(32)
+    packed |= rank[:, 1]
+    del rank
+    packed.sort()
+    packed = packed[np.r_[True, packed[1:] != packed[:-1]]]
+    out = np.empty((len(packed), 2), np.uint64)
+    out[:, 0] = nodes[packed >> np.uint64(32)]
+    out[:, 1] = nodes[packed & np.uint64(0xFFFFFFFF)]
+    return out
 
 
 def batch_names(work: str, partition: int) -> list[str]:
@@ -413,17 +456,34 @@ def group_partition(work: str, partition: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- step 3: components (edges only)
 
 
+def _min_labels(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``label[i]`` = the smallest node of ``i``'s connected component (nodes ``0..n-1``, edges
+    ``(u, v)``): roots are hooked to the smaller root across every edge, then the labels are
+    compressed to roots (pointer jumping), until every edge joins equal labels."""
+    label = np.arange(n, dtype=np.intp)
+    while True:
+        lu, lv = label[u], label[v]
+        differ = lu != lv
+        if not differ.any():
+            return label
+        lu, lv = lu[differ], lv[differ]
+        low = np.minimum(lu, lv)
+        np.minimum.at(label, lu, low)
+        np.minimum.at(label, lv, low)
+        while True:
+            jumped = label[label]
+            if np.array_equal(jumped, label):
+                break
+            label = jumped
+
+
 def components(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(nodes, cluster_ids)``: every id on an edge, ascending, and the minimum id of its component."""
     if not len(edges):
         return np.empty(0, np.uint64), np.empty(0, np.uint64)
     nodes = np.unique(edges)
     idx = np.searchsorted(nodes, edges)
-    n = len(nodes)
-    graph = coo_matrix((np.ones(len(idx), dtype=np.int8), (idx[:, 0], idx[:, 1])), shape=(n, n)).tocsr()
-    _, labels = connected_components(graph, directed=False)
-    _, first = np.unique(labels, return_index=True)  # nodes ascend: a label's first node is its minimum
-    return nodes, nodes[first][labels]
+    return nodes, nodes[_min_labels(len(nodes), idx[:, 0], idx[:, 1])]
 
 
 def load_edges(work: str, partitions: int) -> np.ndarray:
