@@ -62,6 +62,7 @@ again) with their run numbers; ~180 bytes per row at 0.8 (``W`` = 52, ``b`` = 9)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -69,7 +70,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -91,6 +92,7 @@ log = logging.getLogger("rpj.lsh")
 DEFAULT_THRESHOLD = 0.8
 DEFAULT_PARTITIONS = 8
 DEFAULT_BATCH_FILES = 16
+DEFAULT_MEMORY_BUDGET = 2 << 30  # bytes run_clusters may hold in memory (in_memory_bytes)
 ALGORITHM = "rpv2_format.md §7 (run_lsh.py)"
 
 _MINHASH_PATH = re.compile(r"(\d{4}-\d{2})/(\d{4})/([a-z]{2,3})_([a-z]+)" + re.escape(layout.MINHASH_SUFFIX) + "$")
@@ -98,6 +100,25 @@ _MINHASH_PATH = re.compile(r"(\d{4}-\d{2})/(\d{4})/([a-z]{2,3})_([a-z]+)" + re.e
 
 class LshInputError(PermanentError, ValueError):
     """A MinHash file whose signature column does not have the §5 band layout."""
+
+
+@contextlib.contextmanager
+def small_pages() -> Iterator[None]:
+    """numpy's large arrays without ``madvise(MADV_HUGEPAGE)`` inside the block (numpy's switch,
+    ``NUMPY_MADVISE_HUGEPAGE``, set back after).  The arrays here are written once, soon after
+    they are allocated: with the kernel's default THP ``defrag=madvise``, a huge page fault may
+    compact memory first, which measured 2.5-5x the system time of small pages for the same
+    bytes on the benchmark machine."""
+    switch = getattr(getattr(np, "_core", None), "multiarray", None)
+    setter = getattr(switch, "_set_madvise_hugepage", None)
+    if setter is None:  # pragma: no cover - another numpy
+        yield
+        return
+    before = setter(False)
+    try:
+        yield
+    finally:
+        setter(before)
 
 
 # ---------------------------------------------------------------- inputs
@@ -162,13 +183,20 @@ def band_layout(threshold: float) -> tuple[int, int]:
     return bands, 4 * rows
 
 
+def _read_columns(url: str, columns: list[str]) -> pa.Table:
+    """Columns of a Parquet file, by :class:`pyarrow.parquet.ParquetFile` (less per-file overhead
+    than ``read_table``'s datasets layer; one thread: the callers run files in parallel); local
+    files are read column chunk by column chunk, remote ones pre-buffered."""
+    with storage.open_read(url) as f:
+        return pq.ParquetFile(f, pre_buffer=not storage.is_local(url)).read(columns=columns, use_threads=False)
+
+
 def read_bands(url: str, threshold: float) -> tuple[np.ndarray, np.ndarray, int]:
     """``(id_int uint64[n], bands uint8[n, b, W], null rows)`` of a MinHash file; null signatures dropped.
     ``bands`` is a view of the file's decoded column (no copy)."""
     bands, width = band_layout(threshold)
     column = signature_column(threshold)
-    with storage.open_read(url) as f:
-        table = pq.read_table(f, columns=["id_int", column])
+    table = _read_columns(url, ["id_int", column])
     ids = table.column("id_int").combine_chunks()
     sigs = table.column(column).combine_chunks()
     if pa.types.is_large_list(sigs.type):
@@ -336,10 +364,10 @@ def _exact_groups(rows: BandRows) -> list[np.ndarray]:
 
 
 _NO_EDGES = np.empty((0, 2), np.uint64)
-_COMPARE_BLOCK = 1 << 16  # candidate rows compared at a time
+_BLOCK = 1 << 16  # rows per block of elementwise work: small temporaries, reused by malloc
 
 
-def group_keys(keys: np.ndarray, fetch: Callable[[np.ndarray], BandRows]) -> np.ndarray:
+def group_keys(keys: np.ndarray, fetch: Callable[[np.ndarray], BandRows], *, overwrite: bool = False) -> np.ndarray:
     """The unique edges ``uint64[m, 2]`` (member, group minimum; member != minimum), sorted, of the
     groups of rows with equal ``(band, bytes)`` and at least 2 members, where ``keys[i]`` is row
     ``i``'s :func:`band_keys` value and ``fetch(rows)`` gives the rows ``rows`` (ids, band, bytes).
@@ -348,18 +376,22 @@ def group_keys(keys: np.ndarray, fetch: Callable[[np.ndarray], BandRows]) -> np.
     sorted (no argsort); only the rows of runs of equal high bits (candidates) are fetched and
     compared with their run's first row.  A run whose bytes or band differ (a collision of the
     high bits) is grouped exactly (:func:`_exact_groups`, over all such runs at once), so a
-    collision never merges two groups."""
+    collision never merges two groups.  The keys of the fetched rows are not read.  With
+    ``overwrite``, ``keys`` itself is the sort buffer (its content is lost)."""
     m = len(keys)
     if m < 2:
         return _NO_EDGES
     bits = np.uint64(max(1, (m - 1).bit_length()))
     low = np.uint64((1 << int(bits)) - 1)
-    packed = keys & ~low
-    packed |= np.arange(m, dtype=np.uint64)
+    packed = keys if overwrite else keys.copy()
+    packed &= ~low
+    for lo in range(0, m, _BLOCK):  # bounded temporaries
+        packed[lo : lo + _BLOCK] |= np.arange(lo, min(m, lo + _BLOCK), dtype=np.uint64)
     packed.sort()
-    prefix = packed >> bits
-    same_next = prefix[1:] == prefix[:-1]
-    del prefix
+    same_next = np.empty(m - 1, dtype=bool)
+    for lo in range(0, m - 1, _BLOCK):  # bounded temporaries
+        hi = min(lo + _BLOCK, m - 1)
+        np.equal(packed[lo + 1 : hi + 1] >> bits, packed[lo:hi] >> bits, out=same_next[lo:hi])
     in_run = np.zeros(m, dtype=bool)
     in_run[1:] = same_next
     in_run[:-1] |= same_next
@@ -377,8 +409,8 @@ def group_keys(keys: np.ndarray, fetch: Callable[[np.ndarray], BandRows]) -> np.
     del candidates
     first = np.repeat(start, sizes)
     same = rows.band == rows.band[first]
-    for lo in range(0, len(first), _COMPARE_BLOCK):  # bounded temporaries
-        block = slice(lo, lo + _COMPARE_BLOCK)
+    for lo in range(0, len(first), _BLOCK):  # bounded temporaries
+        block = slice(lo, lo + _BLOCK)
         same[block] &= (rows.data[block] == rows.data[first[block]]).all(axis=1)
     bad_run = np.zeros(len(start), dtype=bool)
     bad_run[run[~same]] = True
@@ -406,19 +438,40 @@ def group_rows(rows: BandRows) -> np.ndarray:
     return group_keys(rows.keys, rows.__getitem__)
 
 
+def _ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(unique, rank)``: the sorted distinct values and each value's index in them (one argsort;
+    a searchsorted of unsorted values into a large array is several times slower)."""
+    flat = values.ravel()
+    order = np.argsort(flat)
+    ordered = flat[order]
+    new = np.empty(len(flat), dtype=bool)
+    new[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    rank = np.empty(len(flat), dtype=np.intp)
+    rank[order] = np.cumsum(new) - 1
+    return ordered[new], rank.reshape(values.shape)
+
+
+def _sorted_positions(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(haystack, needles)``, with the needles looked up in sorted order."""
+    order = np.argsort(needles)
+    pos = np.empty(len(needles), dtype=np.intp)
+    pos[order] = np.searchsorted(haystack, needles[order])
+    return pos
+
+
 def unique_edges(edges: np.ndarray) -> np.ndarray:
     """Sorted unique rows of ``uint64[m, 2]``: each row as one ``uint64`` of the ranks of its two
     ids among the ids present, sorted (no lexsort)."""
     if not len(edges):
         return _NO_EDGES
-    nodes = np.unique(edges)
+    nodes, rank = _ranks(edges)
     if len(nodes) >= 2**32:  # pragma: no cover - more ids than fit a rank pair
         order = np.lexsort((edges[:, 1], edges[:, 0]))
         edges = edges[order]
         return np.ascontiguousarray(edges[np.r_[True, (edges[1:] != edges[:-1]).any(axis=1)]], dtype=np.uint64)
-    rank = np.searchsorted(nodes, edges).astype(np.uint64)
-    packed = rank[:, 0] << np.uint64(32)
-    packed |= rank[:, 1]
+    packed = rank[:, 0].astype(np.uint64) << np.uint64(32)
+    packed |= rank[:, 1].astype(np.uint64)
     del rank
     packed.sort()
     packed = packed[np.r_[True, packed[1:] != packed[:-1]]]
@@ -481,8 +534,7 @@ def components(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(nodes, cluster_ids)``: every id on an edge, ascending, and the minimum id of its component."""
     if not len(edges):
         return np.empty(0, np.uint64), np.empty(0, np.uint64)
-    nodes = np.unique(edges)
-    idx = np.searchsorted(nodes, edges)
+    nodes, idx = _ranks(edges)
     return nodes, nodes[_min_labels(len(nodes), idx[:, 0], idx[:, 1])]
 
 
@@ -496,10 +548,9 @@ def load_edges(work: str, partitions: int) -> np.ndarray:
 
 def cluster_table(url: str, nodes: np.ndarray, cluster_ids: np.ndarray) -> pa.Table:
     """The clustered documents of one MinHash file, in its row order (CLUSTERS_SCHEMA)."""
-    with storage.open_read(url) as f:
-        table = pq.read_table(f, columns=["id", "id_int", "shard_id"])
+    table = _read_columns(url, ["id", "id_int", "shard_id"])
     ids = table.column("id_int").to_numpy().astype(np.uint64)
-    pos = np.searchsorted(nodes, ids)
+    pos = _sorted_positions(nodes, ids)
     pos[pos >= len(nodes)] = 0
     hit = (nodes[pos] == ids) if len(nodes) else np.zeros(len(ids), bool)
     mask = pa.array(hit)
@@ -757,6 +808,25 @@ def _write(unit: ClustersUnit, workers: int) -> dict[str, Any]:
             f"under {redact(unit.work)}: run clusters_group for them first"
         )
     stats = Stats.from_dict(marker)
+
+    def edges() -> np.ndarray:
+        parts = []
+        for p in range(unit.partitions):
+            part, meta = _read_edges(edges_url(unit.work, p))
+            parts.append(part)
+            stats.add_time("group", meta["seconds"])  # the sum over the partitions
+        return unique_edges(np.concatenate(parts))
+
+    return _publish(unit, stats, edges, workers, started)
+
+
+def _publish(
+    unit: ClustersUnit, stats: Stats, edges_of: Callable[[], np.ndarray], workers: int, started: float
+) -> dict[str, Any]:
+    """Components of the edges ``edges_of()`` gives, the clusters files and the record through one
+    :class:`~rpj_tasks.core.commit.UnitCommit`, then every work directory of the scope and threshold
+    is removed; returns the record (``wall_seconds``: the scatter and group seconds in ``stats``
+    plus the time since ``started``)."""
     root, component = unit.root, unit.component
     output_dirs = [storage.join(root, component, s) for s in unit.scope]
     with commit.UnitCommit(
@@ -764,13 +834,7 @@ def _write(unit: ClustersUnit, workers: int) -> dict[str, Any]:
     ) as committing:
         _invalidate_overlapping(root, component, unit.record_url, output_dirs)
         with stats.timer("components"):
-            parts = []
-            for p in range(unit.partitions):
-                part, meta = _read_edges(edges_url(unit.work, p))
-                parts.append(part)
-                stats.add_time("group", meta["seconds"])  # the sum over the partitions
-            edges = unique_edges(np.concatenate(parts))
-            del parts
+            edges = edges_of()
             nodes, cluster_ids = components(edges)
         stats.inc("lsh.edges", len(edges))
         del edges
@@ -812,6 +876,94 @@ def _write(unit: ClustersUnit, workers: int) -> dict[str, Any]:
     return record
 
 
+# ---------------------------------------------------------------- in one process: band rows in memory
+
+
+def file_rows(items: Sequence[MinHashInput]) -> list[int]:
+    """The row count of every MinHash file (nulls included), from the Parquet footers."""
+    counts = []
+    for item in items:
+        with storage.open_read(item.url) as f:
+            counts.append(pq.read_metadata(f).num_rows)
+    return counts
+
+
+def in_memory_bytes(docs: int, threshold: float = DEFAULT_THRESHOLD) -> int:
+    """Estimated peak working memory of :func:`run_clusters`' in-memory path for ``docs`` rows
+    (see the module doc)."""
+    bands, width = band_layout(threshold)
+    return docs * (24 + bands * (width + 18) + bands * (width + 41) // 4)
+
+
+def _group_in_memory(unit: ClustersUnit, counts: list[int], workers: int) -> tuple[Stats, np.ndarray]:
+    """Every file's band rows read into one array (``counts``: the files' row counts), their edges
+    grouped with one :func:`group_keys`; the counts and seconds the scatter and group steps record."""
+    bands, width = band_layout(unit.threshold)
+    stats = Stats()
+    started = time.perf_counter()
+    base = np.r_[0, np.cumsum(counts, dtype=np.int64)]
+    data = np.empty((int(base[-1]), bands, width), np.uint8)  # file i's valid rows at base[i]..
+    ids = np.empty(int(base[-1]), np.uint64)
+
+    keys = np.empty(int(base[-1]) * bands, np.uint64)  # file i's at base[i] * bands.., then compacted
+
+    def read(i: int) -> int:
+        item_ids, item_bands, nulls = read_bands(unit.items[i].url, unit.threshold)
+        n = len(item_ids)
+        if n + nulls != counts[i]:
+            raise LshInputError(f"{unit.items[i].url}: {n + nulls} rows, its footer says {counts[i]}")
+        lo = int(base[i])
+        data[lo : lo + n] = item_bands
+        ids[lo : lo + n] = item_ids
+        keys[lo * bands : (lo + n) * bands] = band_keys(data[lo : lo + n]).ravel()
+        return n
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        valid = list(pool.map(read, range(len(unit.items))))
+    docs = sum(valid)
+    done = 0
+    for lo, n in zip(base[:-1].tolist(), valid, strict=True):  # in place: the valid rows' keys first
+        keys[done * bands : (done + n) * bands] = keys[lo * bands : (lo + n) * bands]
+        done += n
+    keys = keys[: docs * bands]
+    # the row of the i-th valid document in data and ids
+    where = np.repeat(base[:-1] - np.r_[0, np.cumsum(valid, dtype=np.int64)][:-1], valid) + np.arange(docs)
+    stats.inc("lsh.docs", docs)
+    stats.inc("lsh.null_signatures", int(base[-1]) - docs)
+    stats.inc("lsh.rows", len(keys))
+    stats.add_time("scatter", time.perf_counter() - started)
+    started = time.perf_counter()
+    flat = data.reshape(-1, width)
+
+    def fetch(rows: np.ndarray) -> BandRows:
+        doc, band = np.divmod(rows, bands)
+        at = where[doc]
+        return BandRows(np.zeros(len(rows), np.uint64), ids[at], band.astype(np.uint8), flat[at * bands + band])
+
+    edges = group_keys(keys, fetch, overwrite=True)
+    stats.add_time("group", time.perf_counter() - started)
+    return stats, edges
+
+
+def _run_in_memory(unit: ClustersUnit, counts: list[int], workers: int) -> dict[str, Any]:
+    """The three steps' work in this process without intermediates: the same clusters files and
+    record (counts) as :func:`_scatter`, :func:`_group` and :func:`_write`."""
+    started = time.perf_counter()
+    storage.remove(unit.record_url)  # commit protocol rule 2: a redo that dies is never skipped
+    stats, edges = _group_in_memory(unit, counts, workers)
+    log.info(
+        "%s in memory: %d files, %d docs (%d null signatures), %d band rows, %d edges, %.2f s",
+        unit.name,
+        len(unit.items),
+        stats["lsh.docs"],
+        stats["lsh.null_signatures"],
+        stats["lsh.rows"],
+        len(edges),
+        time.perf_counter() - started,
+    )
+    return _publish(unit, stats, lambda: edges, workers, time.perf_counter())
+
+
 def clusters_scatter(
     root: str,
     snapshots: Sequence[str],
@@ -833,7 +985,8 @@ def clusters_scatter(
     unit = clusters_unit(root, snapshots, threshold, partitions=partitions, inputs=inputs, component=component)
     if not force and unit.finished() is not None:
         return unit.skipped("scatter")
-    return _scatter(unit, batch_files, workers)
+    with small_pages():
+        return _scatter(unit, batch_files, workers)
 
 
 def clusters_group(
@@ -854,7 +1007,8 @@ def clusters_group(
     unit = clusters_unit(root, snapshots, threshold, partitions=partitions, inputs=inputs, component=component)
     if not force and unit.finished() is not None:
         return {**unit.skipped(f"group {partition}"), "partition": partition}
-    return _group(unit, partition, force)
+    with small_pages():
+        return _group(unit, partition, force)
 
 
 def clusters_write(
@@ -876,7 +1030,8 @@ def clusters_write(
     unit = clusters_unit(root, snapshots, threshold, partitions=partitions, inputs=inputs, component=component)
     if not force and (record := unit.finished()) is not None:
         return {**unit.skipped("write"), **record_summary(record)}
-    return {"skipped": False, "record": redact(unit.record_url), **record_summary(_write(unit, workers))}
+    with small_pages():
+        return {"skipped": False, "record": redact(unit.record_url), **record_summary(_write(unit, workers))}
 
 
 def record_summary(record: dict[str, Any]) -> dict[str, Any]:
@@ -902,6 +1057,7 @@ def run_clusters(
     workers: int = 1,
     force: bool = False,
     component: str = "clusters",
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> dict[str, Any]:
     """Clusters of ``snapshots`` at ``threshold``: the three steps in this process; returns the record.
 
@@ -911,12 +1067,22 @@ def run_clusters(
     batches, partitions and file writes concurrently (numpy and pyarrow release the GIL; memory
     grows with it).  One ``(scope, threshold)`` owns ``{component}/{snapshot}/`` of its snapshots;
     use another ``component`` for a second threshold.
+
+    When every band row fits ``memory_budget`` bytes (:func:`in_memory_bytes` of the files' row
+    counts), the steps' work is done in memory without intermediates (no band or edges files; same
+    clusters files and record counts); otherwise, and with ``memory_budget=0``, the three steps run
+    with their intermediates.
     """
     unit = clusters_unit(root, snapshots, threshold, partitions=partitions, inputs=inputs, component=component)
     if not force and (record := unit.finished()) is not None:
         log.info("%s: finished, skipped", unit.name)
         return {**record, "skipped": True}
-    _scatter(unit, batch_files, workers)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        list(pool.map(lambda p: _group(unit, p, True), range(partitions)))
-    return {**_write(unit, workers), "skipped": False}
+    with small_pages():
+        if memory_budget > 0:
+            counts = file_rows(unit.items)
+            if in_memory_bytes(sum(counts), threshold) <= memory_budget:
+                return {**_run_in_memory(unit, counts, workers), "skipped": False}
+        _scatter(unit, batch_files, workers)
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            list(pool.map(lambda p: _group(unit, p, True), range(partitions)))
+        return {**_write(unit, workers), "skipped": False}
