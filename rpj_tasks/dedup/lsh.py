@@ -51,7 +51,17 @@ any machine that shares the storage root; each can be killed and rerun):
    then removes ``staging/lsh/{scope}/sim{s}`` (this unit's work directory and stale ones).
 
 Each step is skipped when the unit is finished (unless ``force``).  :func:`run_clusters` runs the
-three in one process.
+three in one process; when every band row fits its ``memory_budget`` it does their work in memory
+instead (:func:`_run_in_memory`: every file's rows read into one array, one :func:`group_keys`
+over all of them, then the same components, clusters files and record as the write step; no band,
+edges or marker file), with the same clusters files and record counts (tested against the steps).
+
+Memory of :func:`run_clusters`' in-memory path (:func:`in_memory_bytes`): for ``N`` documents
+(null signatures included), the band bytes, ids and keys of every row, ``N · (16 + b·(W + 8))``,
+plus 2 bytes a row while sorting, plus about ``W + 80`` bytes per candidate row (a row whose band
+key is shared; up to a quarter of the rows assumed, every row at worst): ~870 bytes per document
+at 0.8.  It is used when that fits ``memory_budget`` (default 2 GiB: about 2.4 million documents
+at 0.8); otherwise the three steps run with their files.
 
 Memory (one partition task): about ``R · (2·(17 + W) + 40)`` bytes for ``R = N·b/P`` rows
 (``N`` documents with a signature): the rows twice while loading; then the rows, the packed
@@ -892,7 +902,7 @@ def in_memory_bytes(docs: int, threshold: float = DEFAULT_THRESHOLD) -> int:
     """Estimated peak working memory of :func:`run_clusters`' in-memory path for ``docs`` rows
     (see the module doc)."""
     bands, width = band_layout(threshold)
-    return docs * (24 + bands * (width + 18) + bands * (width + 41) // 4)
+    return docs * (16 + bands * (width + 10) + bands * (width + 80) // 4)
 
 
 def _group_in_memory(unit: ClustersUnit, counts: list[int], workers: int) -> tuple[Stats, np.ndarray]:
