@@ -377,10 +377,20 @@ _NO_EDGES = np.empty((0, 2), np.uint64)
 _BLOCK = 1 << 16  # rows per block of elementwise work: small temporaries, reused by malloc
 
 
+def _equal_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``bool[m]``: row ``i`` of ``a`` equals row ``i`` of ``b`` (``uint8[m, W]``; compared as
+    32-bit words when ``W`` allows)."""
+    if a.shape[1] % 4 == 0:
+        a = np.ascontiguousarray(a).view(np.uint32)
+        b = np.ascontiguousarray(b).view(np.uint32)
+    return (a == b).all(axis=1)
+
+
 def group_keys(keys: np.ndarray, fetch: Callable[[np.ndarray], BandRows], *, overwrite: bool = False) -> np.ndarray:
     """The unique edges ``uint64[m, 2]`` (member, group minimum; member != minimum), sorted, of the
     groups of rows with equal ``(band, bytes)`` and at least 2 members, where ``keys[i]`` is row
-    ``i``'s :func:`band_keys` value and ``fetch(rows)`` gives the rows ``rows`` (ids, band, bytes).
+    ``i``'s :func:`band_keys` value and ``fetch(rows)`` gives the rows ``rows`` (ids, band, bytes;
+    called for blocks of candidate rows).
 
     The keys' high bits and the row number in the low bits are packed in one ``uint64`` and
     sorted (no argsort); only the rows of runs of equal high bits (candidates) are fetched and
@@ -415,25 +425,29 @@ def group_keys(keys: np.ndarray, fetch: Callable[[np.ndarray], BandRows], *, ove
     del prefix
     sizes = np.diff(np.r_[start, len(candidates)])
     run = np.repeat(np.arange(len(start)), sizes)
-    rows = fetch((candidates & low).astype(np.intp))
+    row = (candidates & low).astype(np.intp)
     del candidates
-    first = np.repeat(start, sizes)
-    same = rows.band == rows.band[first]
-    for lo in range(0, len(first), _BLOCK):  # bounded temporaries
-        block = slice(lo, lo + _BLOCK)
-        same[block] &= (rows.data[block] == rows.data[first[block]]).all(axis=1)
+    # a run is one group iff every row equals the one before it (equality is transitive)
+    ids = np.empty(len(row), np.uint64)
+    same = np.empty(len(row), dtype=bool)
+    same[0] = True
+    for lo in range(0, len(row), _BLOCK):  # fetched a block at a time: small temporaries
+        these = fetch(row[max(0, lo - 1) : lo + _BLOCK])  # with the row before the block
+        ids[lo : lo + _BLOCK] = these.ids[1:] if lo else these.ids
+        same[max(1, lo) : lo + _BLOCK] = (these.band[1:] == these.band[:-1]) & _equal_rows(these.data[1:], these.data[:-1])
+    same[start] = True  # a run's first row
     bad_run = np.zeros(len(start), dtype=bool)
     bad_run[run[~same]] = True
-    del same, first
+    del same
     good = ~bad_run[run]
     edges: list[np.ndarray] = []
     if good.any():
-        ids, good_runs = rows.ids[good], run[good]
+        ids, good_runs = ids[good], run[good]
         firsts = np.flatnonzero(np.r_[True, good_runs[1:] != good_runs[:-1]])
         mins = np.minimum.reduceat(ids, firsts)
         edges.append(np.stack([ids, np.repeat(mins, np.diff(np.r_[firsts, len(ids)]))], axis=1))
     if not good.all():
-        colliding = rows[~good]
+        colliding = fetch(row[~good])
         for group in _exact_groups(colliding):
             if len(group) >= 2:
                 gids = colliding.ids[group]
