@@ -92,7 +92,6 @@ import pyarrow.parquet as pq
 from rpj_tasks.core import commit, layout, storage
 from rpj_tasks.core.errors import ConfigError, MissingInputError, PermanentError
 from rpj_tasks.core.layout import CLUSTERS_SUFFIX
-from rpj_tasks.core.plan import format_shards
 from rpj_tasks.core.redact import redact
 from rpj_tasks.core.schema import CLUSTERS_SCHEMA, MINHASH_BANDS, MINHASH_THRESHOLDS, signature_column
 from rpj_tasks.core.stats import Stats
@@ -275,6 +274,8 @@ class BandRows:
         return len(self.keys)
 
     def __getitem__(self, index: Any) -> BandRows:
+        if isinstance(index, np.ndarray) and index.dtype.kind in "iu":  # np.take: faster for rows
+            return BandRows(self.keys[index], self.ids[index], self.band[index], np.take(self.data, index, axis=0))
         return BandRows(self.keys[index], self.ids[index], self.band[index], self.data[index])
 
     @staticmethod
@@ -827,6 +828,8 @@ def _write(unit: ClustersUnit, workers: int) -> dict[str, Any]:
     marker = _marker(unit, "write")
     missing = [p for p in range(unit.partitions) if not storage.exists(edges_url(unit.work, p))]
     if missing:
+        from rpj_tasks.core.plan import format_shards  # (its config and yaml imports: here only)
+
         raise MissingInputError(
             f"{unit.name} write: no edges of partition(s) {format_shards(missing)} of {unit.partitions} "
             f"under {redact(unit.work)}: run clusters_group for them first"
@@ -962,7 +965,8 @@ def _group_in_memory(unit: ClustersUnit, counts: list[int], workers: int) -> tup
     def fetch(rows: np.ndarray) -> BandRows:
         doc, band = np.divmod(rows, bands)
         at = where[doc]
-        return BandRows(np.zeros(len(rows), np.uint64), ids[at], band.astype(np.uint8), flat[at * bands + band])
+        data_rows = np.take(flat, at * bands + band, axis=0)  # several times faster than flat[...]
+        return BandRows(np.zeros(len(rows), np.uint64), ids[at], band.astype(np.uint8), data_rows)
 
     edges = group_keys(keys, fetch, overwrite=True)
     stats.add_time("group", time.perf_counter() - started)
