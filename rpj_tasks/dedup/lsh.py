@@ -116,7 +116,7 @@ def small_pages() -> Iterator[None]:
     """numpy's large arrays without ``madvise(MADV_HUGEPAGE)`` inside the block (numpy's switch,
     ``NUMPY_MADVISE_HUGEPAGE``, set back after).  The arrays here are written once, soon after
     they are allocated: with the kernel's default THP ``defrag=madvise``, a huge page fault may
-    compact memory first, which measured 2.5-5x the system time of small pages for the same
+    compact memory first, which measured 2.5-4x the system time of small pages for the same
     bytes on the benchmark machine."""
     switch = getattr(getattr(np, "_core", None), "multiarray", None)
     setter = getattr(switch, "_set_madvise_hugepage", None)
