@@ -6,8 +6,9 @@ planted groups of 2-10 near copies (each signature value redrawn with probabilit
 third copy exact), ~3% null signatures; only the ``signature_sim{threshold}`` column is
 written (the others are not read).  Then runs :func:`rpj_tasks.dedup.lsh.run_clusters` ``--runs``
 times, each in a fresh process (whole process: imports, reading, scatter, group, components,
-writing, commit), and prints one JSON object: seconds and peak RSS per run, min/max, the counts
-and the memory formula's estimate.
+writing, commit), and prints one JSON object: wall and CPU seconds and peak RSS per run, min/max,
+the counts, which path ``run_clusters`` took (in memory, or the three steps with their files:
+``--memory-budget 0`` forces the steps) and the memory formula's estimate.
 
     .venv/bin/python bench/bench_lsh.py [--docs 1000000] [--files 100] [--partitions 8] [--runs 3]
 """
@@ -91,18 +92,26 @@ def make_inputs(root: str, docs: int, files: int, threshold: float = 0.8, dup: f
     return sorted(urls, key=lambda u: lsh.minhash_input(u, "-").base_tag)
 
 
-def run_once(root: str, threshold: float, partitions: int, batch_files: int, workers: int) -> None:
+def run_once(root: str, threshold: float, partitions: int, batch_files: int, workers: int, memory_budget: int) -> None:
     """One clusters run over the files under ``root`` (in this process); prints its record's counts."""
     urls = sorted(str(p) for p in Path(root, "minhash").rglob("*.minhash.parquet"))
     inputs = [lsh.minhash_input(u, "-") for u in urls]  # sha256 is not what is measured
     record = lsh.run_clusters(
-        root, [SNAPSHOT], threshold, inputs=inputs, partitions=partitions, batch_files=batch_files, workers=workers, force=True
+        root,
+        [SNAPSHOT],
+        threshold,
+        inputs=inputs,
+        partitions=partitions,
+        batch_files=batch_files,
+        workers=workers,
+        force=True,
+        memory_budget=memory_budget,
     )
     print(json.dumps({"counts": record["counts"], "steps_seconds": record["seconds"]}))
 
 
 def timed_process(args: list[str]) -> dict[str, object]:
-    """Wall seconds and peak RSS (MB) of one child process."""
+    """Wall seconds, CPU seconds (user + system) and peak RSS (MB) of one child process."""
     start = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read() if proc.stdout else ""
@@ -112,6 +121,7 @@ def timed_process(args: list[str]) -> dict[str, object]:
         raise SystemExit(f"run failed with exit code {proc.returncode}")
     return {
         "seconds": round(time.perf_counter() - start, 2),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         **json.loads(out.strip().splitlines()[-1]),
     }
@@ -126,13 +136,19 @@ def main() -> None:
     parser.add_argument("--batch-files", type=int, default=lsh.DEFAULT_BATCH_FILES)
     parser.add_argument("--workers", type=int, default=1, help="threads (run_clusters(workers=))")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--memory-budget",
+        type=int,
+        default=lsh.DEFAULT_MEMORY_BUDGET,
+        help="run_clusters(memory_budget=): bytes for its in-memory path; 0: the three steps with their files",
+    )
     parser.add_argument("--dup", type=float, default=0.2)
     parser.add_argument("--root", help="keep the inputs here (default: a temporary directory)")
     parser.add_argument("--run-only", help=argparse.SUPPRESS)
     parser.add_argument("--generate-only", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_only:
-        run_once(args.run_only, args.threshold, args.partitions, args.batch_files, args.workers)
+        run_once(args.run_only, args.threshold, args.partitions, args.batch_files, args.workers, args.memory_budget)
         return
     if args.generate_only:
         make_inputs(args.generate_only, args.docs, args.files, args.threshold, args.dup)
@@ -155,9 +171,18 @@ def main() -> None:
             "--partitions",
             str(args.partitions),
         ]
-        cmd += ["--batch-files", str(args.batch_files), "--workers", str(args.workers)]
+        cmd += [
+            "--batch-files",
+            str(args.batch_files),
+            "--workers",
+            str(args.workers),
+            "--memory-budget",
+            str(args.memory_budget),
+        ]
         runs = [timed_process(cmd) for _ in range(args.runs)]
         seconds = [r["seconds"] for r in runs]
+        cpu = [r["cpu_seconds"] for r in runs]
+        in_memory = 0 < lsh.in_memory_bytes(args.docs, args.threshold) <= args.memory_budget
         rss = [r["peak_rss_mb"] for r in runs]
         print(
             json.dumps(
@@ -170,8 +195,11 @@ def main() -> None:
                     "workers": args.workers,
                     "planted_fraction": args.dup,
                     "generate_seconds": round(generate, 1),
+                    "path": "in memory" if in_memory else "three steps with files",
                     "seconds_min": min(seconds),  # type: ignore[type-var]
                     "seconds_max": max(seconds),  # type: ignore[type-var]
+                    "cpu_seconds_min": min(cpu),  # type: ignore[type-var]
+                    "cpu_seconds_max": max(cpu),  # type: ignore[type-var]
                     "peak_rss_mb_min": min(rss),  # type: ignore[type-var]
                     "peak_rss_mb_max": max(rss),  # type: ignore[type-var]
                     "partition_memory_estimate_mb": round(

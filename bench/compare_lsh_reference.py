@@ -5,13 +5,17 @@ rpj dependencies: this script creates a separate throwaway venv (``--venv``, def
 dir) with ``polars<1 networkit numpy pyarrow s3fs scipy`` from the package registry, runs the
 reference there on synthetic MinHash files with planted clusters (``bench/bench_lsh.py``'s
 generator; or ``--inputs ROOT`` with ``minhash/…`` files), runs
-:func:`rpj_tasks.dedup.lsh.run_clusters` on the same files, each in its own process, side by side,
-and prints one JSON object: files and rows on each side, whether the clusters are equal (per file,
-as sets of ``(id, id_int, cluster_id, shard_id)`` rows: the reference's row order is its join's
-order, ours is the input's line order), the differences if any, and seconds and peak RSS of both
-runs.  Exit status 1 when they differ.
+:func:`rpj_tasks.dedup.lsh.run_clusters` on the same files, each in its own process, side by side:
+``--pairs`` pairs, reference then rpj, alternated, so that a drift of the machine's speed hits both
+sides alike.  Each run is timed as a whole process (wall seconds; CPU seconds = user + system of
+the process and its threads, from ``wait4``; peak RSS).  Prints one JSON object: files and rows on
+each side, whether the clusters are equal in every pair (per file, as sets of ``(id, id_int,
+cluster_id, shard_id)`` rows: the reference's row order is its join's order, ours is the input's
+line order), the differences if any, every pair's figures and the ratio reference / rpj of each
+pair (CPU, wall, and wall without the reference's built-in 2 s sleep) with their ranges over the
+pairs.  Exit status 1 when they differ.
 
-    .venv/bin/python bench/compare_lsh_reference.py --reference-src /path/to/RedPajama-Data [--docs 100000]
+    .venv/bin/python bench/compare_lsh_reference.py --reference-src /path/to/RedPajama-Data [--docs 100000] [--pairs 3]
 """
 
 from __future__ import annotations
@@ -43,15 +47,28 @@ def ensure_venv(venv: Path) -> Path:
     return python
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> dict[str, float]:
-    """Run ``cmd`` (output to stderr); wall seconds and peak RSS (MB) of the process."""
+def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: str | None = None, log: Path | None = None) -> dict[str, float]:
+    """Run ``cmd`` (output to ``log``, default stderr); wall seconds, CPU seconds (user + system)
+    and peak RSS (MB) of the process."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=sys.stderr, env=env, cwd=cwd)
-    _, status, usage = os.wait4(proc.pid, 0)
+    with open(log, "ab") if log else open(os.devnull, "wb") as sink:
+        proc = subprocess.Popen(
+            cmd, stdout=sink if log else sys.stderr, stderr=subprocess.STDOUT if log else None, env=env, cwd=cwd
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
-        raise SystemExit(f"{cmd[:3]} failed with exit code {proc.returncode}")
-    return {"seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+        raise SystemExit(f"{cmd[:3]} failed with exit code {proc.returncode}" + (f" (see {log})" if log else ""))
+    return {
+        "seconds": round(wall, 2),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    }
+
+
+def ratio_range(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}"
 
 
 def read_clusters(directory: Path) -> dict[str, set[tuple[str, int, int, str]]]:
@@ -74,6 +91,7 @@ def main() -> None:
     parser.add_argument("--inputs", help="a root with minhash/{snapshot}/… files (default: generated)")
     parser.add_argument("--venv", default=str(Path(tempfile.gettempdir()) / "rpj-lsh-reference-venv"))
     parser.add_argument("--keep", help="keep the work here (default: a temporary directory, removed)")
+    parser.add_argument("--pairs", type=int, default=3, help="alternated runs of each side (reference, rpj, ...)")
     args = parser.parse_args()
     src = Path(args.reference_src).resolve() / "app" / "src"
     if not (src / "run_lsh.py").is_file():
@@ -95,27 +113,44 @@ def main() -> None:
         ref_cmd = [str(python), str(src / "run_lsh.py"), "--listings", str(listing), "--input_base_uri", f"file://{root}"]
         ref_cmd += ["--output_dir", str(ref_out), "--similarity", str(args.threshold), "--num_perm", "128"]
         env = {**os.environ, "PYTHONPATH": str(src)}
-        reference = timed(ref_cmd, env=env, cwd=str(src))
         ours_root = work / "ours"
-        ours_root.mkdir(exist_ok=True)
         ours_cmd = [sys.executable, "-c", _OURS, str(root), str(ours_root), str(args.threshold), json.dumps(snapshots)]
         ours_cmd.append(str(args.workers))
-        ours = timed(ours_cmd)
-        theirs, mine = read_clusters(ref_out), read_clusters(ours_root / "clusters")
-        differing = sorted(t for t in set(theirs) | set(mine) if theirs.get(t) != mine.get(t))
+        pairs, differing, theirs, mine = [], [], {}, {}
+        for _ in range(max(1, args.pairs)):
+            shutil.rmtree(ref_out, ignore_errors=True)
+            shutil.rmtree(ours_root, ignore_errors=True)
+            ours_root.mkdir(parents=True)
+            reference = timed(ref_cmd, env=env, cwd=str(src), log=work / "reference.log")
+            ours = timed(ours_cmd, log=work / "rpj.log")
+            theirs, mine = read_clusters(ref_out), read_clusters(ours_root / "clusters")
+            differ = sorted(t for t in set(theirs) | set(mine) if theirs.get(t) != mine.get(t))
+            differing.extend(d for d in differ if d not in differing)
+            pairs.append(
+                {
+                    "reference": reference,
+                    "rpj": ours,
+                    "equal": not differ,
+                    "cpu_ratio": round(reference["cpu_seconds"] / ours["cpu_seconds"], 2),
+                    "wall_ratio": round(reference["seconds"] / ours["seconds"], 2),
+                    # run_lsh.py sleeps 2 s before it writes (time.sleep(2) after logging the first rows)
+                    "wall_ratio_without_reference_sleep": round((reference["seconds"] - 2) / ours["seconds"], 2),
+                }
+            )
+            print(json.dumps(pairs[-1]), file=sys.stderr)
         result = {
             "docs": args.docs if not args.inputs else None,
             "input_files": len(files),
             "threshold": args.threshold,
             "rpj_workers": args.workers,
+            "cpu": os.cpu_count(),
             "equal": not differing,
-            "reference": {**reference, "files": len(theirs), "rows": sum(map(len, theirs.values()))},
-            "rpj": {**ours, "files": len(mine), "rows": sum(map(len, mine.values()))},
-            "speedup": round(reference["seconds"] / ours["seconds"], 2) if ours["seconds"] else None,
-            # run_lsh.py sleeps 2 s before it writes (time.sleep(2) after logging the first rows)
-            "speedup_without_reference_sleep": round((reference["seconds"] - 2) / ours["seconds"], 2)
-            if ours["seconds"]
-            else None,
+            "reference": {"files": len(theirs), "rows": sum(map(len, theirs.values()))},
+            "rpj": {"files": len(mine), "rows": sum(map(len, mine.values()))},
+            "pairs": pairs,
+            "cpu_ratio_range": ratio_range([p["cpu_ratio"] for p in pairs]),
+            "wall_ratio_range": ratio_range([p["wall_ratio"] for p in pairs]),
+            "wall_ratio_without_reference_sleep_range": ratio_range([p["wall_ratio_without_reference_sleep"] for p in pairs]),
             "differing_files": differing[:20],
         }
         print(json.dumps(result, indent=1))

@@ -26,12 +26,14 @@ another input set or partitioning are never read.
 * :func:`scatter` (per batch of input files) writes, for every partition ``p``, the rows
   ``(key, id_int, band_index, band_bytes)`` of the batch that fall in ``p``:
   ``{work}/bands/{p:04d}/{batch:06d}.npy``;
-* :func:`group_partition` (per partition; the DAG maps over it) loads its rows, sorts them by key
-  (numpy), checks full byte equality inside every run of equal keys (a hash collision is split
-  exactly, never merged) and writes the partition's unique edges ``(member, group minimum)`` to
+* :func:`group_partition` (per partition; the DAG maps over it) loads its rows, sorts their keys
+  (the key's high bits and the row number packed in one ``uint64``: :func:`group_keys`), checks
+  full byte equality inside every run of equal high bits (a collision is split exactly, never
+  merged) and writes the partition's unique edges ``(member, group minimum)`` to
   ``{work}/edges/{p:04d}.npy``, atomically (then ``int64[rows, microseconds]`` for the record);
 * :func:`components` reads the edges alone (nothing else crosses partitions), remaps the ids to
-  ``0..n-1`` and runs ``scipy.sparse.csgraph.connected_components``;
+  ``0..n-1`` and labels every node with its component's smallest node (numpy: hooking roots
+  across edges and pointer jumping, :func:`_min_labels`);
 * :func:`write_clusters_file` (per input file) looks the file's ``id_int`` up in the components.
 
 The edge set does not depend on ``P`` or the batch size, so neither do the clusters files: same
@@ -49,16 +51,28 @@ any machine that shares the storage root; each can be killed and rerun):
    then removes ``staging/lsh/{scope}/sim{s}`` (this unit's work directory and stale ones).
 
 Each step is skipped when the unit is finished (unless ``force``).  :func:`run_clusters` runs the
-three in one process.
+three in one process; when every band row fits its ``memory_budget`` it does their work in memory
+instead (:func:`_run_in_memory`: every file's rows read into one array, one :func:`group_keys`
+over all of them, then the same components, clusters files and record as the write step; no band,
+edges or marker file), with the same clusters files and record counts (tested against the steps).
+
+Memory of :func:`run_clusters`' in-memory path (:func:`in_memory_bytes`): for ``N`` documents
+(null signatures included), the band bytes, ids and keys of every row, ``N · (16 + b·(W + 8))``,
+plus 2 bytes a row while sorting, plus about ``W + 80`` bytes per candidate row (a row whose band
+key is shared; up to a quarter of the rows assumed, every row at worst): ~870 bytes per document
+at 0.8.  It is used when that fits ``memory_budget`` (default 2 GiB: about 2.4 million documents
+at 0.8); otherwise the three steps run with their files.
 
 Memory (one partition task): about ``R · (2·(17 + W) + 40)`` bytes for ``R = N·b/P`` rows
-(``N`` documents with a signature): the rows twice while loading, then the sort order, sorted keys
-and run numbers; ~180 bytes per row at 0.8 (``W`` = 52, ``b`` = 9); see
+(``N`` documents with a signature): the rows twice while loading; then the rows, the packed
+sorted keys and their high bits (16 bytes a row), and the fetched candidate rows (at most the rows
+again) with their run numbers; ~180 bytes per row at 0.8 (``W`` = 52, ``b`` = 9); see
 :func:`partition_memory_bytes`.  Components: about 100 bytes per edge.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -66,22 +80,18 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from rpj_tasks.core import commit, layout, storage
 from rpj_tasks.core.errors import ConfigError, MissingInputError, PermanentError
 from rpj_tasks.core.layout import CLUSTERS_SUFFIX
-from rpj_tasks.core.plan import format_shards
 from rpj_tasks.core.redact import redact
 from rpj_tasks.core.schema import CLUSTERS_SCHEMA, MINHASH_BANDS, MINHASH_THRESHOLDS, signature_column
 from rpj_tasks.core.stats import Stats
@@ -91,6 +101,7 @@ log = logging.getLogger("rpj.lsh")
 DEFAULT_THRESHOLD = 0.8
 DEFAULT_PARTITIONS = 8
 DEFAULT_BATCH_FILES = 16
+DEFAULT_MEMORY_BUDGET = 2 << 30  # bytes run_clusters may hold in memory (in_memory_bytes)
 ALGORITHM = "rpv2_format.md §7 (run_lsh.py)"
 
 _MINHASH_PATH = re.compile(r"(\d{4}-\d{2})/(\d{4})/([a-z]{2,3})_([a-z]+)" + re.escape(layout.MINHASH_SUFFIX) + "$")
@@ -98,6 +109,25 @@ _MINHASH_PATH = re.compile(r"(\d{4}-\d{2})/(\d{4})/([a-z]{2,3})_([a-z]+)" + re.e
 
 class LshInputError(PermanentError, ValueError):
     """A MinHash file whose signature column does not have the §5 band layout."""
+
+
+@contextlib.contextmanager
+def small_pages() -> Iterator[None]:
+    """numpy's large arrays without ``madvise(MADV_HUGEPAGE)`` inside the block (numpy's switch,
+    ``NUMPY_MADVISE_HUGEPAGE``, set back after).  The arrays here are written once, soon after
+    they are allocated: with the kernel's default THP ``defrag=madvise``, a huge page fault may
+    compact memory first, which measured 2.5-4x the system time of small pages for the same
+    bytes on the benchmark machine."""
+    switch = getattr(getattr(np, "_core", None), "multiarray", None)
+    setter = getattr(switch, "_set_madvise_hugepage", None)
+    if setter is None:  # pragma: no cover - another numpy
+        yield
+        return
+    before = setter(False)
+    try:
+        yield
+    finally:
+        setter(before)
 
 
 # ---------------------------------------------------------------- inputs
@@ -162,62 +192,72 @@ def band_layout(threshold: float) -> tuple[int, int]:
     return bands, 4 * rows
 
 
+def _read_columns(url: str, columns: list[str]) -> pa.Table:
+    """Columns of a Parquet file, by :class:`pyarrow.parquet.ParquetFile` (less per-file overhead
+    than ``read_table``'s datasets layer; one thread: the callers run files in parallel); local
+    files are read column chunk by column chunk, remote ones pre-buffered."""
+    with storage.open_read(url) as f:
+        return pq.ParquetFile(f, pre_buffer=not storage.is_local(url)).read(columns=columns, use_threads=False)
+
+
 def read_bands(url: str, threshold: float) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(id_int uint64[n], bands uint8[n, b, W], null rows)`` of a MinHash file; null signatures dropped."""
+    """``(id_int uint64[n], bands uint8[n, b, W], null rows)`` of a MinHash file; null signatures dropped.
+    ``bands`` is a view of the file's decoded column (no copy)."""
     bands, width = band_layout(threshold)
     column = signature_column(threshold)
-    with storage.open_read(url) as f:
-        table = pq.read_table(f, columns=["id_int", column])
+    table = _read_columns(url, ["id_int", column])
     ids = table.column("id_int").combine_chunks()
     sigs = table.column(column).combine_chunks()
     if pa.types.is_large_list(sigs.type):
         sigs = sigs.cast(pa.list_(pa.binary()))
-    valid = sigs.is_valid()
-    nulls = len(sigs) - pc.sum(valid.cast(pa.int64())).as_py() if len(sigs) else 0
-    if nulls:
-        ids, sigs = ids.filter(valid), sigs.filter(valid)
-    n = len(sigs)
+    nulls = sigs.null_count
+    valid = np.asarray(sigs.is_valid()) if nulls else None
+    n = len(sigs) - nulls
     if n == 0:
         return np.empty(0, np.uint64), np.empty((0, bands, width), np.uint8), nulls
-    if ids.null_count:
+    if ids.null_count and (ids.filter(pa.array(valid)) if valid is not None else ids).null_count:
         raise LshInputError(f"{url}: null id_int")
-    lengths = pc.list_value_length(sigs)
-    if pc.min(lengths).as_py() != bands or pc.max(lengths).as_py() != bands:
+    offsets = np.frombuffer(sigs.buffers()[1], dtype=np.int32)[sigs.offset : sigs.offset + len(sigs) + 1]
+    lengths = np.diff(offsets)
+    if np.any((lengths[valid] if valid is not None else lengths) != bands):
         raise LshInputError(f"{url}: {column} must hold {bands} bands per row")
-    values = sigs.flatten()
+    values = sigs.flatten()  # the valid rows' bands, in order (no copy when null rows are empty lists)
     if pa.types.is_large_binary(values.type):
         values = values.cast(pa.binary())
-    blens = pc.binary_length(values)
-    if values.null_count or pc.min(blens).as_py() != width or pc.max(blens).as_py() != width:
+    voffsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset : values.offset + len(values) + 1]
+    if values.null_count or len(values) != n * bands or np.any(np.diff(voffsets) != width):
         raise LshInputError(f"{url}: every band of {column} must be {width} bytes")
-    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset : values.offset + len(values) + 1]
-    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-    return ids.to_numpy(zero_copy_only=False).astype(np.uint64), data.reshape(n, bands, width), nulls
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[voffsets[0] : voffsets[-1]]
+    id_ints = ids.fill_null(0).to_numpy(zero_copy_only=False) if ids.null_count else ids.to_numpy()
+    if valid is not None:
+        id_ints = id_ints[valid]
+    return id_ints.astype(np.uint64, copy=False), data.reshape(n, bands, width), nulls
 
 
 _KEY_BLOCK = 2048  # documents per block of band_keys
-_MIX = _splitmix64(np.arange(1, 130, dtype=np.uint64)) | np.uint64(1)  # odd multipliers per value, then per band
+#: odd 64-bit multipliers: one per 32-bit value of a band (at most 128), then the band factor
+_MIX = (np.arange(1, 130, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(0xBF58476D1CE4E5B9)) | np.uint64(1)
 
 
 def band_keys(bands: np.ndarray) -> np.ndarray:
     """uint64[n, b]: a 64-bit hash of ``(band_index, band_bytes)`` (partitioning and sort key only;
-    equality is always checked on the bytes).  Computed in blocks of documents that stay in cache."""
+    equality is always checked on the bytes): the sum of the band's 32-bit values times odd
+    constants, plus a band term, then an xor-shift.  Two bands differing in one value never
+    collide.  Computed in blocks of documents that stay in cache."""
     n, b, width = bands.shape
     out = np.empty((n, b), np.uint64)
+    if not n:
+        return out
+    mix = _MIX[: width // 4]
     band_mix = (np.arange(b, dtype=np.uint64) + np.uint64(1)) * _MIX[128]
+    values = np.ascontiguousarray(bands).reshape(n, b * width).view(np.uint32).reshape(n, b, width // 4)
+    shift = np.uint64(29)
     with np.errstate(over="ignore"):
         for lo in range(0, n, _KEY_BLOCK):
-            values = np.ascontiguousarray(bands[lo : lo + _KEY_BLOCK]).view(">u4").astype(np.uint64)
-            mixed = (values * _MIX[: width // 4]).sum(axis=2, dtype=np.uint64)
-            mixed += band_mix
-            out[lo : lo + _KEY_BLOCK] = _splitmix64(mixed)
+            block = out[lo : lo + _KEY_BLOCK]
+            np.matmul(values[lo : lo + _KEY_BLOCK].astype(np.uint64), mix, out=block)
+            block += band_mix
+            block ^= block >> shift
     return out
 
 
@@ -234,6 +274,8 @@ class BandRows:
         return len(self.keys)
 
     def __getitem__(self, index: Any) -> BandRows:
+        if isinstance(index, np.ndarray) and index.dtype.kind in "iu":  # np.take: faster for rows
+            return BandRows(self.keys[index], self.ids[index], self.band[index], np.take(self.data, index, axis=0))
         return BandRows(self.keys[index], self.ids[index], self.band[index], self.data[index])
 
     @staticmethod
@@ -332,57 +374,136 @@ def _exact_groups(rows: BandRows) -> list[np.ndarray]:
     return [np.array(g) for g in groups.values()]
 
 
-def group_rows(rows: BandRows) -> np.ndarray:
+_NO_EDGES = np.empty((0, 2), np.uint64)
+_BLOCK = 1 << 16  # rows per block of elementwise work: small temporaries, reused by malloc
+
+
+def _equal_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``bool[m]``: row ``i`` of ``a`` equals row ``i`` of ``b`` (``uint8[m, W]``; compared as
+    32-bit words when ``W`` allows)."""
+    if a.shape[1] % 4 == 0:
+        a = np.ascontiguousarray(a).view(np.uint32)
+        b = np.ascontiguousarray(b).view(np.uint32)
+    return (a == b).all(axis=1)
+
+
+def group_keys(keys: np.ndarray, fetch: Callable[[np.ndarray], BandRows], *, overwrite: bool = False) -> np.ndarray:
     """The unique edges ``uint64[m, 2]`` (member, group minimum; member != minimum), sorted, of the
-    groups of rows with equal ``(band, bytes)`` and at least 2 members."""
-    if len(rows) < 2:
-        return np.empty((0, 2), np.uint64)
-    order = np.argsort(rows.keys)
-    keys = rows.keys[order]
-    boundary = np.r_[True, keys[1:] != keys[:-1]]
-    del keys
-    run_of = np.cumsum(boundary) - 1  # run (equal key) of every sorted row
-    start = np.flatnonzero(boundary)
-    length = np.diff(np.r_[start, len(rows)])
-    del boundary
-    in_multi = np.flatnonzero((length >= 2)[run_of])  # sorted rows of runs with >= 2 members
-    if not len(in_multi):
-        return np.empty((0, 2), np.uint64)
-    runs = run_of[in_multi]
-    del run_of
-    member = order[in_multi]  # only these rows are gathered
-    first = order[start[runs]]  # each one's run's first row
-    del order
-    same = rows.band[member] == rows.band[first]
-    same &= (np.take(rows.data, member, axis=0) == np.take(rows.data, first, axis=0)).all(axis=1)
+    groups of rows with equal ``(band, bytes)`` and at least 2 members, where ``keys[i]`` is row
+    ``i``'s :func:`band_keys` value and ``fetch(rows)`` gives the rows ``rows`` (ids, band, bytes;
+    called for blocks of candidate rows).
+
+    The keys' high bits and the row number in the low bits are packed in one ``uint64`` and
+    sorted (no argsort); only the rows of runs of equal high bits (candidates) are fetched and
+    compared with their run's first row.  A run whose bytes or band differ (a collision of the
+    high bits) is grouped exactly (:func:`_exact_groups`, over all such runs at once), so a
+    collision never merges two groups.  The keys of the fetched rows are not read.  With
+    ``overwrite``, ``keys`` itself is the sort buffer (its content is lost)."""
+    m = len(keys)
+    if m < 2:
+        return _NO_EDGES
+    bits = np.uint64(max(1, (m - 1).bit_length()))
+    low = np.uint64((1 << int(bits)) - 1)
+    packed = keys if overwrite else keys.copy()
+    packed &= ~low
+    for lo in range(0, m, _BLOCK):  # bounded temporaries
+        packed[lo : lo + _BLOCK] |= np.arange(lo, min(m, lo + _BLOCK), dtype=np.uint64)
+    packed.sort()
+    same_next = np.empty(m - 1, dtype=bool)
+    for lo in range(0, m - 1, _BLOCK):  # bounded temporaries
+        hi = min(lo + _BLOCK, m - 1)
+        np.equal(packed[lo + 1 : hi + 1] >> bits, packed[lo:hi] >> bits, out=same_next[lo:hi])
+    in_run = np.zeros(m, dtype=bool)
+    in_run[1:] = same_next
+    in_run[:-1] |= same_next
+    del same_next
+    candidates = packed[in_run]
+    del packed, in_run
+    if not len(candidates):
+        return _NO_EDGES
+    prefix = candidates >> bits
+    start = np.flatnonzero(np.r_[True, prefix[1:] != prefix[:-1]])
+    del prefix
+    sizes = np.diff(np.r_[start, len(candidates)])
+    run = np.repeat(np.arange(len(start)), sizes)
+    row = (candidates & low).astype(np.intp)
+    del candidates
+    # a run is one group iff every row equals the one before it (equality is transitive)
+    ids = np.empty(len(row), np.uint64)
+    same = np.empty(len(row), dtype=bool)
+    same[0] = True
+    for lo in range(0, len(row), _BLOCK):  # fetched a block at a time: small temporaries
+        these = fetch(row[max(0, lo - 1) : lo + _BLOCK])  # with the row before the block
+        ids[lo : lo + _BLOCK] = these.ids[1:] if lo else these.ids
+        same[max(1, lo) : lo + _BLOCK] = (these.band[1:] == these.band[:-1]) & _equal_rows(these.data[1:], these.data[:-1])
+    same[start] = True  # a run's first row
     bad_run = np.zeros(len(start), dtype=bool)
-    bad_run[runs[~same]] = True  # a 64-bit key collision: grouped exactly below
+    bad_run[run[~same]] = True
+    del same
+    good = ~bad_run[run]
     edges: list[np.ndarray] = []
-    good = ~bad_run[runs]
     if good.any():
-        ids, good_runs = rows.ids[member[good]], runs[good]
-        firsts = np.flatnonzero(np.r_[True, good_runs[1:] != good_runs[:-1]])  # runs are contiguous
+        ids, good_runs = ids[good], run[good]
+        firsts = np.flatnonzero(np.r_[True, good_runs[1:] != good_runs[:-1]])
         mins = np.minimum.reduceat(ids, firsts)
         edges.append(np.stack([ids, np.repeat(mins, np.diff(np.r_[firsts, len(ids)]))], axis=1))
-    for run in np.flatnonzero(bad_run).tolist():
-        members = rows[member[runs == run]]
-        for group in _exact_groups(members):
+    if not good.all():
+        colliding = fetch(row[~good])
+        for group in _exact_groups(colliding):
             if len(group) >= 2:
-                gids = members.ids[group]
+                gids = colliding.ids[group]
                 edges.append(np.stack([gids, np.full(len(gids), gids.min(), np.uint64)], axis=1))
-    out = np.concatenate(edges) if edges else np.empty((0, 2), np.uint64)
-    out = out[out[:, 0] != out[:, 1]]
-    return unique_edges(out)
+    out = np.concatenate(edges) if edges else _NO_EDGES
+    return unique_edges(out[out[:, 0] != out[:, 1]])
+
+
+def group_rows(rows: BandRows) -> np.ndarray:
+    """The unique edges ``uint64[m, 2]`` (member, group minimum; member != minimum), sorted, of the
+    groups of rows with equal ``(band, bytes)`` and at least 2 members (:func:`group_keys`)."""
+    return group_keys(rows.keys, rows.__getitem__)
+
+
+def _ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(unique, rank)``: the sorted distinct values and each value's index in them (one argsort;
+    a searchsorted of unsorted values into a large array is several times slower)."""
+    flat = values.ravel()
+    order = np.argsort(flat)
+    ordered = flat[order]
+    new = np.empty(len(flat), dtype=bool)
+    new[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    rank = np.empty(len(flat), dtype=np.intp)
+    rank[order] = np.cumsum(new) - 1
+    return ordered[new], rank.reshape(values.shape)
+
+
+def _sorted_positions(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(haystack, needles)``, with the needles looked up in sorted order."""
+    order = np.argsort(needles)
+    pos = np.empty(len(needles), dtype=np.intp)
+    pos[order] = np.searchsorted(haystack, needles[order])
+    return pos
 
 
 def unique_edges(edges: np.ndarray) -> np.ndarray:
-    """Sorted unique rows of ``uint64[m, 2]``."""
+    """Sorted unique rows of ``uint64[m, 2]``: each row as one ``uint64`` of the ranks of its two
+    ids among the ids present, sorted (no lexsort)."""
     if not len(edges):
-        return np.empty((0, 2), np.uint64)
-    order = np.lexsort((edges[:, 1], edges[:, 0]))
-    edges = edges[order]
-    keep = np.r_[True, (edges[1:] != edges[:-1]).any(axis=1)]
-    return np.ascontiguousarray(edges[keep], dtype=np.uint64)
+        return _NO_EDGES
+    nodes, rank = _ranks(edges)
+    if len(nodes) >= 2**32:  # pragma: no cover - more ids than fit a rank pair
+        order = np.lexsort((edges[:, 1], edges[:, 0]))
+        edges = edges[order]
+        return np.ascontiguousarray(edges[np.r_[True, (edges[1:] != edges[:-1]).any(axis=1)]], dtype=np.uint64)
+    packed = rank[:, 0].astype(np.uint64) << np.uint64(32)
+    packed |= rank[:, 1].astype(np.uint64)
+    del rank
+    packed.sort()
+    packed = packed[np.r_[True, packed[1:] != packed[:-1]]]
+    out = np.empty((len(packed), 2), np.uint64)
+    out[:, 0] = nodes[packed >> np.uint64(32)]
+    out[:, 1] = nodes[packed & np.uint64(0xFFFFFFFF)]
+    return out
 
 
 def batch_names(work: str, partition: int) -> list[str]:
@@ -413,17 +534,33 @@ def group_partition(work: str, partition: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- step 3: components (edges only)
 
 
+def _min_labels(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``label[i]`` = the smallest node of ``i``'s connected component (nodes ``0..n-1``, edges
+    ``(u, v)``): roots are hooked to the smaller root across every edge, then the labels are
+    compressed to roots (pointer jumping), until every edge joins equal labels."""
+    label = np.arange(n, dtype=np.intp)
+    while True:
+        lu, lv = label[u], label[v]
+        differ = lu != lv
+        if not differ.any():
+            return label
+        lu, lv = lu[differ], lv[differ]
+        low = np.minimum(lu, lv)
+        np.minimum.at(label, lu, low)
+        np.minimum.at(label, lv, low)
+        while True:
+            jumped = label[label]
+            if np.array_equal(jumped, label):
+                break
+            label = jumped
+
+
 def components(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(nodes, cluster_ids)``: every id on an edge, ascending, and the minimum id of its component."""
     if not len(edges):
         return np.empty(0, np.uint64), np.empty(0, np.uint64)
-    nodes = np.unique(edges)
-    idx = np.searchsorted(nodes, edges)
-    n = len(nodes)
-    graph = coo_matrix((np.ones(len(idx), dtype=np.int8), (idx[:, 0], idx[:, 1])), shape=(n, n)).tocsr()
-    _, labels = connected_components(graph, directed=False)
-    _, first = np.unique(labels, return_index=True)  # nodes ascend: a label's first node is its minimum
-    return nodes, nodes[first][labels]
+    nodes, idx = _ranks(edges)
+    return nodes, nodes[_min_labels(len(nodes), idx[:, 0], idx[:, 1])]
 
 
 def load_edges(work: str, partitions: int) -> np.ndarray:
@@ -436,10 +573,9 @@ def load_edges(work: str, partitions: int) -> np.ndarray:
 
 def cluster_table(url: str, nodes: np.ndarray, cluster_ids: np.ndarray) -> pa.Table:
     """The clustered documents of one MinHash file, in its row order (CLUSTERS_SCHEMA)."""
-    with storage.open_read(url) as f:
-        table = pq.read_table(f, columns=["id", "id_int", "shard_id"])
+    table = _read_columns(url, ["id", "id_int", "shard_id"])
     ids = table.column("id_int").to_numpy().astype(np.uint64)
-    pos = np.searchsorted(nodes, ids)
+    pos = _sorted_positions(nodes, ids)
     pos[pos >= len(nodes)] = 0
     hit = (nodes[pos] == ids) if len(nodes) else np.zeros(len(ids), bool)
     mask = pa.array(hit)
@@ -692,11 +828,32 @@ def _write(unit: ClustersUnit, workers: int) -> dict[str, Any]:
     marker = _marker(unit, "write")
     missing = [p for p in range(unit.partitions) if not storage.exists(edges_url(unit.work, p))]
     if missing:
+        from rpj_tasks.core.plan import format_shards  # (its config and yaml imports: here only)
+
         raise MissingInputError(
             f"{unit.name} write: no edges of partition(s) {format_shards(missing)} of {unit.partitions} "
             f"under {redact(unit.work)}: run clusters_group for them first"
         )
     stats = Stats.from_dict(marker)
+
+    def edges() -> np.ndarray:
+        parts = []
+        for p in range(unit.partitions):
+            part, meta = _read_edges(edges_url(unit.work, p))
+            parts.append(part)
+            stats.add_time("group", meta["seconds"])  # the sum over the partitions
+        return unique_edges(np.concatenate(parts))
+
+    return _publish(unit, stats, edges, workers, started)
+
+
+def _publish(
+    unit: ClustersUnit, stats: Stats, edges_of: Callable[[], np.ndarray], workers: int, started: float
+) -> dict[str, Any]:
+    """Components of the edges ``edges_of()`` gives, the clusters files and the record through one
+    :class:`~rpj_tasks.core.commit.UnitCommit`, then every work directory of the scope and threshold
+    is removed; returns the record (``wall_seconds``: the scatter and group seconds in ``stats``
+    plus the time since ``started``)."""
     root, component = unit.root, unit.component
     output_dirs = [storage.join(root, component, s) for s in unit.scope]
     with commit.UnitCommit(
@@ -704,13 +861,7 @@ def _write(unit: ClustersUnit, workers: int) -> dict[str, Any]:
     ) as committing:
         _invalidate_overlapping(root, component, unit.record_url, output_dirs)
         with stats.timer("components"):
-            parts = []
-            for p in range(unit.partitions):
-                part, meta = _read_edges(edges_url(unit.work, p))
-                parts.append(part)
-                stats.add_time("group", meta["seconds"])  # the sum over the partitions
-            edges = unique_edges(np.concatenate(parts))
-            del parts
+            edges = edges_of()
             nodes, cluster_ids = components(edges)
         stats.inc("lsh.edges", len(edges))
         del edges
@@ -752,6 +903,95 @@ def _write(unit: ClustersUnit, workers: int) -> dict[str, Any]:
     return record
 
 
+# ---------------------------------------------------------------- in one process: band rows in memory
+
+
+def file_rows(items: Sequence[MinHashInput]) -> list[int]:
+    """The row count of every MinHash file (nulls included), from the Parquet footers."""
+    counts = []
+    for item in items:
+        with storage.open_read(item.url) as f:
+            counts.append(pq.read_metadata(f).num_rows)
+    return counts
+
+
+def in_memory_bytes(docs: int, threshold: float = DEFAULT_THRESHOLD) -> int:
+    """Estimated peak working memory of :func:`run_clusters`' in-memory path for ``docs`` rows
+    (see the module doc)."""
+    bands, width = band_layout(threshold)
+    return docs * (16 + bands * (width + 10) + bands * (width + 80) // 4)
+
+
+def _group_in_memory(unit: ClustersUnit, counts: list[int], workers: int) -> tuple[Stats, np.ndarray]:
+    """Every file's band rows read into one array (``counts``: the files' row counts), their edges
+    grouped with one :func:`group_keys`; the counts and seconds the scatter and group steps record."""
+    bands, width = band_layout(unit.threshold)
+    stats = Stats()
+    started = time.perf_counter()
+    base = np.r_[0, np.cumsum(counts, dtype=np.int64)]
+    data = np.empty((int(base[-1]), bands, width), np.uint8)  # file i's valid rows at base[i]..
+    ids = np.empty(int(base[-1]), np.uint64)
+
+    keys = np.empty(int(base[-1]) * bands, np.uint64)  # file i's at base[i] * bands.., then compacted
+
+    def read(i: int) -> int:
+        item_ids, item_bands, nulls = read_bands(unit.items[i].url, unit.threshold)
+        n = len(item_ids)
+        if n + nulls != counts[i]:
+            raise LshInputError(f"{unit.items[i].url}: {n + nulls} rows, its footer says {counts[i]}")
+        lo = int(base[i])
+        data[lo : lo + n] = item_bands
+        ids[lo : lo + n] = item_ids
+        keys[lo * bands : (lo + n) * bands] = band_keys(data[lo : lo + n]).ravel()
+        return n
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        valid = list(pool.map(read, range(len(unit.items))))
+    docs = sum(valid)
+    done = 0
+    for lo, n in zip(base[:-1].tolist(), valid, strict=True):  # in place: the valid rows' keys first
+        keys[done * bands : (done + n) * bands] = keys[lo * bands : (lo + n) * bands]
+        done += n
+    keys = keys[: docs * bands]
+    # the row of the i-th valid document in data and ids
+    where = np.repeat(base[:-1] - np.r_[0, np.cumsum(valid, dtype=np.int64)][:-1], valid) + np.arange(docs)
+    stats.inc("lsh.docs", docs)
+    stats.inc("lsh.null_signatures", int(base[-1]) - docs)
+    stats.inc("lsh.rows", len(keys))
+    stats.add_time("scatter", time.perf_counter() - started)
+    started = time.perf_counter()
+    flat = data.reshape(-1, width)
+
+    def fetch(rows: np.ndarray) -> BandRows:
+        doc, band = np.divmod(rows, bands)
+        at = where[doc]
+        data_rows = np.take(flat, at * bands + band, axis=0)  # several times faster than flat[...]
+        return BandRows(np.zeros(len(rows), np.uint64), ids[at], band.astype(np.uint8), data_rows)
+
+    edges = group_keys(keys, fetch, overwrite=True)
+    stats.add_time("group", time.perf_counter() - started)
+    return stats, edges
+
+
+def _run_in_memory(unit: ClustersUnit, counts: list[int], workers: int) -> dict[str, Any]:
+    """The three steps' work in this process without intermediates: the same clusters files and
+    record (counts) as :func:`_scatter`, :func:`_group` and :func:`_write`."""
+    started = time.perf_counter()
+    storage.remove(unit.record_url)  # commit protocol rule 2: a redo that dies is never skipped
+    stats, edges = _group_in_memory(unit, counts, workers)
+    log.info(
+        "%s in memory: %d files, %d docs (%d null signatures), %d band rows, %d edges, %.2f s",
+        unit.name,
+        len(unit.items),
+        stats["lsh.docs"],
+        stats["lsh.null_signatures"],
+        stats["lsh.rows"],
+        len(edges),
+        time.perf_counter() - started,
+    )
+    return _publish(unit, stats, lambda: edges, workers, time.perf_counter())
+
+
 def clusters_scatter(
     root: str,
     snapshots: Sequence[str],
@@ -773,7 +1013,8 @@ def clusters_scatter(
     unit = clusters_unit(root, snapshots, threshold, partitions=partitions, inputs=inputs, component=component)
     if not force and unit.finished() is not None:
         return unit.skipped("scatter")
-    return _scatter(unit, batch_files, workers)
+    with small_pages():
+        return _scatter(unit, batch_files, workers)
 
 
 def clusters_group(
@@ -794,7 +1035,8 @@ def clusters_group(
     unit = clusters_unit(root, snapshots, threshold, partitions=partitions, inputs=inputs, component=component)
     if not force and unit.finished() is not None:
         return {**unit.skipped(f"group {partition}"), "partition": partition}
-    return _group(unit, partition, force)
+    with small_pages():
+        return _group(unit, partition, force)
 
 
 def clusters_write(
@@ -816,7 +1058,8 @@ def clusters_write(
     unit = clusters_unit(root, snapshots, threshold, partitions=partitions, inputs=inputs, component=component)
     if not force and (record := unit.finished()) is not None:
         return {**unit.skipped("write"), **record_summary(record)}
-    return {"skipped": False, "record": redact(unit.record_url), **record_summary(_write(unit, workers))}
+    with small_pages():
+        return {"skipped": False, "record": redact(unit.record_url), **record_summary(_write(unit, workers))}
 
 
 def record_summary(record: dict[str, Any]) -> dict[str, Any]:
@@ -842,6 +1085,7 @@ def run_clusters(
     workers: int = 1,
     force: bool = False,
     component: str = "clusters",
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> dict[str, Any]:
     """Clusters of ``snapshots`` at ``threshold``: the three steps in this process; returns the record.
 
@@ -851,12 +1095,22 @@ def run_clusters(
     batches, partitions and file writes concurrently (numpy and pyarrow release the GIL; memory
     grows with it).  One ``(scope, threshold)`` owns ``{component}/{snapshot}/`` of its snapshots;
     use another ``component`` for a second threshold.
+
+    When every band row fits ``memory_budget`` bytes (:func:`in_memory_bytes` of the files' row
+    counts), the steps' work is done in memory without intermediates (no band or edges files; same
+    clusters files and record counts); otherwise, and with ``memory_budget=0``, the three steps run
+    with their intermediates.
     """
     unit = clusters_unit(root, snapshots, threshold, partitions=partitions, inputs=inputs, component=component)
     if not force and (record := unit.finished()) is not None:
         log.info("%s: finished, skipped", unit.name)
         return {**record, "skipped": True}
-    _scatter(unit, batch_files, workers)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        list(pool.map(lambda p: _group(unit, p, True), range(partitions)))
-    return {**_write(unit, workers), "skipped": False}
+    with small_pages():
+        if memory_budget > 0:
+            counts = file_rows(unit.items)
+            if in_memory_bytes(sum(counts), threshold) <= memory_budget:
+                return {**_run_in_memory(unit, counts, workers), "skipped": False}
+        _scatter(unit, batch_files, workers)
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            list(pool.map(lambda p: _group(unit, p, True), range(partitions)))
+        return {**_write(unit, workers), "skipped": False}
