@@ -53,7 +53,7 @@ from rpj_tasks.annotate.signals import (
 )
 from rpj_tasks.core import commit, layout, storage
 from rpj_tasks.core.config import SnapshotConfig, validate_shard
-from rpj_tasks.core.errors import MissingInputError
+from rpj_tasks.core.inputs import mined_documents
 from rpj_tasks.core.layout import ANNOTATED_BUCKETS as DEFAULT_BUCKETS
 from rpj_tasks.core.layout import DOCUMENTS_FILE, MINHASH_SUFFIX, SIGNALS_SUFFIX
 from rpj_tasks.core.lines import (
@@ -283,26 +283,6 @@ def artifacts_manifest(artifacts_url: str, hash_mode: str) -> dict[str, Any]:
     }
 
 
-def _documents_inputs(cfg: SnapshotConfig, shard: int) -> dict[str, dict[str, Any]]:
-    """``{name: {"url", "sha256"}}`` of the documents files the shard's CCNet record lists (the only
-    files annotation reads)."""
-    record_url = layout.ccnet_stats_url(cfg.storage_root, cfg.id, shard)
-    record = commit.load_record(record_url)
-    if record is None:
-        raise MissingInputError(
-            f"shard {shard:04d} of {cfg.id} has no CCNet stats record ({record_url}): its documents are not "
-            "finished; run the CCNet mine task for this shard first"
-        )
-    out = {}
-    for rel, url in commit.listed_outputs(record_url, record).items():
-        if not storage.exists(url):
-            raise MissingInputError(
-                f"shard {shard:04d} of {cfg.id}: documents {[url.rsplit('/', 1)[1]]} listed by CCNet are missing"
-            )
-        out[url.rsplit("/", 1)[1]] = {"url": url, "sha256": record["outputs"][rel]["sha256"]}
-    return out
-
-
 def _documents(
     documents: dict[str, dict[str, Any]], shard: int, buckets: tuple[str, ...], stats: Stats
 ) -> list[tuple[str, str, str]]:
@@ -363,7 +343,7 @@ def _annotate_shard(
     cfg: SnapshotConfig, shard: int, artifacts_url: str, annotate_tail: bool, force: bool, hash_mode: str
 ) -> dict[str, Any]:
     stats_url = annotate_stats_url(cfg.storage_root, cfg.id, shard)
-    documents = _documents_inputs(cfg, shard)
+    documents = mined_documents(cfg, shard)
     artifacts = artifacts_manifest(artifacts_url, hash_mode)
     buckets = (*DEFAULT_BUCKETS, "tail") if annotate_tail else DEFAULT_BUCKETS
     stats = Stats()

@@ -29,10 +29,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rpj_tasks.core import commit, layout, storage
+from rpj_tasks.core import commit, layout
 from rpj_tasks.core.config import SnapshotConfig, validate_shard
-from rpj_tasks.core.errors import MissingInputError
 from rpj_tasks.core.ids import doc_id
+from rpj_tasks.core.inputs import mined_documents
 from rpj_tasks.core.lines import BadLines, iter_lines, parse_object
 from rpj_tasks.core.logctx import log_context, shard_label
 from rpj_tasks.core.schema import TOKEN_COUNTS_SCHEMA
@@ -49,23 +49,6 @@ BATCH_BYTES = 8 << 20
 def tokens_stats_url(root: str, snapshot: str, shard: int) -> str:
     """The shard's commit record (:func:`rpj_tasks.core.layout.tokens_stats_url`)."""
     return layout.tokens_stats_url(root, snapshot, shard)
-
-
-def documents_inputs(cfg: SnapshotConfig, shard: int) -> dict[str, dict[str, Any]]:
-    """``{name: {"url", "sha256"}}`` of the documents files the shard's CCNet record lists."""
-    record_url = layout.ccnet_stats_url(cfg.storage_root, cfg.id, shard)
-    record = commit.load_record(record_url)
-    if record is None:
-        raise MissingInputError(
-            f"shard {shard:04d} of {cfg.id} has no CCNet stats record ({record_url}): its documents are not "
-            "finished; run the CCNet mine task for this shard first"
-        )
-    out = {}
-    for rel, url in commit.listed_outputs(record_url, record).items():
-        if not storage.exists(url):
-            raise MissingInputError(f"shard {shard:04d} of {cfg.id}: documents {url} listed by CCNet are missing")
-        out[url.rsplit("/", 1)[1]] = {"url": url, "sha256": record["outputs"][rel]["sha256"]}
-    return out
 
 
 def _batches(url: str, bad: BadLines) -> Iterator[list[tuple[int, int, bytes]]]:
@@ -139,7 +122,7 @@ def count_shard(cfg: SnapshotConfig, shard: int, *, force: bool = False, tokeniz
 
 def _count_shard(cfg: SnapshotConfig, shard: int, force: bool, tokenizer_json: str) -> dict[str, Any]:
     record_url = tokens_stats_url(cfg.storage_root, cfg.id, shard)
-    documents = documents_inputs(cfg, shard)
+    documents = mined_documents(cfg, shard)
     stats = Stats()
     selected = []
     for name in sorted(documents):

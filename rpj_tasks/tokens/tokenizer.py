@@ -33,6 +33,7 @@ import os
 import re
 from typing import Any, Protocol
 
+from rpj_tasks.core import storage
 from rpj_tasks.core.errors import ConfigError, PermanentError
 
 #: The default tokenizer's name in records (the reference's ``token_count.py`` model).
@@ -53,11 +54,7 @@ class TokenizerError(PermanentError):
 
 
 def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return str(storage.digest(path)["sha256"])
 
 
 def mistral_model_path() -> str:
