@@ -28,9 +28,10 @@ from rpj_tasks.annotate.signals import (
     make_record,
     raw_words,
 )
-from rpj_tasks.annotate.stage import FileJob, MissingInputError, WorkerDiedError, annotate_file, annotate_shard, run_jobs
+from rpj_tasks.annotate.stage import FileJob, WorkerDiedError, annotate_file, annotate_shard, run_jobs
 from rpj_tasks.core import layout, storage
 from rpj_tasks.core.config import SnapshotConfig
+from rpj_tasks.core.errors import MissingInputError
 from rpj_tasks.core.logctx import log_context
 
 SNAPSHOT = "2023-06"
@@ -656,7 +657,7 @@ def test_documents_listed_by_ccnet_must_exist(shared_data: Path, tmp_path: Path)
     write_shard(tmp_path, {"en_head.json.gz": vector_lines(shared_data, "en")})
     (tmp_path / "documents" / SNAPSHOT / "0000" / "en_head.json.gz").unlink()
     artifacts = write_artifacts(tmp_path / "art", shared_data, STABLE)
-    with pytest.raises(MissingInputError, match=r"\['en_head.json.gz'\] listed by CCNet are missing"):
+    with pytest.raises(MissingInputError, match=r"documents \S*/0000/en_head\.json\.gz listed by CCNet are missing"):
         annotate_shard(config(tmp_path), 0, artifacts_url=artifacts, hash_mode=STABLE)
 
 
