@@ -113,6 +113,10 @@ def file_bytes(root: str, component: str = "clusters") -> dict[str, bytes]:
 
 
 def run(root: str, urls: list[str], threshold: float = 0.8, **kw) -> dict:
+    """``run_clusters`` through its file steps (scatter, group per partition, write) unless the test
+    asks for another ``memory_budget``: the in-memory path ignores partitions and batches, and has
+    its own equality tests (test_lsh_memory.py)."""
+    kw.setdefault("memory_budget", 0)
     return lsh.run_clusters(root, [SNAPSHOT], threshold, inputs=[lsh.minhash_input(u) for u in urls], **kw)
 
 
