@@ -1,6 +1,7 @@
 """``rpv2_dedup``: exact dedup of the release (steps 2 and 3 of ``rpj_tasks.dedup.exact``).
 
-    plan -> partition (mapped: one task per digest partition, queue ``dedup_queue``)
+    plan -> partition (mapped: one task per digest partition, or per range of partitions above
+            MAX_MAPPED_UNITS, queue ``dedup_queue``)
          -> write (mapped: one task per snapshot of the set) -> summary
     plan -> members (the set, as the write tasks' arguments)
 
@@ -22,7 +23,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, dag, get_current_context, task
 
-from rpj_dags.common import DEFAULT_ARGS, START_DATE, whole
+from rpj_dags.common import DEFAULT_ARGS, MAX_MAPPED_UNITS, START_DATE, whole
 from rpj_dags.runtime import configure_storage, engine_task
 from rpj_tasks.core.config import ConfigError, SnapshotConfig
 
@@ -96,15 +97,19 @@ def build_dedup_dag(registry: dict[str, SnapshotConfig]) -> DAG:
 
             _, cfg = run_config()
             out = stage.plan(cfg, registry)
-            return [{"snapshots": out["snapshots"], "p": p} for p in out["partitions"]]
+            parts = out["partitions"]
+            per_task = -(-len(parts) // MAX_MAPPED_UNITS)  # at most MAX_MAPPED_UNITS tasks (max_map_length)
+            return [{"snapshots": out["snapshots"], "ps": parts[i : i + per_task]} for i in range(0, len(parts), per_task)]
 
         @task(queue=queue, execution_timeout=dt.timedelta(hours=2))
         @engine_task
-        def partition(snapshots: list[str], p: int) -> dict[str, Any]:
+        def partition(snapshots: list[str], ps: list[int]) -> list[dict[str, Any]]:
+            """Step 2 for digest partitions ``ps`` (one each, unless there are more than
+            MAX_MAPPED_UNITS partitions)."""
             from rpj_tasks.dedup import stage
 
             params, cfg = run_config()
-            return stage.partition(cfg, snapshots, p, force=params["force"])
+            return [stage.partition(cfg, snapshots, p, force=params["force"]) for p in ps]
 
         @task(execution_timeout=dt.timedelta(minutes=10))
         def members(planned: Any) -> list[dict[str, Any]]:  # the plan's XComArg when the DAG is built

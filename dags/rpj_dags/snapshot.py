@@ -318,7 +318,9 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
         exact_dedup = TriggerAndWaitOperator(
             task_id="exact_dedup",
             trigger_dag_id=DEDUP_DAG_ID,
-            trigger_run_id=dedup_run_id(base.id, "{{ run_id }}"),
+            # one rpv2_dedup run per try: a cleared exact_dedup (e.g. after re-mining) deduplicates the
+            # new index instead of finding the finished run of an earlier try
+            trigger_run_id=dedup_run_id(base.id, "{{ run_id }}__try{{ ti.try_number }}"),
             # no force: every dedup step is redone by itself when its inputs changed (a forced run
             # would recompute the whole release); rpv2_dedup's own Param force is for a manual run
             conf={"snapshot": base.id},

@@ -211,7 +211,7 @@ class SnapshotConfig:
         for key, low, high in (
             ("dedup_partitions", 1, 65536),
             ("dedup_memory_budget", 1 << 20, 1 << 50),
-            ("clusters_partitions", 1, 4096),
+            ("clusters_partitions", 1, 1000),
         ):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:

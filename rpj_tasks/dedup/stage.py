@@ -85,6 +85,12 @@ def plan(cfg: SnapshotConfig, registry: dict[str, SnapshotConfig]) -> dict[str, 
         max(need) / 2**20,
         config.memory_budget / 2**20,
     )
+    width = len(exact.part_name(0, config.partitions))
+    for start in range(0, len(need), 16):  # every task's need, 16 to a line
+        log.info(
+            "memory per partition task (MiB): %s",
+            " ".join(f"{p:0{width}d}:{n / 2**20:.1f}" for p, n in enumerate(need[start : start + 16], start)),
+        )
     return {
         "snapshots": snapshots,
         "partitions": list(range(config.partitions)),

@@ -126,7 +126,7 @@ def assert_release_dedup(dep, client) -> None:
 
     runs = snapshot_runs(client, "rpv2_dedup")
     assert sorted((r["dag_run_id"], r["state"]) for r in runs) == sorted(
-        (f"{sid}__rpv2_monthly__{month}", "success") for sid, month in MONTHLY.items()
+        (f"{sid}__rpv2_monthly__{month}__try1", "success") for sid, month in MONTHLY.items()
     ), [(r["dag_run_id"], r["state"]) for r in runs]
     last = max(runs, key=lambda r: r["end_date"])
     planned = [t for t in client.task_instances("rpv2_dedup", last["dag_run_id"]) if t["task_id"] == "partition"]
