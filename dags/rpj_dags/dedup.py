@@ -2,7 +2,7 @@
 
     plan -> partition (mapped: one task per digest partition, or per range of partitions above
             MAX_MAPPED_UNITS, queue ``dedup_queue``)
-         -> write (mapped: one task per snapshot of the set) -> summary
+         -> write (mapped: one task per snapshot of the set) -> republish
     plan -> members (the set, as the write tasks' arguments)
 
 Every snapshot DAG indexes its snapshot (``dedup_index``), then triggers a run of this DAG for it
@@ -12,7 +12,8 @@ snapshot alone, ``dedup_scope: snapshot``), so a new snapshot rewrites the older
 whose duplicates change, in the run its snapshot waits for.  ``max_active_runs=1``: two runs would
 rewrite the same state; runs triggered meanwhile queue, and each recomputes over the set as it is
 then (finished partitions and files are skipped).  ``plan`` logs the memory every partition task
-will need and fails, naming the setting to change, over ``dedup_memory_budget``.
+will need and fails, naming the setting to change, over ``dedup_memory_budget``.  ``republish``
+validates and publishes again every published snapshot whose duplicates files the run rewrote.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ log = logging.getLogger("rpj.airflow")
 
 DAG_ID = "rpv2_dedup"
 DIALECT = "http://json-schema.org/draft-07/schema#"
-TASK_ORDER = ("plan", "partition", "members", "write", "summary")
+TASK_ORDER = ("plan", "partition", "members", "write", "republish")
 
 
 def dedup_run_id(snapshot: str, run_id: str) -> str:
@@ -125,17 +126,29 @@ def build_dedup_dag(registry: dict[str, SnapshotConfig]) -> DAG:
             params, cfg = run_config()
             return stage.write(cfg, snapshots, snapshot, force=params["force"])
 
-        @task(execution_timeout=dt.timedelta(minutes=10))
+        @task(execution_timeout=dt.timedelta(hours=4))
         @engine_task
-        def summary(written: Any) -> None:
+        def republish(written: Any) -> None:
+            """Every published snapshot of the set whose duplicates files this run rewrote (a newer
+            snapshot moved first occurrences into itself) is validated and published again, so that
+            its listings and manifest describe its current files.  The triggering snapshot is left to
+            its own run, which validates and publishes after this one."""
+            from rpj_tasks.publish.stage import republish_if_published
+
+            params, _ = run_config()
             for r in list(written):
                 state = "unchanged" if r["skipped"] else f"{r['written']} files written"
                 log.info("%s: %d duplicates (%s)", r["snapshot"], r["duplicates"], state)
+                cfg = registry.get(r["snapshot"])
+                if r["skipped"] or not r["written"] or r["snapshot"] == params.get("snapshot") or cfg is None:
+                    continue
+                configure_storage(cfg.storage_root)
+                republish_if_published(cfg)
 
         planned = plan()
         merged = partition.expand_kwargs(planned)
         files = write.expand_kwargs(members(planned))
         merged >> files
-        summary(files)
+        republish(files)
 
     return dedup_dag()

@@ -272,27 +272,36 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
 
         @task(execution_timeout=dt.timedelta(hours=2))
         @engine_task
-        def validate_release(units: Any) -> dict[str, Any]:
-            """The snapshot-level gate over every planned shard; returns its compact result."""
-            from rpj_tasks.core import plan
-            from rpj_tasks.validate.stage import validate_snapshot
+        def validate_release() -> dict[str, Any]:
+            """The snapshot-level gate over every mined shard (a run of a few shards publishes the
+            whole snapshot, never only its own shards): shards of earlier runs are validated again only
+            if their files changed.  Returns the compact result."""
+            from rpj_tasks.publish.stage import mined_shards
+            from rpj_tasks.validate.stage import validate_shard, validate_snapshot
 
             _, cfg = _run_config(base)
-            result = validate_snapshot(cfg, [s for u in units for s in plan.unit_shards(u)])
-            return {k: result.get(k) for k in ("success", "data_docs", "counts", "shards")}
+            shards = mined_shards(cfg)
+            for shard in shards:
+                validate_shard(cfg, shard)  # skipped when validated for the same files
+            result = validate_snapshot(cfg, shards)
+            return {
+                "success": result["success"],
+                "data_docs": result["data_docs"],
+                "counts": result["counts"],
+                "shard_ids": shards,
+            }
 
         @task(execution_timeout=dt.timedelta(hours=1))
         @engine_task
-        def publish(units: Any, validation: Any) -> None:  # XComArgs when the DAG is built
+        def publish(validation: Any) -> None:  # an XComArg when the DAG is built
             """listings/ and the release manifest, only after every gate passed (Param publish)."""
-            from rpj_tasks.core import plan
             from rpj_tasks.publish.stage import publish_snapshot
 
             params, cfg = _run_config(base)
             if not params["publish"]:
                 raise _skip("publish=false for this run: validated, nothing published")
-            summary = f"{validation.get('shards')} shards valid; Data Docs {validation.get('data_docs')}"
-            shards = [s for u in units for s in plan.unit_shards(u)]
+            shards = validation["shard_ids"]
+            summary = f"{len(shards)} shards valid; Data Docs {validation.get('data_docs')}"
             publish_snapshot(cfg, shards, validation={**validation, "summary": summary}, force=params["force"])
 
         @task(execution_timeout=dt.timedelta(minutes=30), trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
@@ -387,9 +396,9 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
             """Validation per unit, then of the snapshot, then publish; returns the last task."""
             checked = validate.expand(unit=units)
             deduplicated >> checked
-            result = validate_release(units)
+            result = validate_release()
             checked >> result
-            return publish(units, result)
+            return publish(result)
 
         # Runs when the plan succeeded, even if some units failed, to say which shards are missing;
         # after a failed plan it is upstream_failed (no work, no error of its own).

@@ -70,10 +70,18 @@ def run_dedup(args: argparse.Namespace) -> int:
         f"largest needs {todo['max_partition_bytes'] / 2**20:.1f} MiB of {todo['memory_budget'] / 2**20:.1f} MiB"
     )
     parts = [stage.partition(cfg, todo["snapshots"], p, force=args.force) for p in todo["partitions"]]
+    changed = []
     for snapshot in todo["snapshots"]:
         out = stage.write(cfg, todo["snapshots"], snapshot, force=args.force)
         state = "unchanged" if out["skipped"] else f"{out['written']} files written"
         print(f"{snapshot}: {out['duplicates']} duplicates ({state})")
+        if out["written"] and not out["skipped"] and snapshot != cfg.id and snapshot in registry:
+            changed.append(snapshot)
+    from rpj_tasks.publish.stage import republish_if_published
+
+    for snapshot in changed:  # published older snapshots whose duplicates changed: their listings follow
+        if republish_if_published(registry[snapshot]):
+            print(f"{snapshot}: published earlier, its duplicates changed: validated and published again")
     done = sum(1 for p in parts if not p["skipped"])
     print(f"exact dedup: {done} of {len(parts)} partitions merged, {time.perf_counter() - started:.1f} s")
     return 0

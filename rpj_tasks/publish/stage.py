@@ -134,6 +134,55 @@ def listings(cfg: SnapshotConfig, files: dict[str, dict[str, Any]]) -> dict[str,
     return {lang: {p: [t for *_, t in sorted(rows)] for p, rows in parts.items()} for lang, parts in sorted(found.items())}
 
 
+def check_validated(cfg: SnapshotConfig, shards: list[int], files: dict[str, dict[str, Any]]) -> None:
+    """Every file to be published is a file a passed shard validation read, with the same sha256:
+    a file rewritten since (e.g. the duplicates files, when a newer snapshot's dedup ran meanwhile)
+    is never published unvalidated."""
+    root = cfg.storage_root
+    validated: dict[str, str] = {}
+    for shard in shards:
+        url = storage.join(root, "stats", "validate", cfg.id, f"{shard:04d}.json")
+        record = commit.load_record(url)
+        if record is None or not (record.get("result") or {}).get("success"):
+            raise PublishError(f"cannot publish {cfg.id}: shard {shard:04d} has no passed validation ({url})")
+        validated.update(record["inputs"]["files"])
+    changed = sorted(rel for rel, meta in files.items() if validated.get(rel) != meta["sha256"])
+    if changed:
+        raise PublishError(
+            f"cannot publish {cfg.id}: {len(changed)} files differ from what validation read, e.g. {changed[0]} "
+            "(rewritten since, e.g. by a newer snapshot's dedup): validate again, then publish"
+        )
+
+
+def validate_and_publish(cfg: SnapshotConfig, shards: list[int], *, force: bool = False) -> dict[str, Any]:
+    """Validate every shard (those validated earlier for the same files are skipped), then the
+    snapshot, then publish: the one sequence the DAGs and ``rpj publish`` share after a change."""
+    from rpj_tasks.validate.stage import validate_shard, validate_snapshot
+
+    for shard in shards:
+        validate_shard(cfg, shard)
+    result = validate_snapshot(cfg, shards)
+    summary = f"{len(shards)} shards valid; Data Docs {result['data_docs']}"
+    return publish_snapshot(cfg, shards, validation={**result, "summary": summary}, force=force)
+
+
+def republish_if_published(cfg: SnapshotConfig) -> bool:
+    """Validate and publish ``cfg``'s snapshot again if it was published before (its files changed,
+    e.g. its duplicates after a newer snapshot's dedup); False when it never was."""
+    if commit.load_record(publish_record_url(cfg.storage_root, cfg.id)) is None:
+        return False
+    log.info("%s: published earlier and its files changed: validating and publishing again", cfg.id)
+    validate_and_publish(cfg, mined_shards(cfg))
+    return True
+
+
+def mined_shards(cfg: SnapshotConfig) -> list[int]:
+    """Every shard of the snapshot with a CCNet record: what a publication covers."""
+    from rpj_tasks.core.summary import recorded_shards
+
+    return sorted(recorded_shards(layout.ccnet_stats_dir(cfg.storage_root, cfg.id)))
+
+
 def _token_totals(cfg: SnapshotConfig, files: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """Tokens per language and bucket, before and after exact and fuzzy dedup (None without token files)."""
     if not any(rel.startswith(f"tokens/{cfg.id}/") for rel in files):
@@ -163,6 +212,7 @@ def publish_snapshot(
     root = cfg.storage_root
     shards = sorted(set(shards))
     files, kept = release_files(cfg, shards)
+    check_validated(cfg, shards, files)
     lists = listings(cfg, files)
     if not lists:
         raise PublishError(f"cannot publish {cfg.id}: no documents files of the languages {cfg.languages}")

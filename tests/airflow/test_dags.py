@@ -85,7 +85,7 @@ def test_snapshot_dag_shape_and_params(dagbag):
         "validate",
         "validate_release",
     ]
-    assert dagbag["dags"]["rpv2_dedup"]["tasks"] == ["members", "partition", "plan", "summary", "write"]
+    assert dagbag["dags"]["rpv2_dedup"]["tasks"] == ["members", "partition", "plan", "republish", "write"]
     assert d["params"]["dedup"] is True and d["params"]["publish"] is True
     assert d["params"]["num_shards"] == 5000
     assert d["params"]["languages"] == list(LANGUAGES)

@@ -55,8 +55,8 @@ def test_nothing_is_published_unless_validation_passed(release: tuple[Path, obje
     with pytest.raises(stage.PublishError, match="validation did not pass .*3 expectations failed"):
         stage.publish_snapshot(cfg, range(4), validation={"success": False, "summary": "3 expectations failed"})
     assert not (root / "listings").exists()
-    # published once; a later failed validation leaves those listings as they were
-    stage.publish_snapshot(cfg, range(4), validation=PASSED)
+    # published once (validated for real); a later failed validation leaves those listings as they were
+    stage.validate_and_publish(cfg, list(range(4)))
     before = {p.name: p.read_bytes() for p in (root / "listings").iterdir()}
     with pytest.raises(PermanentError):
         stage.publish_snapshot(cfg, range(4), validation={"success": False})
@@ -73,7 +73,7 @@ def test_unfinished_outputs_are_refused(release: tuple[Path, object]) -> None:
 
 def test_listings_manifest_and_rerun(release: tuple[Path, object]) -> None:
     root, cfg = release
-    record = stage.publish_snapshot(cfg, range(4), validation=PASSED)
+    record = stage.validate_and_publish(cfg, list(range(4)))
     assert not record["skipped"]
     names = sorted(p.name for p in (root / "listings").iterdir())
     assert names == sorted(
@@ -97,8 +97,8 @@ def test_listings_manifest_and_rerun(release: tuple[Path, object]) -> None:
     )
     # a rerun is skipped; the same inputs give the same bytes when forced
     before = {p.name: p.read_bytes() for p in (root / "listings").iterdir()}
-    assert stage.publish_snapshot(cfg, range(4), validation=PASSED)["skipped"]
-    stage.publish_snapshot(cfg, range(4), validation=PASSED, force=True)
+    assert stage.validate_and_publish(cfg, list(range(4)))["skipped"]
+    stage.validate_and_publish(cfg, list(range(4)), force=True)
     assert {p.name: p.read_bytes() for p in (root / "listings").iterdir()} == before
 
 
@@ -108,7 +108,7 @@ def test_listings_manifest_and_rerun(release: tuple[Path, object]) -> None:
 @pytest.fixture
 def served(release: tuple[Path, object]) -> Iterator[tuple[str, Path, object]]:
     root, cfg = release
-    stage.publish_snapshot(cfg, range(4), validation=PASSED)
+    stage.validate_and_publish(cfg, list(range(4)))
     handler = functools.partial(_QuietHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -202,3 +202,31 @@ def test_rpj_publish_needs_the_gates(release: tuple[Path, object], capsys: pytes
     assert f"{SNAPSHOT}: published; manifest" in capsys.readouterr().out
     assert main(args) == 0
     assert "unchanged" in capsys.readouterr().out
+
+
+def test_files_rewritten_after_validation_are_not_published_until_validated_again(release: tuple[Path, object]) -> None:
+    """A newer snapshot's dedup rewrites an older snapshot's duplicates files (and their record):
+    publishing must not take those bytes unvalidated; validate_and_publish brings it up to date."""
+    import pyarrow as pa
+
+    from rpj_tasks.core import commit, layout
+    from rpj_tasks.core.schema import DUPLICATES_SCHEMA
+
+    root, cfg = release
+    stage.validate_and_publish(cfg, stage.mined_shards(cfg))
+    # the rewrite, as exact dedup commits it: a duplicates file whose rows are now elsewhere, and the record
+    record_url = layout.duplicates_record_url(cfg.storage_root, SNAPSHOT)
+    record = commit.load_record(record_url)
+    target = next(p for p in sorted((root / "duplicates" / SNAPSHOT).rglob("*.parquet")) if pq.read_table(p).num_rows)
+    pq.write_table(pa.Table.from_pylist([], schema=DUPLICATES_SCHEMA), target)
+    data = target.read_bytes()
+    rel = commit.relative(record_url.rsplit("/", 1)[0], target.as_uri())
+    record["outputs"][rel] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    Path(record_url.removeprefix("file://")).write_text(json.dumps(record))
+    before = {p.name: p.read_bytes() for p in (root / "listings").iterdir()}
+    with pytest.raises(stage.PublishError, match="differ from what validation read, e.g. duplicates/"):
+        stage.publish_snapshot(cfg, stage.mined_shards(cfg), validation=PASSED)
+    assert {p.name: p.read_bytes() for p in (root / "listings").iterdir()} == before
+    assert stage.republish_if_published(cfg)
+    manifest = json.loads((root / "listings" / f"{SNAPSHOT}.manifest.json").read_text())
+    assert manifest["files"][str(target.relative_to(root))]["sha256"] == hashlib.sha256(data).hexdigest()
