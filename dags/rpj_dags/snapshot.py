@@ -1,6 +1,9 @@
 """One DAG per Common Crawl snapshot.
 
-    plan_units -> per unit [download -> hashes -> mine -> annotate] -> report
+    plan_units -> per unit [download -> hashes -> mine -> (annotate, tokens)]
+               -> dedup_index -> exact_dedup (an rpv2_dedup run, waited for in the triggerer)
+               -> clusters_scatter -> clusters_group per band partition -> clusters_write
+               -> validate per unit -> validate_release -> publish -> report
 
 ``plan_units`` checks the Params, stages the crawl's listing under the storage root and returns
 compact unit descriptors (shard ranges, no segment paths); every mapped task resolves its own
@@ -8,7 +11,8 @@ segments.  Each unit is annotated as soon as it is mined, with the quality-signa
 must already exist (checked by the plan).  The offline sample is the one exception: it builds its
 artifacts from its own mined documents, so its annotation waits for every unit:
 
-    plan_units -> per unit [download -> hashes -> mine] -> signal_artifacts -> per unit annotate -> report
+    plan_units -> per unit [download -> hashes -> mine -> tokens] -> signal_artifacts -> per unit annotate
+               -> dedup, clusters, validation and publish as above -> report
 
 Tasks are thin: the preamble (:func:`_run_config`), one engine call per shard, a log line.
 """
@@ -143,9 +147,11 @@ def unit_timeouts(cfg: SnapshotConfig) -> dict[str, dt.timedelta]:
 def build_snapshot_dag(base: SnapshotConfig) -> DAG:
     doc = (
         f"RPv2 processing of Common Crawl `{base.crawl}` (snapshot `{base.id}`): plan -> per unit of shards "
-        "[download -> hashes -> mine -> annotate] -> report.\n\n"
-        f"Outputs under `{base.storage_root}`: `documents/`, `quality_signals/`, `minhash/` for `{base.id}`; "
-        f"per-shard stats in `stats/ccnet/{base.id}/` and `stats/annotate/{base.id}/`."
+        "[download -> hashes -> mine -> annotate, tokens] -> exact dedup (an `rpv2_dedup` run) and fuzzy "
+        "clusters -> Great Expectations validation per unit, then of the snapshot -> publish (listings) -> report.\n\n"
+        f"Outputs under `{base.storage_root}`: `documents/`, `quality_signals/`, `minhash/`, `duplicates/`, "
+        f"`clusters/`, `tokens/` for `{base.id}`, then `listings/`; per-shard stats in `stats/*/{base.id}/`, "
+        f"GX Data Docs in `validation/{base.id}/`."
     )
     timeouts = unit_timeouts(base)
 

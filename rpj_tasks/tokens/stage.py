@@ -1,4 +1,4 @@
-"""Token counts per shard: one ``tokens/…tokens.parquet`` per documents file (docs/PIPELINE.md §5a).
+"""Token counts per shard: one ``tokens/…tokens.parquet`` per documents file (docs/PIPELINE.md §5).
 
 For every documents file the shard's CCNet record lists (head, middle and tail) it writes::
 

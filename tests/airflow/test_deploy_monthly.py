@@ -146,6 +146,17 @@ def assert_release_dedup(dep, client) -> None:
     expected = {p.relative_to(fresh): p.read_bytes() for p in sorted((fresh / "duplicates").rglob("*.parquet"))}
     actual = {p.relative_to(root): p.read_bytes() for p in sorted((root / "duplicates").rglob("*.parquet"))}
     assert expected and actual == expected
+    # every snapshot is published, and its manifest describes its files as they are now (an older
+    # snapshot whose duplicates a newer one rewrote was validated and published again)
+    import hashlib
+    import json
+
+    for sid in MONTHLY:
+        manifest = json.loads((root / "listings" / f"{sid}.manifest.json").read_text())
+        dups = {rel: meta for rel, meta in manifest["files"].items() if rel.startswith("duplicates/")}
+        assert dups
+        for rel, meta in dups.items():
+            assert hashlib.sha256((root / rel).read_bytes()).hexdigest() == meta["sha256"], rel
 
 
 def test_backfill_triggers_each_month_once_and_a_retry_reuses_the_run(monthly_deployment):
