@@ -532,7 +532,10 @@ def files_frame(
             "signals_records": sig if sig is not None else (MISSING if expect_annotated else None),
             "minhash_rows": mh if mh is not None else (MISSING if expect_annotated else None),
             "minhash_schema": minhash_schemas.get(name),
-            "duplicates_schema": duplicates_schemas.get(name),
+            # every head/middle file has a duplicates file once exact dedup ran (zero rows when it has none)
+            "duplicates_schema": duplicates_schemas.get(name)
+            if duplicates_schemas.get(name) is not None or info.bucket not in layout.ANNOTATED_BUCKETS
+            else "missing",
             "clusters_schema": clusters_schemas.get(name),
         }
         entry = (tokens or {}).get(name, {})

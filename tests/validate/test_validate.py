@@ -271,3 +271,11 @@ def test_cli_exit_codes(tree: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("\n") == 1 and proc.stdout.startswith(f"{SNAPSHOT}: 1 shards valid")
+
+
+def test_a_missing_duplicates_file_fails(tree: Path) -> None:
+    (tree / "duplicates" / SNAPSHOT / "0002" / "fr_middle.duplicates.parquet").unlink()
+    exc = failure(config(tree), 2)
+    assert_names(
+        str(exc), "files: expect_column_values_to_be_in_set(duplicates_schema)", "documents/2000-01/0002/fr_middle.json.gz"
+    )
