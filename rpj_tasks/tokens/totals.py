@@ -80,12 +80,14 @@ def token_totals(root: str, snapshot: str, *, clusters_component: str = "cluster
      "languages": {lang: {bucket: {"all" | "after_exact" | "after_fuzzy" | "after_both":
                                    {"documents", "tokens"}, "null_counts"}}},
      "total": {same four sets, "null_counts"},
+     "by_shard": {"0003": {same four sets, "null_counts"}},
      "dedup": {"duplicates_files", "duplicates_missing": [base tags], "clusters_files"}}
     """
     stats_dir = layout.tokens_stats_dir(root, snapshot)
     shards = sorted(recorded_shards(stats_dir))
     languages: dict[str, dict[str, Any]] = {}
     total = _empty()
+    by_shard: dict[str, dict[str, Any]] = {}
     dedup: dict[str, Any] = {"duplicates_files": 0, "duplicates_missing": [], "clusters_files": 0}
     files = 0
     for shard in shards:
@@ -118,6 +120,15 @@ def token_totals(root: str, snapshot: str, *, clusters_component: str = "cluster
             one = file_totals(tokens, duplicate_ids, clusters)
             _add(languages.setdefault(lang, {}).setdefault(bucket, _empty()), one)
             _add(total, one)
+            _add(by_shard.setdefault(f"{shard:04d}", _empty()), one)
             files += 1
     ordered = {lang: {b: languages[lang][b] for b in layout.BUCKETS if b in languages[lang]} for lang in sorted(languages)}
-    return {"snapshot": snapshot, "shards": len(shards), "files": files, "languages": ordered, "total": total, "dedup": dedup}
+    return {
+        "snapshot": snapshot,
+        "shards": len(shards),
+        "files": files,
+        "languages": ordered,
+        "total": total,
+        "by_shard": by_shard,
+        "dedup": dedup,
+    }

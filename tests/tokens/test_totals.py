@@ -86,6 +86,10 @@ def test_totals_before_and_after_dedup_equal_the_hand_computed_numbers(tmp_path:
         },
     }
     assert totals["total"] == sets((11, 28), (9, 24), (8, 20), (7, 19), nulls=1)
+    assert totals["by_shard"] == {
+        "0000": sets((9, 24), (7, 20), (6, 16), (5, 15), nulls=1),  # the en files
+        "0001": sets((2, 4), (2, 4), (2, 4), (2, 4)),
+    }
     assert totals["shards"] == 2 and totals["files"] == 4 and totals["snapshot"] == SNAPSHOT
     assert totals["dedup"] == {
         "duplicates_files": 2,
