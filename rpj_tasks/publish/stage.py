@@ -36,7 +36,7 @@ from rpj_tasks.core.errors import PermanentError
 
 log = logging.getLogger("rpj.publish")
 
-FORMAT_VERSION = 2  # bumped when the manifest changes: a rerun then publishes again
+FORMAT_VERSION = 3  # bumped when the manifest changes: a rerun then publishes again
 LISTING_PARTS = ("head_middle", "tail")
 
 
