@@ -93,7 +93,11 @@ def test_worker_scales(config):
     # `docker compose up --scale airflow-worker=N` needs no fixed container name, hostname or host port
     assert "container_name" not in worker and "hostname" not in worker
     assert not worker.get("ports")
-    assert worker["command"] == ["airflow", "celery", "worker"]
+    # Airflow's default queue and the registry's dedup_queue (the exact-dedup partition tasks)
+    from rpj_tasks.core.config import load_registry
+
+    queues = ",".join(["default", *sorted({c.dedup_queue for c in load_registry().values()} - {"default"})])
+    assert worker["command"] == ["airflow", "celery", "worker", "--queues", queues]
     assert "container_name" not in config["services"]["airflow-apiserver"]
     assert [p["published"] for p in config["services"]["airflow-apiserver"]["ports"]] == ["8080"]
 
