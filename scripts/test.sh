@@ -9,4 +9,4 @@ cd "$RPJ_HOME"
 ruff check .
 ruff format --check .
 mypy
-exec python -m pytest -q "$@"
+exec python -m pytest -q --durations=15 "$@"
