@@ -282,7 +282,7 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
             """The snapshot-level gate over every mined shard (a run of a few shards publishes the
             whole snapshot, never only its own shards): shards of earlier runs are validated again only
             if their files changed.  Returns the compact result."""
-            from rpj_tasks.publish.stage import mined_shards
+            from rpj_tasks.core.inputs import mined_shards
             from rpj_tasks.validate.stage import validate_shard, validate_snapshot
 
             _, cfg = _run_config(base)

@@ -9,7 +9,8 @@ import time
 from typing import Any
 
 from rpj_tasks.cli.common import snapshot_config
-from rpj_tasks.core import layout, plan, storage
+from rpj_tasks.core import plan
+from rpj_tasks.core.inputs import mined_shards
 
 
 def register(sub: Any) -> None:
@@ -52,12 +53,6 @@ def run_publish(args: argparse.Namespace) -> int:
     state = "unchanged (published earlier for the same files)" if record["skipped"] else "published"
     print(f"{cfg.id}: {state}; manifest {manifest_url(cfg.storage_root, cfg.id)}")
     return 0
-
-
-def mined_shards(cfg: Any) -> list[int]:
-    """Shards with a CCNet record."""
-    names = storage.listdir(layout.ccnet_stats_dir(cfg.storage_root, cfg.id))
-    return sorted(int(n[:4]) for n in names if len(n) == 9 and n.endswith(".json") and n[:4].isascii() and n[:4].isdigit())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""Inputs that several stages read: the documents files a shard's CCNet record lists."""
+"""Inputs that several stages read: the mined shards of a snapshot, and the documents files a
+shard's CCNet record lists."""
 
 from __future__ import annotations
 
@@ -7,6 +8,14 @@ from typing import Any
 from rpj_tasks.core import commit, layout, storage
 from rpj_tasks.core.config import SnapshotConfig
 from rpj_tasks.core.errors import MissingInputError
+
+
+def mined_shards(cfg: SnapshotConfig) -> list[int]:
+    """Every shard of the snapshot with a CCNet record (what dedup indexes, validation checks and a
+    publication covers)."""
+    from rpj_tasks.core.summary import recorded_shards
+
+    return sorted(recorded_shards(layout.ccnet_stats_dir(cfg.storage_root, cfg.id)))
 
 
 def mined_documents(cfg: SnapshotConfig, shard: int) -> dict[str, dict[str, Any]]:

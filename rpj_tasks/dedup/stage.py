@@ -26,7 +26,7 @@ from typing import Any
 from rpj_tasks.core import layout
 from rpj_tasks.core.config import SnapshotConfig, release_snapshots
 from rpj_tasks.core.errors import MissingInputError
-from rpj_tasks.core.summary import recorded_shards
+from rpj_tasks.core.inputs import mined_shards
 from rpj_tasks.dedup import exact
 
 log = logging.getLogger("rpj.dedup")
@@ -40,7 +40,7 @@ def index(cfg: SnapshotConfig, shards: Iterable[int] | None = None, *, force: bo
     """Step 1 for ``cfg``'s snapshot over ``shards`` (default: every shard with a CCNet record)."""
     root = cfg.storage_root
     if shards is None:
-        shards = sorted(recorded_shards(layout.ccnet_stats_dir(root, cfg.id)))
+        shards = mined_shards(cfg)
     shards = sorted(set(shards))
     if not shards:
         raise MissingInputError(f"exact dedup: {cfg.id} has no mined shard under {layout.ccnet_stats_dir(root, cfg.id)}")

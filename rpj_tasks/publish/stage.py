@@ -33,6 +33,7 @@ from typing import Any
 from rpj_tasks.core import commit, layout, storage
 from rpj_tasks.core.config import SnapshotConfig
 from rpj_tasks.core.errors import PermanentError
+from rpj_tasks.core.inputs import mined_shards
 
 log = logging.getLogger("rpj.publish")
 
@@ -174,13 +175,6 @@ def republish_if_published(cfg: SnapshotConfig) -> bool:
     log.info("%s: published earlier and its files changed: validating and publishing again", cfg.id)
     validate_and_publish(cfg, mined_shards(cfg))
     return True
-
-
-def mined_shards(cfg: SnapshotConfig) -> list[int]:
-    """Every shard of the snapshot with a CCNet record: what a publication covers."""
-    from rpj_tasks.core.summary import recorded_shards
-
-    return sorted(recorded_shards(layout.ccnet_stats_dir(cfg.storage_root, cfg.id)))
 
 
 def _token_totals(cfg: SnapshotConfig, files: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
