@@ -1,5 +1,5 @@
 """All rpj Airflow DAGs, built from config/snapshots.yaml by rpj_dags.factory: one DAG per snapshot,
-rpv2_sample, rpv2_monthly, rpv2_prep_artifacts and rpv2_dedup.
+rpv2_sample, rpv2_monthly, rpv2_prep_artifacts, rpv2_dedup and rpv2_filter.
 
 (Airflow's DAG-discovery safe mode only parses files that mention both "airflow" and "dag".)
 """

@@ -16,12 +16,14 @@ from airflow.sdk import DAG, get_parsing_context
 from rpj_tasks.core.config import ConfigError, load_registry
 
 MONTHLY, ARTIFACTS, DEDUP = "rpv2_monthly", "rpv2_prep_artifacts", "rpv2_dedup"
+FILTER = "rpv2_filter"
 
 
 def build_all(registry_path: str | None = None, only: str | None = None) -> dict[str, DAG]:
     """Every rpj DAG by id; with ``only`` (default: the parsing context's ``dag_id``) just that one."""
     from rpj_dags.artifacts import build_artifacts_dag
     from rpj_dags.dedup import build_dedup_dag
+    from rpj_dags.filter import build_filter_dag
     from rpj_dags.monthly import build_monthly_dag
     from rpj_dags.snapshot import build_snapshot_dag
 
@@ -34,6 +36,7 @@ def build_all(registry_path: str | None = None, only: str | None = None) -> dict
     builders[MONTHLY] = partial(build_monthly_dag, registry)
     builders[ARTIFACTS] = partial(build_artifacts_dag, registry)
     builders[DEDUP] = partial(build_dedup_dag, registry)
+    builders[FILTER] = partial(build_filter_dag, registry)
     if only in builders:
         return {only: builders[only]()}
     return {dag_id: build() for dag_id, build in builders.items()}

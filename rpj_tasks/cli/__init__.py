@@ -14,6 +14,8 @@ Examples::
     rpj tokens --snapshot 2000-01 --totals              # totals before and after dedup
     rpj validate --snapshot 2000-01                     # Great Expectations gates (stats/validate/, validation/)
     rpj publish --snapshot 2000-01                      # listings/ and the release manifest, after the gates
+    rpj filter --snapshot 2000-01 --recipe gopher       # training shards of a published snapshot: filtered/
+    rpj filter --snapshot 2000-01 --recipe my.yaml --dry-run   # what each rule would drop, nothing written
     rpj summary --snapshot 2000-01
 
 Expected failures (:class:`rpj_tasks.core.errors.RpjError`) print one line: exit 2 when retrying
@@ -35,6 +37,7 @@ import sys
 import traceback
 
 from rpj_tasks.cli import annotate, ccnet, dedup, models, snapshots, tokens, validate
+from rpj_tasks.cli import filter as filter_cmd
 from rpj_tasks.core import redact
 from rpj_tasks.core.errors import PermanentError, RpjError, storage_full
 
@@ -44,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", help="snapshot registry YAML (default: config/snapshots.yaml or $RPJ_REGISTRY)")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for module in (snapshots, ccnet, annotate, dedup, tokens, validate, models):
+    for module in (snapshots, ccnet, annotate, dedup, tokens, validate, models, filter_cmd):
         module.register(sub)
     return p
 
