@@ -28,6 +28,7 @@ over a document signal) is a :class:`RecipeError` naming the file and the rule.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
@@ -283,7 +284,7 @@ def _rule(item: Any, label: str, *, line: bool) -> Rule:
             raise RecipeError(f"{label}: '{key}' is required")
     signal = item["signal"]
     if signal not in SIGNAL_KEYS:
-        close = [k for k in SIGNAL_KEYS if isinstance(signal, str) and (signal in k or k in signal)][:3]
+        close = difflib.get_close_matches(signal, SIGNAL_KEYS, n=3, cutoff=0.8) if isinstance(signal, str) else []
         hint = f" (did you mean {', '.join(close)}?)" if close else " (see docs/spec/quality_signals.md §3)"
         raise RecipeError(f"{label}: unknown signal {signal!r}{hint}")
     op = item["op"]
