@@ -105,7 +105,9 @@ def _install() -> None:
         def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
             record = make(*args, **kwargs)
             text = prefix()
-            if text and record.name.split(".", 1)[0] in _ROOTS and not hasattr(record, "rpj_context"):
+            # logging.makeLogRecord (e.g. structlog's stdlib formatter copying a record) makes one with name None
+            name = record.name if isinstance(record.name, str) else ""
+            if text and name.split(".", 1)[0] in _ROOTS and not hasattr(record, "rpj_context"):
                 record.rpj_context = text
                 # record.msg is %-formatted with record.args when there are any
                 record.msg = (text.replace("%", "%%") if record.args else text) + str(record.msg)
