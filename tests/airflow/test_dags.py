@@ -50,6 +50,7 @@ def test_one_dag_per_snapshot_plus_sample_monthly_artifacts(dagbag):
         "rpv2_monthly",
         "rpv2_prep_artifacts",
         "rpv2_dedup",
+        "rpv2_filter",
     } <= set(dags)
 
 
@@ -86,6 +87,14 @@ def test_snapshot_dag_shape_and_params(dagbag):
         "validate_release",
     ]
     assert dagbag["dags"]["rpv2_dedup"]["tasks"] == ["members", "partition", "plan", "republish", "write"]
+    assert dagbag["dags"]["rpv2_filter"]["tasks"] == ["allot", "count", "filter_shard", "finalize", "plan"]
+    assert dagbag["dags"]["rpv2_filter"]["params"] == {
+        "snapshot": None,
+        "recipe": "gopher",
+        "dry_run": False,
+        "format": "parquet",
+        "force": False,
+    }
     assert d["params"]["dedup"] is True and d["params"]["publish"] is True
     assert d["params"]["num_shards"] == 5000
     assert d["params"]["languages"] == list(LANGUAGES)

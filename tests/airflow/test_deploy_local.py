@@ -5,12 +5,14 @@ refusals (port in use, PostgreSQL unreachable) and a SQLite + LocalExecutor brin
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import time
 
 import pytest
 from deploy_harness import (
+    BIN,
     REPO,
     SAMPLE_DAG,
     SCRIPT,
@@ -21,6 +23,7 @@ from deploy_harness import (
     free_port,
     output_digests,
 )
+from trees import digests
 
 pytestmark = pytest.mark.deploy
 
@@ -76,6 +79,7 @@ def test_sample_run_through_rest_on_local_executor(tmp_path_factory, reference):
 
         n = assert_same_outputs(dep.storage_root, reference)
         assert n > 100
+        assert_filter_dag_matches_the_cli(dep)
 
         # task logs come through the API (the engine's loggers reach the task log)
         mine = next(t for t in tis if t["task_id"] == "process.mine")
@@ -100,6 +104,35 @@ def test_sample_run_through_rest_on_local_executor(tmp_path_factory, reference):
 
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids.values())
     print(f"local deployment test: {time.monotonic() - t0:.0f}s")
+
+
+def assert_filter_dag_matches_the_cli(dep):
+    """rpv2_filter over the published sample: a dry run writes nothing; a real run gives the bytes of
+    `rpj filter` on the same release (recipe c4: line removal and token recounts, both formats)."""
+    filtered = dep.storage_root / "filtered"
+    dry = dep.run_dag({"snapshot": "2000-01", "recipe": "c4", "dry_run": True}, dag_id="rpv2_filter")
+    tis = dep.client.task_instances("rpv2_filter", dry["dag_run_id"])
+    assert {t["task_id"] for t in tis if t["state"] == "success"} == {"plan", "count", "allot"}, tis
+    assert not filtered.exists()
+    run = dep.run_dag({"snapshot": "2000-01", "recipe": "c4", "format": "both"}, dag_id="rpv2_filter")
+    tis = dep.client.task_instances("rpv2_filter", run["dag_run_id"])
+    assert {t["state"] for t in tis} == {"success"}, [(t["task_id"], t["map_index"], t["state"]) for t in tis]
+    assert len([t for t in tis if t["task_id"] == "filter_shard"]) == 4
+    by_dag = digests(dep.storage_root, "filtered")
+    assert "filtered/c4/2000-01/manifest.json" in by_dag and len(by_dag) > 10
+    shutil.rmtree(filtered)
+    shutil.rmtree(dep.storage_root / "stats" / "filter")
+    cli = subprocess.run(
+        [str(BIN / "rpj"), "filter", "--snapshot", "2000-01", "--recipe", "c4", "--format", "both"]
+        + ["--storage-root", dep.storage_root.as_uri()],
+        env=base_env(dep.storage_root.parent),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert digests(dep.storage_root, "filtered") == by_dag
 
 
 def test_up_refuses_a_port_in_use(tmp_path):

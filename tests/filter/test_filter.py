@@ -93,7 +93,9 @@ def test_dedup_keep_rules(root: Path) -> None:
 
 
 def test_language_and_bucket_selection(root: Path) -> None:
-    run_recipe(root.as_uri(), SNAPSHOT, parse_recipe({"name": "en-mid", "languages": ["en"], "buckets": ["middle"], "dedup": "none"}))
+    run_recipe(
+        root.as_uri(), SNAPSHOT, parse_recipe({"name": "en-mid", "languages": ["en"], "buckets": ["middle"], "dedup": "none"})
+    )
     names = {p.name for p in (root / "filtered" / "en-mid" / SNAPSHOT).rglob("*.parquet")}
     assert names == {"en_middle.parquet"}
     got = rows(root, "en-mid")
@@ -115,7 +117,9 @@ def test_gopher_output_matches_the_rules_on_the_release(root: Path) -> None:
     tokens = {r["id"]: r["tokens"] for r in listed(root, "tokens")}
     checked = failed = 0
     for f in sorted((root / "quality_signals" / SNAPSHOT).rglob("*.signals.json.gz")):
-        docs = gzip.decompress((root / "documents" / SNAPSHOT / f.parent.name / f.name.replace(".signals", "")).read_bytes()).splitlines()
+        docs = gzip.decompress(
+            (root / "documents" / SNAPSHOT / f.parent.name / f.name.replace(".signals", "")).read_bytes()
+        ).splitlines()
         for line, doc_line in zip(gzip.decompress(f.read_bytes()).splitlines(), docs):
             record, doc = json.loads(line), json.loads(doc_line)
             passes = evaluate(recipe, record["quality_signals"], doc["raw_content"]).dropped_by is None
@@ -139,7 +143,9 @@ def test_c4_cuts_lines_and_recounts_tokens(root: Path) -> None:
     assert cut
     counter = load_counter("")
     docs = {}
-    for f in sorted((root / "documents" / SNAPSHOT).rglob("*_head.json.gz")) + sorted((root / "documents" / SNAPSHOT).rglob("*_middle.json.gz")):
+    for f in sorted((root / "documents" / SNAPSHOT).rglob("*_head.json.gz")) + sorted(
+        (root / "documents" / SNAPSHOT).rglob("*_middle.json.gz")
+    ):
         for i, line in enumerate(gzip.decompress(f.read_bytes()).splitlines()):
             docs[f"{SNAPSHOT}/{f.parent.name}/{f.name}/{i}"] = json.loads(line)["raw_content"]
     for r in cut[:20]:
@@ -152,7 +158,14 @@ def test_token_budget_is_the_sequential_rule_whatever_the_shard_order(root: Path
     uri = root.as_uri()
     run_recipe(uri, SNAPSHOT, parse_recipe({"name": "nobudget", "dedup": "both"}))
     order = rows(root, "nobudget")  # shard, then language, then bucket, then line
-    order.sort(key=lambda r: (r["id"].split("/")[1], r["language"], ("head", "middle").index(r["bucket"]), int(r["id"].rsplit("/", 1)[1])))
+    order.sort(
+        key=lambda r: (
+            r["id"].split("/")[1],
+            r["language"],
+            ("head", "middle").index(r["bucket"]),
+            int(r["id"].rsplit("/", 1)[1]),
+        )
+    )
     budget = sum(r["tokens"] for r in order) // 2
     expected, total = [], 0
     for r in order:  # the sequential rule: keep while the next document fits, then stop
@@ -168,7 +181,14 @@ def test_token_budget_is_the_sequential_rule_whatever_the_shard_order(root: Path
         filter_shard(release, recipe, s, allowance=allowances[s])
     finalize(release, recipe, [0, 1, 2, 3], allowances)
     got = rows(root, "half")
-    got.sort(key=lambda r: (r["id"].split("/")[1], r["language"], ("head", "middle").index(r["bucket"]), int(r["id"].rsplit("/", 1)[1])))
+    got.sort(
+        key=lambda r: (
+            r["id"].split("/")[1],
+            r["language"],
+            ("head", "middle").index(r["bucket"]),
+            int(r["id"].rsplit("/", 1)[1]),
+        )
+    )
     assert [r["id"] for r in got] == expected and 0 < len(expected) < len(order)
     manifest = json.loads((root / "filtered" / "half" / SNAPSHOT / "manifest.json").read_text())
     assert manifest["tokens"]["kept"] == total <= budget and manifest["counts"]["dropped"]["budget"] == len(order) - len(expected)
@@ -187,7 +207,9 @@ def test_dry_run_writes_nothing(root: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["filter", "--snapshot", SNAPSHOT, "--recipe", "c4", "--storage-root", root.as_uri(), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "dry run over 4 shards; nothing written" in out
-    assert re.search(r"rule num_sentences\s+\d+\s+\d+", out) and re.search(r"line rule terminal_punctuation \(lines\)\s+\d+\s+\d+", out)
+    assert re.search(r"rule num_sentences\s+\d+\s+\d+", out) and re.search(
+        r"line rule terminal_punctuation \(lines\)\s+\d+\s+\d+", out
+    )
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == before
     # the dry run's counts are the real run's
     dry = run_recipe(root.as_uri(), SNAPSHOT, load_recipe("c4"), dry_run=True)
@@ -206,9 +228,7 @@ def test_rerun_skips_and_gives_the_same_bytes_and_a_recipe_change_redoes(root: P
     assert digests(root, "filtered") == before
     # the same name, another version: nothing reused; finalize refuses a mix of versions
     path = tmp_path / "gopher.yaml"
-    path.write_text(
-        (REPO / "config" / "recipes" / "gopher.yaml").read_text().replace("value: 50,", "value: 60,").replace("extends", "x")
-    )
+    path.write_text((REPO / "config" / "recipes" / "gopher.yaml").read_text().replace("value: 50,", "value: 60,"))
     changed = load_recipe(str(path))
     assert changed.hash != load_recipe("gopher").hash
     release = open_release(uri, SNAPSHOT, changed)
@@ -220,7 +240,18 @@ def test_rerun_skips_and_gives_the_same_bytes_and_a_recipe_change_redoes(root: P
 def test_killed_run_is_redone_to_the_same_bytes(root: Path, tmp_path: Path) -> None:
     """A real ``rpj filter`` killed after its 3rd committed output, then run again: the same files as
     an undisturbed run, no temp files (the commit protocol)."""
-    args = [str(BIN / "rpj"), "filter", "--snapshot", SNAPSHOT, "--recipe", "c4", "--storage-root", root.as_uri(), "--format", "both"]
+    args = [
+        str(BIN / "rpj"),
+        "filter",
+        "--snapshot",
+        SNAPSHOT,
+        "--recipe",
+        "c4",
+        "--storage-root",
+        root.as_uri(),
+        "--format",
+        "both",
+    ]
     import os
 
     env = {**os.environ, "RPJ_FAULT": "output:3:kill"}

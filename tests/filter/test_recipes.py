@@ -236,15 +236,36 @@ def test_recipe_hash_follows_the_resolved_rules() -> None:
             "name: x\nrules:\n  - {name: wc, signal: rps_doc_wordcount, op: '>=', value: 50}\n",
             r"rules\[0\] \(wc\): unknown signal 'rps_doc_wordcount' \(did you mean",
         ),
-        ("name: x\nrules:\n  - {signal: rps_doc_word_count, op: '=>', value: 50}\n", r"rules\[0\]: bad operator '=>'; use one of < <= > >= == !="),
-        ("name: x\nrules:\n  - {signal: rps_doc_word_count, op: '>=', value: '50'}\n", r"'value' must be a finite number, got '50'"),
-        ("name: x\nrules:\n  - {signal: rps_doc_word_count, op: '>=', value: 50, weight: 2}\n", r"rules\[0\]: unknown keys \['weight'\]"),
+        (
+            "name: x\nrules:\n  - {signal: rps_doc_word_count, op: '=>', value: 50}\n",
+            r"rules\[0\]: bad operator '=>'; use one of < <= > >= == !=",
+        ),
+        (
+            "name: x\nrules:\n  - {signal: rps_doc_word_count, op: '>=', value: '50'}\n",
+            r"'value' must be a finite number, got '50'",
+        ),
+        (
+            "name: x\nrules:\n  - {signal: rps_doc_word_count, op: '>=', value: 50, weight: 2}\n",
+            r"rules\[0\]: unknown keys \['weight'\]",
+        ),
         ("name: x\nrules:\n  - {signal: rps_doc_word_count, value: 50}\n", r"rules\[0\]: 'op' is required"),
         ("name: x\nfilters: []\n", r"unknown keys \['filters'\]"),
-        ("name: x\nline_rules:\n  - {signal: rps_doc_word_count, op: '>=', value: 3}\n", r"line_rules\[0\]: rps_doc_word_count is a document-level signal"),
-        ("name: x\nrules:\n  - {signal: rps_lines_num_words, op: '>=', value: 3}\n", r"rps_lines_num_words is line-level: a document rule needs 'aggregate'"),
-        ("name: x\nrules:\n  - {signal: rps_lines_num_words, aggregate: median, op: '>=', value: 3}\n", r"'aggregate' must be one of sum, mean, min, max"),
-        ("name: x\nbuckets: [tail]\nrules:\n  - {signal: rps_doc_word_count, op: '>=', value: 3}\n", r"bucket 'tail' has no quality signals"),
+        (
+            "name: x\nline_rules:\n  - {signal: rps_doc_word_count, op: '>=', value: 3}\n",
+            r"line_rules\[0\]: rps_doc_word_count is a document-level signal",
+        ),
+        (
+            "name: x\nrules:\n  - {signal: rps_lines_num_words, op: '>=', value: 3}\n",
+            r"rps_lines_num_words is line-level: a document rule needs 'aggregate'",
+        ),
+        (
+            "name: x\nrules:\n  - {signal: rps_lines_num_words, aggregate: median, op: '>=', value: 3}\n",
+            r"'aggregate' must be one of sum, mean, min, max",
+        ),
+        (
+            "name: x\nbuckets: [tail]\nrules:\n  - {signal: rps_doc_word_count, op: '>=', value: 3}\n",
+            r"bucket 'tail' has no quality signals",
+        ),
         ("name: x\nlanguages: [en, xx]\n", r"'languages' has \['xx'\]"),
         ("name: x\ndedup: fuzzyish\n", r"'dedup' must be one of none, exact, fuzzy, both"),
         ("name: x\ntoken_budget: -5\n", r"'token_budget' must be a positive integer"),
@@ -262,7 +283,9 @@ def test_bad_yaml_is_rejected_naming_file_and_rule(tmp_path: Path, text: str, me
 
 
 def test_unknown_named_recipe_lists_the_named_sets() -> None:
-    with pytest.raises(RecipeError, match="unknown recipe 'gopherr': the named sets are c4, classifier, gopher, perplexity, refinedweb"):
+    with pytest.raises(
+        RecipeError, match="unknown recipe 'gopherr': the named sets are c4, classifier, gopher, perplexity, refinedweb"
+    ):
         load_recipe("gopherr")
 
 
