@@ -72,6 +72,7 @@ def run_recipe(
 def format_counts(counts: dict[str, Any], recipe: Recipe, budget_tokens: int | None = None) -> str:
     """A text table: per rule, the documents it fails alone and those it drops (first failing rule)."""
     rows = [("step", "fails", "drops")]
+    rows.append((f"(rules applied to {counts['evaluated']} documents)", "", ""))
     for reason in ("bad_line", "no_signals", "exact_duplicate", "fuzzy_duplicate"):
         if counts["dropped"].get(reason):
             rows.append((reason, "", str(counts["dropped"][reason])))

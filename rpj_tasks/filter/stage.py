@@ -144,7 +144,7 @@ def open_release(root: str, snapshot: str, recipe: Recipe) -> Release:
         )
     body = storage.read_bytes(url)
     manifest = json.loads(body)
-    published = list(manifest.get("languages", []))
+    published = sorted(manifest.get("listings", {}))  # the languages with listings (some documents)
     langs = [lang for lang in sorted(published) if recipe.languages is None or lang in recipe.languages]
     if recipe.languages is not None and (missing := sorted(set(recipe.languages) - set(published))):
         log.warning("%s: languages %s of recipe %s are not published; filtering %s", snapshot, missing, recipe.name, langs)
@@ -334,6 +334,7 @@ def evaluate(recipe: Recipe, signals: dict[str, Any], raw: str) -> Verdict:
 def empty_counts(recipe: Recipe) -> dict[str, Any]:
     return {
         "documents": 0,
+        "evaluated": 0,  # documents the rules were applied to (after dedup): a rule keeps evaluated - fails
         "kept": 0,
         "dropped": {},
         "rules": {r.name: {"fails": 0, "dropped": 0} for r in recipe.rules},
@@ -346,7 +347,7 @@ def empty_counts(recipe: Recipe) -> dict[str, Any]:
 
 def merge_counts(into: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     """Add ``other``'s counts (same recipe) to ``into``."""
-    for key in ("documents", "kept", "lines_removed", "documents_with_lines_removed"):
+    for key in ("documents", "evaluated", "kept", "lines_removed", "documents_with_lines_removed"):
         into[key] += other[key]
     for reason, n in other["dropped"].items():
         into["dropped"][reason] = into["dropped"].get(reason, 0) + n
@@ -417,6 +418,7 @@ def _filter_file(
             continue
         assert signals is not None or not recipe.needs_signals
         verdict = evaluate(recipe, signals or {}, doc["raw_content"])
+        counts["evaluated"] += 1
         for name in verdict.fails:
             counts["rules"][name]["fails"] += 1
         if verdict.dropped_by is not None:
