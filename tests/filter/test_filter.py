@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from deploy_harness import BIN, REPO, SNAPSHOT, cli_reference
+from test_recipes import card_gopher_rules_pass
 from trees import digests, temp_files
 
 from rpj_tasks.core.config import load_registry
@@ -123,6 +124,7 @@ def test_gopher_output_matches_the_rules_on_the_release(root: Path) -> None:
         for line, doc_line in zip(gzip.decompress(f.read_bytes()).splitlines(), docs):
             record, doc = json.loads(line), json.loads(doc_line)
             passes = evaluate(recipe, record["quality_signals"], doc["raw_content"]).dropped_by is None
+            assert passes == card_gopher_rules_pass(record["quality_signals"]), record["id"]  # the card's own function
             if record["id"] in dups or record["id"] in losers:
                 assert record["id"] not in kept
                 continue
