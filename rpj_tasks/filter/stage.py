@@ -246,6 +246,12 @@ def _read_url(release: Release, rel: str) -> str:
     return url
 
 
+def _parquet(release: Release, rel: str, columns: list[str]) -> dict[str, list[Any]]:
+    """Columns of a published Parquet file, read through :mod:`storage` (an object store's options apply)."""
+    with storage.open_read(_read_url(release, rel)) as f:
+        return pq.read_table(f, columns=columns).to_pydict()
+
+
 def _read_signals(release: Release, rel: str, bad: BadLines) -> Iterator[dict[str, Any] | None]:
     url = _read_url(release, rel)
     for _, line in iter_lines(url, bad, compressed=True):
@@ -381,13 +387,13 @@ def _filter_file(
     counts = empty_counts(recipe)
     bad = BadLines(stats, "filter", logger=log)
     shard_key = tag + layout.DOCUMENTS_SUFFIX
-    token_counts = pq.read_table(_read_url(release, inputs["tokens"]), columns=["tokens"]).column("tokens").to_pylist()
+    token_counts = _parquet(release, inputs["tokens"], ["tokens"])["tokens"]
     exact: set[str] = set()
     if "duplicates" in inputs:
-        exact = set(pq.read_table(_read_url(release, inputs["duplicates"]), columns=["doc_id"]).column("doc_id").to_pylist())
+        exact = set(_parquet(release, inputs["duplicates"], ["doc_id"])["doc_id"])
     fuzzy: set[str] = set()
     if "clusters" in inputs and release.file(inputs["clusters"]) is not None:
-        t = pq.read_table(_read_url(release, inputs["clusters"]), columns=["id", "id_int", "cluster_id"]).to_pydict()
+        t = _parquet(release, inputs["clusters"], ["id", "id_int", "cluster_id"])
         fuzzy = {i for i, a, c in zip(t["id"], t["id_int"], t["cluster_id"]) if a != c}
     signals_iter = (
         _read_signals(release, inputs["signals"], BadLines(stats, "filter.signals", logger=log)) if "signals" in inputs else None

@@ -294,3 +294,40 @@ def test_cli_rejects_a_bad_recipe(root: Path, tmp_path: Path, capsys: pytest.Cap
     err = capsys.readouterr().err
     assert f"recipe {bad}: rules[0] (q): bad operator '~'" in err
     assert not (root / "filtered").exists()
+
+
+def test_on_an_object_store_the_bytes_are_the_local_ones(root: Path) -> None:
+    """The release on S3 (a moto server; the engine reads and writes through storage's options)."""
+    from moto_s3 import moto_s3
+
+    from rpj_tasks.core import storage
+
+    with moto_s3("k", "s") as (endpoint, client):
+        client.create_bucket(Bucket="rpj")
+        saved = dict(storage._OPTIONS)
+        storage.register_options("s3", {"endpoint_url": endpoint, "key": "k", "secret": "s"})
+        try:
+            for part in (
+                "listings",
+                "stats/publish",
+                "stats/tokens",
+                "documents",
+                "quality_signals",
+                "duplicates",
+                "clusters",
+                "tokens",
+            ):
+                for p in sorted((root / part).rglob("*")):
+                    if p.is_file():
+                        client.put_object(Bucket="rpj", Key=f"release/{p.relative_to(root)}", Body=p.read_bytes())
+            remote = run_recipe("s3://rpj/release", SNAPSHOT, load_recipe("c4"), formats=("parquet", "jsonl"))
+            assert remote["skipped"] == []
+            keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket="rpj", Prefix="release/filtered/")["Contents"])
+            got = {k.removeprefix("release/"): client.get_object(Bucket="rpj", Key=k)["Body"].read() for k in keys}
+        finally:
+            storage._OPTIONS.clear()
+            storage._OPTIONS.update(saved)
+    run_recipe(root.as_uri(), SNAPSHOT, load_recipe("c4"), formats=("parquet", "jsonl"))
+    local = {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "filtered").rglob("*")) if p.is_file()}
+    assert got.keys() == local.keys() and len(local) > 10 and not any(".tmp-" in k for k in got)
+    assert got == local
