@@ -32,6 +32,9 @@ rpj working areas (not part of a release)::
     stats/validate/{snapshot}/{shard:04d}.json           validation result of a shard (``snapshot.json``:
                                                          the snapshot-level check); commit record
     validation/{snapshot}/{shard:04d}/data_docs/         its GX Data Docs (rpj_tasks/validate/stage.py)
+    filtered/{recipe}/{snapshot}/{shard:04d}/{lang}_{bucket}.parquet   a recipe's training shards, and
+    filtered/{recipe}/{snapshot}/manifest.json           its manifest (rpj_tasks/filter/stage.py names them)
+    stats/filter/{recipe}/{snapshot}/{shard:04d}.json    a recipe's shard records (``snapshot.json``: the manifest's)
 """
 
 from __future__ import annotations
