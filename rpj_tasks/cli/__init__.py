@@ -15,6 +15,7 @@ Examples::
     rpj validate --snapshot 2000-01                     # Great Expectations gates (stats/validate/, validation/)
     rpj publish --snapshot 2000-01                      # listings/ and the release manifest, after the gates
     rpj summary --snapshot 2000-01
+    rpj report --snapshot 2000-01                       # reports/2000-01/index.html (+ report.json), reports/index.html
 
 Expected failures (:class:`rpj_tasks.core.errors.RpjError`) print one line: exit 2 when retrying
 cannot help, 1 when it may (network trouble after the retries, a full disk); bugs keep their
@@ -35,6 +36,7 @@ import sys
 import traceback
 
 from rpj_tasks.cli import annotate, ccnet, dedup, models, snapshots, tokens, validate
+from rpj_tasks.cli import report as report_cli
 from rpj_tasks.core import redact
 from rpj_tasks.core.errors import PermanentError, RpjError, storage_full
 
@@ -46,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     for module in (snapshots, ccnet, annotate, dedup, tokens, validate, models):
         module.register(sub)
+    report_cli.register(sub)
     return p
 
 
