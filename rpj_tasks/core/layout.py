@@ -32,6 +32,8 @@ rpj working areas (not part of a release)::
     stats/validate/{snapshot}/{shard:04d}.json           validation result of a shard (``snapshot.json``:
                                                          the snapshot-level check); commit record
     validation/{snapshot}/{shard:04d}/data_docs/         its GX Data Docs (rpj_tasks/validate/stage.py)
+    reports/{snapshot}/index.html, report.json           the snapshot report (rpj_tasks/report/stage.py)
+    reports/index.html, index.json                       every published snapshot; records in stats/report/
 """
 
 from __future__ import annotations
