@@ -426,7 +426,7 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
             processed = process.expand(unit=units)
             processed >> artifacts
             annotated = annotate.partial(artifacts_url=artifacts).expand(unit=units)
-            gate_and_publish(dedup_after(annotated)) >> report(units)
+            gate_and_publish(dedup_after(annotated)) >> with_report_link(report(units))
         else:
 
             @task_group
@@ -435,9 +435,17 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
                 mined >> annotate(unit)
                 mined >> tokens(unit)
 
-            gate_and_publish(dedup_after(process.expand(unit=units))) >> report(units)
+            gate_and_publish(dedup_after(process.expand(unit=units))) >> with_report_link(report(units))
 
     return snapshot_dag()
+
+
+def with_report_link(report: Any) -> Any:
+    """The report task, with its **Snapshot report** extra link (rpj_dags/links.py)."""
+    from rpj_dags.links import SnapshotReportLink
+
+    report.operator.operator_extra_links = (SnapshotReportLink(),)
+    return report
 
 
 def _skip(reason: str) -> Exception:

@@ -128,6 +128,13 @@ def check_report_in_the_ui(dep, run_id):
     assert requests.get(f"{base}/rpj/reports/files/index.html", timeout=30).status_code == 401
     hostile = dep.client.request("GET", "/rpj/reports/files/%2e%2e/listings/2000-01.manifest.json", ok=(400,))
     assert "refused" in hostile.json()["detail"]
+    # the report task's extra link (stored by the worker when the task ended) opens the same page
+    links = dep.client.request(
+        "GET", f"/api/v2/dags/{SAMPLE_DAG}/dagRuns/{quote(run_id, safe='')}/taskInstances/report/links"
+    ).json()
+    link = links["extra_links"]["Snapshot report"]
+    assert link.endswith(f"/rpj/reports/run/{SAMPLE_DAG}/{quote(run_id, safe='')}"), links
+    assert dep.client.request("GET", link[link.index("/rpj/") :]).content == page
     plugins = dep.client.request("GET", "/api/v2/plugins").json()["plugins"]
     ours = next(p for p in plugins if p["name"] == "rpj_reports")
     views = {v["destination"]: v["href"] for v in ours["external_views"]}
