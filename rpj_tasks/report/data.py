@@ -12,8 +12,9 @@ Every figure comes from a file under the storage root, never from a log or a clo
   (:func:`rpj_tasks.tokens.token_totals`: documents and tokens per language and bucket before and
   after exact and fuzzy dedup);
 * quality-signal histograms: the ``quality_signals`` files the annotation records list, read in
-  sorted order, at most :data:`DEFAULT_SAMPLE` documents in all (an equal share per file, its first
-  lines: deterministic; the page says when it sampled);
+  sorted order, at most :data:`MAX_FILES` of them (evenly spaced) and :data:`DEFAULT_SAMPLE`
+  documents in all (an equal share per file, its first lines: deterministic; the page says when
+  it sampled);
 * Airflow's view of the run (task states of the run's mapped tasks), when the DAG passes it in
   (``run``): plain data, the engine never asks Airflow.
 
@@ -36,6 +37,8 @@ from rpj_tasks.core.summary import recorded_shards, snapshot_summary
 FORMAT = 1
 #: Documents read from the quality-signals files for the histograms, at most.
 DEFAULT_SAMPLE = 200_000
+#: Quality-signals files opened for the histograms, at most (evenly spaced in sorted order).
+MAX_FILES = 2_000
 BINS = 20
 
 #: ``signal: (label, scale)``: ``log10`` bins the decimal log of positive values, ``unit`` bins
@@ -154,25 +157,34 @@ def signals_files(cfg: SnapshotConfig, shards: list[int]) -> list[str]:
     return sorted(out)
 
 
-def read_signals(files: list[str], names: Iterable[str], cap: int) -> tuple[dict[str, list[float | None]], dict[str, Any]]:
-    """The document-level score of each of ``names`` for the first ``ceil(cap / len(files))``
-    documents of every file; and what was read."""
+def read_signals(
+    files: list[str], names: Iterable[str], cap: int, max_files: int = MAX_FILES
+) -> tuple[dict[str, list[float | None]], dict[str, Any]]:
+    """The document-level score of each of ``names`` for the first ``ceil(cap / files read)``
+    documents of every file read (all, or ``max_files`` evenly spaced in sorted order); and what
+    was read.  A line that is not a JSON object is counted in ``bad_lines``, not read."""
     names = list(names)
     values: dict[str, list[float | None]] = {n: [] for n in names}
-    per_file = max(1, math.ceil(cap / len(files))) if files else 0
-    read = truncated = 0
-    for url in files:
+    chosen = files if len(files) <= max_files else [files[i * len(files) // max_files] for i in range(max_files)]
+    per_file = max(1, math.ceil(cap / len(chosen))) if chosen else 0
+    read = truncated = bad = 0
+    for url in chosen:
         with storage.open_read(url) as raw, gzip.open(raw, "rt", encoding="utf-8") as f:
             for i, line in enumerate(f):
                 if i == per_file:
                     truncated += 1
                     break
-                signals = json.loads(line).get("quality_signals") or {}
-                for name in names:
-                    spans = signals.get(name)
-                    values[name].append(spans[0][2] if spans else None)
+                try:
+                    signals = json.loads(line)["quality_signals"]
+                    scores = [signals[name][0][2] if signals.get(name) else None for name in names]
+                except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+                    bad += 1
+                    continue
+                for name, score in zip(names, scores):
+                    values[name].append(score)
                 read += 1
-    return values, {"files": len(files), "documents": read, "per_file_cap": per_file, "files_cut": truncated, "cap": cap}
+    sample = {"files": len(files), "files_read": len(chosen), "documents": read, "per_file_cap": per_file}
+    return values, {**sample, "files_cut": truncated, "bad_lines": bad, "cap": cap}
 
 
 def _quantile(ordered: list[float], q: float) -> float:
@@ -219,10 +231,12 @@ def histogram(values: list[float | None], scale: str, bins: int = BINS) -> dict[
     return out
 
 
-def signal_histograms(cfg: SnapshotConfig, shards: list[int], cap: int = DEFAULT_SAMPLE) -> dict[str, Any]:
+def signal_histograms(
+    cfg: SnapshotConfig, shards: list[int], cap: int = DEFAULT_SAMPLE, max_files: int = MAX_FILES
+) -> dict[str, Any]:
     files = signals_files(cfg, shards)
-    values, sample = read_signals(files, SIGNALS, cap)
-    sample["sampled"] = sample["files_cut"] > 0
+    values, sample = read_signals(files, SIGNALS, cap, max_files)
+    sample["sampled"] = sample["files_cut"] > 0 or sample["files_read"] < sample["files"]
     return {
         "sample": sample,
         "histograms": {name: {"label": label, **histogram(values[name], scale)} for name, (label, scale) in SIGNALS.items()},

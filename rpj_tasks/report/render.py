@@ -158,14 +158,10 @@ def render_report(r: dict[str, Any]) -> str:
         for label, n in docs["dropped"].items()
     ]
     rows.append(["kept (then split into perplexity buckets)", num("documents.kept", docs["kept"])])
-    rows.append(["annotated (head and middle)", num("annotated.documents", r["annotated"]["documents"])])
+    rows.append(["annotated (head and middle, finished shards)", num("annotated.documents", r["annotated"]["documents"])])
+    removed = {"after_exact": "exact dedup", "after_fuzzy": "fuzzy dedup", "after_both": "exact and fuzzy dedup"}
     for key, value in (r["dedup"].get("removed_by_tokens_files") or {}).items():
-        rows.append(
-            [
-                f"left {esc(key.replace('_', ' '))} dedup",
-                num(f"dedup.left.{key}", r["dedup"]["annotated_documents"] - value, None),
-            ]
-        )
+        rows.append([f"removed by {removed[key]} (token files)", num(f"dedup.removed_by_tokens_files.{key}", value)])
     body.append(table(["stage", "documents"], rows))
     if docs["bad_records"] or docs["damaged_sources"]:
         bad = ", ".join(f"{esc(k)} {num(f'documents.bad_records.{k}', v)}" for k, v in docs["bad_records"].items())
@@ -324,13 +320,15 @@ def _signals(s: dict[str, Any]) -> list[str]:
     sample = s["sample"]
     note = (
         f"Read {num('signals.sample.documents', sample['documents'])} documents of "
+        f"{num('signals.sample.files_read', sample['files_read'])} of the "
         f"{num('signals.sample.files', sample['files'])} quality-signals files"
         + (
-            f" (sampled: at most the first {fmt(sample['per_file_cap'])} documents of each file, "
-            f"{fmt(sample['files_cut'])} files cut)."
+            f" (sampled: files evenly spaced in sorted order, at most the first {fmt(sample['per_file_cap'])} "
+            f"documents of each, {fmt(sample['files_cut'])} files cut)."
             if sample["sampled"]
             else " (every document)."
         )
+        + (f" Unreadable lines skipped: {num('signals.sample.bad_lines', sample['bad_lines'])}." if sample["bad_lines"] else "")
     )
     out = ["<h2>Quality signals (document level)</h2>", f'<p class="note">{note}</p>', '<div class="plots">']
     out += [histogram_svg(name, h) for name, h in s["histograms"].items()]

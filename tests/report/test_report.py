@@ -117,6 +117,8 @@ def expected(root: Path) -> dict[str, Any]:
     for key, sets in tokens.items():
         for name, (docs, toks) in sets.items():
             out[f"tokens.{key}.{name}.documents"], out[f"tokens.{key}.{name}.tokens"] = docs, toks
+    for name in ("after_exact", "after_fuzzy", "after_both"):
+        out[f"dedup.removed_by_tokens_files.{name}"] = tokens["total"]["all"][0] - tokens["total"][name][0]
     # per-stage shards: the record files
     for stage in ("download", "hashes", "ccnet", "annotate", "tokens"):
         out[f"stages.{stage}.shards"] = len(list((root / "stats" / stage / SNAPSHOT).glob("[0-9]*.json")))
@@ -148,8 +150,6 @@ def resolve(report: dict[str, Any], key: str) -> Any:
         return report["documents"]["dropped"][key.split(".", 2)[2]]
     if key == "documents.kept.total":
         return sum(report["languages_kept"].values())
-    if parts[:2] == ["dedup", "left"]:
-        return report["dedup"]["annotated_documents"] - report["dedup"]["removed_by_tokens_files"][parts[2]]
     node: Any = report
     for part in parts:
         node = next(r for r in node if r["stage"] == part) if isinstance(node, list) else node[part]
@@ -279,8 +279,12 @@ def test_histograms_are_sampled_deterministically(root: Path) -> None:
     assert sample["sampled"] and sample["per_file_cap"] == 2 and sample["documents"] <= 80 and sample["files_cut"] > 0
     assert data.build_report(cfg, list(range(4)), sample_cap=50) == a
     page = write_report(cfg, list(range(4)), sample_cap=50)
-    assert "sampled: at most the first 2 documents of each file" in (root / "reports" / SNAPSHOT / "index.html").read_text()
+    assert "at most the first 2 documents of each" in (root / "reports" / SNAPSHOT / "index.html").read_text()
     assert page["report"]["signals"]["histograms"]["rps_doc_word_count"]["n"] == sample["documents"]
+    few = data.signal_histograms(cfg, list(range(4)), cap=1000, max_files=7)["sample"]
+    assert few["files"] == 40 and few["files_read"] == 7 and few["sampled"] and few["per_file_cap"] == 143
+    every = sorted((root / "quality_signals" / SNAPSHOT).rglob("*.signals.json.gz"))
+    assert few["documents"] == sum(min(143, len(lines(every[i * 40 // 7]))) for i in range(7))
 
 
 def test_histogram_bins() -> None:
