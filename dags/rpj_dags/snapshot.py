@@ -503,8 +503,13 @@ def _report(
     shards = [s for u in units for s in plan.unit_shards(u)]
     summary = snapshot_summary(cfg, shards)
     log.info("%s", format_summary(summary))
-    written = write_report(cfg, shards, run=run)
-    log.info("report: %s (numbers: %s); index of published snapshots: %s", written["html"], written["json"], written["index"])
+    report_error = None
+    try:
+        written = write_report(cfg, shards, run=run)
+        log.info("report: %s (numbers: %s); index of published snapshots: %s", written["html"], written["json"], written["index"])
+    except Exception as exc:  # noqa: BLE001 - the unfinished shards below still come first
+        log.exception("the report could not be written")
+        report_error = exc
     missing = {"ccnet": summary["not_mined"]}
     if annotated:
         missing["annotate"] = summary["not_annotated"]
@@ -516,5 +521,7 @@ def _report(
             "shards that did not finish, by stage: "
             + "; ".join(f"{stage}: {len(ids)} {plan.format_shards(ids)}" for stage, ids in failed.items())
             + ". See the failed task logs, then clear those tasks or rerun the DAG (finished shards are skipped)."
-        )
+        ) from report_error
+    if report_error is not None:
+        raise report_error
     return summary

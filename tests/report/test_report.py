@@ -333,3 +333,22 @@ def test_the_browser_check_sees_errors_and_network(tmp_path: Path) -> None:
     out = render(page.as_uri(), "document.title")
     assert any("boom" in e for e in out.errors) and any("thrown" in e for e in out.errors), out.errors
     assert "http://127.0.0.1:9/x.png" in out.requests
+
+
+def test_the_dag_report_task_writes_the_page_before_failing(root: Path) -> None:
+    """The snapshot DAG's report body (dags/rpj_dags/snapshot.py ``_report``, without a running
+    Airflow): a partial run gets its page, then the task fails naming the unfinished shards."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "dags"))
+    try:
+        from rpj_dags.snapshot import _report
+    finally:
+        sys.path.pop(0)
+    (root / "stats" / "annotate" / SNAPSHOT / "0002.json").unlink()
+    units = [{"unit": 0, "mine": "0-1", "hashes": "0-1"}, {"unit": 1, "mine": "2-3", "hashes": "2-3"}]
+    with pytest.raises(RuntimeError, match=r"shards that did not finish, by stage: annotate: 1 2\."):
+        _report(config(root), units, annotated=True, run=None)
+    report = json.loads((root / "reports" / SNAPSHOT / "report.json").read_text())
+    assert report["failures"]["unfinished"] == {"annotate": [2]} and report["shards"]["planned"] == 4
+    assert (root / "reports" / "index.html").is_file()
