@@ -412,7 +412,7 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
         @engine_task
         def report(units: Any) -> dict[str, Any]:  # the plan's units (an XComArg when the DAG is built)
             params, cfg = _run_config(base)
-            return _report(cfg, units, annotated=params["annotate"])
+            return _report(cfg, units, annotated=params["annotate"], run=_run_states())
 
         units = plan_units()
 
@@ -426,7 +426,7 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
             processed = process.expand(unit=units)
             processed >> artifacts
             annotated = annotate.partial(artifacts_url=artifacts).expand(unit=units)
-            gate_and_publish(dedup_after(annotated)) >> report(units)
+            gate_and_publish(dedup_after(annotated)) >> with_report_link(report(units))
         else:
 
             @task_group
@@ -435,9 +435,17 @@ def build_snapshot_dag(base: SnapshotConfig) -> DAG:
                 mined >> annotate(unit)
                 mined >> tokens(unit)
 
-            gate_and_publish(dedup_after(process.expand(unit=units))) >> report(units)
+            gate_and_publish(dedup_after(process.expand(unit=units))) >> with_report_link(report(units))
 
     return snapshot_dag()
+
+
+def with_report_link(report: Any) -> Any:
+    """The report task, with its **Snapshot report** extra link (rpj_dags/links.py)."""
+    from rpj_dags.links import SnapshotReportLink
+
+    report.operator.operator_extra_links = (SnapshotReportLink(),)
+    return report
 
 
 def _skip(reason: str) -> Exception:
@@ -468,15 +476,40 @@ def _require_signal_artifacts(cfg: SnapshotConfig) -> None:
         )
 
 
-def _report(cfg: SnapshotConfig, units: list[dict[str, Any]], *, annotated: bool) -> dict[str, Any]:
-    """The snapshot's summary in the log (as ``rpj summary`` prints it); fails naming every shard
-    that did not finish."""
+def _run_states() -> dict[str, Any] | None:
+    """This run's task instance states (``{task_id or task_id_mapindex: state}``), through the Task
+    SDK, for the report; None where the SDK cannot tell (e.g. ``airflow dags test``).  The SDK gives
+    states, not try numbers: retries by Airflow are not visible to a task."""
+    ctx = get_current_context()
+    dag_id, run_id = ctx["dag"].dag_id, ctx["run_id"]
+    try:
+        states = ctx["ti"].get_task_states(dag_id=dag_id, run_ids=[run_id])
+    except Exception as exc:  # noqa: BLE001 - the report is written without them
+        log.warning("task states of run %s not available (%s); the report shows the records only", run_id, exc)
+        return None
+    return {"dag_id": dag_id, "run_id": run_id, "task_states": dict(sorted((states.get(run_id) or {}).items()))}
+
+
+def _report(
+    cfg: SnapshotConfig, units: list[dict[str, Any]], *, annotated: bool, run: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The snapshot's summary in the log (as ``rpj summary`` prints it) and its report page
+    (``reports/{snapshot}/index.html``, written first, so a partial run has one too); fails naming
+    every shard that did not finish."""
     from rpj_tasks.core import plan
     from rpj_tasks.core.summary import format_summary, snapshot_summary
+    from rpj_tasks.report import write_report
 
     shards = [s for u in units for s in plan.unit_shards(u)]
     summary = snapshot_summary(cfg, shards)
     log.info("%s", format_summary(summary))
+    report_error = None
+    try:
+        written = write_report(cfg, shards, run=run)
+        log.info("report: %s (numbers: %s); index of published snapshots: %s", written["html"], written["json"], written["index"])
+    except Exception as exc:  # noqa: BLE001 - the unfinished shards below still come first
+        log.exception("the report could not be written")
+        report_error = exc
     missing = {"ccnet": summary["not_mined"]}
     if annotated:
         missing["annotate"] = summary["not_annotated"]
@@ -488,5 +521,7 @@ def _report(cfg: SnapshotConfig, units: list[dict[str, Any]], *, annotated: bool
             "shards that did not finish, by stage: "
             + "; ".join(f"{stage}: {len(ids)} {plan.format_shards(ids)}" for stage, ids in failed.items())
             + ". See the failed task logs, then clear those tasks or rerun the DAG (finished shards are skipped)."
-        )
+        ) from report_error
+    if report_error is not None:
+        raise report_error
     return summary

@@ -17,6 +17,7 @@ Examples::
     rpj filter --snapshot 2000-01 --recipe gopher       # training shards of a published snapshot: filtered/
     rpj filter --snapshot 2000-01 --recipe my.yaml --dry-run   # what each rule would drop, nothing written
     rpj summary --snapshot 2000-01
+    rpj report --snapshot 2000-01                       # reports/2000-01/index.html (+ report.json), reports/index.html
 
 Expected failures (:class:`rpj_tasks.core.errors.RpjError`) print one line: exit 2 when retrying
 cannot help, 1 when it may (network trouble after the retries, a full disk); bugs keep their
@@ -38,6 +39,7 @@ import traceback
 
 from rpj_tasks.cli import annotate, ccnet, dedup, models, snapshots, tokens, validate
 from rpj_tasks.cli import filter as filter_cmd
+from rpj_tasks.cli import report as report_cli
 from rpj_tasks.core import redact
 from rpj_tasks.core.errors import PermanentError, RpjError, storage_full
 
@@ -49,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     for module in (snapshots, ccnet, annotate, dedup, tokens, validate, models, filter_cmd):
         module.register(sub)
+    report_cli.register(sub)
     return p
 
 

@@ -35,6 +35,8 @@ rpj working areas (not part of a release)::
     filtered/{recipe}/{snapshot}/{shard:04d}/{lang}_{bucket}.parquet   a recipe's training shards, and
     filtered/{recipe}/{snapshot}/manifest.json           its manifest (rpj_tasks/filter/stage.py names them)
     stats/filter/{recipe}/{snapshot}/{shard:04d}.json    a recipe's shard records (``snapshot.json``: the manifest's)
+    reports/{snapshot}/index.html, report.json           the snapshot report (rpj_tasks/report/stage.py)
+    reports/index.html, index.json                       every published snapshot; records in stats/report/
 """
 
 from __future__ import annotations

@@ -126,6 +126,10 @@ def test_dockerfile_installs_the_locked_environment():
     assert re.search(r"^USER 50000$", text, re.M)
     ignored = (REPO / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".git" in ignored
+    # the plugins (rpj_reports: the snapshot reports in the UI) are in the image and loaded from there;
+    # the reports are read from the rpj-data volume every Airflow service mounts (test_shared_settings)
+    assert "AIRFLOW__CORE__PLUGINS_FOLDER=/opt/rpj/plugins" in text and "COPY . ." in text
+    assert not {"plugins", "plugins/", "/plugins"} & set(ignored)
 
 
 def test_init_script_runs_against_postgres(config, tmp_path):

@@ -9,8 +9,10 @@ import shutil
 import socket
 import subprocess
 import time
+from urllib.parse import quote
 
 import pytest
+import requests
 from deploy_harness import (
     BIN,
     REPO,
@@ -81,6 +83,8 @@ def test_sample_run_through_rest_on_local_executor(tmp_path_factory, reference):
         assert n > 100
         assert_filter_dag_matches_the_cli(dep)
 
+        check_report_in_the_ui(dep, run["dag_run_id"])
+
         # task logs come through the API (the engine's loggers reach the task log)
         mine = next(t for t in tis if t["task_id"] == "process.mine")
         log = dep.client.task_log(SAMPLE_DAG, run["dag_run_id"], "process.mine", mine["try_number"], mine["map_index"])
@@ -133,6 +137,42 @@ def assert_filter_dag_matches_the_cli(dep):
     )
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert digests(dep.storage_root, "filtered") == by_dag
+
+
+def check_report_in_the_ui(dep, run_id):
+    """The report task wrote the snapshot's report; the rpj_reports plugin serves it through the
+    api-server (bearer token or the UI's session cookie), confined to reports/, and the plugins
+    endpoint lists its DAG-run view."""
+    reports = dep.storage_root / "reports"
+    page = (reports / "2000-01" / "index.html").read_bytes()
+    report = json.loads((reports / "2000-01" / "report.json").read_text())
+    assert report["failures"]["unfinished"] == {} and report["validation"]["published"] is True
+    airflow_view = report["failures"]["airflow"]
+    assert airflow_view["run_id"] == run_id and airflow_view["not_successful"] == [], airflow_view
+    assert airflow_view["by_state"].get("success", 0) > 10 and airflow_view["by_state"].get("running") == 1  # the report task
+    r = dep.client.request("GET", f"/rpj/reports/run/{SAMPLE_DAG}/{quote(run_id, safe='')}")
+    assert r.content == page and r.headers["content-type"].startswith("text/html")
+    assert dep.client.request("GET", "/rpj/reports/files/index.html").content == (reports / "index.html").read_bytes()
+    assert b'href="2000-01/index.html"' in (reports / "index.html").read_bytes()
+    assert dep.client.request("GET", "/rpj/reports/files/2000-01/report.json").json() == report
+    base = dep.client.base_url
+    cookie = requests.get(f"{base}/rpj/reports/files/2000-01/index.html", cookies={"_token": dep.client.token()}, timeout=30)
+    assert cookie.status_code == 200 and cookie.content == page
+    assert requests.get(f"{base}/rpj/reports/files/index.html", timeout=30).status_code == 401
+    hostile = dep.client.request("GET", "/rpj/reports/files/%2e%2e/listings/2000-01.manifest.json", ok=(400,))
+    assert "refused" in hostile.json()["detail"]
+    # the report task's extra link (stored by the worker when the task ended) opens the same page
+    links = dep.client.request(
+        "GET", f"/api/v2/dags/{SAMPLE_DAG}/dagRuns/{quote(run_id, safe='')}/taskInstances/report/links"
+    ).json()
+    link = links["extra_links"]["Snapshot report"]
+    assert link.endswith(f"/rpj/reports/run/{SAMPLE_DAG}/{quote(run_id, safe='')}"), links
+    assert dep.client.request("GET", link[link.index("/rpj/") :]).content == page
+    plugins = dep.client.request("GET", "/api/v2/plugins").json()["plugins"]
+    ours = next(p for p in plugins if p["name"] == "rpj_reports")
+    views = {v["destination"]: v["href"] for v in ours["external_views"]}
+    assert views == {"dag_run": "rpj/reports/run/{DAG_ID}/{RUN_ID}", "nav": "rpj/reports/files/index.html"}
+    assert [a["url_prefix"] for a in ours["fastapi_apps"]] == ["/rpj/reports"]
 
 
 def test_up_refuses_a_port_in_use(tmp_path):
