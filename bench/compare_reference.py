@@ -21,7 +21,7 @@ with the documents of a JSONL of real pages (``--docs FILE``, objects with ``raw
 ``--pairs`` pairs are run, reference then rpj, alternated, so that a drift of the machine's speed
 hits both sides alike.  Each run is a whole process (interpreter start-up, imports, artifact
 loading, reading, annotating, writing): wall seconds, CPU seconds (user + system from ``wait4``),
-peak RSS.  After every run the outputs are compared: every decompressed ``quality_signals`` line
+peak RSS (the parent stays small: a child's peak RSS starts from its parent's).  After every run the outputs are compared: every decompressed ``quality_signals`` line
 byte for byte, and every MinHash parquet row (and the schema).  The gzip bytes themselves are not
 compared: the reference's writer uses ``gzip.open`` (level 9, the file name and time in the
 header), so its own ``.gz`` bytes differ from run to run.
@@ -48,7 +48,6 @@ import tempfile
 from pathlib import Path
 
 import paired  # bench/paired.py
-import pyarrow.parquet as pq
 from paired import cpu_model, ratio_range, timed
 
 REFERENCE_PACKAGES = [
@@ -89,7 +88,12 @@ def signals_lines(path: Path) -> list[bytes]:
 
 
 def compare(reference: Path, ours: Path) -> dict:
-    """The two sides' outputs for :data:`FILES`: lines and rows compared, the first differences."""
+    """The two sides' outputs for :data:`FILES`: lines and rows compared, the first differences.
+
+    Run in a child (:func:`compare_in_child`): this process stays small, and the timed processes,
+    which start as its forks, do not inherit a large peak RSS from it."""
+    import pyarrow.parquet as pq
+
     result = {"signals_lines": 0, "signals_lines_equal": 0, "minhash_rows": 0, "minhash_rows_equal": 0, "differences": []}
     for name in FILES:
         theirs = reference / SNAPSHOT / "0000" / f"{name}.signals.json.gz"
@@ -115,6 +119,13 @@ def compare(reference: Path, ours: Path) -> dict:
     return result
 
 
+def compare_in_child(reference: Path, ours: Path) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--compare-outputs", str(reference), str(ours)], check=True, capture_output=True, text=True
+    )
+    return json.loads(proc.stdout)
+
+
 def table(result: dict) -> str:
     """The pairs as a readable table."""
     docs = result["docs"]
@@ -135,6 +146,9 @@ def table(result: dict) -> str:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--compare-outputs"]:
+        print(json.dumps(compare(Path(sys.argv[2]), Path(sys.argv[3]))))
+        return
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--reference-src", required=True, help="a RedPajama-Data checkout (its app/src is run)")
     parser.add_argument("--docs", metavar="JSONL", help="real pages (raw_content or text per line) instead of generated ones")
@@ -186,7 +200,7 @@ def main() -> None:
                 shutil.copytree(release / component, ours_root / component)
             reference = timed(ref_cmd, env=env, cwd=str(src), log=work / "reference.log")
             ours = timed(ours_cmd, env=env, log=work / "rpj.log")
-            check = compare(ref_out, ours_root)
+            check = compare_in_child(ref_out, ours_root)
             differences.extend(d for d in check["differences"] if d not in differences)
             pairs.append(
                 {

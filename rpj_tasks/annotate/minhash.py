@@ -8,7 +8,10 @@ threshold and stored as big-endian bytes.
 datasketch is the reference shell: its ``MinHash(scheme="legacy")`` update arithmetic is exactly the
 RPv2 arithmetic (uint64 wrap, then the Mersenne modulus, then the 32-bit mask; its 2.0 default scheme
 ``affine32`` is *not*), it accepts our permutation table through ``permutations=``, and its LSH
-optimiser supplies the band layout.  :func:`datasketch_signature` is that path.  :func:`signatures`
+optimiser gives the band layout.  :func:`datasketch_signature` is that path.  datasketch is imported
+only there and in :func:`optimal_bands` (it pulls in scipy, ~0.4 s): the stage's import stays fast, and
+the band layout it uses is the spec's (``core.schema.MINHASH_BANDS``), which ``tests/annotate/test_minhash.py``
+checks against datasketch's optimiser (:func:`_checked_bands`).  :func:`signatures`
 computes the same values for a batch of documents with one vectorised numpy pass over all their
 shingles, replacing the hardware ``%`` by a Mersenne reduction; it is about twice as fast.
 :func:`signatures_from_words_native` runs the same arithmetic in C (``rpj_tasks/native/_speedups.c``, with
@@ -31,7 +34,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datasketch import MinHash
 
 from rpj_tasks.annotate.signals.text import normalize
 from rpj_tasks.core import storage
@@ -104,7 +106,7 @@ def optimal_bands(threshold: float) -> tuple[int, int]:
     """(bands, rows) from datasketch's LSH optimiser (equal false-positive / false-negative weights).
 
     datasketch is a pinned dependency; its optimiser is private API, so a datasketch release that
-    moves it fails here at import with a clear error instead of silently using a hard-coded table."""
+    moves it fails here with a clear error (the tests call this through :func:`_checked_bands`)."""
     try:
         from datasketch.lsh import _optimal_param
     except ImportError as exc:
@@ -117,6 +119,7 @@ def optimal_bands(threshold: float) -> tuple[int, int]:
 
 
 def _checked_bands() -> dict[str, tuple[int, int]]:
+    """The spec's band layout by column, after checking it against datasketch's optimiser (slow: scipy)."""
     layout = {t: optimal_bands(t) for t in THRESHOLDS}
     if layout != SPEC_BANDS:
         raise MinHashSetupError(f"MinHash band layout {layout} != RPv2 {SPEC_BANDS}")
@@ -124,7 +127,8 @@ def _checked_bands() -> dict[str, tuple[int, int]]:
 
 
 PERMUTATIONS: np.ndarray = _checked_permutations()
-BANDS: dict[str, tuple[int, int]] = _checked_bands()
+# The spec's layout; _checked_bands() derives it from datasketch's optimiser (tests/annotate/test_minhash.py).
+BANDS: dict[str, tuple[int, int]] = {signature_column(t): SPEC_BANDS[t] for t in THRESHOLDS}
 _A = PERMUTATIONS[0]
 _B = PERMUTATIONS[1]
 
@@ -248,6 +252,8 @@ def datasketch_signature(words: Sequence[str]) -> np.ndarray | None:
     """One signature through ``datasketch.MinHash`` (legacy scheme, reference table): the slow oracle."""
     if len(words) < SHINGLE_SIZE:
         return None
+    from datasketch import MinHash  # imports scipy: only on this slow path
+
     shingles = {" ".join(words[i : i + SHINGLE_SIZE]) for i in range(len(words) - SHINGLE_SIZE + 1)}
     sketch = MinHash(num_perm=NUM_PERM, seed=SEED, scheme="legacy", permutations=PERMUTATIONS)
     sketch.update_batch([s.encode("utf-8", _SURROGATES) for s in shingles])

@@ -9,7 +9,6 @@ from itertools import chain, islice
 from typing import Any
 
 import numpy as np
-from scipy import special
 
 from rpj_tasks.annotate.hashseed import SEED42, feature_hash
 from rpj_tasks.native import native
@@ -39,8 +38,17 @@ def classifier_score(model: Any, text: str) -> float:
     return round(float(1 - prob if labels[0] == CC_LABEL else prob), PRECISION)
 
 
+def _scipy_special() -> Any:
+    """``scipy.special``, imported on first use (DSIR scoring): importing it costs ~0.2 s of CPU, which
+    the annotation stage's import does not pay (``tests/core/test_imports.py``)."""
+    from scipy import special
+
+    return special
+
+
 def poisson_pmf(k: int, lam: float) -> float:
     """``scipy.stats.poisson.pmf(k, lam)`` computed as scipy does, without its dispatch overhead."""
+    special = _scipy_special()
     return float(np.clip(np.exp(special.xlogy(k, lam) - special.gammaln(k + 1) - lam), 0.0, 1.0))
 
 
@@ -50,6 +58,7 @@ def log_poisson_pmfs(k: int, lambdas: Sequence[float]) -> np.ndarray:
     The ufuncs are element-wise, so every element equals the scalar computation (checked over a
     large grid in ``tests/test_signals_dsir.py``).
     """
+    special = _scipy_special()
     lams = np.asarray(lambdas, dtype=np.float64)
     pmf = np.clip(np.exp(special.xlogy(k, lams) - special.gammaln(k + 1) - lams), 0.0, 1.0)
     return np.log(pmf + 1e-8)
