@@ -197,3 +197,24 @@ def test_vectorised_log_pmfs_equal_the_scalar_computation() -> None:
         got = log_poisson_pmfs(int(k), lambdas)
         for lam, value in zip(lambdas, got.tolist()):
             assert value == float(np.log(poisson_pmf(int(k), lam) + 1e-8)), (k, lam)
+
+
+def test_blocks_of_lengths_equal_the_scalar_computation() -> None:
+    """The scorer computes log pmfs for a block of 256 lengths at once (a column of lengths against
+    the lambdas): every element is the scalar computation for its length, bit for bit."""
+    rng = np.random.default_rng(12)
+    lambdas = [450.0, 620.0, 700.0, 900.0, *rng.uniform(0.5, 20_000, 6).round(3).tolist(), 0.0]
+    for first in [0, 256, 2816, *(int(x) * 256 for x in rng.integers(12, 1500, 12))]:
+        block = log_poisson_pmfs(np.arange(first, first + 256, dtype=np.float64)[:, None], lambdas).tolist()
+        for k, row in enumerate(block, first):
+            assert row == [float(np.log(poisson_pmf(k, lam) + 1e-8)) for lam in lambdas], k
+            assert row == log_poisson_pmfs(k, lambdas).tolist(), k
+
+
+def test_scorer_length_corrections_by_block_equal_the_scalar_ones() -> None:
+    rng = np.random.default_rng(13)
+    counts = rng.integers(1, 5000, 10000)
+    scorer = DsirScorer((counts, np.asarray(620.0)), {"books": (counts[::-1].copy(), np.asarray(900.0))}, "stable")
+    for length in [0, 1, 255, 256, 257, 2765, 2766, 2765, 100_000, 3]:
+        got = scorer._log_pmfs(length)
+        assert got == {lam: float(np.log(poisson_pmf(length, lam) + 1e-8)) for lam in (620.0, 900.0)}, length

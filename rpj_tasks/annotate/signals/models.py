@@ -52,8 +52,9 @@ def poisson_pmf(k: int, lam: float) -> float:
     return float(np.clip(np.exp(special.xlogy(k, lam) - special.gammaln(k + 1) - lam), 0.0, 1.0))
 
 
-def log_poisson_pmfs(k: int, lambdas: Sequence[float]) -> np.ndarray:
-    """``np.log(poisson_pmf(k, lam) + 1e-8)`` for several lambdas in one pass of each ufunc.
+def log_poisson_pmfs(k: int | np.ndarray, lambdas: Sequence[float]) -> np.ndarray:
+    """``np.log(poisson_pmf(k, lam) + 1e-8)`` for several lambdas in one pass of each ufunc (``k`` an
+    int, or a column of lengths: one row per length).
 
     The ufuncs are element-wise, so every element equals the scalar computation (checked over a
     large grid in ``tests/test_signals_dsir.py``).
@@ -71,6 +72,9 @@ class DsirTarget:
     log_diff: np.ndarray
     target_lambda: float
     source_lambda: float
+
+
+_PMF_BLOCK = 256  # lengths per computed block of log Poisson pmfs (DsirScorer._log_pmfs)
 
 
 class DsirScorer:
@@ -132,13 +136,22 @@ class DsirScorer:
         return out
 
     def _log_pmfs(self, length: int) -> dict[float, float]:
-        """``np.log(poisson_pmf(length, lam) + 1e-8)`` for every lambda, computed once per length."""
+        """``np.log(poisson_pmf(length, lam) + 1e-8)`` for every lambda, computed once per length.
+
+        A miss computes the whole block of :data:`_PMF_BLOCK` lengths around ``length`` in one call of
+        each ufunc (documents' lengths cluster, and a ufunc call costs ~10 µs whatever its size); the
+        ufuncs are element-wise, so each value is the one a call for that length alone gives
+        (``tests/annotate/test_signals_dsir.py``)."""
         cached = self._log_pmf.get(length)
         if cached is None:
             if len(self._log_pmf) >= 100_000:
                 self._log_pmf.clear()
             lambdas = sorted({lam for t in self.targets.values() for lam in (t.target_lambda, t.source_lambda)})
-            cached = self._log_pmf[length] = dict(zip(lambdas, log_poisson_pmfs(length, lambdas).tolist()))
+            first = length - length % _PMF_BLOCK
+            block = log_poisson_pmfs(np.arange(first, first + _PMF_BLOCK, dtype=np.float64)[:, None], lambdas).tolist()
+            for k, row in enumerate(block, first):
+                self._log_pmf[k] = dict(zip(lambdas, row))
+            cached = self._log_pmf[length]
         return cached
 
 
