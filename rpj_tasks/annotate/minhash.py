@@ -29,25 +29,27 @@ import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import accumulate, islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from rpj_tasks.annotate.signals.text import normalize
-from rpj_tasks.core import storage
+from rpj_tasks.core import schema, storage
 from rpj_tasks.core.errors import PermanentError
 from rpj_tasks.core.ids import doc_id, id_int
 from rpj_tasks.core.schema import MINHASH_BANDS as SPEC_BANDS
 from rpj_tasks.core.schema import MINHASH_NUM_PERM as NUM_PERM
 from rpj_tasks.core.schema import MINHASH_ROW_GROUP_SIZE as ROW_GROUP_SIZE
-from rpj_tasks.core.schema import MINHASH_SCHEMA as SCHEMA
 from rpj_tasks.core.schema import MINHASH_SIGNATURE_COLUMNS as COLUMNS
 from rpj_tasks.core.schema import MINHASH_THRESHOLDS as THRESHOLDS
 from rpj_tasks.core.schema import signature_column
 from rpj_tasks.core.stats import Stats
 from rpj_tasks.native import native
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    SCHEMA: pa.Schema  # rpj_tasks.core.schema.MINHASH_SCHEMA (pyarrow is imported when it is first used)
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +297,15 @@ def _resolve(chunk: list[MinHashItem], where: str, first_idx: int, stats: Stats)
     return resolved
 
 
+def __getattr__(name: str) -> Any:
+    if name == "SCHEMA":
+        return schema.MINHASH_SCHEMA
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _row_group(shard_key: str, first_idx: int, sigs: list[np.ndarray | None]) -> pa.Table:
+    import pyarrow as pa
+
     ids = [doc_id(shard_key, first_idx + i) for i in range(len(sigs))]
     bands = [band_bytes(sig) if sig is not None else None for sig in sigs]
     columns = {
@@ -305,7 +315,7 @@ def _row_group(shard_key: str, first_idx: int, sigs: list[np.ndarray | None]) ->
     }
     for name in COLUMNS:
         columns[name] = pa.array([b[name] if b is not None else None for b in bands], pa.list_(pa.binary()))
-    return pa.table(columns, schema=SCHEMA)
+    return pa.table(columns, schema=schema.MINHASH_SCHEMA)
 
 
 def _chunks(items: Iterable[MinHashItem], size: int) -> Iterator[list[MinHashItem]]:
@@ -327,10 +337,12 @@ def write_minhash_parquet(
     has no usable text (e.g. undecodable): its row keeps its id with null signatures.  Row ``i`` has
     ``id = f"{shard_key}/{i}"``.  A row group is written every 1000 rows; the bytes are deterministic.
     """
+    import pyarrow.parquet as pq
+
     stats = stats if stats is not None else Stats()
     rows = 0
     with stats.timer("minhash"), storage.atomic_write(url, digests=digests) as raw:
-        with pq.ParquetWriter(raw, SCHEMA, compression="snappy") as writer:
+        with pq.ParquetWriter(raw, schema.MINHASH_SCHEMA, compression="snappy") as writer:
             for chunk in _chunks(items, ROW_GROUP_SIZE):
                 sigs = _resolve(chunk, url, rows, stats)
                 writer.write_table(_row_group(shard_key, rows, sigs), ROW_GROUP_SIZE)
