@@ -27,7 +27,7 @@ def test_module_imports_first_and_alone(module):
 
 # Heavy libraries the annotation stage imports only where it uses them (start-up cost, issue 17):
 # datasketch (pulls in scipy.integrate, ~0.3 s) only for the slow MinHash oracle and the band-layout
-# check, scipy.special on the first DSIR score, pyarrow when parquet is written (core.schema builds
+# check, scipy.special only to fill the DSIR gammaln table once, pyarrow when parquet is written (core.schema builds
 # its Arrow schemas on first access), fsspec on the first storage call, yaml when the registry is read.
 HEAVY = ["datasketch", "scipy", "pyarrow", "fsspec", "yaml"]
 LAZY = {"rpj_tasks.annotate.stage": HEAVY, "rpj_tasks.annotate.minhash": HEAVY, "rpj_tasks.core.schema": ["pyarrow"]}

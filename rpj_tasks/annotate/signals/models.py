@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import importlib.util
 import math
+import os
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain, islice
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,8 +46,10 @@ def classifier_score(model: Any, text: str) -> float:
 
 
 def _scipy_special() -> Any:
-    """``scipy.special``, imported on first use (DSIR scoring): importing it costs ~0.2 s of CPU, which
-    the annotation stage's import does not pay (``tests/core/test_imports.py``)."""
+    """``scipy.special``, imported only where it is needed: :func:`poisson_pmf` (the definition, for
+    tests), the ``gammaln`` table's first computation and lengths beyond it.  Importing it costs
+    ~0.2 s of CPU, which neither the stage's import nor, once the table is stored, its DSIR scoring
+    pays (``tests/core/test_imports.py``, ``tests/annotate/test_signals_dsir.py``)."""
     from scipy import special
 
     return special
@@ -57,12 +66,73 @@ def log_poisson_pmfs(k: int | np.ndarray, lambdas: Sequence[float]) -> np.ndarra
     int, or a column of lengths: one row per length).
 
     The ufuncs are element-wise, so every element equals the scalar computation (checked over a
-    large grid in ``tests/test_signals_dsir.py``).
+    large grid in ``tests/annotate/test_signals_dsir.py``).  scipy's two functions are replaced by
+    their exact equivalents so that a process does not import ``scipy.special`` (~0.2 s of CPU):
+    ``xlogy`` by :func:`_xlogy`, ``gammaln(k + 1)`` by :func:`_gammaln_plus_one` (scipy's own values,
+    kept in the cache directory).
     """
-    special = _scipy_special()
     lams = np.asarray(lambdas, dtype=np.float64)
-    pmf = np.clip(np.exp(special.xlogy(k, lams) - special.gammaln(k + 1) - lams), 0.0, 1.0)
+    ks = np.asarray(k, dtype=np.float64)
+    pmf = np.clip(np.exp(_xlogy(ks, lams) - _gammaln_plus_one(ks) - lams), 0.0, 1.0)
     return np.log(pmf + 1e-8)
+
+
+def _xlogy(ks: np.ndarray, lams: np.ndarray) -> np.ndarray:
+    """``scipy.special.xlogy(ks, lams)``: 0 where ``k == 0`` and ``lam`` is not NaN, else ``k * log(lam)``
+    with the C library's ``log`` (``math.log``: numpy's own vectorised ``log`` may differ in the last
+    bit), multiplied in float64 as scipy's C code does."""
+    logs = np.array([math.log(lam) if lam > 0 else (-math.inf if lam == 0 else math.nan) for lam in lams.tolist()])
+    with np.errstate(invalid="ignore"):
+        out = ks * logs
+    return np.where((ks == 0) & ~np.isnan(lams), 0.0, out)
+
+
+#: gammaln(k + 1) is looked up for lengths below this (2 MB of float64); longer documents use scipy.
+_GAMMALN_TABLE = 1 << 18
+
+
+def _gammaln_plus_one(ks: np.ndarray) -> np.ndarray:
+    """``scipy.special.gammaln(ks + 1)`` for non-negative integer ``ks``: from :func:`_gammaln_table`
+    when they are all below its size, else from scipy itself."""
+    if ks.size and ks.min() >= 0 and ks.max() < _GAMMALN_TABLE and bool(np.all(ks == np.floor(ks))):
+        return _gammaln_table()[ks.astype(np.intp)]
+    return _scipy_special().gammaln(ks + 1)
+
+
+@functools.lru_cache(maxsize=1)
+def _gammaln_table() -> np.ndarray:
+    """``scipy.special.gammaln(k + 1)`` for ``k < _GAMMALN_TABLE``, computed by scipy once per scipy
+    build and stored under the cache directory (``$RPJ_CACHE_DIR/dsir/``, written atomically); a
+    missing or malformed file is recomputed.  The key is the content of scipy's ``version.py`` (its
+    version and commit), found without importing scipy."""
+    from rpj_tasks.core.storage import cache_dir
+
+    spec = importlib.util.find_spec("scipy")
+    where = list(spec.submodule_search_locations or []) if spec is not None else []
+    try:
+        version = Path(where[0], "version.py").read_bytes() if where else b""
+    except OSError:
+        version = b""
+    key = hashlib.sha256(version + f"\0{np.__version__}\0{_GAMMALN_TABLE}".encode()).hexdigest()[:24]
+    path = os.path.join(cache_dir(), "dsir", f"gammaln-{key}.npy")
+    if version:
+        try:
+            table = np.load(path, allow_pickle=False)
+            if table.shape == (_GAMMALN_TABLE,) and table.dtype == np.float64:
+                return table
+        except (OSError, ValueError):
+            pass
+    table = np.asarray(_scipy_special().gammaln(np.arange(_GAMMALN_TABLE, dtype=np.float64) + 1), dtype=np.float64)
+    if version:
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}.npy"
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            np.save(tmp, table, allow_pickle=False)
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    return table
 
 
 @dataclass(frozen=True)
@@ -126,7 +196,8 @@ class DsirScorer:
 
     def scores(self, tokens: Sequence[str], length: int) -> dict[str, tuple[float, float]]:
         """``{target: (importance, length-corrected importance)}`` for a document of ``length`` chars."""
-        features = self.features(tokens)
+        # float64 once: np.inner would cast the int64 counts for every target (the same values)
+        features = self.features(tokens).astype(np.float64)
         log_pmf = self._log_pmfs(length)
         out = {}
         for name, target in self.targets.items():
