@@ -34,6 +34,13 @@ the run, the stage's ``quality_signals`` and ``minhash`` outputs) and the genera
 folder, and keeps them, so that other tools can run on exactly the same inputs; the JSON then has
 ``kept`` (the folder's path).
 
+``--generate-only`` (with ``--keep DIR``) writes the shard and the artifacts, prints their
+description (``docs``, ``mean_words``, ``mean_chars``, ``kept``, ``artifacts``, ``hash_mode``) and
+stops: ``bench/compare_reference.py`` uses it to give both sides the same inputs.  ``--pages JSONL``
+(plain or ``.gz``; one object per line with ``raw_content``, else ``text``) replaces the generated
+documents by the first ``--docs`` of those, e.g. real pages; the generated classifiers are still
+trained on generated text (positives) against the first 600 of these documents.
+
 ``--check-parity`` then, untimed, annotates a copy of the same shard in a child process with the
 other implementation (``RPJ_PURE_PYTHON=1`` when the timed run used the compiled loops, else the
 compiled loops) and compares every ``quality_signals`` line byte for byte and every MinHash parquet
@@ -45,8 +52,8 @@ The script re-executes itself with ``PYTHONHASHSEED=42`` so that the stage runs 
 (no worker): CPU time and RSS are then those of the annotation itself.  ``--profile N`` prints the
 N functions with the most own time (cProfile) to stderr.
 
-    .venv/bin/python bench/bench_annotate.py [--docs 4000] [--words 500] [--profile 30]
-        [--no-classifier | --artifacts URL] [--pure-python] [--check-parity] [--keep DIR]
+    .venv/bin/python bench/bench_annotate.py [--docs 4000] [--words 500] [--profile 30] [--pages JSONL]
+        [--no-classifier | --artifacts URL] [--pure-python] [--check-parity] [--keep DIR [--generate-only]]
 """
 
 from __future__ import annotations

@@ -28,8 +28,9 @@ def test_module_imports_first_and_alone(module):
 # Heavy libraries the annotation stage imports only where it uses them (start-up cost, issue 17):
 # datasketch (pulls in scipy.integrate, ~0.3 s) only for the slow MinHash oracle and the band-layout
 # check, scipy.special only to fill the DSIR gammaln table once, pyarrow when parquet is written (core.schema builds
-# its Arrow schemas on first access), fsspec on the first storage call, yaml when the registry is read.
-HEAVY = ["datasketch", "scipy", "pyarrow", "fsspec", "yaml"]
+# its Arrow schemas on first access), fsspec on the first storage call, yaml when the registry is read,
+# fasttext when a classifier is loaded.
+HEAVY = ["datasketch", "scipy", "pyarrow", "fsspec", "yaml", "fasttext"]
 LAZY = {"rpj_tasks.annotate.stage": HEAVY, "rpj_tasks.annotate.minhash": HEAVY, "rpj_tasks.core.schema": ["pyarrow"]}
 LAZY_CHECK = (
     "import sys, importlib, json; importlib.import_module(sys.argv[1]); "

@@ -37,7 +37,6 @@ import random
 import uuid
 from typing import Any
 
-import fasttext
 import numpy as np
 
 from rpj_tasks.core import storage
@@ -163,6 +162,8 @@ def checked_predictor(model: Any, name: str, verdict: dict[str, Any] | None = No
 
 def verdict_path(model_path: str) -> str:
     """Where the check of the model file at ``model_path`` is cached (see the module docstring)."""
+    import fasttext
+
     st = os.stat(model_path)
     build = getattr(native, "__file__", None)
     build_st = os.stat(build) if build else None
@@ -212,6 +213,8 @@ def store_verdict(path: str, verdict: dict[str, Any]) -> None:
 def load_classifier(url: str) -> Any:
     """The fastText model at ``url``, as :func:`compiled_or_fasttext` returns it; the check is
     cached per model file (:func:`verdict_path`)."""
+    import fasttext  # here: importing the stage does not load it (tests/core/test_imports.py)
+
     local = storage.local_copy(url)
     model = fasttext.load_model(local)
     if native is None:
