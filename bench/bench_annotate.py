@@ -34,6 +34,13 @@ the run, the stage's ``quality_signals`` and ``minhash`` outputs) and the genera
 folder, and keeps them, so that other tools can run on exactly the same inputs; the JSON then has
 ``kept`` (the folder's path).
 
+``--generate-only`` (with ``--keep DIR``) writes the shard and the artifacts, prints their
+description (``docs``, ``mean_words``, ``mean_chars``, ``kept``, ``artifacts``, ``hash_mode``) and
+stops: ``bench/compare_reference.py`` uses it to give both sides the same inputs.  ``--pages JSONL``
+(plain or ``.gz``; one object per line with ``raw_content``, else ``text``) replaces the generated
+documents by the first ``--docs`` of those, e.g. real pages; the generated classifiers are still
+trained on generated text (positives) against the first 600 of these documents.
+
 ``--check-parity`` then, untimed, annotates a copy of the same shard in a child process with the
 other implementation (``RPJ_PURE_PYTHON=1`` when the timed run used the compiled loops, else the
 compiled loops) and compares every ``quality_signals`` line byte for byte and every MinHash parquet
@@ -45,8 +52,8 @@ The script re-executes itself with ``PYTHONHASHSEED=42`` so that the stage runs 
 (no worker): CPU time and RSS are then those of the annotation itself.  ``--profile N`` prints the
 N functions with the most own time (cProfile) to stderr.
 
-    .venv/bin/python bench/bench_annotate.py [--docs 4000] [--words 500] [--profile 30]
-        [--no-classifier | --artifacts URL] [--pure-python] [--check-parity] [--keep DIR]
+    .venv/bin/python bench/bench_annotate.py [--docs 4000] [--words 500] [--profile 30] [--pages JSONL]
+        [--no-classifier | --artifacts URL] [--pure-python] [--check-parity] [--keep DIR [--generate-only]]
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ import argparse
 import contextlib
 import cProfile
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -134,6 +142,35 @@ class PageGenerator:
         return "\n".join(lines)
 
 
+def read_pages(path: Path, limit: int) -> list[str]:
+    """The first ``limit`` documents' texts of a JSONL (``raw_content``, else ``text``), empty ones skipped."""
+    texts: list[str] = []
+    with gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            obj = json.loads(line)
+            text = obj.get("raw_content", obj.get("text")) if isinstance(obj, dict) else None
+            if not isinstance(text, str):
+                raise SystemExit(f"--pages {path}: line {number} has no raw_content or text string")
+            if text.strip():
+                texts.append(text)
+            if len(texts) >= limit:
+                break
+    if len(texts) < 2:
+        raise SystemExit(f"--pages {path}: fewer than 2 documents")
+    return texts
+
+
+def describe(texts: list[str]) -> dict:
+    """Number, mean words and mean characters of the documents."""
+    return {
+        "docs": len(texts),
+        "mean_words": round(sum(len(t.split()) for t in texts) / len(texts), 1),
+        "mean_chars": round(sum(map(len, texts)) / len(texts), 1),
+    }
+
+
 def ccnet_document(raw: str, i: int, bucket: str) -> dict:
     """A CCNet documents line (all 16 fields, in order) around ``raw``."""
     nlines = raw.count("\n") + 1
@@ -161,12 +198,16 @@ def ccnet_document(raw: str, i: int, bucket: str) -> dict:
 def write_shard(root: Path, docs_per_file: dict[str, list[dict]]) -> None:
     folder = root / "documents" / SNAPSHOT / "0000"
     folder.mkdir(parents=True)
+    outputs = {}
     for name, docs in docs_per_file.items():
         text = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs)
-        (folder / name).write_bytes(gzip.compress(text.encode(), mtime=0))
+        data = gzip.compress(text.encode(), mtime=0)
+        (folder / name).write_bytes(data)
+        outputs[f"../../../documents/{SNAPSHOT}/0000/{name}"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    # the CCNet record as the commit protocol writes it: later stages read the outputs it lists
     marker = root / "stats" / "ccnet" / SNAPSHOT / "0000.json"
     marker.parent.mkdir(parents=True)
-    marker.write_text(json.dumps({"files": sorted(docs_per_file)}))
+    marker.write_text(json.dumps({"shard": 0, "files": sorted(docs_per_file), "inputs": {}, "outputs": outputs}))
 
 
 def shared_data_dir() -> Path:
@@ -358,7 +399,20 @@ def main() -> None:
     parser.add_argument(
         "--keep", metavar="DIR", help="write the shard and the generated artifacts into DIR (new or empty) and keep them"
     )
+    parser.add_argument(
+        "--generate-only",
+        action="store_true",
+        help="with --keep: write the shard and the artifacts, print their description and stop (no annotation)",
+    )
+    parser.add_argument(
+        "--pages",
+        metavar="JSONL",
+        help="annotate these documents (a JSONL, plain or .gz, one object per line with raw_content or text) "
+        "instead of generated ones; --docs then caps their number",
+    )
     args = parser.parse_args()
+    if args.generate_only and not args.keep:
+        parser.error("--generate-only needs --keep DIR")
     if args.keep:
         keep = Path(args.keep).expanduser().resolve()
         if keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
@@ -373,8 +427,8 @@ def main() -> None:
     from rpj_tasks import native as speedups
 
     gen = PageGenerator(seed=0)
-    texts = [gen.page(args.words) for _ in range(args.docs)]
-    half = args.docs // 2
+    texts = read_pages(Path(args.pages), args.docs) if args.pages else [gen.page(args.words) for _ in range(args.docs)]
+    half = len(texts) // 2
     if args.keep:
         keep.mkdir(parents=True, exist_ok=True)
         workdir = contextlib.nullcontext(str(keep))
@@ -394,6 +448,9 @@ def main() -> None:
         else:
             artifacts = build_artifacts(root / "artifacts", texts, gen, not args.no_classifier)
         hash_mode = recorded_hash_mode(artifacts)
+        if args.generate_only:
+            print(json.dumps({**describe(texts), "kept": str(keep), "artifacts": artifacts, "hash_mode": hash_mode}))
+            return
         cfg = SnapshotConfig(id=SNAPSHOT, storage_root=(root / "release").as_uri(), source_base="file:///unused")
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         profiler = cProfile.Profile() if args.profile else None
@@ -420,8 +477,8 @@ def main() -> None:
     lines = record["counts"]["annotate.lines"]
     result = {
         "docs": lines,
-        "mean_words": round(sum(len(t.split()) for t in texts) / len(texts), 1),
-        "mean_chars": round(sum(map(len, texts)) / len(texts), 1),
+        **{k: v for k, v in describe(texts).items() if k != "docs"},
+        "pages": args.pages,
         "classifier": bool(classifier_mb),
         "profiled": bool(profiler),
         "docs_per_s_cpu": round(lines / cpu, 1),

@@ -27,48 +27,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+import paired  # bench/paired.py
 import pyarrow.parquet as pq
+from paired import ratio_range, timed
 
 REFERENCE_PACKAGES = ["polars<1", "networkit", "numpy", "pyarrow", "s3fs", "scipy"]
 
 
 def ensure_venv(venv: Path) -> Path:
     """The venv's python, created and filled with the reference's packages if needed."""
-    python = venv / "bin" / "python"
-    probe = [str(python), "-c", "import polars, networkit, s3fs, scipy; assert polars.__version__ < '1'"]
-    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
-        return python
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *REFERENCE_PACKAGES], check=True)
-    subprocess.run(probe, check=True)
-    return python
-
-
-def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: str | None = None, log: Path | None = None) -> dict[str, float]:
-    """Run ``cmd`` (output to ``log``, default stderr); wall seconds, CPU seconds (user + system)
-    and peak RSS (MB) of the process."""
-    start = time.perf_counter()
-    with open(log, "ab") if log else open(os.devnull, "wb") as sink:
-        proc = subprocess.Popen(
-            cmd, stdout=sink if log else sys.stderr, stderr=subprocess.STDOUT if log else None, env=env, cwd=cwd
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"{cmd[:3]} failed with exit code {proc.returncode}" + (f" (see {log})" if log else ""))
-    return {
-        "seconds": round(wall, 2),
-        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-    }
-
-
-def ratio_range(values: list[float]) -> str:
-    return f"{min(values):.2f}-{max(values):.2f}"
+    probe = "import polars, networkit, s3fs, scipy; assert polars.__version__ < '1'"
+    return paired.ensure_venv(venv, REFERENCE_PACKAGES, probe)
 
 
 def read_clusters(directory: Path) -> dict[str, set[tuple[str, int, int, str]]]:

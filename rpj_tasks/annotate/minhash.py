@@ -8,7 +8,10 @@ threshold and stored as big-endian bytes.
 datasketch is the reference shell: its ``MinHash(scheme="legacy")`` update arithmetic is exactly the
 RPv2 arithmetic (uint64 wrap, then the Mersenne modulus, then the 32-bit mask; its 2.0 default scheme
 ``affine32`` is *not*), it accepts our permutation table through ``permutations=``, and its LSH
-optimiser supplies the band layout.  :func:`datasketch_signature` is that path.  :func:`signatures`
+optimiser gives the band layout.  :func:`datasketch_signature` is that path.  datasketch is imported
+only there and in :func:`optimal_bands` (it pulls in scipy, ~0.4 s): the stage's import stays fast, and
+the band layout it uses is the spec's (``core.schema.MINHASH_BANDS``), which ``tests/annotate/test_minhash.py``
+checks against datasketch's optimiser (:func:`_checked_bands`).  :func:`signatures`
 computes the same values for a batch of documents with one vectorised numpy pass over all their
 shingles, replacing the hardware ``%`` by a Mersenne reduction; it is about twice as fast.
 :func:`signatures_from_words_native` runs the same arithmetic in C (``rpj_tasks/native/_speedups.c``, with
@@ -26,26 +29,27 @@ import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import accumulate, islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-from datasketch import MinHash
 
 from rpj_tasks.annotate.signals.text import normalize
-from rpj_tasks.core import storage
+from rpj_tasks.core import schema, storage
 from rpj_tasks.core.errors import PermanentError
 from rpj_tasks.core.ids import doc_id, id_int
 from rpj_tasks.core.schema import MINHASH_BANDS as SPEC_BANDS
 from rpj_tasks.core.schema import MINHASH_NUM_PERM as NUM_PERM
 from rpj_tasks.core.schema import MINHASH_ROW_GROUP_SIZE as ROW_GROUP_SIZE
-from rpj_tasks.core.schema import MINHASH_SCHEMA as SCHEMA
 from rpj_tasks.core.schema import MINHASH_SIGNATURE_COLUMNS as COLUMNS
 from rpj_tasks.core.schema import MINHASH_THRESHOLDS as THRESHOLDS
 from rpj_tasks.core.schema import signature_column
 from rpj_tasks.core.stats import Stats
 from rpj_tasks.native import native
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    SCHEMA: pa.Schema  # rpj_tasks.core.schema.MINHASH_SCHEMA (pyarrow is imported when it is first used)
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +108,7 @@ def optimal_bands(threshold: float) -> tuple[int, int]:
     """(bands, rows) from datasketch's LSH optimiser (equal false-positive / false-negative weights).
 
     datasketch is a pinned dependency; its optimiser is private API, so a datasketch release that
-    moves it fails here at import with a clear error instead of silently using a hard-coded table."""
+    moves it fails here with a clear error (the tests call this through :func:`_checked_bands`)."""
     try:
         from datasketch.lsh import _optimal_param
     except ImportError as exc:
@@ -117,6 +121,7 @@ def optimal_bands(threshold: float) -> tuple[int, int]:
 
 
 def _checked_bands() -> dict[str, tuple[int, int]]:
+    """The spec's band layout by column, after checking it against datasketch's optimiser (slow: scipy)."""
     layout = {t: optimal_bands(t) for t in THRESHOLDS}
     if layout != SPEC_BANDS:
         raise MinHashSetupError(f"MinHash band layout {layout} != RPv2 {SPEC_BANDS}")
@@ -124,7 +129,8 @@ def _checked_bands() -> dict[str, tuple[int, int]]:
 
 
 PERMUTATIONS: np.ndarray = _checked_permutations()
-BANDS: dict[str, tuple[int, int]] = _checked_bands()
+# The spec's layout; _checked_bands() derives it from datasketch's optimiser (tests/annotate/test_minhash.py).
+BANDS: dict[str, tuple[int, int]] = {signature_column(t): SPEC_BANDS[t] for t in THRESHOLDS}
 _A = PERMUTATIONS[0]
 _B = PERMUTATIONS[1]
 
@@ -248,6 +254,8 @@ def datasketch_signature(words: Sequence[str]) -> np.ndarray | None:
     """One signature through ``datasketch.MinHash`` (legacy scheme, reference table): the slow oracle."""
     if len(words) < SHINGLE_SIZE:
         return None
+    from datasketch import MinHash  # imports scipy: only on this slow path
+
     shingles = {" ".join(words[i : i + SHINGLE_SIZE]) for i in range(len(words) - SHINGLE_SIZE + 1)}
     sketch = MinHash(num_perm=NUM_PERM, seed=SEED, scheme="legacy", permutations=PERMUTATIONS)
     sketch.update_batch([s.encode("utf-8", _SURROGATES) for s in shingles])
@@ -289,7 +297,15 @@ def _resolve(chunk: list[MinHashItem], where: str, first_idx: int, stats: Stats)
     return resolved
 
 
+def __getattr__(name: str) -> Any:
+    if name == "SCHEMA":
+        return schema.MINHASH_SCHEMA
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _row_group(shard_key: str, first_idx: int, sigs: list[np.ndarray | None]) -> pa.Table:
+    import pyarrow as pa
+
     ids = [doc_id(shard_key, first_idx + i) for i in range(len(sigs))]
     bands = [band_bytes(sig) if sig is not None else None for sig in sigs]
     columns = {
@@ -299,7 +315,7 @@ def _row_group(shard_key: str, first_idx: int, sigs: list[np.ndarray | None]) ->
     }
     for name in COLUMNS:
         columns[name] = pa.array([b[name] if b is not None else None for b in bands], pa.list_(pa.binary()))
-    return pa.table(columns, schema=SCHEMA)
+    return pa.table(columns, schema=schema.MINHASH_SCHEMA)
 
 
 def _chunks(items: Iterable[MinHashItem], size: int) -> Iterator[list[MinHashItem]]:
@@ -321,10 +337,12 @@ def write_minhash_parquet(
     has no usable text (e.g. undecodable): its row keeps its id with null signatures.  Row ``i`` has
     ``id = f"{shard_key}/{i}"``.  A row group is written every 1000 rows; the bytes are deterministic.
     """
+    import pyarrow.parquet as pq
+
     stats = stats if stats is not None else Stats()
     rows = 0
     with stats.timer("minhash"), storage.atomic_write(url, digests=digests) as raw:
-        with pq.ParquetWriter(raw, SCHEMA, compression="snappy") as writer:
+        with pq.ParquetWriter(raw, schema.MINHASH_SCHEMA, compression="snappy") as writer:
             for chunk in _chunks(items, ROW_GROUP_SIZE):
                 sigs = _resolve(chunk, url, rows, stats)
                 writer.write_table(_row_group(shard_key, rows, sigs), ROW_GROUP_SIZE)

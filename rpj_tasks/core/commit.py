@@ -38,8 +38,6 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any
 
-from fsspec.implementations.local import LocalFileSystem
-
 from rpj_tasks.core import storage
 from rpj_tasks.core.redact import redact_values
 
@@ -217,7 +215,7 @@ class UnitCommit:
                 if tag is None:
                     continue
                 age = None
-                if isinstance(fs, LocalFileSystem):
+                if storage._is_local_fs(fs):
                     with contextlib.suppress(OSError):
                         age = time.time() - os.path.getmtime(os.path.join(path, name))
                 if tag_is_dead(tag, age):

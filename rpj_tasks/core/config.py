@@ -13,8 +13,6 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from rpj_tasks.core.errors import ConfigError
 from rpj_tasks.core.layout import LANGUAGES, SNAPSHOT_RE, validate_snapshot, validate_version
 from rpj_tasks.core.redact import redact
@@ -261,6 +259,8 @@ def load_registry(path: str | os.PathLike | None = None, env: dict[str, str] | N
     path = Path(path or os.environ.get("RPJ_REGISTRY") or DEFAULT_REGISTRY)
     env = dict(os.environ if env is None else env)
     env.setdefault("RPJ_HOME", str(REPO_ROOT))
+    import yaml  # here, not at module level: ~25 ms that importing a stage does not pay
+
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:

@@ -21,7 +21,17 @@ token counts (rpj)   ``tokens/{base_tag}.tokens.parquet``                   :dat
 
 from __future__ import annotations
 
-import pyarrow as pa
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    ID_INT_TYPE: pa.DataType
+    MINHASH_SCHEMA: pa.Schema
+    DUPLICATES_SCHEMA: pa.Schema
+    CLUSTERS_SCHEMA: pa.Schema
+    TOKEN_COUNTS_SCHEMA: pa.Schema
 
 # ---------------------------------------------------------------- ids (rpv2_format.md §3)
 
@@ -33,7 +43,14 @@ DOC_ID_FORMAT = "{shard_key}/{idx}"
 SHARD_KEY_FORMAT = "{snapshot}/{shard:04d}/{lang}_{bucket}.json.gz"
 #: ``id_int`` (:func:`rpj_tasks.core.ids.id_int`): the first 8 bytes of SHA-1(id as UTF-8), read as
 #: an unsigned little-endian integer; often above 2**63, so always uint64.
-ID_INT_TYPE = pa.uint64()
+#: (pyarrow ``uint64``; the Arrow types and schemas below are built on first use, see __getattr__)
+
+
+def _id_int_type() -> Any:
+    import pyarrow as pa
+
+    return pa.uint64()
+
 
 # ---------------------------------------------------------------- documents (rpv2_format.md §2)
 
@@ -174,34 +191,73 @@ def signature_column(threshold: float) -> str:
 
 
 MINHASH_SIGNATURE_COLUMNS: tuple[str, ...] = tuple(signature_column(t) for t in MINHASH_THRESHOLDS)
+
+
 #: One row per documents line, in order; the four signature columns are null together when the
 #: document has fewer than 13 normalised words (or the line is not a usable document, D18).
-MINHASH_SCHEMA = pa.schema(
-    [("shard_id", pa.string()), ("id", pa.string()), ("id_int", ID_INT_TYPE)]
-    + [(name, pa.list_(pa.binary())) for name in MINHASH_SIGNATURE_COLUMNS]
-)
+def _minhash_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [("shard_id", pa.string()), ("id", pa.string()), ("id_int", _id_int_type())]
+        + [(name, pa.list_(pa.binary())) for name in MINHASH_SIGNATURE_COLUMNS]
+    )
+
 
 # ---------------------------------------------------------------- duplicates (rpv2_format.md §6)
+
 
 #: Exact duplicates of a head/middle documents file: every occurrence of a ``digest`` after the
 #: first one seen (the first is not listed).  ``doc_id`` is the document's ``id``; ``digest`` is its
 #: documents ``digest`` without the ``sha1:`` prefix.  Not built yet (README).
-DUPLICATES_SCHEMA = pa.schema([("shard_id", pa.string()), ("doc_id", pa.string()), ("digest", pa.string())])
+def _duplicates_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([("shard_id", pa.string()), ("doc_id", pa.string()), ("digest", pa.string())])
+
+
 DIGEST_PREFIX = "sha1:"
 
 # ---------------------------------------------------------------- fuzzy-dedup clusters (rpv2_format.md §7)
 
+
 #: ``run_lsh.py``'s output per shard (users run it; not part of the release): only documents of
 #: non-singleton clusters, ``cluster_id`` = the smallest ``id_int`` of the cluster (keep a document
 #: iff ``id_int == cluster_id``).
-CLUSTERS_SCHEMA = pa.schema(
-    [("id", pa.string()), ("id_int", ID_INT_TYPE), ("cluster_id", ID_INT_TYPE), ("shard_id", pa.string())]
-)
+def _clusters_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([("id", pa.string()), ("id_int", _id_int_type()), ("cluster_id", _id_int_type()), ("shard_id", pa.string())])
+
 
 # ---------------------------------------------------------------- token counts (rpj; not in the spec)
+
 
 #: Tokens per document (rpj's own component, not in an RPv2 release; :mod:`rpj_tasks.tokens`): one row
 #: per documents line, in line order, ``id`` as in the signals and MinHash files (:data:`DOC_ID_FORMAT`,
 #: e.g. ``2023-06/0000/en_head.json.gz/17``); ``tokens`` = Mistral-7B-v0.1 tokens of ``raw_content``
 #: with the BOS (the reference's ``token_count.py``), null for a line that is not a usable document.
-TOKEN_COUNTS_SCHEMA = pa.schema([("id", pa.string()), ("tokens", pa.int64())])
+def _token_counts_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([("id", pa.string()), ("tokens", pa.int64())])
+
+
+# The Arrow objects (ID_INT_TYPE, MINHASH_SCHEMA, DUPLICATES_SCHEMA, CLUSTERS_SCHEMA,
+# TOKEN_COUNTS_SCHEMA) are made on first access: importing pyarrow costs ~0.1 s, which a stage's
+# import does not pay until it writes parquet (tests/core/test_imports.py).
+_ARROW: dict[str, Callable[[], Any]] = {
+    "ID_INT_TYPE": _id_int_type,
+    "MINHASH_SCHEMA": _minhash_schema,
+    "DUPLICATES_SCHEMA": _duplicates_schema,
+    "CLUSTERS_SCHEMA": _clusters_schema,
+    "TOKEN_COUNTS_SCHEMA": _token_counts_schema,
+}
+
+
+def __getattr__(name: str) -> Any:
+    build = _ARROW.get(name)
+    if build is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = globals()[name] = build()
+    return value

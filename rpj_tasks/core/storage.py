@@ -16,7 +16,6 @@ Plain paths without a scheme are accepted and treated as ``file://`` URLs.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import gzip
@@ -32,10 +31,10 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
+if TYPE_CHECKING:
+    import fsspec
 
 from rpj_tasks.core.redact import redact
 
@@ -48,6 +47,8 @@ _PLAIN = (str, bytes, bool, int, float, type(None))
 
 def register_options(protocol: str, options: dict[str, Any]) -> None:
     """Set fsspec storage options for ``protocol`` (e.g. ``"s3"``) for this process."""
+    import fsspec
+
     with _LOCK:
         _OPTIONS[protocol] = dict(options)
     fsspec.config.conf.pop(protocol, None)
@@ -140,6 +141,8 @@ def _resolved(value: Any) -> Any:
     if not inspect.isawaitable(value):
         return value
 
+    import asyncio
+
     async def wait() -> Any:
         return await value
 
@@ -156,6 +159,8 @@ def protocol_of(url: str) -> str:
 
 
 def fs_and_path(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    import fsspec  # on first use: importing it (and asyncio) costs ~40 ms that an import of a stage does not pay
+
     proto = protocol_of(url)
     fs, path = fsspec.core.url_to_fs(url, **_OPTIONS.get(proto, {}))
     return fs, path
@@ -208,8 +213,14 @@ def join_below(base: str, rel: str, what: str = "path") -> str:
     return out
 
 
+def _is_local_fs(fs: Any) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return isinstance(fs, LocalFileSystem)
+
+
 def is_local(url: str) -> bool:
-    return isinstance(fs_and_path(url)[0], LocalFileSystem)
+    return _is_local_fs(fs_and_path(url)[0])
 
 
 def exists(url: str) -> bool:
@@ -303,7 +314,7 @@ def atomic_write(url: str, mode: str = "wb", digests: dict[str, dict[str, Any]] 
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write supports 'wb' and 'w', not {mode!r}")
     fs, path = fs_and_path(url)
-    if isinstance(fs, LocalFileSystem):
+    if _is_local_fs(fs):
         directory, name = os.path.split(path)
         os.makedirs(directory, exist_ok=True)
         tmp = os.path.join(directory, temp_name(name))
@@ -372,7 +383,7 @@ def local_copy(url: str) -> str:
     :func:`cache_dir`, keyed by URL and size, atomically.
     """
     fs, path = fs_and_path(url)
-    if isinstance(fs, LocalFileSystem):
+    if _is_local_fs(fs):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{url}: no such file")
         return path

@@ -218,3 +218,43 @@ def test_bad_arguments_are_errors(models) -> None:
         native.ft_vocab_slots(fast._blob, fast._offsets, 3)
     with pytest.raises(ValueError, match="power of two"):
         native.ft_predict(b"ka1", fast._blob, fast._offsets, fast._slots[:-4], fast._wi, fast._wo, fast._dim)
+
+
+def test_the_check_is_cached_per_model_file(
+    tmp_path: Path, models, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first load checks the probe lines and stores the verdict; later loads of the same file
+    reuse it; a rewritten model file (new mtime/size) or a corrupt verdict file is checked again."""
+    caplog.set_level(logging.INFO, logger="rpj_tasks.annotate.signals.classifier")
+    monkeypatch.setenv("RPJ_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "palm.model.bin"
+    models["dim100"].save_model(str(path))
+    assert isinstance(load_classifier(path.as_uri()), CompiledClassifier)
+    stored = classifier.verdict_path(str(path))
+    assert json.loads(Path(stored).read_text()) == {"compiled": True, "why": "", "probe_lines": len(probe_lines(["a"], []))}
+
+    calls = []
+    real_probe = classifier.probe_lines
+    monkeypatch.setattr(classifier, "probe_lines", lambda *a, **k: calls.append(1) or real_probe(*a, **k))
+    loaded = load_classifier(path.as_uri())
+    assert isinstance(loaded, CompiledClassifier) and calls == []  # the cached verdict, no probe run
+    assert "(cached check)" in caplog.text
+    same(fasttext.load_model(str(path)), loaded, "ka1 lo2 caf\u00e9 mi3")
+
+    models["dim16"].save_model(str(path))  # another model in the same file: a new key, checked again
+    os.utime(path, ns=(1, 1))
+    assert classifier.verdict_path(str(path)) != stored
+    assert isinstance(load_classifier(path.as_uri()), CompiledClassifier) and calls == [1]
+
+    Path(classifier.verdict_path(str(path))).write_text("{not json")  # unreadable: checked again
+    load_classifier(path.as_uri())
+    assert calls == [1, 1]
+
+
+def test_a_cached_fasttext_verdict_keeps_fasttext(tmp_path: Path, models, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stored "fastText's own predict" verdict is obeyed (e.g. a model whose probe differed)."""
+    monkeypatch.setenv("RPJ_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "palm.model.bin"
+    models["dim100"].save_model(str(path))
+    classifier.store_verdict(classifier.verdict_path(str(path)), {"compiled": False, "why": "differs", "probe_lines": 3})
+    assert not isinstance(load_classifier(path.as_uri()), CompiledClassifier)

@@ -70,6 +70,7 @@ def test_band_layout_comes_from_datasketch_and_matches_spec() -> None:
     from datasketch.lsh import _optimal_param
 
     assert {t: _optimal_param(t, 128, 0.5, 0.5) for t in minhash.THRESHOLDS} == minhash.SPEC_BANDS
+    assert minhash._checked_bands() == minhash.BANDS  # the layout the stage uses (not derived at import)
     assert minhash.BANDS == {
         "signature_sim1.0": (1, 128),
         "signature_sim0.9": (5, 25),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.special
 import scipy.stats
 
 from rpj_tasks.annotate.hashseed import SEED42_VECTORS, stable_hash
@@ -197,3 +199,73 @@ def test_vectorised_log_pmfs_equal_the_scalar_computation() -> None:
         got = log_poisson_pmfs(int(k), lambdas)
         for lam, value in zip(lambdas, got.tolist()):
             assert value == float(np.log(poisson_pmf(int(k), lam) + 1e-8)), (k, lam)
+
+
+def test_blocks_of_lengths_equal_the_scalar_computation() -> None:
+    """The scorer computes log pmfs for a block of 256 lengths at once (a column of lengths against
+    the lambdas): every element is the scalar computation for its length, bit for bit."""
+    rng = np.random.default_rng(12)
+    lambdas = [450.0, 620.0, 700.0, 900.0, *rng.uniform(0.5, 20_000, 6).round(3).tolist(), 0.0]
+    for first in [0, 256, 2816, *(int(x) * 256 for x in rng.integers(12, 1500, 12))]:
+        block = log_poisson_pmfs(np.arange(first, first + 256, dtype=np.float64)[:, None], lambdas).tolist()
+        for k, row in enumerate(block, first):
+            assert row == [float(np.log(poisson_pmf(k, lam) + 1e-8)) for lam in lambdas], k
+            assert row == log_poisson_pmfs(k, lambdas).tolist(), k
+
+
+def test_scorer_length_corrections_by_block_equal_the_scalar_ones() -> None:
+    rng = np.random.default_rng(13)
+    counts = rng.integers(1, 5000, 10000)
+    scorer = DsirScorer((counts, np.asarray(620.0)), {"books": (counts[::-1].copy(), np.asarray(900.0))}, "stable")
+    for length in [0, 1, 255, 256, 257, 2765, 2766, 2765, 100_000, 3]:
+        got = scorer._log_pmfs(length)
+        assert got == {lam: float(np.log(poisson_pmf(length, lam) + 1e-8)) for lam in (620.0, 900.0)}, length
+
+
+def test_xlogy_is_scipys() -> None:
+    """The replacement of scipy.special.xlogy, bit for bit, including k = 0 and lambdas 0, NaN, inf and < 0."""
+    from rpj_tasks.annotate.signals.models import _xlogy
+
+    rng = np.random.default_rng(14)
+    lams = np.array([0.0, 1e-300, 0.5, 1.0, 450.0, 620.0, math.inf, math.nan, -2.0, *rng.uniform(0, 50_000, 200)])
+    ks = np.array([0, 1, 2, 13, 600, 2765, 262_143, 10**6, *rng.integers(0, 400_000, 200)], dtype=np.float64)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        want = scipy.special.xlogy(ks, lams)
+    got = _xlogy(ks, lams)
+    assert np.array_equal(got, want, equal_nan=True)
+
+
+def test_gammaln_table_is_scipys_and_cached(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gammaln(k + 1) comes from a table scipy computed once, stored in the cache directory, read back
+    by later processes; a damaged file is recomputed."""
+    from rpj_tasks.annotate.signals import models
+
+    monkeypatch.setenv("RPJ_CACHE_DIR", str(tmp_path))
+    models._gammaln_table.cache_clear()
+    try:
+        table = models._gammaln_table()
+        want = scipy.special.gammaln(np.arange(models._GAMMALN_TABLE, dtype=np.float64) + 1)
+        assert np.array_equal(table, want)
+        (stored,) = (tmp_path / "dsir").glob("gammaln-*.npy")
+        models._gammaln_table.cache_clear()
+        assert np.array_equal(models._gammaln_table(), want)  # read back
+        stored.write_bytes(b"not an array")
+        models._gammaln_table.cache_clear()
+        assert np.array_equal(models._gammaln_table(), want)  # recomputed
+        assert np.array_equal(np.load(stored), want)  # and rewritten
+        big = np.array([models._GAMMALN_TABLE, 10**7], dtype=np.float64)
+        assert np.array_equal(models._gammaln_plus_one(big), scipy.special.gammaln(big + 1))  # beyond: scipy
+    finally:
+        models._gammaln_table.cache_clear()
+
+
+def test_dsir_scoring_needs_no_scipy_once_the_table_is_stored(tmp_path) -> None:
+    """A process that finds the stored table scores DSIR without importing scipy (~0.2 s of CPU)."""
+    code = (
+        "import sys; from rpj_tasks.annotate.signals.models import log_poisson_pmfs; "
+        "print(log_poisson_pmfs(2765, [450.0, 620.0]).tolist(), 'scipy' in sys.modules)"
+    )
+    env = {**os.environ, "RPJ_CACHE_DIR": str(tmp_path)}
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert first.split(" True")[0] == second.split(" False")[0] and first.endswith("True\n") and second.endswith("False\n")

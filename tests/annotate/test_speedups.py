@@ -350,3 +350,27 @@ def test_line_columns_every_bmp_code_point() -> None:
         raw = "\n".join(f"Ab{c}9 {c}. x{c}javascript {c}" for c in chars)
         native_columns, python_columns = line_columns(raw)
         assert native_columns == python_columns, hex(start)
+
+
+def test_stable_bmp_is_cached_on_disk(tmp_path, monkeypatch) -> None:
+    """The bitmap the line counts use is stored once per interpreter and Unicode version; a stored
+    copy equals the computed one, and a damaged file is recomputed and rewritten."""
+    from rpj_tasks.annotate.signals import text as text_module
+
+    monkeypatch.setenv("RPJ_CACHE_DIR", str(tmp_path))
+    computed = text_module.stable_bmp_computed()
+    text_module.stable_bmp.cache_clear()
+    try:
+        assert text_module.stable_bmp() == computed
+        path = Path(text_module.stable_bmp_path())
+        assert path.read_bytes()[: len(computed)] == computed and path.stat().st_size == len(computed) + 32
+        text_module.stable_bmp.cache_clear()
+        monkeypatch.setattr(text_module, "stable_bmp_computed", lambda: pytest.fail("recomputed"))
+        assert text_module.stable_bmp() == computed  # read back, not recomputed
+        path.write_bytes(b"\xff" * (len(computed) + 32))  # damaged: recomputed
+        monkeypatch.setattr(text_module, "stable_bmp_computed", lambda: computed)
+        text_module.stable_bmp.cache_clear()
+        assert text_module.stable_bmp() == computed
+        assert path.read_bytes()[: len(computed)] == computed
+    finally:
+        text_module.stable_bmp.cache_clear()

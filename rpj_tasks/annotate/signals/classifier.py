@@ -17,15 +17,26 @@ from the model's own vocabulary (every separator, out-of-vocabulary words, label
 from 0 to 1,000 words) and keeps fastText itself if any probability differs, or if the model is of
 another kind, or if the extension is not built (``RPJ_PURE_PYTHON=1``).  The matrices are views of
 the fastText model's own memory (no copy), so the model object stays loaded behind the classifier.
+
+The check's verdict is cached per model file (:func:`cached_verdict`): under
+``storage.cache_dir()/classifier-checks/`` (``$RPJ_CACHE_DIR``), one small JSON file per key, the key
+being the model file's real path, size, modification time and inode, the probe parameters, and the
+fastText and extension builds; written atomically (a temporary file, then ``os.replace``), so
+concurrent processes at worst check the same model twice.  A changed model file, extension or
+fastText gets a new key, hence a new check.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
+import os
 import random
+import uuid
 from typing import Any
 
-import fasttext
 import numpy as np
 
 from rpj_tasks.core import storage
@@ -36,6 +47,7 @@ log = logging.getLogger(__name__)
 EOS = "</s>"
 _PROBE_SEED = 20231030
 _PROBES = 300
+_VERDICT_FORMAT = 1  # bump when the check or CompiledClassifier changes meaning
 
 
 class CompiledClassifier:
@@ -113,9 +125,15 @@ def probe_lines(words: list[str], labels: list[str], n: int = _PROBES, seed: int
 
 def compiled_or_fasttext(model: Any, name: str) -> Any:
     """A :class:`CompiledClassifier` equal to ``model`` on every probe line, else ``model``."""
+    return checked_predictor(model, name)[0]
+
+
+def checked_predictor(model: Any, name: str, verdict: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """:func:`compiled_or_fasttext` and its verdict (``{"compiled": bool, "why": str, "probe_lines": int}``).  With a ``verdict`` from an
+    earlier check of the same model file, the probe lines are not run again."""
     if native is None:
-        return model
-    why = _plain_supervised(model)
+        return model, {"compiled": False, "why": "the extension is not built", "probe_lines": 0}
+    why = _plain_supervised(model) if verdict is None else verdict["why"]
     if not why:
         try:
             words, labels = model.get_words(), model.get_labels()
@@ -125,20 +143,85 @@ def compiled_or_fasttext(model: Any, name: str) -> Any:
             fast = CompiledClassifier(words, labels, wi, wo, owner=model)
         except (ValueError, UnicodeError) as exc:
             why = str(exc)
-    lines = probe_lines(words, labels) if not why else []
-    if not why:
+    checked = verdict["probe_lines"] if verdict is not None else 0
+    if not why and verdict is None:
+        lines = probe_lines(words, labels)
+        checked = len(lines)
         for line in lines:
             want, got = model.predict(line), fast.predict(line)
             if want[0] != got[0] or want[1].tolist() != got[1].tolist():
                 why = f"differs from fastText on a probe line ({want} != {got})"
                 break
+    cached = " (cached check)" if verdict is not None else ""
     if why:
-        log.info("classifier %s: fastText's own predict (%s)", name, why)
-        return model
-    log.info("classifier %s: compiled predict (checked on %d probe lines)", name, len(lines))
-    return fast
+        log.info("classifier %s: fastText's own predict (%s)%s", name, why, cached)
+        return model, {"compiled": False, "why": why, "probe_lines": checked}
+    log.info("classifier %s: compiled predict (checked on %d probe lines)%s", name, checked, cached)
+    return fast, {"compiled": True, "why": "", "probe_lines": checked}
+
+
+def verdict_path(model_path: str) -> str:
+    """Where the check of the model file at ``model_path`` is cached (see the module docstring)."""
+    import fasttext
+
+    st = os.stat(model_path)
+    build = getattr(native, "__file__", None)
+    build_st = os.stat(build) if build else None
+    key = [
+        _VERDICT_FORMAT,
+        os.path.realpath(model_path),
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ino,
+        _PROBES,
+        _PROBE_SEED,
+        getattr(fasttext, "__version__", None) or fasttext.__file__,
+        build,
+        (build_st.st_size, build_st.st_mtime_ns) if build_st else None,
+    ]
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
+    return os.path.join(storage.cache_dir(), "classifier-checks", f"{digest}.json")
+
+
+def cached_verdict(path: str) -> dict[str, Any] | None:
+    """The verdict stored at ``path``, or None (absent, unreadable or not a verdict: check again)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            verdict = json.load(f)
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(verdict, dict) and isinstance(verdict.get("compiled"), bool) and isinstance(verdict.get("why"), str)
+    if not ok or verdict["compiled"] == bool(verdict["why"]) or not isinstance(verdict.get("probe_lines"), int):
+        return None
+    return verdict
+
+
+def store_verdict(path: str, verdict: dict[str, Any]) -> None:
+    """Write ``verdict`` to ``path`` atomically; a failure only costs a check next time."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(verdict, f)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("classifier check not cached at %s: %s", path, exc)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def load_classifier(url: str) -> Any:
-    """The fastText model at ``url``, as :func:`compiled_or_fasttext` returns it."""
-    return compiled_or_fasttext(fasttext.load_model(storage.local_copy(url)), url)
+    """The fastText model at ``url``, as :func:`compiled_or_fasttext` returns it; the check is
+    cached per model file (:func:`verdict_path`)."""
+    import fasttext  # here: importing the stage does not load it (tests/core/test_imports.py)
+
+    local = storage.local_copy(url)
+    model = fasttext.load_model(local)
+    if native is None:
+        return compiled_or_fasttext(model, url)
+    path = verdict_path(local)
+    earlier = cached_verdict(path)
+    predictor, verdict = checked_predictor(model, url, earlier)
+    if earlier is None:
+        store_verdict(path, verdict)
+    return predictor

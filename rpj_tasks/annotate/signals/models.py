@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import importlib.util
 import math
+import os
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain, islice
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import special
 
 from rpj_tasks.annotate.hashseed import SEED42, feature_hash
 from rpj_tasks.native import native
@@ -39,20 +45,94 @@ def classifier_score(model: Any, text: str) -> float:
     return round(float(1 - prob if labels[0] == CC_LABEL else prob), PRECISION)
 
 
+def _scipy_special() -> Any:
+    """``scipy.special``, imported only where it is needed: :func:`poisson_pmf` (the definition, for
+    tests), the ``gammaln`` table's first computation and lengths beyond it.  Importing it costs
+    ~0.2 s of CPU, which neither the stage's import nor, once the table is stored, its DSIR scoring
+    pays (``tests/core/test_imports.py``, ``tests/annotate/test_signals_dsir.py``)."""
+    from scipy import special
+
+    return special
+
+
 def poisson_pmf(k: int, lam: float) -> float:
     """``scipy.stats.poisson.pmf(k, lam)`` computed as scipy does, without its dispatch overhead."""
+    special = _scipy_special()
     return float(np.clip(np.exp(special.xlogy(k, lam) - special.gammaln(k + 1) - lam), 0.0, 1.0))
 
 
-def log_poisson_pmfs(k: int, lambdas: Sequence[float]) -> np.ndarray:
-    """``np.log(poisson_pmf(k, lam) + 1e-8)`` for several lambdas in one pass of each ufunc.
+def log_poisson_pmfs(k: int | np.ndarray, lambdas: Sequence[float]) -> np.ndarray:
+    """``np.log(poisson_pmf(k, lam) + 1e-8)`` for several lambdas in one pass of each ufunc (``k`` an
+    int, or a column of lengths: one row per length).
 
     The ufuncs are element-wise, so every element equals the scalar computation (checked over a
-    large grid in ``tests/test_signals_dsir.py``).
+    large grid in ``tests/annotate/test_signals_dsir.py``).  scipy's two functions are replaced by
+    their exact equivalents so that a process does not import ``scipy.special`` (~0.2 s of CPU):
+    ``xlogy`` by :func:`_xlogy`, ``gammaln(k + 1)`` by :func:`_gammaln_plus_one` (scipy's own values,
+    kept in the cache directory).
     """
     lams = np.asarray(lambdas, dtype=np.float64)
-    pmf = np.clip(np.exp(special.xlogy(k, lams) - special.gammaln(k + 1) - lams), 0.0, 1.0)
+    ks = np.asarray(k, dtype=np.float64)
+    pmf = np.clip(np.exp(_xlogy(ks, lams) - _gammaln_plus_one(ks) - lams), 0.0, 1.0)
     return np.log(pmf + 1e-8)
+
+
+def _xlogy(ks: np.ndarray, lams: np.ndarray) -> np.ndarray:
+    """``scipy.special.xlogy(ks, lams)``: 0 where ``k == 0`` and ``lam`` is not NaN, else ``k * log(lam)``
+    with the C library's ``log`` (``math.log``: numpy's own vectorised ``log`` may differ in the last
+    bit), multiplied in float64 as scipy's C code does."""
+    logs = np.array([math.log(lam) if lam > 0 else (-math.inf if lam == 0 else math.nan) for lam in lams.tolist()])
+    with np.errstate(invalid="ignore"):
+        out = ks * logs
+    return np.where((ks == 0) & ~np.isnan(lams), 0.0, out)
+
+
+#: gammaln(k + 1) is looked up for lengths below this (2 MB of float64); longer documents use scipy.
+_GAMMALN_TABLE = 1 << 18
+
+
+def _gammaln_plus_one(ks: np.ndarray) -> np.ndarray:
+    """``scipy.special.gammaln(ks + 1)`` for non-negative integer ``ks``: from :func:`_gammaln_table`
+    when they are all below its size, else from scipy itself."""
+    if ks.size and ks.min() >= 0 and ks.max() < _GAMMALN_TABLE and bool(np.all(ks == np.floor(ks))):
+        return _gammaln_table()[ks.astype(np.intp)]
+    return _scipy_special().gammaln(ks + 1)
+
+
+@functools.lru_cache(maxsize=1)
+def _gammaln_table() -> np.ndarray:
+    """``scipy.special.gammaln(k + 1)`` for ``k < _GAMMALN_TABLE``, computed by scipy once per scipy
+    build and stored under the cache directory (``$RPJ_CACHE_DIR/dsir/``, written atomically); a
+    missing or malformed file is recomputed.  The key is the content of scipy's ``version.py`` (its
+    version and commit), found without importing scipy."""
+    from rpj_tasks.core.storage import cache_dir
+
+    spec = importlib.util.find_spec("scipy")
+    where = list(spec.submodule_search_locations or []) if spec is not None else []
+    try:
+        version = Path(where[0], "version.py").read_bytes() if where else b""
+    except OSError:
+        version = b""
+    key = hashlib.sha256(version + f"\0{np.__version__}\0{_GAMMALN_TABLE}".encode()).hexdigest()[:24]
+    path = os.path.join(cache_dir(), "dsir", f"gammaln-{key}.npy")
+    if version:
+        try:
+            table = np.load(path, allow_pickle=False)
+            if table.shape == (_GAMMALN_TABLE,) and table.dtype == np.float64:
+                return table
+        except (OSError, ValueError):
+            pass
+    table = np.asarray(_scipy_special().gammaln(np.arange(_GAMMALN_TABLE, dtype=np.float64) + 1), dtype=np.float64)
+    if version:
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}.npy"
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            np.save(tmp, table, allow_pickle=False)
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    return table
 
 
 @dataclass(frozen=True)
@@ -62,6 +142,9 @@ class DsirTarget:
     log_diff: np.ndarray
     target_lambda: float
     source_lambda: float
+
+
+_PMF_BLOCK = 256  # lengths per computed block of log Poisson pmfs (DsirScorer._log_pmfs)
 
 
 class DsirScorer:
@@ -113,7 +196,8 @@ class DsirScorer:
 
     def scores(self, tokens: Sequence[str], length: int) -> dict[str, tuple[float, float]]:
         """``{target: (importance, length-corrected importance)}`` for a document of ``length`` chars."""
-        features = self.features(tokens)
+        # float64 once: np.inner would cast the int64 counts for every target (the same values)
+        features = self.features(tokens).astype(np.float64)
         log_pmf = self._log_pmfs(length)
         out = {}
         for name, target in self.targets.items():
@@ -123,13 +207,22 @@ class DsirScorer:
         return out
 
     def _log_pmfs(self, length: int) -> dict[float, float]:
-        """``np.log(poisson_pmf(length, lam) + 1e-8)`` for every lambda, computed once per length."""
+        """``np.log(poisson_pmf(length, lam) + 1e-8)`` for every lambda, computed once per length.
+
+        A miss computes the whole block of :data:`_PMF_BLOCK` lengths around ``length`` in one call of
+        each ufunc (documents' lengths cluster, and a ufunc call costs ~10 µs whatever its size); the
+        ufuncs are element-wise, so each value is the one a call for that length alone gives
+        (``tests/annotate/test_signals_dsir.py``)."""
         cached = self._log_pmf.get(length)
         if cached is None:
             if len(self._log_pmf) >= 100_000:
                 self._log_pmf.clear()
             lambdas = sorted({lam for t in self.targets.values() for lam in (t.target_lambda, t.source_lambda)})
-            cached = self._log_pmf[length] = dict(zip(lambdas, log_poisson_pmfs(length, lambdas).tolist()))
+            first = length - length % _PMF_BLOCK
+            block = log_poisson_pmfs(np.arange(first, first + _PMF_BLOCK, dtype=np.float64)[:, None], lambdas).tolist()
+            for k, row in enumerate(block, first):
+                self._log_pmf[k] = dict(zip(lambdas, row))
+            cached = self._log_pmf[length]
         return cached
 
 

@@ -18,10 +18,15 @@ paths below rely on.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import os
 import re
 import string
+import sys
 import unicodedata
+import uuid
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -65,8 +70,7 @@ def raw_words_python(text: str) -> list[str]:
 raw_words = native.word_punct if native is not None else raw_words_python
 
 
-@functools.lru_cache(maxsize=1)
-def stable_bmp() -> bytes:
+def stable_bmp_computed() -> bytes:
     """Bitmap of the non-ASCII BMP code points ``c`` (surrogates excluded) with ``c.lower() == c`` and
     ``NFD(c) == c``, from this interpreter's Unicode tables: a line made of ASCII and such characters
     normalises without any character changing, so its normalised counts need no ``lower()`` / NFD."""
@@ -78,6 +82,42 @@ def stable_bmp() -> bytes:
         if char.lower() == char and unicodedata.is_normalized("NFD", char):
             bits[code >> 3] |= 1 << (code & 7)
     return bytes(bits)
+
+
+def stable_bmp_path() -> str:
+    """Where :func:`stable_bmp` keeps the bitmap: the cache directory (``$RPJ_CACHE_DIR``), one file
+    per interpreter build and Unicode version (the inputs of :func:`stable_bmp_computed`)."""
+    from rpj_tasks.core.storage import cache_dir
+
+    key = hashlib.sha256(f"{sys.version}\0{unicodedata.unidata_version}\0{sys.executable}".encode()).hexdigest()[:24]
+    return os.path.join(cache_dir(), "unicode", f"stable_bmp-{key}.bin")
+
+
+@functools.lru_cache(maxsize=1)
+def stable_bmp() -> bytes:
+    """:func:`stable_bmp_computed`, read from :func:`stable_bmp_path` when an earlier process stored it
+    (computing it costs ~0.1 s of CPU per process); written there atomically otherwise."""
+    path = stable_bmp_path()
+    size = 65536 // 8
+    try:
+        with open(path, "rb") as f:
+            data = f.read(size + 33)
+        # the bitmap, then its SHA-256: a torn or foreign file is recomputed
+        if len(data) == size + 32 and hashlib.sha256(data[:size]).digest() == data[size:]:
+            return data[:size]
+    except OSError:
+        pass
+    bits = stable_bmp_computed()
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(bits + hashlib.sha256(bits).digest())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return bits
 
 
 def split_lines(text: str) -> list[str]:
