@@ -179,6 +179,23 @@ class PerplexityScorer:
             tokenized = tokenize(self.sp, normalized)
         except RuntimeError:  # pybind11 rejects lone surrogates: score the text with "?" for each
             tokenized = tokenize(self.sp, normalized.encode("utf-8", "replace").decode("utf-8"))
+        return self._score(tokenized)
+
+    def perplexities(self, raw_contents: list[str]) -> list[float | None]:
+        """:meth:`perplexity` of each text: every text normalised, then SentencePiece over the
+        list in one call, then KenLM over the pieces (each model's tables stay in the cache for
+        the whole list instead of alternating per document); the same figures as one by one.
+
+        A list that SentencePiece's binding rejects (a lone surrogate in one of the texts) is
+        encoded text by text, so each text gets exactly what :meth:`perplexity` gives it."""
+        normalized = [ccnet_normalize(text) for text in raw_contents]
+        try:
+            pieces = self.sp.encode(normalized, out_type=str, num_threads=1)
+        except RuntimeError:
+            return [self.perplexity(text) for text in raw_contents]
+        return [self._score(" ".join(p)) for p in pieces]
+
+    def _score(self, tokenized: str) -> float | None:
         if not tokenized:
             return None
         score, length = 0.0, 0
