@@ -15,6 +15,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from rpj_tasks.native import native
+
 # The 34 special characters cc_net handles, with their replacement in ``ccnet_normalize``.
 UNICODE_PUNCT = {
     "，": ",",
@@ -125,9 +127,20 @@ def line_hash(normalized_line: str) -> int:
 def line_hashes(lines: list[str]) -> np.ndarray:
     """uint64 paragraph hashes of ``normalize_for_dedup(line)`` for each line.
 
-    Equivalent to hashing each line separately, but lower-cases and translates all (stripped)
-    lines in one call: lines contain no ``\n``, and both steps act per character.
+    Equivalent to hashing each line separately, but lower-cases all lines in one call (lines
+    contain no ``\n``, lower-casing acts within a line, and no character lower-cases to or from
+    whitespace); the rest runs in ``rpj_tasks.native._speedups.ccnet_line_hashes`` when the
+    extension is built, else in :func:`line_hashes_python`, its twin (same hashes).
     """
+    if not lines:
+        return np.zeros(0, dtype="<u8")
+    if native is None:
+        return line_hashes_python(lines)
+    return np.frombuffer(native.ccnet_line_hashes("\n".join(lines).lower()), dtype="<u8")
+
+
+def line_hashes_python(lines: list[str]) -> np.ndarray:
+    """:func:`line_hashes` in Python: strip, then lower-case and translate all lines in one call."""
     if not lines:
         return np.zeros(0, dtype="<u8")
     joined = _DEDUP_KEEP_NL_RE.sub(_dedup_sub, "\n".join(line.strip() for line in lines).lower())

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rpj_tasks.ccnet.dedup import ShardHashes, remove_duplicate_lines
-from rpj_tasks.ccnet.normalize import ccnet_normalize, line_hash, line_hashes, normalize_for_dedup
+from rpj_tasks.ccnet.normalize import ccnet_normalize, line_hash, line_hashes, line_hashes_python, normalize_for_dedup
 from rpj_tasks.core.schema import DOCUMENT_FIELDS
 from rpj_tasks.core.stats import Stats
 
@@ -194,3 +194,35 @@ interesting = st.text(
 def test_fast_normalisations_equal_literal_reading(text):
     assert normalize_for_dedup(text) == dedup_reference(text)
     assert ccnet_normalize(text) == perplexity_reference(text)
+
+
+# The compiled paragraph hashes (rpj_tasks.native._speedups.ccnet_line_hashes) against their twin.
+NATIVE_TEXT = st.text(
+    st.one_of(
+        st.characters(codec=None, blacklist_characters="\n"),
+        st.sampled_from([*SPECIAL, *CTRL.replace("\n", ""), "Σ", "İ", "\u0663", "\U0001d7ce", "\ud800", "\u2028", "\xa0"]),
+    ),
+    max_size=60,
+)
+
+
+def test_native_line_hashes_are_built():
+    from rpj_tasks import native
+
+    assert native.native is not None and hasattr(native.native, "ccnet_line_hashes")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(NATIVE_TEXT, max_size=8))
+def test_native_line_hashes_equal_python(lines):
+    assert line_hashes(lines).tolist() == line_hashes_python(lines).tolist()
+
+
+def test_native_line_hashes_every_code_point():
+    """Every code point but ``\\n``, alone on a line (padded so that stripping does not hide it)
+    and in runs of 64, hashes the same in C and in Python: digits, deletions, strip, UTF-8."""
+    cps = [cp for cp in range(0x110000) if cp != 0x0A]
+    alone = [f"a{chr(cp)}b" for cp in cps]
+    runs = ["".join(map(chr, cps[i : i + 64])) for i in range(0, len(cps), 64)]
+    for lines in (alone, runs, [chr(cp) for cp in cps[:0x3100]]):
+        assert line_hashes(lines).tolist() == line_hashes_python(lines).tolist()
