@@ -139,6 +139,14 @@ def line_hashes(lines: list[str]) -> np.ndarray:
     return np.frombuffer(native.ccnet_line_hashes("\n".join(lines).lower()), dtype="<u8")
 
 
+def content_hashes(text: str) -> np.ndarray:
+    """``line_hashes(text.split("\\n"))``: the paragraph hashes of a document's lines, without
+    splitting it when the extension does the work."""
+    if native is None:
+        return line_hashes_python(text.split("\n"))
+    return np.frombuffer(native.ccnet_line_hashes(text.lower()), dtype="<u8")
+
+
 def line_hashes_python(lines: list[str]) -> np.ndarray:
     """:func:`line_hashes` in Python: strip, then lower-case and translate all lines in one call."""
     if not lines:

@@ -27,10 +27,11 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any
 
-from rpj_tasks.ccnet.dedup import ShardHashes, remove_duplicate_lines
+from rpj_tasks.ccnet.dedup import ShardHashes, remove_duplicate_lines_batch
 from rpj_tasks.ccnet.lid import LanguageIdentifier
 from rpj_tasks.ccnet.lm import bucket as perplexity_bucket
 from rpj_tasks.ccnet.models import CCNetModels
+from rpj_tasks.ccnet.normalize import content_hashes
 from rpj_tasks.core import commit, layout, storage
 from rpj_tasks.core.config import DEFAULT_MAX_RECORD_BYTES, SnapshotConfig, validate_shard
 from rpj_tasks.core.errors import MissingInputError
@@ -110,7 +111,7 @@ def _compute_hashes(cfg: SnapshotConfig, shard: int, segments: list[str], force:
     with commit.UnitCommit(record_url, inputs, [url.rsplit("/", 1)[0]], owned=lambda n: n == name) as unit:
         docs = read_shard_documents(staged_segments(cfg, segments), stats, cfg.min_len, max_record_bytes=cfg.max_record_bytes)
         with stats.timer("hashes"):
-            table = ShardHashes.collect(doc["raw_content"].split("\n") for doc in docs)
+            table = ShardHashes.collect_hashes(content_hashes(doc["raw_content"]) for doc in docs)
         unit.write_bytes(url, table.to_bytes())
         record = unit.commit({"snapshot": cfg.id, "shard": shard, "distinct_line_hashes": len(table), **stats.to_dict()})
     log.info(
@@ -239,7 +240,7 @@ def _mine_batch(
     """Dedup, LID, perplexity, bucket and write one batch of documents, each step over the whole
     batch (perplexity per language), in WET order within each output file."""
     with stats.timer("dedup"):
-        deduped = [doc for doc in (remove_duplicate_lines(doc, table, stats) for doc in batch) if doc is not None]
+        deduped = [doc for doc in remove_duplicate_lines_batch(batch, table, stats) if doc is not None]
     with stats.timer("lid"):
         predictions = lid.predict_batch([doc["raw_content"] for doc in deduped])
     by_language: dict[str, list[dict[str, Any]]] = {}

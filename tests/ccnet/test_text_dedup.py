@@ -4,8 +4,15 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rpj_tasks.ccnet.dedup import ShardHashes, remove_duplicate_lines
-from rpj_tasks.ccnet.normalize import ccnet_normalize, line_hash, line_hashes, line_hashes_python, normalize_for_dedup
+from rpj_tasks.ccnet.dedup import ShardHashes, remove_duplicate_lines, remove_duplicate_lines_batch
+from rpj_tasks.ccnet.normalize import (
+    ccnet_normalize,
+    content_hashes,
+    line_hash,
+    line_hashes,
+    line_hashes_python,
+    normalize_for_dedup,
+)
 from rpj_tasks.core.schema import DOCUMENT_FIELDS
 from rpj_tasks.core.stats import Stats
 
@@ -226,3 +233,29 @@ def test_native_line_hashes_every_code_point():
     runs = ["".join(map(chr, cps[i : i + 64])) for i in range(0, len(cps), 64)]
     for lines in (alone, runs, [chr(cp) for cp in cps[:0x3100]]):
         assert line_hashes(lines).tolist() == line_hashes_python(lines).tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["a", "b", "A ", "c1", "c2", "", "Σ"]), max_size=6), max_size=12), st.integers(1, 5))
+def test_collect_hashes_in_chunks_equals_one_unique_per_document(docs, chunk):
+    per_doc = [np.unique(line_hashes(lines)) for lines in docs]
+    keys = np.concatenate(per_doc) if per_doc else np.zeros(0, dtype="<u8")
+    expected = ShardHashes._from_occurrences(keys, np.zeros(len(keys), dtype=np.uint8))
+    got = ShardHashes.collect_hashes((line_hashes(lines) for lines in docs), chunk=chunk)
+    assert got.to_bytes() == expected.to_bytes()
+    for lines in docs:
+        if lines:
+            assert content_hashes("\n".join(lines)).tolist() == line_hashes(lines).tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["a", "b", "A ", "c1", "c2", "", "only", "x"]), max_size=6).map("\n".join), max_size=10))
+def test_batch_dedup_equals_one_document_at_a_time(contents):
+    import copy
+
+    table = ShardHashes.collect([["a", "b"], ["a", "c0"], ["x"]])
+    docs = [{"raw_content": c, "nlines": c.count("\n") + 1, "length": len(c)} for c in contents]
+    one_stats, batch_stats = Stats(), Stats()
+    one = [remove_duplicate_lines(d, table, one_stats) for d in copy.deepcopy(docs)]
+    batch = remove_duplicate_lines_batch(copy.deepcopy(docs), table, batch_stats)
+    assert batch == one and batch_stats.to_dict() == one_stats.to_dict()
