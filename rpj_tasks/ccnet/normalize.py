@@ -8,10 +8,13 @@ mapped to ``0`` *before* the special characters are handled, so ``１`` (a digit
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import sys
 import unicodedata
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,9 +59,43 @@ UNICODE_PUNCT = {
 }
 CONTROL_CHARS = [*range(0, 32), *range(127, 160)]
 
-_ALL = range(sys.maxunicode + 1)
-_DIGITS = {cp: "0" for cp in _ALL if unicodedata.category(chr(cp)) == "Nd"}  # what re's \d matches
-_MARKS = {cp: None for cp in _ALL if unicodedata.category(chr(cp)) == "Mn"}
+#: The Nd and Mn code points of the Unicode database this table was written from (ranges), so
+#: that a process does not scan all 1.1M code points at import; see :func:`category_ranges`.
+CATEGORY_TABLE = Path(__file__).resolve().parents[1] / "data" / "unicode_nd_mn.json"
+_CATEGORIES = ("Nd", "Mn")
+
+
+def category_ranges() -> dict[str, Any]:
+    """``{"unidata_version": ..., "Nd": [[first, last], ...], "Mn": [...]}`` of this Python's
+    ``unicodedata``, by scanning every code point (what :data:`CATEGORY_TABLE` holds)."""
+    out: dict[str, Any] = {"unidata_version": unicodedata.unidata_version}
+    for cat in _CATEGORIES:
+        ranges: list[list[int]] = []
+        for cp in range(sys.maxunicode + 1):
+            if unicodedata.category(chr(cp)) == cat:
+                if ranges and ranges[-1][1] == cp - 1:
+                    ranges[-1][1] = cp
+                else:
+                    ranges.append([cp, cp])
+        out[cat] = ranges
+    return out
+
+
+def _category_code_points() -> dict[str, list[int]]:
+    """Nd and Mn code points: from :data:`CATEGORY_TABLE` when it was written for this Python's
+    Unicode database, else by scanning (a different Python gives the same results, only slower)."""
+    try:
+        table = json.loads(CATEGORY_TABLE.read_text())
+    except (OSError, ValueError):
+        table = {}
+    if table.get("unidata_version") != unicodedata.unidata_version:
+        table = category_ranges()
+    return {cat: [cp for first, last in table[cat] for cp in range(first, last + 1)] for cat in _CATEGORIES}
+
+
+_BY_CATEGORY = _category_code_points()
+_DIGITS = dict.fromkeys(_BY_CATEGORY["Nd"], "0")  # what re's \d matches
+_MARKS: dict[int, str | None] = dict.fromkeys(_BY_CATEGORY["Mn"])
 _CONTROLS = dict.fromkeys(CONTROL_CHARS)
 
 _DEDUP_TABLE = {**{ord(c): None for c in UNICODE_PUNCT}, **_CONTROLS, **_DIGITS}

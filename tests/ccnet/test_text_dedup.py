@@ -259,3 +259,14 @@ def test_batch_dedup_equals_one_document_at_a_time(contents):
     one = [remove_duplicate_lines(d, table, one_stats) for d in copy.deepcopy(docs)]
     batch = remove_duplicate_lines_batch(copy.deepcopy(docs), table, batch_stats)
     assert batch == one and batch_stats.to_dict() == one_stats.to_dict()
+
+
+def test_category_table_is_this_pythons_unicode_database():
+    """The bundled Nd/Mn ranges equal a scan of every code point (regenerate the file with
+    ``category_ranges()`` if the Python, and so its Unicode version, changes)."""
+    import json
+
+    from rpj_tasks.ccnet import normalize
+
+    assert json.loads(normalize.CATEGORY_TABLE.read_text()) == normalize.category_ranges()
+    assert normalize._DIGITS == {cp: "0" for cp in range(0x110000) if chr(cp).isdecimal()}
