@@ -7,6 +7,7 @@ mapped to ``0`` *before* the special characters are handled, so ``１`` (a digit
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -153,7 +154,26 @@ def ccnet_normalize(text: str) -> str:
     text = text.strip()
     if not text:
         return text
+    nfd = unicodedata.normalize("NFD", text.lower())
+    if native is None:
+        return _PERPLEXITY_RE.sub(_perplexity_sub, nfd)
+    return native.ccnet_translate(nfd, _marks_bitmap())  # the same table step, in C
+
+
+def ccnet_normalize_python(text: str) -> str:
+    """:func:`ccnet_normalize` without the extension (its table step by regex), the C path's twin."""
+    text = text.strip()
+    if not text:
+        return text
     return _PERPLEXITY_RE.sub(_perplexity_sub, unicodedata.normalize("NFD", text.lower()))
+
+
+@functools.cache
+def _marks_bitmap() -> bytes:
+    """The Mn code points as a bitmap of 0x110000 bits (bit ``cp & 7`` of byte ``cp >> 3``)."""
+    bits = np.zeros(sys.maxunicode + 1, dtype=bool)
+    bits[np.fromiter(_MARKS, dtype=np.int64)] = True
+    return np.packbits(bits, bitorder="little").tobytes()
 
 
 def line_hash(normalized_line: str) -> int:

@@ -12,6 +12,7 @@
  *   line_stats(lines, stable)  -> list        per-line counts of the six line signals
  *   ft_predict(text, ...)      -> tuple       fastText's top-1 prediction for one line of text
  *   ccnet_line_hashes(joined)  -> bytes       CCNet paragraph hashes of lower-cased lines
+ *   ccnet_translate(text, mn)  -> str         the table step of CCNet's perplexity normaliser
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1192,6 +1193,95 @@ ccnet_line_hashes(PyObject *module, PyObject *arg)
     return result;
 }
 
+/* cc_net's replacement of each of the 34 special characters, in CCNET_PUNCT's order. */
+static const char *const CCNET_PUNCT_REPL[] = {"\"", "'", "\"", "-",  " - ", "'", "\"", "\"", "\"",
+                                               "...", ":", "-", "-",  ",",   ".", "<", ">",  "\"",
+                                               "\"", "\"", "\"", "[", "]",   "!", "%", "(",  ")",
+                                               ",",  ". ", "\"", ":", ";",   "?", "~"};
+
+static inline int ccnet_punct_index(Py_UCS4 c)
+{
+    if (c < 0xAB || (c > 0x25BA && c < 0x3001) || c > 0xFF5E)
+        return -1;
+    for (int i = 0; i < (int)(sizeof(CCNET_PUNCT) / sizeof(CCNET_PUNCT[0])); i++)
+        if (CCNET_PUNCT[i] == c)
+            return i;
+    return -1;
+}
+
+/*
+ * ccnet_translate(text, marks) -> str: the twin of the table step of normalize.ccnet_normalize on a
+ * lower-cased NFD text: decimal digits -> '0', control characters (0-31, 127-159) deleted, the 34
+ * special characters replaced (CCNET_PUNCT_REPL), combining marks deleted (`marks`: a bitmap of
+ * 0x110000 bits, bit cp & 7 of byte cp >> 3 set for category Mn), every other character kept.
+ * A digit wins over the other rules (U+FF11 becomes '0').  Returns `text` itself when nothing changes.
+ */
+static PyObject *
+ccnet_translate(PyObject *module, PyObject *args)
+{
+    PyObject *text;
+    Py_buffer marks;
+    if (!PyArg_ParseTuple(args, "Uy*", &text, &marks))
+        return NULL;
+    if (marks.len != 0x110000 / 8) {
+        PyBuffer_Release(&marks);
+        PyErr_SetString(PyExc_ValueError, "ccnet_translate: marks must be a bitmap of 0x110000 bits");
+        return NULL;
+    }
+    const unsigned char *mn = marks.buf;
+    const int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    Py_ssize_t i = 0;
+    for (; i < n; i++) { /* the first character that changes, if any */
+        const Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c < 0x80 ? (c < 32 || c == 127 || (c >= '1' && c <= '9'))
+                     : (c < 160 || Py_UNICODE_ISDECIMAL(c) || ccnet_punct_index(c) >= 0 || (mn[c >> 3] >> (c & 7) & 1)))
+            break;
+    }
+    if (i == n) {
+        PyBuffer_Release(&marks);
+        Py_INCREF(text);
+        return text;
+    }
+    Py_UCS4 *out = PyMem_Malloc(sizeof(Py_UCS4) * (size_t)(3 * n + 1));
+    if (out == NULL) {
+        PyBuffer_Release(&marks);
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t len = 0;
+    for (Py_ssize_t j = 0; j < i; j++)
+        out[len++] = PyUnicode_READ(kind, data, j);
+    for (; i < n; i++) {
+        const Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c < 0x80) {
+            if (c < 32 || c == 127)
+                continue;
+            out[len++] = (c >= '0' && c <= '9') ? '0' : c;
+            continue;
+        }
+        if (Py_UNICODE_ISDECIMAL(c)) {
+            out[len++] = '0';
+            continue;
+        }
+        if (c < 160)
+            continue;
+        const int p = ccnet_punct_index(c);
+        if (p >= 0) {
+            for (const char *r = CCNET_PUNCT_REPL[p]; *r; r++)
+                out[len++] = (Py_UCS4)(unsigned char)*r;
+            continue;
+        }
+        if (mn[c >> 3] >> (c & 7) & 1)
+            continue;
+        out[len++] = c;
+    }
+    PyBuffer_Release(&marks);
+    PyObject *result = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, out, len);
+    PyMem_Free(out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"word_punct", word_punct, METH_O, "RW tokens: stdlib-re matches of \\w+|[^\\w\\s]+ in order."},
     {"minhash", minhash, METH_VARARGS, "minhash(joined, a, b, shingle) -> uint32 signature bytes or None."},
@@ -1203,6 +1293,7 @@ static PyMethodDef methods[] = {
     {"token_stats", token_stats, METH_VARARGS, "token_stats(tokens, stop_words) -> (stop, isupper, ascii letter)."},
     {"line_stats", line_stats, METH_VARARGS, "line_stats(lines, stable_bmp_bitmap) -> per-line counts."},
     {"dsir_counts", dsir_counts, METH_VARARGS, "dsir_counts(tokens, out): add hashed 1-/2-gram counts."},
+    {"ccnet_translate", ccnet_translate, METH_VARARGS, "ccnet_translate(nfd_lowered, marks) -> the table step of ccnet_normalize."},
     {"ccnet_line_hashes", ccnet_line_hashes, METH_O, "ccnet_line_hashes(lowered) -> 8-byte LE paragraph hash per line."},
     {NULL, NULL, 0, NULL},
 };

@@ -270,3 +270,21 @@ def test_category_table_is_this_pythons_unicode_database():
 
     assert json.loads(normalize.CATEGORY_TABLE.read_text()) == normalize.category_ranges()
     assert normalize._DIGITS == {cp: "0" for cp in range(0x110000) if chr(cp).isdecimal()}
+
+
+def test_native_perplexity_normalisation_every_code_point():
+    """ccnet_normalize with the compiled table step equals its regex twin for every code point
+    (alone between letters, and in runs of 64), for lower-casing and NFD included."""
+    from rpj_tasks.ccnet.normalize import ccnet_normalize_python
+
+    cps = range(0x110000)
+    for text in [f"a{chr(cp)}b" for cp in cps] + ["".join(map(chr, cps[i : i + 64])) for i in range(0, 0x110000, 64)]:
+        assert ccnet_normalize(text) == ccnet_normalize_python(text), ascii(text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(NATIVE_TEXT)
+def test_native_perplexity_normalisation_equals_python(text):
+    from rpj_tasks.ccnet.normalize import ccnet_normalize_python
+
+    assert ccnet_normalize(text) == ccnet_normalize_python(text)
