@@ -10,9 +10,10 @@ included, as a task process pays them.  ``peak_rss_mb`` is that process's maximu
 * ``--baseline DIR``: alternate runs of another source tree (a checkout of an earlier commit with
   its native extension built, e.g. ``git worktree add /tmp/base <commit>``) with this tree's, on
   the same staged shard and models: N pairs, baseline first in each pair.
-* ``--step-cpu``: one more run of this tree whose per-step seconds are CPU time (the stage's timers
-  switched from ``perf_counter`` to ``process_time`` in that process; the timed runs keep the
-  stage's own timers, so they pay what production pays).
+* ``--step-cpu``: one more run of this tree (and of the baseline's, with ``--baseline``) whose
+  per-step seconds are CPU time (the stage's timers switched from ``perf_counter`` to
+  ``process_time`` in that process; the timed runs keep the stage's own timers, so they pay what
+  production pays).
 * ``--floors``: then, in this process, what the steps' libraries cost alone on the same texts
   (CPU time): fastText ``predict`` over the list of texts LID sees, SentencePiece ``encode`` +
   KenLM ``score`` over the normalised texts of the kept documents (per language), ``json.dumps`` +
@@ -94,7 +95,9 @@ def set_up(cfg: SnapshotConfig, docs: int, work: Path, mirror: str) -> None:
     download_unit(cfg, 0, list_segments(mirror, cfg.crawl))
 
 
-def run_steps(tree: Path, overrides: dict[str, Any], segments: list[str], batch_docs: int | None, step_cpu: bool) -> dict[str, Any]:
+def run_steps(
+    tree: Path, overrides: dict[str, Any], segments: list[str], batch_docs: int | None, step_cpu: bool
+) -> dict[str, Any]:
     """One whole process running the two steps from source ``tree``: its CPU time, wall time and peak RSS."""
     args = {"overrides": overrides, "segments": segments, "batch_docs": batch_docs, "step_cpu": step_cpu}
     env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -262,6 +265,8 @@ def main() -> None:
         ratios = [b["cpu_seconds"] / r["cpu_seconds"] for b, r in zip(baseline_runs, runs)]
         result["speedup_per_pair"] = [round(x, 2) for x in ratios]
     if args.step_cpu:
+        if args.baseline:
+            result["baseline"]["step_cpu_run"] = run_steps(args.baseline.resolve(), overrides, segments, None, True)
         result["step_cpu_run"] = run_steps(REPO, overrides, segments, args.batch_docs, True)
     if args.floors:
         result["floors_cpu_seconds"] = floors(cfg, segments)

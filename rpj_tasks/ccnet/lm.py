@@ -206,12 +206,7 @@ class PerplexityScorer:
         ``count(" ") + 1`` words: it is scored without splitting it again (the same sums)."""
         if not tokenized:
             return None
-        if (
-            _OTHER_WHITESPACE.search(tokenized) is None
-            and "  " not in tokenized
-            and tokenized[0] != " "
-            and tokenized[-1] != " "
-        ):
+        if _OTHER_WHITESPACE.search(tokenized) is None and "  " not in tokenized and tokenized[0] != " " and tokenized[-1] != " ":
             return round(10.0 ** (-self.lm.score(tokenized) / (tokenized.count(" ") + 2)), 1)
         score, length = 0.0, 0
         for line in tokenized.split("\n"):

@@ -5,9 +5,9 @@ from collections import Counter, defaultdict
 
 import kenlm
 import pytest
+from faker import Faker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from faker import Faker
 
 from rpj_tasks.ccnet import arpa, lm
 from rpj_tasks.ccnet.lm import (
@@ -269,7 +269,11 @@ def test_batch_perplexities_equal_one_by_one(models):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.sampled_from(["▁the", "▁quick", "s", " ", "  ", "\n", "\u3000", "\t", "\u2028", "x"]), min_size=1, max_size=12).map("".join))
+@given(
+    st.lists(
+        st.sampled_from(["▁the", "▁quick", "s", " ", "  ", "\n", "\u3000", "\t", "\u2028", "x"]), min_size=1, max_size=12
+    ).map("".join)
+)
 def test_one_call_score_equals_line_by_line(models, tokenized):
     sp_url, arpa_url, _ = models
     scorer = PerplexityScorer(sp_url, arpa_url)

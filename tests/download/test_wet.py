@@ -501,7 +501,35 @@ def test_memory_stays_bounded_past_a_giant_record(tmp_path: Path, compress: bool
     assert giant["peak_kib"] - baseline["peak_kib"] < 32 * 1024, (baseline, giant)
 
 
-URL_PARTS = st.sampled_from(["http://", "https://", "HTTP://", "ftp://", "//", "[", "]", "[::1]", "@", ":", "/", "?", "#", " ", "\t", "\n", "\x00", "\x7f", "é", "ｅ", "\u2100", "a", "b.example", ":8080", "%41"])
+URL_PARTS = st.sampled_from(
+    [
+        "http://",
+        "https://",
+        "HTTP://",
+        "ftp://",
+        "//",
+        "[",
+        "]",
+        "[::1]",
+        "@",
+        ":",
+        "/",
+        "?",
+        "#",
+        " ",
+        "\t",
+        "\n",
+        "\x00",
+        "\x7f",
+        "é",
+        "ｅ",
+        "\u2100",
+        "a",
+        "b.example",
+        ":8080",
+        "%41",
+    ]
+)
 
 
 @settings(max_examples=1000, deadline=None)
