@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rpj_tasks.ccnet.normalize import line_hashes
+from rpj_tasks.ccnet.normalize import content_hashes, line_hashes
 from rpj_tasks.core.stats import Stats
 
 _MAGIC = b"RPJHASH1"
@@ -42,8 +42,21 @@ class ShardHashes:
 
     @classmethod
     def collect(cls, docs_lines: Iterable[list[str]]) -> ShardHashes:
-        per_doc = [np.unique(line_hashes(lines)) for lines in docs_lines]
-        keys = np.concatenate(per_doc) if per_doc else np.zeros(0, dtype="<u8")
+        return cls.collect_hashes(line_hashes(lines) for lines in docs_lines)
+
+    @classmethod
+    def collect_hashes(cls, docs_hashes: Iterable[np.ndarray], chunk: int = 4096) -> ShardHashes:
+        """``collect`` from each document's line hashes; a document's repeats are dropped for
+        ``chunk`` documents at a time (one sort) instead of one ``np.unique`` per document."""
+        per_chunk, pending = [], []
+        for hashes in docs_hashes:
+            pending.append(hashes)
+            if len(pending) >= chunk:
+                per_chunk.append(_distinct_per_document(pending))
+                pending = []
+        if pending:
+            per_chunk.append(_distinct_per_document(pending))
+        keys = np.concatenate(per_chunk) if per_chunk else np.zeros(0, dtype="<u8")
         return cls._from_occurrences(keys, np.zeros(len(keys), dtype=np.uint8))
 
     @classmethod
@@ -78,22 +91,52 @@ class ShardHashes:
         return cls(keys, flags)
 
 
+def _distinct_per_document(docs_hashes: list[np.ndarray]) -> np.ndarray:
+    """The distinct hashes of each document, concatenated (in no particular order)."""
+    keys = np.concatenate(docs_hashes)
+    doc = np.repeat(np.arange(len(docs_hashes)), [len(h) for h in docs_hashes])
+    order = np.lexsort((doc, keys))
+    keys, doc = keys[order], doc[order]
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = (keys[1:] != keys[:-1]) | (doc[1:] != doc[:-1])
+    return keys[first]
+
+
 def remove_duplicate_lines(doc: dict[str, Any], table: ShardHashes, stats: Stats) -> dict[str, Any] | None:
     """Apply the §9.4 removal rule to ``doc`` in place; ``None`` when no line survives."""
+    return remove_duplicate_lines_batch([doc], table, stats)[0]
+
+
+def remove_duplicate_lines_batch(docs: list[dict[str, Any]], table: ShardHashes, stats: Stats) -> list[dict[str, Any] | None]:
+    """:func:`remove_duplicate_lines` of each document (one flag lookup for the whole list)."""
+    per_doc = [content_hashes(doc["raw_content"]) for doc in docs if doc["raw_content"]]
+    if per_doc:
+        hashes = np.concatenate(per_doc)
+        all_hashes, all_flags = hashes.tolist(), table.flags_of(hashes).tolist()
+    out: list[dict[str, Any] | None] = []
+    start = 0
+    for doc in docs:
+        content = doc["raw_content"]
+        if not content:
+            stats.inc("dedup.dropped.empty")
+            out.append(None)
+            continue
+        lines = content.split("\n")
+        end = start + len(lines)
+        out.append(_remove(doc, lines, all_hashes[start:end], all_flags[start:end], stats))
+        start = end
+    return out
+
+
+def _remove(doc: dict[str, Any], lines: list[str], hashes: list[int], flags: list[int], stats: Stats) -> dict[str, Any] | None:
     content = doc["raw_content"]
-    if not content:
-        stats.inc("dedup.dropped.empty")
-        return None
-    lines = content.split("\n")
-    hashes = line_hashes(lines)
-    flags = table.flags_of(hashes)
     stats.inc("dedup.lines_in", len(lines))
-    if flags.all():
+    if all(flags):
         stats.inc("dedup.dropped.all_lines_duplicate")
         return None
     seen: set[int] = set()
     kept_ids: list[int] = []
-    for i, (h, flagged) in enumerate(zip(hashes.tolist(), flags.tolist())):
+    for i, (h, flagged) in enumerate(zip(hashes, flags)):
         if not flagged and h != 0 and h not in seen:
             kept_ids.append(i)
         seen.add(h)

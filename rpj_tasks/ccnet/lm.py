@@ -17,6 +17,7 @@ import csv
 import io
 import logging
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -32,6 +33,9 @@ from rpj_tasks.core import storage
 from rpj_tasks.core.stats import Stats
 
 log = logging.getLogger("rpj.lm")
+
+#: Whitespace other than the space (``\n`` included): str.split would split on it too.
+_OTHER_WHITESPACE = re.compile(r"[^\S ]")
 
 PERCENTILE_HEAD = 30
 PERCENTILE_TAIL = 60
@@ -179,8 +183,31 @@ class PerplexityScorer:
             tokenized = tokenize(self.sp, normalized)
         except RuntimeError:  # pybind11 rejects lone surrogates: score the text with "?" for each
             tokenized = tokenize(self.sp, normalized.encode("utf-8", "replace").decode("utf-8"))
+        return self._score(tokenized)
+
+    def perplexities(self, raw_contents: list[str]) -> list[float | None]:
+        """:meth:`perplexity` of each text: every text normalised, then SentencePiece over the
+        list in one call, then KenLM over the pieces (each model's tables stay in the cache for
+        the whole list instead of alternating per document); the same figures as one by one.
+
+        A list that SentencePiece's binding rejects (a lone surrogate in one of the texts) is
+        encoded text by text, so each text gets exactly what :meth:`perplexity` gives it."""
+        normalized = [ccnet_normalize(text) for text in raw_contents]
+        try:
+            pieces = self.sp.encode(normalized, out_type=str, num_threads=1)
+        except (RuntimeError, TypeError, UnicodeError):
+            return [self.perplexity(text) for text in raw_contents]
+        return [self._score(" ".join(p)) for p in pieces]
+
+    def _score(self, tokenized: str) -> float | None:
+        """cc_net's perplexity of the pieces ``tokenized`` (joined by spaces), line by line.
+
+        A text whose only whitespace is single spaces between words is one line of
+        ``count(" ") + 1`` words: it is scored without splitting it again (the same sums)."""
         if not tokenized:
             return None
+        if _OTHER_WHITESPACE.search(tokenized) is None and "  " not in tokenized and tokenized[0] != " " and tokenized[-1] != " ":
+            return round(10.0 ** (-self.lm.score(tokenized) / (tokenized.count(" ") + 2)), 1)
         score, length = 0.0, 0
         for line in tokenized.split("\n"):
             score += self.lm.score(line)

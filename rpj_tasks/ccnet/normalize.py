@@ -7,13 +7,19 @@ mapped to ``0`` *before* the special characters are handled, so ``１`` (a digit
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import re
 import sys
 import unicodedata
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from rpj_tasks.native import native
 
 # The 34 special characters cc_net handles, with their replacement in ``ccnet_normalize``.
 UNICODE_PUNCT = {
@@ -54,9 +60,43 @@ UNICODE_PUNCT = {
 }
 CONTROL_CHARS = [*range(0, 32), *range(127, 160)]
 
-_ALL = range(sys.maxunicode + 1)
-_DIGITS = {cp: "0" for cp in _ALL if unicodedata.category(chr(cp)) == "Nd"}  # what re's \d matches
-_MARKS = {cp: None for cp in _ALL if unicodedata.category(chr(cp)) == "Mn"}
+#: The Nd and Mn code points of the Unicode database this table was written from (ranges), so
+#: that a process does not scan all 1.1M code points at import; see :func:`category_ranges`.
+CATEGORY_TABLE = Path(__file__).resolve().parents[1] / "data" / "unicode_nd_mn.json"
+_CATEGORIES = ("Nd", "Mn")
+
+
+def category_ranges() -> dict[str, Any]:
+    """``{"unidata_version": ..., "Nd": [[first, last], ...], "Mn": [...]}`` of this Python's
+    ``unicodedata``, by scanning every code point (what :data:`CATEGORY_TABLE` holds)."""
+    out: dict[str, Any] = {"unidata_version": unicodedata.unidata_version}
+    for cat in _CATEGORIES:
+        ranges: list[list[int]] = []
+        for cp in range(sys.maxunicode + 1):
+            if unicodedata.category(chr(cp)) == cat:
+                if ranges and ranges[-1][1] == cp - 1:
+                    ranges[-1][1] = cp
+                else:
+                    ranges.append([cp, cp])
+        out[cat] = ranges
+    return out
+
+
+def _category_code_points() -> dict[str, list[int]]:
+    """Nd and Mn code points: from :data:`CATEGORY_TABLE` when it was written for this Python's
+    Unicode database, else by scanning (a different Python gives the same results, only slower)."""
+    try:
+        table = json.loads(CATEGORY_TABLE.read_text())
+    except (OSError, ValueError):
+        table = {}
+    if table.get("unidata_version") != unicodedata.unidata_version:
+        table = category_ranges()
+    return {cat: [cp for first, last in table[cat] for cp in range(first, last + 1)] for cat in _CATEGORIES}
+
+
+_BY_CATEGORY = _category_code_points()
+_DIGITS = dict.fromkeys(_BY_CATEGORY["Nd"], "0")  # what re's \d matches
+_MARKS: dict[int, str | None] = dict.fromkeys(_BY_CATEGORY["Mn"])
 _CONTROLS = dict.fromkeys(CONTROL_CHARS)
 
 _DEDUP_TABLE = {**{ord(c): None for c in UNICODE_PUNCT}, **_CONTROLS, **_DIGITS}
@@ -114,7 +154,26 @@ def ccnet_normalize(text: str) -> str:
     text = text.strip()
     if not text:
         return text
+    nfd = unicodedata.normalize("NFD", text.lower())
+    if native is None:
+        return _PERPLEXITY_RE.sub(_perplexity_sub, nfd)
+    return native.ccnet_translate(nfd, _marks_bitmap())  # the same table step, in C
+
+
+def ccnet_normalize_python(text: str) -> str:
+    """:func:`ccnet_normalize` without the extension (its table step by regex), the C path's twin."""
+    text = text.strip()
+    if not text:
+        return text
     return _PERPLEXITY_RE.sub(_perplexity_sub, unicodedata.normalize("NFD", text.lower()))
+
+
+@functools.cache
+def _marks_bitmap() -> bytes:
+    """The Mn code points as a bitmap of 0x110000 bits (bit ``cp & 7`` of byte ``cp >> 3``)."""
+    bits = np.zeros(sys.maxunicode + 1, dtype=bool)
+    bits[np.fromiter(_MARKS, dtype=np.int64)] = True
+    return np.packbits(bits, bitorder="little").tobytes()
 
 
 def line_hash(normalized_line: str) -> int:
@@ -125,9 +184,28 @@ def line_hash(normalized_line: str) -> int:
 def line_hashes(lines: list[str]) -> np.ndarray:
     """uint64 paragraph hashes of ``normalize_for_dedup(line)`` for each line.
 
-    Equivalent to hashing each line separately, but lower-cases and translates all (stripped)
-    lines in one call: lines contain no ``\n``, and both steps act per character.
+    Equivalent to hashing each line separately, but lower-cases all lines in one call (lines
+    contain no ``\n``, lower-casing acts within a line, and no character lower-cases to or from
+    whitespace); the rest runs in ``rpj_tasks.native._speedups.ccnet_line_hashes`` when the
+    extension is built, else in :func:`line_hashes_python`, its twin (same hashes).
     """
+    if not lines:
+        return np.zeros(0, dtype="<u8")
+    if native is None:
+        return line_hashes_python(lines)
+    return np.frombuffer(native.ccnet_line_hashes("\n".join(lines).lower()), dtype="<u8")
+
+
+def content_hashes(text: str) -> np.ndarray:
+    """``line_hashes(text.split("\\n"))``: the paragraph hashes of a document's lines, without
+    splitting it when the extension does the work."""
+    if native is None:
+        return line_hashes_python(text.split("\n"))
+    return np.frombuffer(native.ccnet_line_hashes(text.lower()), dtype="<u8")
+
+
+def line_hashes_python(lines: list[str]) -> np.ndarray:
+    """:func:`line_hashes` in Python: strip, then lower-case and translate all lines in one call."""
     if not lines:
         return np.zeros(0, dtype="<u8")
     joined = _DEDUP_KEEP_NL_RE.sub(_dedup_sub, "\n".join(line.strip() for line in lines).lower())

@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import time
 from collections.abc import Iterator
 from typing import IO, Any
 
-from rpj_tasks.ccnet.dedup import ShardHashes, remove_duplicate_lines
+from rpj_tasks.ccnet.dedup import ShardHashes, remove_duplicate_lines_batch
 from rpj_tasks.ccnet.lid import LanguageIdentifier
 from rpj_tasks.ccnet.lm import bucket as perplexity_bucket
 from rpj_tasks.ccnet.models import CCNetModels
+from rpj_tasks.ccnet.normalize import content_hashes
 from rpj_tasks.core import commit, layout, storage
 from rpj_tasks.core.config import DEFAULT_MAX_RECORD_BYTES, SnapshotConfig, validate_shard
 from rpj_tasks.core.errors import MissingInputError
@@ -38,6 +40,10 @@ from rpj_tasks.core.stats import Stats
 from rpj_tasks.download.wet import iter_documents
 
 log = logging.getLogger("rpj.ccnet")
+
+#: Documents mined per batch: each step runs over a batch, so its model stays in the CPU caches;
+#: memory is one batch of documents (a few MB) whatever the shard's size.
+DEFAULT_BATCH_DOCS = 1000
 
 
 def hash_group(cfg: SnapshotConfig, shard: int) -> range:
@@ -105,7 +111,7 @@ def _compute_hashes(cfg: SnapshotConfig, shard: int, segments: list[str], force:
     with commit.UnitCommit(record_url, inputs, [url.rsplit("/", 1)[0]], owned=lambda n: n == name) as unit:
         docs = read_shard_documents(staged_segments(cfg, segments), stats, cfg.min_len, max_record_bytes=cfg.max_record_bytes)
         with stats.timer("hashes"):
-            table = ShardHashes.collect(doc["raw_content"].split("\n") for doc in docs)
+            table = ShardHashes.collect_hashes(content_hashes(doc["raw_content"]) for doc in docs)
         unit.write_bytes(url, table.to_bytes())
         record = unit.commit({"snapshot": cfg.id, "shard": shard, "distinct_line_hashes": len(table), **stats.to_dict()})
     log.info(
@@ -158,20 +164,36 @@ def is_finished(cfg: SnapshotConfig, shard: int) -> bool:
     return storage.exists(layout.ccnet_stats_url(cfg.storage_root, cfg.id, shard))
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode  # what json.dumps(doc, ensure_ascii=False) does
+
+
 class _ShardWriter:
-    """Lazily opened ``{lang}_{bucket}.json.gz`` files of one shard, committed through ``unit``."""
+    """Lazily opened ``{lang}_{bucket}.json.gz`` files of one shard, committed through ``unit``.
+
+    ``add`` encodes a document; ``flush`` writes each file's pending lines as one block (gzip's
+    output bytes do not depend on how its input is split between writes)."""
 
     def __init__(self, cfg: SnapshotConfig, shard: int, unit: commit.UnitCommit, stack: contextlib.ExitStack) -> None:
         self.cfg, self.shard, self.unit, self.stack = cfg, shard, unit, stack
         self.files: dict[tuple[str, str], IO[bytes]] = {}
+        self.pending: dict[tuple[str, str], list[str]] = {}
 
-    def write(self, doc: dict[str, Any]) -> None:
+    def add(self, doc: dict[str, Any]) -> None:
         key = (doc["language"], doc["bucket"])
-        out = self.files.get(key)
-        if out is None:
-            url = layout.documents_url(self.cfg.storage_root, self.cfg.id, self.shard, *key)
-            out = self.files[key] = self.stack.enter_context(self.unit.gzip_writer(url))
-        out.write(json.dumps(doc, ensure_ascii=False).encode("utf-8") + b"\n")
+        lines = self.pending.get(key)
+        if lines is None:
+            lines = self.pending[key] = []
+        lines.append(_ENCODE(doc))
+
+    def flush(self) -> None:
+        for key, lines in self.pending.items():
+            out = self.files.get(key)
+            if out is None:
+                url = layout.documents_url(self.cfg.storage_root, self.cfg.id, self.shard, *key)
+                out = self.files[key] = self.stack.enter_context(self.unit.gzip_writer(url))
+            lines.append("")
+            out.write("\n".join(lines).encode("utf-8"))
+        self.pending.clear()
 
     def produced(self) -> set[str]:
         return {layout.file_name(lang, bucket) for lang, bucket in self.files}
@@ -191,14 +213,64 @@ def mine_inputs(cfg: SnapshotConfig, shard: int, segments: list[str], models_fin
     }
 
 
-def mine_shard(cfg: SnapshotConfig, shard: int, segments: list[str], *, force: bool = False) -> dict[str, Any]:
-    """``mine`` stage of one shard; returns the shard's stats record (also stored under stats/)."""
+def mine_shard(
+    cfg: SnapshotConfig, shard: int, segments: list[str], *, force: bool = False, batch_docs: int = DEFAULT_BATCH_DOCS
+) -> dict[str, Any]:
+    """``mine`` stage of one shard; returns the shard's stats record (also stored under stats/).
+
+    Documents go through the steps ``batch_docs`` at a time (memory: one batch of documents);
+    the batch size changes speed only, never the output."""
     shard = validate_shard(shard, cfg.num_shards)
+    if batch_docs < 1:
+        raise ValueError(f"batch_docs must be at least 1, not {batch_docs}")
     with log_context(shard=shard_label(cfg.id, shard)):
-        return _mine_shard(cfg, shard, segments, force)
+        return _mine_shard(cfg, shard, segments, force, batch_docs)
 
 
-def _mine_shard(cfg: SnapshotConfig, shard: int, segments: list[str], force: bool) -> dict[str, Any]:
+def _mine_batch(
+    batch: list[dict[str, Any]],
+    table: ShardHashes,
+    lid: LanguageIdentifier,
+    models: CCNetModels,
+    threshold: float,
+    languages: set[str],
+    writer: _ShardWriter,
+    stats: Stats,
+) -> None:
+    """Dedup, LID, perplexity, bucket and write one batch of documents, each step over the whole
+    batch (perplexity per language), in WET order within each output file."""
+    with stats.timer("dedup"):
+        deduped = [doc for doc in remove_duplicate_lines_batch(batch, table, stats) if doc is not None]
+    with stats.timer("lid"):
+        predictions = lid.predict_batch([doc["raw_content"] for doc in deduped])
+    by_language: dict[str, list[dict[str, Any]]] = {}
+    kept = []
+    for doc, (lang, score) in zip(deduped, predictions):
+        if score < threshold:
+            stats.inc("lid.dropped.below_threshold")
+            continue
+        if lang not in languages:
+            stats.inc("lid.dropped.other_language")
+            continue
+        doc["language"] = lang
+        doc["language_score"] = score
+        by_language.setdefault(lang, []).append(doc)
+        kept.append(doc)
+    with stats.timer("perplexity"):
+        for lang, group in by_language.items():
+            cutoffs = models.cutoffs.get(lang)
+            for doc, perplexity in zip(group, models.scorer(lang).perplexities([doc["raw_content"] for doc in group])):
+                doc["perplexity"] = perplexity
+                doc["bucket"] = perplexity_bucket(perplexity, cutoffs)
+    with stats.timer("write"):
+        for doc in kept:
+            writer.add(doc)
+            stats.inc(f"kept.{doc['language']}.{doc['bucket']}")
+            stats.inc("kept")
+        writer.flush()
+
+
+def _mine_shard(cfg: SnapshotConfig, shard: int, segments: list[str], force: bool, batch_docs: int) -> dict[str, Any]:
     stats_url = layout.ccnet_stats_url(cfg.storage_root, cfg.id, shard)
     models = CCNetModels.load(layout.models_url(cfg.storage_root, cfg.models_version), cfg.languages)
     inputs = mine_inputs(cfg, shard, segments, models.fingerprint)
@@ -223,30 +295,10 @@ def _mine_shard(cfg: SnapshotConfig, shard: int, segments: list[str], force: boo
             docs = read_shard_documents(staged_segments(cfg, segments), stats, cfg.min_len, max_record_bytes=cfg.max_record_bytes)
             while True:
                 with stats.timer("read"):
-                    doc = next(docs, None)
-                if doc is None:
+                    batch = list(itertools.islice(docs, batch_docs))
+                if not batch:
                     break
-                with stats.timer("dedup"):
-                    doc = remove_duplicate_lines(doc, table, stats)
-                if doc is None:
-                    continue
-                with stats.timer("lid"):
-                    lang, score = lid.predict(doc["raw_content"])
-                if score < cfg.lid_threshold:
-                    stats.inc("lid.dropped.below_threshold")
-                    continue
-                if lang not in languages:
-                    stats.inc("lid.dropped.other_language")
-                    continue
-                doc["language"] = lang
-                doc["language_score"] = score
-                with stats.timer("perplexity"):
-                    doc["perplexity"] = models.scorer(lang).perplexity(doc["raw_content"])
-                doc["bucket"] = perplexity_bucket(doc["perplexity"], models.cutoffs.get(lang))
-                with stats.timer("write"):
-                    writer.write(doc)
-                stats.inc(f"kept.{lang}.{doc['bucket']}")
-                stats.inc("kept")
+                _mine_batch(batch, table, lid, models, cfg.lid_threshold, languages, writer, stats)
             produced = writer.produced()
         stats.inc("stale_files_removed", unit.remove_stale())
         record = unit.commit(

@@ -83,12 +83,24 @@ def iterate(items: Iterable[T], *, shard: str | None = None, file: str | None = 
     the reader's warnings carry it), never while the consumer holds one, and never across a
     ``yield`` (a context set inside a generator would leak into its consumer)."""
     it = iter(items)
+    overrides = {k: v for k, v in (("shard", shard), ("file", file)) if v is not None}
+    _install()
+    outer: tuple[tuple[str, str], ...] | None = None
+    fields: tuple[tuple[str, str], ...] = ()
     while True:
-        with log_context(shard=shard, file=file):
-            try:
-                item = next(it)
-            except StopIteration:
-                return
+        # what log_context(shard=..., file=...) sets, computed again only when the outer context changed
+        context = _context.get()
+        if context is not outer:
+            outer = context
+            merged = {**dict(context), **overrides}
+            fields = tuple((key, str(merged[key])) for key in FIELDS if merged.get(key))
+        token = _context.set(fields)
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        finally:
+            _context.reset(token)
         yield item
 
 

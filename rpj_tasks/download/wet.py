@@ -542,6 +542,21 @@ def _content_lines(text: str, by_length: bool) -> list[str]:
     return [line.strip() for line in pieces]
 
 
+# A plain http(s) URL: printable ASCII, the host part free of brackets.  For these, urlsplit's
+# netloc is the text between "//" and the first of "/?#" (nothing to strip, no IPv6 literal to
+# check, nothing non-ASCII to NFKC-check), so one match gives it; any other URL goes to urlsplit.
+_PLAIN_HTTP_URL = re.compile(r"https?://([^/?#\[\]\x00-\x20\x7f-\U0010ffff]*)(?:[/?#][\x21-\x7e]*)?\Z")
+
+
+def url_netloc(url: str) -> str:
+    """``urllib.parse.urlsplit(url).netloc`` (ValueError as it raises), plain http(s) URLs without
+    calling it (see ``_PLAIN_HTTP_URL``)."""
+    match = _PLAIN_HTTP_URL.match(url)
+    if match is not None:
+        return match.group(1)
+    return urlsplit(url).netloc
+
+
 def _document(record: WarcRecord, report: _Report) -> dict | None:
     """The CCNet document of a conversion record (cc_net ``parse_doc``, headers read by name)."""
     headers = record.headers
@@ -552,7 +567,7 @@ def _document(record: WarcRecord, report: _Report) -> dict | None:
         return None
     url = headers["warc-target-uri"]
     try:
-        domain = urlsplit(url).netloc
+        domain = url_netloc(url)
     except ValueError:
         report.bad("wet.skipped.bad_url", record.offset, f"unparsable WARC-Target-URI {url!r}")
         return None

@@ -11,6 +11,8 @@
  *   token_stats(tokens, stop)  -> tuple       stop-word, all-caps and ASCII-letter token counts
  *   line_stats(lines, stable)  -> list        per-line counts of the six line signals
  *   ft_predict(text, ...)      -> tuple       fastText's top-1 prediction for one line of text
+ *   ccnet_line_hashes(joined)  -> bytes       CCNet paragraph hashes of lower-cased lines
+ *   ccnet_translate(text, mn)  -> str         the table step of CCNet's perplexity normaliser
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -140,11 +142,15 @@ static inline uint32_t bswap32(uint32_t x)
     return (x >> 24) | ((x >> 8) & 0xFF00u) | ((x << 8) & 0xFF0000u) | (x << 24);
 }
 
-/* The little-endian uint32 read of the first 4 digest bytes: byte-swapped H0. */
-static uint32_t
-sha1_prefix32(const unsigned char *msg, size_t len)
+/* SHA-1 of msg[0:len] into the state h[5] (the digest is h[0..4], each big-endian). */
+static void
+sha1_state(const unsigned char *msg, size_t len, uint32_t h[5])
 {
-    uint32_t h[5] = {0x67452301u, 0xEFCDAB89u, 0x98BADCFEu, 0x10325476u, 0xC3D2E1F0u};
+    h[0] = 0x67452301u;
+    h[1] = 0xEFCDAB89u;
+    h[2] = 0x98BADCFEu;
+    h[3] = 0x10325476u;
+    h[4] = 0xC3D2E1F0u;
     unsigned char block[64];
     const size_t blocks = sha1_blocks(len);
     for (size_t t = 0; t < blocks; t++) {
@@ -155,6 +161,14 @@ sha1_prefix32(const unsigned char *msg, size_t len)
             sha1_block(h, block);
         }
     }
+}
+
+/* The little-endian uint32 read of the first 4 digest bytes: byte-swapped H0. */
+static uint32_t
+sha1_prefix32(const unsigned char *msg, size_t len)
+{
+    uint32_t h[5];
+    sha1_state(msg, len, h);
     return bswap32(h[0]);
 }
 
@@ -1076,6 +1090,198 @@ done:
 
 /* ------------------------------------------------------------------ module */
 
+
+/* ------------------------------------------------------------------ ccnet_line_hashes */
+
+/* The 34 special characters of cc_net's normaliser (rpj_tasks/ccnet/normalize.py UNICODE_PUNCT). */
+static const Py_UCS4 CCNET_PUNCT[] = {0x00AB, 0x00B4, 0x00BB, 0x2013, 0x2014, 0x2019, 0x201C, 0x201D, 0x201E,
+                                      0x2026, 0x2236, 0x2501, 0x25BA, 0x3001, 0x3002, 0x3008, 0x3009, 0x300A,
+                                      0x300B, 0x300C, 0x300D, 0x3010, 0x3011, 0xFF01, 0xFF05, 0xFF08, 0xFF09,
+                                      0xFF0C, 0xFF0E, 0xFF11, 0xFF1A, 0xFF1B, 0xFF1F, 0xFF5E};
+
+static inline int ccnet_is_punct(Py_UCS4 c)
+{
+    if (c < 0xAB || (c > 0x25BA && c < 0x3001) || c > 0xFF5E)
+        return 0;
+    for (size_t i = 0; i < sizeof(CCNET_PUNCT) / sizeof(CCNET_PUNCT[0]); i++)
+        if (CCNET_PUNCT[i] == c)
+            return 1;
+    return 0;
+}
+
+/*
+ * ccnet_line_hashes(joined) -> bytes: for each '\n'-separated line of `joined` (text already
+ * lower-cased with str.lower), the twin of normalize.line_hashes: strip the characters str.strip
+ * strips (Py_UNICODE_ISSPACE), map decimal digits (\d of re, category Nd) to '0', delete the control
+ * characters (0-31, 127-159) and the 34 special characters, encode as UTF-8 (a lone surrogate as its
+ * three bytes, like "surrogatepass"), and store the first 8 bytes of the SHA-1 as a little-endian
+ * uint64: 8 bytes per line, in order.  A digit is mapped before the special characters are deleted,
+ * so U+FF11 (a digit and a special character) becomes '0'.
+ */
+static PyObject *
+ccnet_line_hashes(PyObject *module, PyObject *arg)
+{
+    if (!PyUnicode_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "ccnet_line_hashes: a str is required");
+        return NULL;
+    }
+    const int kind = PyUnicode_KIND(arg);
+    const void *data = PyUnicode_DATA(arg);
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
+    Py_ssize_t lines = 1;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (PyUnicode_READ(kind, data, i) == '\n')
+            lines++;
+    PyObject *result = PyBytes_FromStringAndSize(NULL, 8 * lines);
+    unsigned char *buf = PyMem_Malloc((size_t)(4 * n + 1));
+    if (result == NULL || buf == NULL) {
+        Py_XDECREF(result);
+        PyMem_Free(buf);
+        return PyErr_NoMemory();
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    Py_ssize_t start = 0;
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        if (i < n && PyUnicode_READ(kind, data, i) != '\n')
+            continue;
+        Py_ssize_t s = start, e = i;
+        while (s < e && Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, s)))
+            s++;
+        while (e > s && Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, e - 1)))
+            e--;
+        size_t len = 0;
+        for (Py_ssize_t j = s; j < e; j++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, j);
+            if (c < 0x80) {
+                if (c < 32 || c == 127)
+                    continue;
+                if (c >= '0' && c <= '9')
+                    c = '0';
+                buf[len++] = (unsigned char)c;
+                continue;
+            }
+            if (Py_UNICODE_ISDECIMAL(c)) {
+                buf[len++] = '0';
+                continue;
+            }
+            if (c < 160 || ccnet_is_punct(c))
+                continue;
+            if (c < 0x800) {
+                buf[len++] = (unsigned char)(0xC0 | (c >> 6));
+                buf[len++] = (unsigned char)(0x80 | (c & 0x3F));
+            } else if (c < 0x10000) {
+                buf[len++] = (unsigned char)(0xE0 | (c >> 12));
+                buf[len++] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
+                buf[len++] = (unsigned char)(0x80 | (c & 0x3F));
+            } else {
+                buf[len++] = (unsigned char)(0xF0 | (c >> 18));
+                buf[len++] = (unsigned char)(0x80 | ((c >> 12) & 0x3F));
+                buf[len++] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
+                buf[len++] = (unsigned char)(0x80 | (c & 0x3F));
+            }
+        }
+        uint32_t h[5];
+        sha1_state(buf, len, h);
+        for (int b = 0; b < 4; b++) {
+            out[b] = (unsigned char)(h[0] >> (24 - 8 * b));
+            out[4 + b] = (unsigned char)(h[1] >> (24 - 8 * b));
+        }
+        out += 8;
+        start = i + 1;
+    }
+    PyMem_Free(buf);
+    return result;
+}
+
+/* cc_net's replacement of each of the 34 special characters, in CCNET_PUNCT's order. */
+static const char *const CCNET_PUNCT_REPL[] = {"\"", "'", "\"", "-",  " - ", "'", "\"", "\"", "\"",
+                                               "...", ":", "-", "-",  ",",   ".", "<", ">",  "\"",
+                                               "\"", "\"", "\"", "[", "]",   "!", "%", "(",  ")",
+                                               ",",  ". ", "\"", ":", ";",   "?", "~"};
+
+static inline int ccnet_punct_index(Py_UCS4 c)
+{
+    if (c < 0xAB || (c > 0x25BA && c < 0x3001) || c > 0xFF5E)
+        return -1;
+    for (int i = 0; i < (int)(sizeof(CCNET_PUNCT) / sizeof(CCNET_PUNCT[0])); i++)
+        if (CCNET_PUNCT[i] == c)
+            return i;
+    return -1;
+}
+
+/*
+ * ccnet_translate(text, marks) -> str: the twin of the table step of normalize.ccnet_normalize on a
+ * lower-cased NFD text: decimal digits -> '0', control characters (0-31, 127-159) deleted, the 34
+ * special characters replaced (CCNET_PUNCT_REPL), combining marks deleted (`marks`: a bitmap of
+ * 0x110000 bits, bit cp & 7 of byte cp >> 3 set for category Mn), every other character kept.
+ * A digit wins over the other rules (U+FF11 becomes '0').  Returns `text` itself when nothing changes.
+ */
+static PyObject *
+ccnet_translate(PyObject *module, PyObject *args)
+{
+    PyObject *text;
+    Py_buffer marks;
+    if (!PyArg_ParseTuple(args, "Uy*", &text, &marks))
+        return NULL;
+    if (marks.len != 0x110000 / 8) {
+        PyBuffer_Release(&marks);
+        PyErr_SetString(PyExc_ValueError, "ccnet_translate: marks must be a bitmap of 0x110000 bits");
+        return NULL;
+    }
+    const unsigned char *mn = marks.buf;
+    const int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    Py_ssize_t i = 0;
+    for (; i < n; i++) { /* the first character that changes, if any */
+        const Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c < 0x80 ? (c < 32 || c == 127 || (c >= '1' && c <= '9'))
+                     : (c < 160 || Py_UNICODE_ISDECIMAL(c) || ccnet_punct_index(c) >= 0 || (mn[c >> 3] >> (c & 7) & 1)))
+            break;
+    }
+    if (i == n) {
+        PyBuffer_Release(&marks);
+        Py_INCREF(text);
+        return text;
+    }
+    Py_UCS4 *out = PyMem_Malloc(sizeof(Py_UCS4) * (size_t)(3 * n + 1));
+    if (out == NULL) {
+        PyBuffer_Release(&marks);
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t len = 0;
+    for (Py_ssize_t j = 0; j < i; j++)
+        out[len++] = PyUnicode_READ(kind, data, j);
+    for (; i < n; i++) {
+        const Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c < 0x80) {
+            if (c < 32 || c == 127)
+                continue;
+            out[len++] = (c >= '0' && c <= '9') ? '0' : c;
+            continue;
+        }
+        if (Py_UNICODE_ISDECIMAL(c)) {
+            out[len++] = '0';
+            continue;
+        }
+        if (c < 160)
+            continue;
+        const int p = ccnet_punct_index(c);
+        if (p >= 0) {
+            for (const char *r = CCNET_PUNCT_REPL[p]; *r; r++)
+                out[len++] = (Py_UCS4)(unsigned char)*r;
+            continue;
+        }
+        if (mn[c >> 3] >> (c & 7) & 1)
+            continue;
+        out[len++] = c;
+    }
+    PyBuffer_Release(&marks);
+    PyObject *result = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, out, len);
+    PyMem_Free(out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"word_punct", word_punct, METH_O, "RW tokens: stdlib-re matches of \\w+|[^\\w\\s]+ in order."},
     {"minhash", minhash, METH_VARARGS, "minhash(joined, a, b, shingle) -> uint32 signature bytes or None."},
@@ -1087,6 +1293,8 @@ static PyMethodDef methods[] = {
     {"token_stats", token_stats, METH_VARARGS, "token_stats(tokens, stop_words) -> (stop, isupper, ascii letter)."},
     {"line_stats", line_stats, METH_VARARGS, "line_stats(lines, stable_bmp_bitmap) -> per-line counts."},
     {"dsir_counts", dsir_counts, METH_VARARGS, "dsir_counts(tokens, out): add hashed 1-/2-gram counts."},
+    {"ccnet_translate", ccnet_translate, METH_VARARGS, "ccnet_translate(nfd_lowered, marks) -> the table step of ccnet_normalize."},
+    {"ccnet_line_hashes", ccnet_line_hashes, METH_O, "ccnet_line_hashes(lowered) -> 8-byte LE paragraph hash per line."},
     {NULL, NULL, 0, NULL},
 };
 

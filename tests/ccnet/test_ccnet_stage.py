@@ -119,15 +119,15 @@ from rpj_tasks.ccnet import stage as ccnet
 from rpj_tasks.core.config import load_registry
 
 root, source, shard, segments = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
-write = ccnet._ShardWriter.write
+flush = ccnet._ShardWriter.flush
 
-def slow_write(self, doc):  # stall once two output files are open, so the kill lands mid-write
-    write(self, doc)
+def slow_flush(self):  # stall once two output files are open, so the kill lands mid-write
+    flush(self)
     if len(self.files) >= 2:
         print("writing", flush=True)
         time.sleep(60)
 
-ccnet._ShardWriter.write = slow_write
+ccnet._ShardWriter.flush = slow_flush
 cfg = load_registry()["2000-01"].with_overrides(storage_root=root, source_base=source)
 ccnet.mine_shard(cfg, shard, segments)
 """

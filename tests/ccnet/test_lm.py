@@ -6,6 +6,8 @@ from collections import Counter, defaultdict
 import kenlm
 import pytest
 from faker import Faker
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rpj_tasks.ccnet import arpa, lm
 from rpj_tasks.ccnet.lm import (
@@ -256,6 +258,30 @@ def test_perplexity_matches_a_hand_computation(models):
     expected = round(10 ** (-log10_prob / (len(pieces) + 1)), 1)
     assert scorer.perplexity(raw_content) == expected
     assert scorer.perplexity(raw_content) > 1.0
+
+
+def test_batch_perplexities_equal_one_by_one(models):
+    sp_url, arpa_url, lines = models
+    scorer = PerplexityScorer(sp_url, arpa_url)
+    texts = [*lines[:200], "", " \n\t", "Ünïcödé 12 ½ —x… ", "a\ud800b", "日本語のテキスト。", "x\u3000y\u2028z"]
+    assert scorer.perplexities(texts) == [scorer.perplexity(t) for t in texts]
+    assert scorer.perplexities(texts[:3]) == [scorer.perplexity(t) for t in texts[:3]]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.sampled_from(["▁the", "▁quick", "s", " ", "  ", "\n", "\u3000", "\t", "\u2028", "x"]), min_size=1, max_size=12
+    ).map("".join)
+)
+def test_one_call_score_equals_line_by_line(models, tokenized):
+    sp_url, arpa_url, _ = models
+    scorer = PerplexityScorer(sp_url, arpa_url)
+    score, length = 0.0, 0
+    for line in tokenized.split("\n"):
+        score += scorer.lm.score(line)
+        length += len(line.split()) + 1
+    assert scorer._score(tokenized) == round(10.0 ** (-score / length), 1)
 
 
 def test_perplexity_ranks_real_text_before_noise(models):

@@ -4,8 +4,15 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rpj_tasks.ccnet.dedup import ShardHashes, remove_duplicate_lines
-from rpj_tasks.ccnet.normalize import ccnet_normalize, line_hash, line_hashes, normalize_for_dedup
+from rpj_tasks.ccnet.dedup import ShardHashes, remove_duplicate_lines, remove_duplicate_lines_batch
+from rpj_tasks.ccnet.normalize import (
+    ccnet_normalize,
+    content_hashes,
+    line_hash,
+    line_hashes,
+    line_hashes_python,
+    normalize_for_dedup,
+)
 from rpj_tasks.core.schema import DOCUMENT_FIELDS
 from rpj_tasks.core.stats import Stats
 
@@ -194,3 +201,90 @@ interesting = st.text(
 def test_fast_normalisations_equal_literal_reading(text):
     assert normalize_for_dedup(text) == dedup_reference(text)
     assert ccnet_normalize(text) == perplexity_reference(text)
+
+
+# The compiled paragraph hashes (rpj_tasks.native._speedups.ccnet_line_hashes) against their twin.
+NATIVE_TEXT = st.text(
+    st.one_of(
+        st.characters(codec=None, blacklist_characters="\n"),
+        st.sampled_from([*SPECIAL, *CTRL.replace("\n", ""), "Σ", "İ", "\u0663", "\U0001d7ce", "\ud800", "\u2028", "\xa0"]),
+    ),
+    max_size=60,
+)
+
+
+def test_native_line_hashes_are_built():
+    from rpj_tasks import native
+
+    assert native.native is not None and hasattr(native.native, "ccnet_line_hashes")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(NATIVE_TEXT, max_size=8))
+def test_native_line_hashes_equal_python(lines):
+    assert line_hashes(lines).tolist() == line_hashes_python(lines).tolist()
+
+
+def test_native_line_hashes_every_code_point():
+    """Every code point but ``\\n``, alone on a line (padded so that stripping does not hide it)
+    and in runs of 64, hashes the same in C and in Python: digits, deletions, strip, UTF-8."""
+    cps = [cp for cp in range(0x110000) if cp != 0x0A]
+    alone = [f"a{chr(cp)}b" for cp in cps]
+    runs = ["".join(map(chr, cps[i : i + 64])) for i in range(0, len(cps), 64)]
+    for lines in (alone, runs, [chr(cp) for cp in cps[:0x3100]]):
+        assert line_hashes(lines).tolist() == line_hashes_python(lines).tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["a", "b", "A ", "c1", "c2", "", "Σ"]), max_size=6), max_size=12), st.integers(1, 5))
+def test_collect_hashes_in_chunks_equals_one_unique_per_document(docs, chunk):
+    per_doc = [np.unique(line_hashes(lines)) for lines in docs]
+    keys = np.concatenate(per_doc) if per_doc else np.zeros(0, dtype="<u8")
+    expected = ShardHashes._from_occurrences(keys, np.zeros(len(keys), dtype=np.uint8))
+    got = ShardHashes.collect_hashes((line_hashes(lines) for lines in docs), chunk=chunk)
+    assert got.to_bytes() == expected.to_bytes()
+    for lines in docs:
+        if lines:
+            assert content_hashes("\n".join(lines)).tolist() == line_hashes(lines).tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["a", "b", "A ", "c1", "c2", "", "only", "x"]), max_size=6).map("\n".join), max_size=10))
+def test_batch_dedup_equals_one_document_at_a_time(contents):
+    import copy
+
+    table = ShardHashes.collect([["a", "b"], ["a", "c0"], ["x"]])
+    docs = [{"raw_content": c, "nlines": c.count("\n") + 1, "length": len(c)} for c in contents]
+    one_stats, batch_stats = Stats(), Stats()
+    one = [remove_duplicate_lines(d, table, one_stats) for d in copy.deepcopy(docs)]
+    batch = remove_duplicate_lines_batch(copy.deepcopy(docs), table, batch_stats)
+    assert batch == one and batch_stats.to_dict() == one_stats.to_dict()
+
+
+def test_category_table_is_this_pythons_unicode_database():
+    """The bundled Nd/Mn ranges equal a scan of every code point (regenerate the file with
+    ``category_ranges()`` if the Python, and so its Unicode version, changes)."""
+    import json
+
+    from rpj_tasks.ccnet import normalize
+
+    assert json.loads(normalize.CATEGORY_TABLE.read_text()) == normalize.category_ranges()
+    assert normalize._DIGITS == {cp: "0" for cp in range(0x110000) if chr(cp).isdecimal()}
+
+
+def test_native_perplexity_normalisation_every_code_point():
+    """ccnet_normalize with the compiled table step equals its regex twin for every code point
+    (alone between letters, and in runs of 64), for lower-casing and NFD included."""
+    from rpj_tasks.ccnet.normalize import ccnet_normalize_python
+
+    cps = range(0x110000)
+    for text in [f"a{chr(cp)}b" for cp in cps] + ["".join(map(chr, cps[i : i + 64])) for i in range(0, 0x110000, 64)]:
+        assert ccnet_normalize(text) == ccnet_normalize_python(text), ascii(text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(NATIVE_TEXT)
+def test_native_perplexity_normalisation_equals_python(text):
+    from rpj_tasks.ccnet.normalize import ccnet_normalize_python
+
+    assert ccnet_normalize(text) == ccnet_normalize_python(text)

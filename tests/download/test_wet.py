@@ -11,6 +11,7 @@ import sys
 import threading
 import zlib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import given, settings
@@ -26,6 +27,7 @@ from rpj_tasks.download.wet import (
     gzip_member,
     iter_documents,
     iter_records,
+    url_netloc,
     warcinfo_record,
 )
 
@@ -497,3 +499,59 @@ def test_memory_stays_bounded_past_a_giant_record(tmp_path: Path, compress: bool
     baseline, giant = read(0), read(50_000_000)
     assert giant["urls"] == ["https://example.com/0", "https://example.com/1"] and giant["too_large"] == 1
     assert giant["peak_kib"] - baseline["peak_kib"] < 32 * 1024, (baseline, giant)
+
+
+URL_PARTS = st.sampled_from(
+    [
+        "http://",
+        "https://",
+        "HTTP://",
+        "ftp://",
+        "//",
+        "[",
+        "]",
+        "[::1]",
+        "@",
+        ":",
+        "/",
+        "?",
+        "#",
+        " ",
+        "\t",
+        "\n",
+        "\x00",
+        "\x7f",
+        "é",
+        "ｅ",
+        "\u2100",
+        "a",
+        "b.example",
+        ":8080",
+        "%41",
+    ]
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.tuples(st.sampled_from(["", "http://", "https://"]), st.lists(URL_PARTS, max_size=12).map("".join)).map("".join))
+def test_url_netloc_is_urlsplit_netloc(url):
+    try:
+        expected: str | type[ValueError] = urlsplit(url).netloc
+    except ValueError:
+        expected = ValueError
+    try:
+        got: str | type[ValueError] = url_netloc(url)
+    except ValueError:
+        got = ValueError
+    assert got == expected
+
+
+def test_url_netloc_plain_urls():
+    for url in ("https://a.example/x?y#z", "http://u:p@b.example:80", "http://c.example?q", "https://[::1]:8/", "http://[x/"):
+        try:
+            expected = urlsplit(url).netloc
+        except ValueError:
+            with pytest.raises(ValueError):
+                url_netloc(url)
+        else:
+            assert url_netloc(url) == expected
