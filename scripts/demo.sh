@@ -8,7 +8,9 @@
 #     sample Common Crawl mirror and models, then download -> hashes -> mine (documents/), builds
 #     the sample's quality-signal artifacts and annotates every shard (quality_signals/, minhash/),
 #     then exact dedup (duplicates/, via an rpv2_dedup run) and fuzzy clusters (clusters/),
-#   - prints what was read, kept and annotated, where the outputs are, and how to open the web UI.
+#     then token counts, the Great Expectations gates, publishing (listings/) and the snapshot report,
+#   - prints what was read, kept and annotated, where the outputs are, and how to open the web UI
+#     and the snapshot report.
 # The deployment keeps running so that the run can be seen in the UI: `scripts/rpj-deploy down` stops it.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -24,5 +26,8 @@ rpj summary --snapshot 2000-01
 cat <<MSG
 
 Web UI: http://127.0.0.1:$RPJ_DEPLOY_PORT/dags/rpv2_sample (no login needed in this local demo): the run,
-its tasks and their logs. Stop everything with: scripts/rpj-deploy down
+its tasks and their logs; the run's "Snapshot report" tab, or directly
+http://127.0.0.1:$RPJ_DEPLOY_PORT/rpj/reports/files/2000-01/index.html (the file: ${RPJ_STORAGE_ROOT#file://}/reports/2000-01/index.html).
+Training data from the published sample: rpj filter --snapshot 2000-01 --recipe gopher (or the rpv2_filter DAG).
+Stop everything with: scripts/rpj-deploy down
 MSG
