@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 START_DATE = dt.datetime(2014, 1, 1, tzinfo=dt.UTC)
 # Retries are for transient failures; permanent ones fail at once (runtime.engine_task).
@@ -14,6 +18,15 @@ DEFAULT_ARGS = {
     "execution_timeout": dt.timedelta(hours=1),
 }
 MAX_MAPPED_UNITS = 1000  # stays below Airflow's default [core] max_map_length of 1024
+
+
+def grouped(items: Sequence[T], max_units: int = MAX_MAPPED_UNITS) -> list[list[T]]:
+    """``items`` in order, in at most ``max_units`` consecutive groups of equal size (the last may
+    be smaller): one mapped task per group keeps a mapping under Airflow's max_map_length."""
+    if max_units < 1:
+        raise ValueError("max_units must be at least 1")
+    per_task = -(-len(items) // max_units) or 1
+    return [list(items[i : i + per_task]) for i in range(0, len(items), per_task)]
 
 
 def whole(regex: str) -> str:

@@ -1,8 +1,12 @@
 """``rpv2_filter``: a filtering recipe over a published snapshot (``rpj_tasks.filter``; ``rpj filter``).
 
-    plan -> count (mapped: one task per shard; the first pass, only with a token budget or a dry run)
+    plan -> count (mapped: one task per group of shards; the first pass, only with a token budget or a dry run)
          -> allot (each shard's token allowance; a dry run logs what each rule would drop and stops here)
-         -> filter (mapped: one task per shard, commit protocol) -> finalize (manifest.json)
+         -> filter (mapped: one task per group of shards, commit protocol) -> finalize (manifest.json)
+
+A group is one shard unless the release has more than MAX_MAPPED_UNITS (1000) shards: then the
+shards are split, in order, into at most that many groups (Airflow's max_map_length is 1024; an
+RPv2 snapshot has 5000 shards).
 
 Params: ``snapshot`` (must be in the registry and published under its storage root), ``recipe`` (a
 named set of ``config/recipes/`` or a YAML file within that folder), ``dry_run``, ``format``,
@@ -17,7 +21,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, dag, get_current_context, task
 
-from rpj_dags.common import DEFAULT_ARGS, START_DATE, whole
+from rpj_dags.common import DEFAULT_ARGS, START_DATE, grouped, whole
 from rpj_dags.runtime import configure_storage, engine_task
 from rpj_tasks.core.config import ConfigError, SnapshotConfig
 
@@ -87,18 +91,19 @@ def build_filter_dag(registry: dict[str, SnapshotConfig]) -> DAG:
             release = open_release(cfg.storage_root, cfg.id, recipe)
             shards = shards_of(release)
             log.info("%s: recipe %s (%s): %d shards; %s", cfg.id, recipe.name, recipe.hash[:16], len(shards), recipe.to_dict())
-            return [{"shard": s} for s in shards]
+            return [{"shards": group} for group in grouped(shards)]
 
         @task(execution_timeout=dt.timedelta(hours=2))
         @engine_task
-        def count(shard: int) -> dict[str, Any]:
-            """The first pass of one shard (kept tokens without a budget; the dry run's counts)."""
+        def count(shards: list[int]) -> list[dict[str, Any]]:
+            """The first pass of a group of shards (kept tokens without a budget; the dry run's counts)."""
             from rpj_tasks.filter import count_shard, open_release
 
             p, cfg, recipe = run_config()
             if not p["dry_run"] and recipe.token_budget is None:
-                return {"shard": shard, "counts": None}
-            return count_shard(open_release(cfg.storage_root, cfg.id, recipe), recipe, shard)
+                return [{"shard": shard, "counts": None} for shard in shards]
+            release = open_release(cfg.storage_root, cfg.id, recipe)
+            return [count_shard(release, recipe, shard) for shard in shards]
 
         @task(execution_timeout=dt.timedelta(minutes=10))
         @engine_task
@@ -108,7 +113,7 @@ def build_filter_dag(registry: dict[str, SnapshotConfig]) -> DAG:
             from rpj_tasks.filter import empty_counts, format_counts, merge_counts
 
             p, cfg, recipe = run_config()
-            counted = sorted(list(counted), key=lambda c: c["shard"])
+            counted = sorted((c for group in counted for c in group), key=lambda c: c["shard"])
             if p["dry_run"]:
                 total = empty_counts(recipe)
                 for c in counted:
@@ -116,26 +121,25 @@ def build_filter_dag(registry: dict[str, SnapshotConfig]) -> DAG:
                 log.info("%s: recipe %s, dry run (nothing written):\n%s", cfg.id, recipe.name, format_counts(total, recipe))
                 return []
             if recipe.token_budget is None:
-                return [{"shard": c["shard"], "allowance": None} for c in counted]
-            allowances = allot_shards(recipe, counted)
-            return [{"shard": s, "allowance": a} for s, a in sorted(allowances.items())]
+                units = [{"shard": c["shard"], "allowance": None} for c in counted]
+            else:
+                units = [{"shard": s, "allowance": a} for s, a in sorted(allot_shards(recipe, counted).items())]
+            return [{"units": group} for group in grouped(units)]
 
         @task(execution_timeout=dt.timedelta(hours=2))
         @engine_task
-        def filter_shard(shard: int, allowance: int | None) -> dict[str, Any]:
+        def filter_shard(units: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            """Filter a group of shards (``units``: ``{"shard", "allowance"}`` each), one after the other."""
             from rpj_tasks.filter import filter_shard as run_shard
             from rpj_tasks.filter import open_release
 
             p, cfg, recipe = run_config()
-            rec = run_shard(
-                open_release(cfg.storage_root, cfg.id, recipe),
-                recipe,
-                shard,
-                allowance=allowance,
-                formats=formats(p),
-                force=p["force"],
-            )
-            return {"shard": shard, "skipped": rec["skipped"], "kept": rec["counts"]["kept"]}
+            release = open_release(cfg.storage_root, cfg.id, recipe)
+            out = []
+            for unit in units:
+                rec = run_shard(release, recipe, unit["shard"], allowance=unit["allowance"], formats=formats(p), force=p["force"])
+                out.append({"shard": unit["shard"], "skipped": rec["skipped"], "kept": rec["counts"]["kept"]})
+            return out
 
         @task(execution_timeout=dt.timedelta(minutes=30))
         @engine_task
@@ -145,7 +149,7 @@ def build_filter_dag(registry: dict[str, SnapshotConfig]) -> DAG:
 
             p, cfg, recipe = run_config()
             list(filtered)  # every shard task finished
-            allowances = {a["shard"]: a["allowance"] for a in allotted}
+            allowances = {u["shard"]: u["allowance"] for group in allotted for u in group["units"]}
             done = write_manifest(
                 open_release(cfg.storage_root, cfg.id, recipe),
                 recipe,

@@ -42,7 +42,7 @@ def run_recipe(
 ) -> dict[str, Any]:
     """The whole filter of a snapshot, one shard after the other (what the DAG maps): the first
     pass when there is a budget or a dry run, then each shard, then the manifest.  A dry run returns
-    ``{"dry_run": True, "counts", "by_shard", "allowances"}`` and writes nothing."""
+    ``{"dry_run": True, "recipe", "recipe_hash", "counts", "shards", "allowances"}`` and writes nothing."""
     release = open_release(root, snapshot, recipe)
     selected = shards_of(release, shards)
     counted = [count_shard(release, recipe, s) for s in selected] if (dry_run or recipe.token_budget is not None) else []

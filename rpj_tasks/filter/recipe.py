@@ -3,7 +3,9 @@
 A recipe is a YAML mapping; every key is optional except ``name``::
 
     name: my-mix                 # [A-Za-z0-9._-]{1,64}: the folder filtered/{name}/ of the output
-    extends: gopher              # start from a named set (its rules first, then these)
+                                 # (a named set's name only for that set's exact rules)
+    extends: gopher              # start from a named set: its rules, each replaced in place by a
+                                 # rule of the same name here, then the new rules here
     languages: [en, de]          # default: every published language of the snapshot
     buckets: [head, middle]      # default: head, middle (tail files have no quality signals)
     dedup: both                  # none | exact | fuzzy | both (default: both)
@@ -23,7 +25,11 @@ cut out of ``raw_content`` (``raw_content[start:end]``, its ``\\n`` included).  
 null when the signal is missing or null, or an aggregate has no non-null span: ``null: drop`` (the
 default) fails the rule, ``null: keep`` passes it.  Everything is validated strictly: an unknown
 signal, operator, key or aggregate, a value of the wrong type, or a level mismatch (a line rule
-over a document signal) is a :class:`RecipeError` naming the file and the rule.
+over a document signal) is a :class:`RecipeError` naming the file and the rule.  ``null`` may be
+written unquoted (YAML then reads the key as None; it means the same).  A recipe file is at most
+1 MB of YAML without anchors or aliases (``&``/``*``); values in error messages are shown in at
+most about 200 characters.  ``buckets: [tail]`` needs ``dedup: none`` (tail files are never
+deduplicated in RPv2).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import json
 import math
 import operator
 import re
+import reprlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,6 +70,28 @@ DOC_SIGNALS = tuple(k for k in SIGNAL_KEYS if k not in LINE_SIGNAL_KEYS)
 RULE_KEYS = {"name", "signal", "op", "value", "aggregate", "divide_by", "null", "why"}
 LINE_RULE_KEYS = {"name", "signal", "op", "value", "null", "why"}
 RECIPE_KEYS = {"name", "extends", "description", "languages", "buckets", "dedup", "token_budget", "rules", "line_rules"}
+MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few rules: a larger file is refused unread
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 2, 6, 6, 120, 120, 60
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` capped at about 200 characters, for error messages about untrusted YAML."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML's safe subset without anchors and aliases (``&a`` / ``*a``): recipes do not need them,
+    and aliases let a small file expand into a huge document (a "billion laughs" bomb)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (& and *) are not allowed in a recipe", event.start_mark
+            )
+        return super().compose_node(parent, index)
 
 
 class RecipeError(ConfigError):
@@ -110,6 +139,14 @@ class Rule:
         if score is None:
             return self.null == "keep"
         return OPS[self.op](score, self.value)
+
+
+def _finite(x: int | float) -> bool:
+    """A finite float, or an int a float can hold (a huge YAML int overflows ``math.isfinite``)."""
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
 
 
 def _number(x: Any) -> float | None:
@@ -170,13 +207,15 @@ def load_recipe(spec: str, *, base: Path | None = None) -> Recipe:
     if NAME_RE.fullmatch(spec) and not spec.endswith((".yaml", ".yml")):
         path = RECIPES_DIR / f"{spec}.yaml"
         if not path.is_file():
-            raise RecipeError(f"unknown recipe {spec!r}: the named sets are {', '.join(named_recipes())} (or give a YAML file)")
+            raise RecipeError(
+                f"unknown recipe {shown(spec)}: the named sets are {', '.join(named_recipes())} (or give a YAML file)"
+            )
     else:
         path = Path(spec)
         if base is not None:
             resolved = (base / spec).resolve()
             if base.resolve() not in resolved.parents:
-                raise RecipeError(f"recipe {spec!r}: only files within {base} are allowed here")
+                raise RecipeError(f"recipe {shown(spec)}: only files within {base} are allowed here")
             path = resolved
     return _load_file(path, seen=())
 
@@ -184,7 +223,11 @@ def load_recipe(spec: str, *, base: Path | None = None) -> Recipe:
 def _load_file(path: Path, seen: tuple[str, ...]) -> Recipe:
     where = str(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open("rb") as f:
+            raw = f.read(MAX_RECIPE_BYTES + 1)
+        if len(raw) > MAX_RECIPE_BYTES:
+            raise RecipeError(f"recipe {where} is larger than {MAX_RECIPE_BYTES} bytes: not a recipe")
+        data = yaml.load(raw.decode("utf-8"), Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader without aliases)
     except OSError as exc:
         raise RecipeError(f"recipe {where}: {exc.strerror or exc}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
@@ -198,15 +241,15 @@ def parse_recipe(data: Any, where: str = "<recipe>", *, seen: tuple[str, ...] = 
         raise RecipeError(f"recipe {where}: expected a mapping with at least 'name', got {type(data).__name__}")
     unknown = sorted(set(map(str, data)) - RECIPE_KEYS)
     if unknown:
-        raise RecipeError(f"recipe {where}: unknown keys {unknown} (allowed: {', '.join(sorted(RECIPE_KEYS))})")
+        raise RecipeError(f"recipe {where}: unknown keys {shown(unknown)} (allowed: {', '.join(sorted(RECIPE_KEYS))})")
     name = data.get("name")
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise RecipeError(f"recipe {where}: 'name' must be 1-64 letters, digits, '.', '_' or '-', got {name!r}")
+        raise RecipeError(f"recipe {where}: 'name' must be 1-64 letters, digits, '.', '_' or '-', got {shown(name)}")
     parent: Recipe | None = None
     if "extends" in data:
         ext = data["extends"]
         if not isinstance(ext, str) or not NAME_RE.fullmatch(ext) or not (RECIPES_DIR / f"{ext}.yaml").is_file():
-            raise RecipeError(f"recipe {where}: 'extends' must name a named set ({', '.join(named_recipes())}), got {ext!r}")
+            raise RecipeError(f"recipe {where}: 'extends' must name a named set ({', '.join(named_recipes())}), got {shown(ext)}")
         path = RECIPES_DIR / f"{ext}.yaml"
         if str(path.resolve()) in seen:
             raise RecipeError(f"recipe {where}: 'extends: {ext}' is circular")
@@ -222,21 +265,46 @@ def parse_recipe(data: Any, where: str = "<recipe>", *, seen: tuple[str, ...] = 
         buckets = _choice_list(data["buckets"], BUCKETS, "buckets", where)
     dedup = data.get("dedup", parent.dedup if parent else "both")
     if dedup not in DEDUP_MODES:
-        raise RecipeError(f"recipe {where}: 'dedup' must be one of {', '.join(DEDUP_MODES)}, got {dedup!r}")
+        raise RecipeError(f"recipe {where}: 'dedup' must be one of {', '.join(DEDUP_MODES)}, got {shown(dedup)}")
     budget = data.get("token_budget", parent.token_budget if parent else None)
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
-        raise RecipeError(f"recipe {where}: 'token_budget' must be a positive integer (tokens) or absent, got {budget!r}")
-    rules = (parent.rules if parent else ()) + _rules(data.get("rules", []), where, line=False)
-    line_rules = (parent.line_rules if parent else ()) + _rules(data.get("line_rules", []), where, line=True)
-    names = [r.name for r in rules + line_rules]
+        raise RecipeError(f"recipe {where}: 'token_budget' must be a positive integer (tokens) or absent, got {shown(budget)}")
+    own_rules = _rules(data.get("rules", []), where, line=False)
+    own_line_rules = _rules(data.get("line_rules", []), where, line=True)
+    names = [r.name for r in own_rules + own_line_rules]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise RecipeError(f"recipe {where}: rule names must be unique, {', '.join(dupes)} used twice")
+        raise RecipeError(f"recipe {where}: rule names must be unique, {shown(dupes)} used twice")
+    rules = _override(parent.rules if parent else (), own_rules, parent.line_rules if parent else (), where)
+    line_rules = _override(parent.line_rules if parent else (), own_line_rules, parent.rules if parent else (), where)
     if "tail" in buckets and (rules or line_rules):
         raise RecipeError(
             f"recipe {where}: bucket 'tail' has no quality signals (RPv2 annotates head and middle only), "
             "so rules cannot apply to it: drop 'tail' from 'buckets' or the rules"
         )
+    if buckets == ("tail",) and dedup != "none":
+        raise RecipeError(
+            f"recipe {where}: dedup {dedup!r} does nothing on bucket 'tail' (RPv2 deduplicates head and middle "
+            "only: tail files have no duplicates or clusters): set 'dedup: none' or add head/middle to 'buckets'"
+        )
+    if name in named_recipes() and not _is_named_file(where, name):
+        named = load_recipe(name)
+        candidate = Recipe(
+            name=name,
+            description=description,
+            languages=languages,
+            buckets=buckets,
+            dedup=dedup,
+            token_budget=budget,
+            rules=rules,
+            line_rules=line_rules,
+            extends=((parent.extends + (parent.name,)) if parent else ()),
+        )
+        if candidate.hash != named.hash:
+            raise RecipeError(
+                f"recipe {where}: name {name!r} is a named set (config/recipes/{name}.yaml) but these rules differ "
+                f"from it: give the recipe its own name (outputs go to filtered/{{name}}/, and two versions must not mix)"
+            )
     return Recipe(
         name=name,
         description=description,
@@ -251,12 +319,32 @@ def parse_recipe(data: Any, where: str = "<recipe>", *, seen: tuple[str, ...] = 
     )
 
 
+def _override(inherited: tuple[Rule, ...], own: tuple[Rule, ...], other_kind: tuple[Rule, ...], where: str) -> tuple[Rule, ...]:
+    """The named set's rules with each rule of the same name replaced in place by the extending
+    recipe's, then the extending recipe's new rules (a rule cannot change kind: document/line)."""
+    clash = sorted({r.name for r in own} & {r.name for r in other_kind})
+    if clash:
+        raise RecipeError(
+            f"recipe {where}: {shown(clash)} names a rule of the other kind (rules / line_rules) in the extended set"
+        )
+    mine = {r.name: r for r in own}
+    names = {r.name for r in inherited}
+    return tuple(mine.get(r.name, r) for r in inherited) + tuple(r for r in own if r.name not in names)
+
+
+def _is_named_file(where: str, name: str) -> bool:
+    try:
+        return Path(where).resolve() == (RECIPES_DIR / f"{name}.yaml").resolve()
+    except (OSError, ValueError):
+        return False
+
+
 def _choice_list(value: Any, allowed: tuple[str, ...], key: str, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise RecipeError(f"recipe {where}: '{key}' must be a non-empty list of strings, got {value!r}")
+        raise RecipeError(f"recipe {where}: '{key}' must be a non-empty list of strings, got {shown(value)}")
     bad = [v for v in value if v not in allowed]
     if bad:
-        raise RecipeError(f"recipe {where}: '{key}' has {bad}; allowed: {', '.join(allowed)}")
+        raise RecipeError(f"recipe {where}: '{key}' has {shown(bad)}; allowed: {', '.join(allowed)}")
     return tuple(v for v in allowed if v in value)  # canonical order, no repeats
 
 
@@ -269,33 +357,38 @@ def _rules(items: Any, where: str, *, line: bool) -> tuple[Rule, ...]:
 
 def _rule(item: Any, label: str, *, line: bool) -> Rule:
     if not isinstance(item, dict):
-        raise RecipeError(f"{label}: expected a mapping like {{signal: ..., op: '>=', value: ...}}, got {item!r}")
+        raise RecipeError(f"{label}: expected a mapping like {{signal: ..., op: '>=', value: ...}}, got {shown(item)}")
     name = item.get("name")
     if name is not None:
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-            raise RecipeError(f"{label}: 'name' must be 1-64 letters, digits, '.', '_' or '-', got {name!r}")
+            raise RecipeError(f"{label}: 'name' must be 1-64 letters, digits, '.', '_' or '-', got {shown(name)}")
         label = f"{label} ({name})"
+    if None in item:  # unquoted `null: keep`: YAML reads the key `null` as None
+        if "null" in item:
+            raise RecipeError(f"{label}: 'null' is given twice (quoted and unquoted)")
+        item = {("null" if k is None else k): v for k, v in item.items()}
     allowed = LINE_RULE_KEYS if line else RULE_KEYS
     unknown = sorted(set(map(str, item)) - allowed)
     if unknown:
-        raise RecipeError(f"{label}: unknown keys {unknown} (allowed: {', '.join(sorted(allowed))})")
+        raise RecipeError(f"{label}: unknown keys {shown(unknown)} (allowed: {', '.join(sorted(allowed))})")
     for key in ("signal", "op", "value"):
         if key not in item:
             raise RecipeError(f"{label}: '{key}' is required")
     signal = item["signal"]
-    if signal not in SIGNAL_KEYS:
-        close = difflib.get_close_matches(signal, SIGNAL_KEYS, n=3, cutoff=0.8) if isinstance(signal, str) else []
+    if not isinstance(signal, str) or signal not in SIGNAL_KEYS:
+        short = isinstance(signal, str) and len(signal) <= 200
+        close = difflib.get_close_matches(signal, SIGNAL_KEYS, n=3, cutoff=0.8) if short else []
         hint = f" (did you mean {', '.join(close)}?)" if close else " (see docs/spec/quality_signals.md §3)"
-        raise RecipeError(f"{label}: unknown signal {signal!r}{hint}")
+        raise RecipeError(f"{label}: unknown signal {shown(signal)}{hint}")
     op = item["op"]
-    if op not in OPS:
-        raise RecipeError(f"{label}: bad operator {op!r}; use one of {' '.join(OPS)}")
+    if not isinstance(op, str) or op not in OPS:
+        raise RecipeError(f"{label}: bad operator {shown(op)}; use one of {' '.join(OPS)}")
     value = item["value"]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise RecipeError(f"{label}: 'value' must be a finite number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
+        raise RecipeError(f"{label}: 'value' must be a finite number, got {shown(value)}")
     null = item.get("null", "drop")
     if null not in ("drop", "keep"):
-        raise RecipeError(f"{label}: 'null' must be drop or keep, got {null!r}")
+        raise RecipeError(f"{label}: 'null' must be drop or keep, got {shown(null)}")
     why = item.get("why", "")
     if not isinstance(why, str):
         raise RecipeError(f"{label}: 'why' must be a string")
@@ -314,9 +407,9 @@ def _rule(item: Any, label: str, *, line: bool) -> Rule:
         if not is_line_signal and (aggregate is not None or divide_by is not None):
             raise RecipeError(f"{label}: {signal} is document-level: 'aggregate' and 'divide_by' apply to line-level signals")
         if aggregate is not None and aggregate not in AGGREGATES:
-            raise RecipeError(f"{label}: 'aggregate' must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
+            raise RecipeError(f"{label}: 'aggregate' must be one of {', '.join(AGGREGATES)}, got {shown(aggregate)}")
         if divide_by is not None and divide_by not in DOC_SIGNALS:
-            raise RecipeError(f"{label}: 'divide_by' must name a document-level signal, got {divide_by!r}")
+            raise RecipeError(f"{label}: 'divide_by' must name a document-level signal, got {shown(divide_by)}")
     if name is None:
         name = f"{signal}{op}{value}" if aggregate is None else f"{aggregate}({signal}){op}{value}"
     return Rule(

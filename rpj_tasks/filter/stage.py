@@ -6,7 +6,11 @@ gives every file's sha256 and size; a file whose size differs from the manifest 
 publishing) is refused.  For each selected ``{lang}_{bucket}`` file of a shard, line *i* of the
 documents, of the quality signals and row *i* of the token counts describe document *i*; the
 duplicates file lists exact duplicates to drop (``doc_id``), the clusters file the fuzzy-dedup
-clusters (a clustered document is kept only when ``id_int == cluster_id``).
+clusters (``dedup: fuzzy``: a clustered document is kept only when ``id_int == cluster_id``;
+``dedup: both``: when it survives exact dedup and has the smallest ``id_int`` among its cluster's
+members that do, so that each such cluster keeps exactly one copy; this reads every duplicates and
+clusters file of the release, see :attr:`Release.fuzzy_losers_after_exact`).  Lone surrogates in a
+kept row's strings are written as U+FFFD (counted, ``filter.lone_surrogates_replaced``).
 
 Per document, in this order (the first reason that drops it is its reason)::
 
@@ -21,7 +25,8 @@ Outputs, one unit of the commit protocol per shard (record ``stats/filter/{recip
 then :func:`finalize` writes ``filtered/{recipe}/{snapshot}/manifest.json`` (record
 ``stats/filter/{recipe}/{snapshot}/snapshot.json``): the recipe as resolved and its hash, the
 inputs, counts kept and dropped per rule, tokens, and every file with sha256, size and rows; no
-timings, so reruns give the same bytes.  A shard's fingerprint holds the recipe hash, its input
+timings, so reruns give the same bytes; shards of an earlier run it does not list are removed
+(records first, then files, before the manifest).  A shard's fingerprint holds the recipe hash, its input
 files' sha256, the output formats, its token allowance and the tokenizer (when line rules recount
 tokens): a recipe change redoes every shard, and :func:`finalize` refuses a shard filtered under
 another recipe version.  Files with no kept document are not written.
@@ -46,8 +51,10 @@ import hashlib
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
@@ -130,6 +137,38 @@ class Release:
     def file(self, rel: str) -> dict[str, Any] | None:
         return self.manifest["files"].get(rel)
 
+    def dedup_files(self) -> dict[str, str]:
+        """``{rel: sha256}`` of every published duplicates and clusters file (``dedup: both`` reads them all)."""
+        return {
+            rel: meta["sha256"]
+            for rel, meta in sorted(self.manifest["files"].items())
+            if rel.startswith(("duplicates/", "clusters/"))
+        }
+
+    @cached_property
+    def fuzzy_losers_after_exact(self) -> frozenset[str]:
+        """``dedup: both``: the clustered documents to drop as fuzzy duplicates (module doc).
+
+        Per cluster, the one kept is the smallest ``id_int`` among the members that survive exact
+        dedup (not in any duplicates file); every other surviving member is dropped.  Computed from
+        every published duplicates and clusters file of the snapshot, so each shard (each mapped
+        task) gets the same answer from the same release."""
+        exact: set[str] = set()
+        rels = self.dedup_files()
+        for rel in rels:
+            if rel.startswith("duplicates/"):
+                exact.update(_parquet(self, rel, ["doc_id"])["doc_id"])
+        keeper: dict[int, int] = {}
+        members: list[tuple[str, int, int]] = []
+        for rel in rels:
+            if rel.startswith("clusters/"):
+                t = _parquet(self, rel, ["id", "id_int", "cluster_id"])
+                for i, a, c in zip(t["id"], t["id_int"], t["cluster_id"]):
+                    if i not in exact:
+                        members.append((i, a, c))
+                        keeper[c] = min(keeper.get(c, a), a)
+        return frozenset(i for i, a, c in members if keeper[c] != a)
+
 
 def open_release(root: str, snapshot: str, recipe: Recipe) -> Release:
     """The published snapshot, with the files the recipe selects (languages, buckets)."""
@@ -146,6 +185,11 @@ def open_release(root: str, snapshot: str, recipe: Recipe) -> Release:
     manifest = json.loads(body)
     published = sorted(manifest.get("listings", {}))  # the languages with listings (some documents)
     langs = [lang for lang in sorted(published) if recipe.languages is None or lang in recipe.languages]
+    if not langs:
+        raise NotPublishedError(
+            f"{snapshot}: none of the languages {list(recipe.languages or [])} of recipe {recipe.name} is published "
+            f"(published: {', '.join(published) or 'none'})"
+        )
     if recipe.languages is not None and (missing := sorted(set(recipe.languages) - set(published))):
         log.warning("%s: languages %s of recipe %s are not published; filtering %s", snapshot, missing, recipe.name, langs)
     tags: dict[int, list[tuple[str, str, str]]] = {}
@@ -226,6 +270,8 @@ def _shard_inputs(release: Release, recipe: Recipe, shard: int) -> dict[str, Any
             meta = release.file(rel)
             if meta is not None:
                 files[rel] = meta["sha256"]
+    if recipe.dedup == "both":  # the keep decision reads every duplicates and clusters file
+        files.update(release.dedup_files())
     return dict(sorted(files.items()))
 
 
@@ -252,10 +298,17 @@ def _parquet(release: Release, rel: str, columns: list[str]) -> dict[str, list[A
         return pq.read_table(f, columns=columns).to_pydict()
 
 
-def _read_signals(release: Release, rel: str, bad: BadLines) -> Iterator[dict[str, Any] | None]:
+def _read_signals(release: Release, rel: str, bad: BadLines, shard_key: str) -> Iterator[dict[str, Any] | None]:
+    """Line *i*'s ``quality_signals`` (None: unreadable); a line naming another document than
+    document *i* is a misaligned release, refused naming the file and line."""
     url = _read_url(release, rel)
-    for _, line in iter_lines(url, bad, compressed=True):
+    for idx, (_, line) in enumerate(iter_lines(url, bad, compressed=True)):
         record, _ = parse_object(line)
+        if record is not None and "id" in record and record["id"] != doc_id(shard_key, idx):
+            raise PermanentError(
+                f"{release.snapshot}: {rel} line {idx + 1} has id {str(record['id'])[:200]!r}, "
+                f"document {idx} of the shard is {doc_id(shard_key, idx)!r}: signals and documents are misaligned"
+            )
         signals = record.get("quality_signals") if record is not None else None
         yield signals if isinstance(signals, dict) else None
 
@@ -387,25 +440,35 @@ def _filter_file(
     counts = empty_counts(recipe)
     bad = BadLines(stats, "filter", logger=log)
     shard_key = tag + layout.DOCUMENTS_SUFFIX
-    token_counts = _parquet(release, inputs["tokens"], ["tokens"])["tokens"]
+    tokens_table = _parquet(release, inputs["tokens"], ["id", "tokens"])
+    token_counts, token_ids = tokens_table["tokens"], tokens_table["id"]
     exact: set[str] = set()
     if "duplicates" in inputs:
         exact = set(_parquet(release, inputs["duplicates"], ["doc_id"])["doc_id"])
-    fuzzy: set[str] = set()
-    if "clusters" in inputs and release.file(inputs["clusters"]) is not None:
+    fuzzy: set[str] | frozenset[str] = set()
+    if recipe.dedup == "both" and "clusters" in inputs:
+        fuzzy = release.fuzzy_losers_after_exact  # snapshot-wide: one copy of each cluster survives
+    elif "clusters" in inputs and release.file(inputs["clusters"]) is not None:
         t = _parquet(release, inputs["clusters"], ["id", "id_int", "cluster_id"])
         fuzzy = {i for i, a, c in zip(t["id"], t["id_int"], t["cluster_id"]) if a != c}
     signals_iter = (
-        _read_signals(release, inputs["signals"], BadLines(stats, "filter.signals", logger=log)) if "signals" in inputs else None
+        _read_signals(release, inputs["signals"], BadLines(stats, "filter.signals", logger=log), shard_key)
+        if "signals" in inputs
+        else None
     )
     rows: list[dict[str, Any]] = []
     for idx, (offset, line) in enumerate(iter_lines(_read_url(release, inputs["documents"]), bad, compressed=True)):
         signals = next(signals_iter, None) if signals_iter is not None else None
         counts["documents"] += 1
         ntok = token_counts[idx] if idx < len(token_counts) else None
+        did = doc_id(shard_key, idx)
+        if ntok is not None and token_ids[idx] != did:
+            raise PermanentError(
+                f"{release.snapshot}: {inputs['tokens']} row {idx} has id {token_ids[idx]!r}, document {idx} is {did!r}: "
+                "token counts and documents are misaligned"
+            )
         if ntok is not None:
             counts["tokens"]["input"] += ntok
-        did = doc_id(shard_key, idx)
         doc, reason = parse_object(line)
         if reason is None and doc is not None and not isinstance(doc.get("raw_content"), str):
             reason = "no_raw_content"
@@ -463,10 +526,27 @@ def _filter_file(
             "language_score": _float(doc.get("language_score")),
             "perplexity": _float(doc.get("perplexity")),
         }
+        if _replace_surrogates(row):
+            stats.inc("filter.lone_surrogates_replaced")
+            log.warning("%s line %d: lone surrogates in text or metadata, written as U+FFFD", inputs["documents"], idx + 1)
         rows.append(row)
     bad.log_unlogged(inputs["documents"])
     counts["dropped"] = dict(sorted(counts["dropped"].items()))
     return rows, counts
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _replace_surrogates(row: dict[str, Any]) -> bool:
+    """Replace lone surrogates (a JSON ``"\\ud800"`` escape decodes to one; UTF-8 cannot hold it) in
+    the row's strings by U+FFFD, in place; whether there was one."""
+    found = False
+    for key, value in row.items():
+        if isinstance(value, str) and not value.isascii() and _SURROGATE.search(value):
+            row[key] = _SURROGATE.sub("\ufffd", value)
+            found = True
+    return found
 
 
 def _float(x: Any) -> float | None:
@@ -662,7 +742,23 @@ def finalize(
     record_url = storage.join(record_dir(root, recipe.name, snap), "snapshot.json")
     if not force and (rec := commit.finished(record_url, inputs)) is not None:
         return {**rec, "skipped": True, "manifest": manifest}
-    with commit.UnitCommit(record_url, inputs, [base], owned=lambda n: n == "manifest.json") as unit:
+    # Shards of an earlier run that this manifest does not list (another selection, or a shard
+    # that no longer has selected files) must not stay next to it: their records go first (the
+    # shard is then unfinished), then their files, as stale outputs of this unit, before the
+    # manifest; a killed finalize leaves no manifest record and is redone.
+    listed = {f"{shard:04d}" for shard in shards}
+    for name in storage.listdir(record_dir(root, recipe.name, snap)):
+        if _SHARD_RECORD.fullmatch(name) and name.removesuffix(".json") not in listed:
+            storage.remove(storage.join(record_dir(root, recipe.name, snap), name))
+            log.info("%s: removed the record of shard %s, not in this manifest", snap, name.removesuffix(".json"))
+
+    def owned(name: str) -> bool:
+        if name == "manifest.json":
+            return True
+        parts = name.split("/")
+        return len(parts) == 2 and _SHARD_DIR.fullmatch(parts[0]) is not None and parts[0] not in listed
+
+    with commit.UnitCommit(record_url, inputs, [base], owned=owned, recursive=True) as unit:
         unit.write_bytes(manifest_url(root, recipe.name, snap), body)
         rec = unit.commit({"snapshot": snap, "recipe": recipe.name, "recipe_hash": recipe.hash})
     log.info(
@@ -675,6 +771,10 @@ def finalize(
         total["tokens"]["kept"],
     )
     return {**rec, "skipped": False, "manifest": manifest}
+
+
+_SHARD_DIR = re.compile(r"[0-9]{4,}")
+_SHARD_RECORD = re.compile(r"[0-9]{4,}\.json")
 
 
 def rel_below(base: str, url: str) -> str:

@@ -188,3 +188,19 @@ def test_params_match_whole_ascii_values(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("JSON"))[4:])
     assert got == [want for _, _, want in cases]
+
+
+def test_mapped_shard_groups_stay_under_max_map_length(monkeypatch):
+    """rpv2_filter maps one count and one filter_shard task per group of shards: an RPv2 snapshot's
+    5000 shards give at most MAX_MAPPED_UNITS groups (Airflow's max_map_length is 1024), in order."""
+    monkeypatch.syspath_prepend(str(REPO / "dags"))
+    from rpj_dags.common import MAX_MAPPED_UNITS, grouped
+
+    shards = list(range(5000))
+    groups = grouped(shards)
+    assert len(groups) <= MAX_MAPPED_UNITS < 1024
+    assert [s for g in groups for s in g] == shards and {len(g) for g in groups} == {5}
+    assert grouped([0, 1, 2, 3]) == [[0], [1], [2], [3]] and grouped([]) == []
+    assert len(grouped(list(range(1001)))) <= MAX_MAPPED_UNITS
+    src = (REPO / "dags" / "rpj_dags" / "filter.py").read_text()
+    assert src.count("grouped(") == 2  # the plan's shards and the allotted units

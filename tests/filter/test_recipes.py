@@ -309,3 +309,87 @@ def test_null_keep_and_drop() -> None:
     )
     assert evaluate(recipe, make("x", rps_doc_mean_word_length=2.0), "x").dropped_by is None  # palm missing: keep
     assert evaluate(recipe, make("x", rps_doc_ml_palm_score=0.5), "x").dropped_by == "b"  # mean word length missing: drop
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: x\nrules:\n  - {signal: rps_doc_word_count, op: ['>='], value: 50}\n", r"bad operator \['>='\]"),
+        (
+            "name: x\nrules:\n  - {signal: [rps_doc_word_count], op: '>=', value: 50}\n",
+            r"unknown signal \['rps_doc_word_count'\]",
+        ),
+        (f"name: x\nrules:\n  - {{signal: rps_doc_word_count, op: '>=', value: 1{'0' * 400}}}\n", r"'value' must be a finite"),
+        ("name: x\nrules:\n  - {signal: rps_doc_word_count, op: '>=', value: .inf}\n", r"'value' must be a finite"),
+        (
+            "name: x\nrules:\n  - {signal: rps_doc_word_count, op: '>=', value: 1, null: keep, 'null': drop}\n",
+            r"'null' is given twice",
+        ),
+        ("name: x\nbuckets: [tail]\n", r"dedup 'both' does nothing on bucket 'tail'"),
+        ("name: x\nbuckets: [tail]\ndedup: exact\n", r"dedup 'exact' does nothing on bucket 'tail'"),
+        ("name: gopher\nrules: []\n", r"name 'gopher' is a named set .* give the recipe its own name"),
+        ("a: &a [1]\nname: x\n", r"anchors and aliases"),
+        ("name: x\ndescription: *a\n", r"is not valid YAML"),
+    ],
+)
+def test_bad_yaml_gives_an_error_not_a_traceback(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    with pytest.raises(RecipeError, match=message) as caught:
+        load_recipe(str(path))
+    assert str(path) in str(caught.value)
+
+
+def test_unquoted_null_key_is_the_null_option(tmp_path: Path) -> None:
+    """YAML reads an unquoted ``null:`` key as None: it means the rule's ``null`` option."""
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: x\nrules:\n  - {name: palm, signal: rps_doc_ml_palm_score, op: '>', value: 0.1, null: keep}\n")
+    recipe = load_recipe(str(path))
+    assert recipe.rules[0].null == "keep"
+    assert evaluate(recipe, make("x"), "x").dropped_by is None
+
+
+def test_yaml_bombs_are_refused_small_and_fast(tmp_path: Path) -> None:
+    """Aliases are refused (a 382-byte alias bomb expanded into a 351 MB error message before), a
+    file over 1 MB is not read, and a huge value is shown in at most about 200 characters."""
+    bomb = ["name: x", 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 9):
+        bomb.append(f"{chr(97 + i)}: &{chr(97 + i)} [{','.join([f'*{chr(96 + i)}'] * 9)}]")
+    bomb.append("rules: [{signal: rps_doc_word_count, op: '>=', value: *i}]")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(bomb) + "\n")
+    with pytest.raises(RecipeError, match="anchors and aliases") as caught:
+        load_recipe(str(path))
+    assert len(str(caught.value)) < 1000
+    big = tmp_path / "big.yaml"
+    big.write_text("name: x\ndescription: '" + "x" * (1 << 20) + "'\n")
+    with pytest.raises(RecipeError, match="larger than 1048576 bytes") as caught:
+        load_recipe(str(big))
+    long_value = tmp_path / "long.yaml"
+    long_value.write_text("name: x\nrules:\n  - {signal: rps_doc_word_count, op: '>=', value: '" + "9" * 100_000 + "'}\n")
+    with pytest.raises(RecipeError, match="'value' must be a finite number") as caught:
+        load_recipe(str(long_value))
+    assert len(str(caught.value)) < len(str(long_value)) + 400
+
+
+def test_extending_recipe_overrides_a_named_rule_by_name(tmp_path: Path) -> None:
+    """The Gopher paper's 100,000-word bound over the card's 10,000: same rule name, new value, same place."""
+    path = tmp_path / "gopher100k.yaml"
+    path.write_text(
+        "name: gopher-100k\nextends: gopher\nrules:\n"
+        "  - {name: word_count_max, signal: rps_doc_word_count, op: '<=', value: 100000}\n"
+        "  - {name: extra, signal: rps_doc_lorem_ipsum, op: '==', value: 0, null: keep}\n"
+    )
+    recipe = load_recipe(str(path))
+    gopher = load_recipe("gopher")
+    assert [r.name for r in recipe.rules] == [r.name for r in gopher.rules] + ["extra"]
+    assert {r.name: r.value for r in recipe.rules}["word_count_max"] == 100_000
+    doc = gopher_doc(rps_doc_word_count=50_000)
+    assert evaluate(gopher, doc, "x").dropped_by == "word_count_max"
+    assert evaluate(recipe, doc, "x").dropped_by is None
+    assert evaluate(recipe, gopher_doc(rps_doc_word_count=100_001), "x").dropped_by == "word_count_max"
+    path.write_text(
+        "name: g\nextends: c4\nrules:\n  - {name: terminal_punctuation, signal: rps_doc_word_count, op: '>=', value: 1}\n"
+    )
+    with pytest.raises(RecipeError, match="other kind"):
+        load_recipe(str(path))
