@@ -140,6 +140,7 @@ def _gammaln_table() -> np.ndarray:
         write_cache(path, table.astype("<f8").tobytes())
     return table
 
+
 @dataclass(frozen=True)
 class DsirTarget:
     """Log-ratio of one target distribution against the source, and both length lambdas."""
