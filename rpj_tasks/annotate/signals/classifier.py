@@ -31,7 +31,6 @@ same digest is the one checked against the artifacts' manifest, so it is compute
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
