@@ -203,3 +203,14 @@ def test_cache_files_are_checked_synced_and_stale_temps_swept(tmp_path, monkeypa
     open(path, "wb").write(bytes(data))
     assert storage.read_cache(path) is None
     assert storage.read_cache(str(folder / "missing")) is None
+
+
+def test_the_test_session_has_its_own_cache_dir():
+    """tests/conftest.py: the suite neither reads nor fills ~/.cache/rpj or the developer's cache."""
+    import tempfile
+    from pathlib import Path
+
+    cache = Path(storage.cache_dir())
+    assert cache.is_dir() and cache.name.startswith("rpj-test-cache-")
+    assert cache.parent == Path(tempfile.gettempdir())
+    assert not cache.is_relative_to(Path.home())
