@@ -24,9 +24,9 @@ being the model file's SHA-256 and size, the probe parameters, and the fastText 
 builds (their files' SHA-256, :func:`fasttext_build`); written atomically (a temporary file flushed
 to disk, then ``os.replace``), so concurrent processes at worst check the same model twice.  A
 changed model file (even one rewritten in place with its size, modification time and inode
-kept), extension or fastText gets a new key, hence a new check.  Hashing costs ~0.9 ms of CPU per
-MB of model (8 ms for a 9 MB model whose check takes ~60 ms and whose ``load_model`` ~37 ms); the
-same digest is the one checked against the artifacts' manifest, so it is computed once per load.
+kept), extension or fastText gets a new key, hence a new check.  Hashing costs ~0.8-0.9 ms of CPU per
+MB of model (7-8.5 ms for a 9.2 MB model whose check takes 29-34 ms); the same digest is the one
+checked against the artifacts' manifest, so it is computed once per load.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def _build_digest(path: str) -> str:
 def fasttext_build() -> tuple[Any, ...]:
     """What identifies the fastText that answers ``predict``: the module's ``__version__`` (the
     ``fasttext-numpy2`` wheels have none) and the SHA-256 of its Python wrapper and of its compiled
-    ``fasttext_pybind`` module (~17 MB, ~16 ms of CPU once per process), so a rebuild under the same
+    ``fasttext_pybind`` module (~17 MB, 13-17 ms of CPU once per process), so a rebuild under the same
     version number is a new build too.  (Asking ``importlib.metadata`` which distribution owns the
     module costs ~0.12 s; the files' digests say more.)"""
     import sys
