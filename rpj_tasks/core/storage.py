@@ -383,10 +383,14 @@ def cache_dir() -> str:
 CACHE_TMP_MAX_AGE = 3600.0
 
 
+#: The temporary names of cache writes (``{name}.tmp-{32 hex}``; ``.npy`` after it in older versions).
+_CACHE_TMP = re.compile(r"\.tmp-[0-9a-f]{32}(?:\.npy)?$")
+
+
 def sweep_cache_temps(folder: str, max_age: float = CACHE_TMP_MAX_AGE) -> int:
-    """Remove the ``*.tmp-*`` files of ``folder`` not modified for ``max_age`` seconds (a live
-    writer's file is younger); returns how many were removed.  Errors are ignored (another process
-    may sweep the same file)."""
+    """Remove the cache writes' temporary files (``{name}.tmp-{32 hex}``) of ``folder`` not modified
+    for ``max_age`` seconds (a live writer's file is younger); returns how many were removed.
+    Errors are ignored (another process may sweep the same file)."""
     cutoff = time.time() - max_age
     removed = 0
     try:
@@ -394,7 +398,7 @@ def sweep_cache_temps(folder: str, max_age: float = CACHE_TMP_MAX_AGE) -> int:
     except OSError:
         return 0
     for entry in entries:
-        if ".tmp-" not in entry.name:
+        if not _CACHE_TMP.search(entry.name):
             continue
         try:
             if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:

@@ -178,14 +178,17 @@ def test_local_copy_of_a_local_file_is_checked_against_its_sha256(tmp_path):
 
 def test_cache_files_are_checked_synced_and_stale_temps_swept(tmp_path, monkeypatch):
     """write_cache: data then its SHA-256, fsync'ed before the rename; read_cache refuses a changed
-    byte; the folder's temporary files older than an hour are removed, a fresh one is left alone."""
+    byte; the folder's temporary cache files older than an hour are removed, a fresh one and other
+    files are left alone."""
     folder = tmp_path / "cache" / "kind"
     folder.mkdir(parents=True)
-    stale, fresh = folder / "x.bin.tmp-old", folder / "x.bin.tmp-live"
-    stale.write_bytes(b"killed writer")
-    fresh.write_bytes(b"live writer")
+    stale, fresh = folder / f"x.bin.tmp-{uuid.uuid4().hex}", folder / f"x.bin.tmp-{uuid.uuid4().hex}"
+    not_ours = folder / "notes.tmp-kept"  # an old file that is not a cache write's temporary file
+    for path, data in ((stale, b"killed writer"), (fresh, b"live writer"), (not_ours, b"other")):
+        path.write_bytes(data)
     hour_ago = time.time() - storage.CACHE_TMP_MAX_AGE - 60
     os.utime(stale, (hour_ago, hour_ago))
+    os.utime(not_ours, (hour_ago, hour_ago))
     synced: list[int] = []
     real_fsync, real_replace = os.fsync, os.replace
     events: list[str] = []
@@ -195,7 +198,7 @@ def test_cache_files_are_checked_synced_and_stale_temps_swept(tmp_path, monkeypa
     path = str(folder / "x.bin")
     assert storage.write_cache(path, b"payload")
     assert events == ["fsync", "replace"]
-    assert not stale.exists() and fresh.exists()
+    assert not stale.exists() and fresh.exists() and not_ours.exists()
     assert storage.read_cache(path) == b"payload" and storage.read_cache(path, 7) == b"payload"
     assert storage.read_cache(path, 8) is None
     data = bytearray(open(path, "rb").read())
