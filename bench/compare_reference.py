@@ -20,8 +20,10 @@ with the documents of a JSONL of real pages (``--docs FILE``, objects with ``raw
 
 ``--pairs`` pairs are run, reference then rpj, alternated, so that a drift of the machine's speed
 hits both sides alike.  rpj's cache directory (``RPJ_CACHE_DIR``: the classifiers' checks, a
-Unicode bitmap) is a fresh folder of the work directory, so rpj's first run fills it ("cold") and the
-later runs use it ("warm"), as a worker's later shards do.  Each run is a whole process (interpreter start-up, imports, artifact
+Unicode bitmap, the DSIR ``gammaln`` table) is a fresh folder of the work directory, so rpj's first run fills it ("cold") and the
+later runs use it ("warm"), as a worker's later shards do.  Warm runs still hash each classifier
+model (the key of its check and the check against the artifacts' manifest, ~0.8-0.9 ms of CPU per MB)
+and fastText's compiled module (13-17 ms, once per process).  Each run is a whole process (interpreter start-up, imports, artifact
 loading, reading, annotating, writing): wall seconds, CPU seconds (user + system from ``wait4``),
 peak RSS (the parent stays small: a child's peak RSS starts from its parent's).  After every run the outputs are compared: every decompressed ``quality_signals`` line
 byte for byte, and every MinHash parquet row (and the schema).  The gzip bytes themselves are not

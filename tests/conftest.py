@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,17 @@ def shared_data_dir() -> Path:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return shared_data_dir()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``RPJ_CACHE_DIR`` (classifier checks, the Unicode bitmap, the gammaln table, remote model
+    copies) is a fresh temporary folder per session, inherited by the processes the tests start and
+    removed at the end: no test reads or fills ``~/.cache/rpj`` or the cache ``scripts/env.sh``
+    names, so every session starts cold.  A test that sets its own (``monkeypatch.setenv``) wins
+    for its duration."""
+    folder = tempfile.mkdtemp(prefix="rpj-test-cache-")
+    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+    os.environ["RPJ_CACHE_DIR"] = folder
 
 
 _MARKERS_BY_MODULE = {"test_s3": ("s3",), "test_deploy_s3": ("s3",), "test_commit_stages": ("slow",)}

@@ -12,7 +12,6 @@ to use it.  Models are loaded once per process and cached by URL.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
@@ -50,24 +49,15 @@ def default_lid_model_path() -> str:
     return path
 
 
-def _sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_model(url: str, sha256: str | None = None) -> fasttext.FastText._FastText:
     """The fastText model at ``url``, loaded once per process; checked against ``sha256`` if given."""
     with _LOCK:
         model = _MODELS.get(url)
         if model is None:
-            path = storage.local_copy(url)
-            if sha256 is not None:
-                actual = _sha256_file(path)
-                if actual != sha256:
-                    raise LidModelError(f"{url}: sha256 {actual} differs from the expected {sha256}")
+            try:  # with sha256, a stale cached copy of a remote model is downloaded again
+                path = storage.local_copy(url, sha256=sha256)
+            except storage.ChecksumError as exc:
+                raise LidModelError(str(exc)) from exc
             log.info("loading LID model %s", url)
             model = _MODELS[url] = fasttext.load_model(path)
         return model

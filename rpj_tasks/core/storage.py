@@ -29,6 +29,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import fsspec
 
+from rpj_tasks.core.errors import PermanentError
 from rpj_tasks.core.redact import redact
 
 log = logging.getLogger("rpj.storage")
@@ -376,22 +378,130 @@ def cache_dir() -> str:
     return os.environ.get("RPJ_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "rpj")
 
 
-def local_copy(url: str) -> str:
+#: A cache write removes the temporary files (``*.tmp-*``) older than this from its folder: the
+#: leftovers of writers killed between the write and the rename.
+CACHE_TMP_MAX_AGE = 3600.0
+
+
+#: The temporary names of cache writes (``{name}.tmp-{32 hex}``; ``.npy`` after it in older versions).
+_CACHE_TMP = re.compile(r"\.tmp-[0-9a-f]{32}(?:\.npy)?$")
+
+
+def sweep_cache_temps(folder: str, max_age: float = CACHE_TMP_MAX_AGE) -> int:
+    """Remove the cache writes' temporary files (``{name}.tmp-{32 hex}``) of ``folder`` not modified
+    for ``max_age`` seconds (a live writer's file is younger); returns how many were removed.
+    Errors are ignored (another process may sweep the same file)."""
+    cutoff = time.time() - max_age
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not _CACHE_TMP.search(entry.name):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def _write_cache_file(path: str, chunks: Iterator[bytes] | list[bytes]) -> None:
+    """``chunks`` written to ``path`` through a temporary file of its folder, flushed to disk
+    (``fsync``) before the rename, so a crash never leaves a renamed but unwritten file; the
+    folder's stale temporary files are swept first.  Raises ``OSError`` (the temporary file removed)."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    sweep_cache_temps(folder)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def write_cache(path: str, data: bytes, checksum: bool = True) -> bool:
+    """Store ``data`` at ``path`` (under :func:`cache_dir`) atomically, followed by its SHA-256 when
+    ``checksum`` (read back with :func:`read_cache`).  A failure is logged and only costs
+    recomputing next time: returns whether the file was written."""
+    try:
+        _write_cache_file(path, [data, hashlib.sha256(data).digest()] if checksum else [data])
+        return True
+    except OSError as exc:
+        log.warning("not cached at %s: %s", path, exc)
+        return False
+
+
+def read_cache(path: str, size: int | None = None) -> bytes | None:
+    """The data :func:`write_cache` stored at ``path`` (``size`` bytes when given), or None when the
+    file is missing, unreadable, of another size or its SHA-256 does not match (torn, damaged or
+    written by something else): the caller recomputes it."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read() if size is None else f.read(size + 33)
+    except OSError:
+        return None
+    data, digest = raw[:-32], raw[-32:]
+    if len(raw) < 32 or (size is not None and len(data) != size) or hashlib.sha256(data).digest() != digest:
+        return None
+    return data
+
+
+def sha256_file(path: str) -> str:
+    """Hex SHA-256 of the file at ``path`` (read in 1 MB blocks)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+class ChecksumError(PermanentError, ValueError):
+    """A file's bytes are not the ones its manifest records."""
+
+
+def local_copy(url: str, sha256: str | None = None) -> str:
     """A local filesystem path holding the bytes of ``url`` (for libraries that need a path).
 
     Local URLs are returned as paths directly.  Remote objects are copied once into
-    :func:`cache_dir`, keyed by URL and size, atomically.
+    :func:`cache_dir` (``objects/``), keyed by URL and size, atomically.  With ``sha256`` (the
+    digest a manifest records for the file) the copy's content is checked on every call: a cached
+    copy that differs (the object replaced by another of the same size, a damaged file) is
+    downloaded again, and a download or local file that still differs raises :class:`ChecksumError`.
+    Without it a same-size replacement of the remote object keeps being served from the old copy.
     """
     fs, path = fs_and_path(url)
     if _is_local_fs(fs):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{url}: no such file")
+        if sha256 is not None and (actual := sha256_file(path)) != sha256:
+            raise ChecksumError(f"{url}: sha256 {actual} differs from the expected {sha256}")
         return path
     nbytes = int(fs.size(path))
     key = hashlib.sha256(f"{url}\0{nbytes}".encode()).hexdigest()[:24]
     target = os.path.join(cache_dir(), "objects", key, os.path.basename(path))
     if os.path.exists(target) and os.path.getsize(target) == nbytes:
-        return target
+        if sha256 is None or sha256_file(target) == sha256:
+            return target
+        log.warning("cached copy %s of %s differs from the expected sha256: downloading it again", target, redact(url))
+
+    def chunks() -> Iterator[bytes]:
+        with fs.open(path, "rb") as src:
+            while block := src.read(1 << 20):
+                yield block
+
+    _write_cache_file(target, chunks())
+    if sha256 is not None and (actual := sha256_file(target)) != sha256:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
+        raise ChecksumError(f"{redact(url)}: sha256 {actual} differs from the expected {sha256}")
+    return target
     os.makedirs(os.path.dirname(target), exist_ok=True)
     tmp = f"{target}.tmp-{uuid.uuid4().hex}"
     try:

@@ -224,7 +224,7 @@ def test_the_check_is_cached_per_model_file(
     tmp_path: Path, models, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The first load checks the probe lines and stores the verdict; later loads of the same file
-    reuse it; a rewritten model file (new mtime/size) or a corrupt verdict file is checked again."""
+    reuse it; another model in the file or a corrupt verdict file is checked again."""
     caplog.set_level(logging.INFO, logger="rpj_tasks.annotate.signals.classifier")
     monkeypatch.setenv("RPJ_CACHE_DIR", str(tmp_path / "cache"))
     path = tmp_path / "palm.model.bin"
@@ -249,6 +249,61 @@ def test_the_check_is_cached_per_model_file(
     Path(classifier.verdict_path(str(path))).write_text("{not json")  # unreadable: checked again
     load_classifier(path.as_uri())
     assert calls == [1, 1]
+
+
+def test_a_model_rewritten_in_place_is_checked_again(tmp_path: Path, models, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other bytes in the same file, with the same size, inode and modification time (a copy tool
+    that keeps times, a model replaced in place): the stored verdict is not reused."""
+    monkeypatch.setenv("RPJ_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "palm.model.bin"
+    models["dim100"].save_model(str(path))
+    load_classifier(path.as_uri())
+    before = os.stat(path)
+    stored = classifier.verdict_path(str(path))
+
+    calls = []
+    real_probe = classifier.probe_lines
+    monkeypatch.setattr(classifier, "probe_lines", lambda *a, **k: calls.append(1) or real_probe(*a, **k))
+    with open(path, "r+b") as f:  # the low byte of the output matrix's last float, in place
+        f.seek(-4, os.SEEK_END)
+        low = f.read(1)
+        f.seek(-4, os.SEEK_END)
+        f.write(bytes([low[0] ^ 1]))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+    assert classifier.verdict_path(str(path)) != stored
+    loaded = load_classifier(path.as_uri())
+    assert calls == [1]  # probed again
+    same(fasttext.load_model(str(path)), loaded, "ka1 lo2 caf\u00e9 mi3")
+
+
+def test_the_check_key_names_the_fasttext_build(tmp_path: Path, models, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fastText's wheels carry no ``__version__``: the key holds the digests of its wrapper and of
+    its compiled module, and another build gives another key."""
+    import fasttext_pybind
+
+    monkeypatch.setenv("RPJ_CACHE_DIR", str(tmp_path / "cache"))
+    build = classifier.fasttext_build()
+    assert classifier.storage.sha256_file(fasttext_pybind.__file__) in build
+    assert classifier.storage.sha256_file(fasttext.FastText.__file__) in build
+    path = tmp_path / "palm.model.bin"
+    models["dim100"].save_model(str(path))
+    here = classifier.verdict_path(str(path))
+    monkeypatch.setattr(classifier, "fasttext_build", lambda: (None, "another wrapper", "another build"))
+    assert classifier.verdict_path(str(path)) != here
+
+
+def test_a_model_that_differs_from_its_manifest_is_refused(tmp_path: Path, models, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the manifest's sha256, a local model file with other bytes is an error, not a guess."""
+    monkeypatch.setenv("RPJ_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "palm.model.bin"
+    models["dim100"].save_model(str(path))
+    digest = classifier.storage.sha256_file(str(path))
+    assert isinstance(load_classifier(path.as_uri(), sha256=digest), CompiledClassifier)
+    models["dim16"].save_model(str(path))
+    with pytest.raises(classifier.storage.ChecksumError, match="differs from the expected"):
+        load_classifier(path.as_uri(), sha256=digest)
 
 
 def test_a_cached_fasttext_verdict_keeps_fasttext(tmp_path: Path, models, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,6 +26,7 @@ from rpj_tasks.annotate.signals import HashSeedError, SignalArtifacts, call_with
 from rpj_tasks.ccnet.lid import default_lid_model_path
 from rpj_tasks.core.layout import LANGUAGES
 from rpj_tasks.core.stats import Stats
+from rpj_tasks.core.storage import ChecksumError
 from rpj_tasks.core.workers import WorkerPool
 
 LANGS = LANGUAGES
@@ -487,6 +488,11 @@ def test_build_signal_artifacts_writes_the_layout_and_manifest(tmp_path, shared_
     # deterministic: a rebuild gives the same bytes (sha256 of every file)
     again = sa.build_signal_artifacts({**config, "langs": ["de"]}, (tmp_path / "again").as_uri())
     assert again["artifacts"] == {k: v for k, v in arts.items() if "/en" not in k}
+
+    # a model replaced after the build (the manifest unchanged) is refused, not scored with
+    (out / "classifiers/de/wikipedia.model.bin").write_bytes((out / "classifiers/en/palm.model.bin").read_bytes())
+    with pytest.raises(ChecksumError, match="wikipedia.model.bin: sha256 .* differs from the expected"):
+        SignalArtifacts.load(out.as_uri(), "de")
 
 
 def reference_layout(root: Path, shared_data: Path) -> dict[str, bytes]:

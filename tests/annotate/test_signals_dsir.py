@@ -246,13 +246,60 @@ def test_gammaln_table_is_scipys_and_cached(tmp_path, monkeypatch: pytest.Monkey
         table = models._gammaln_table()
         want = scipy.special.gammaln(np.arange(models._GAMMALN_TABLE, dtype=np.float64) + 1)
         assert np.array_equal(table, want)
-        (stored,) = (tmp_path / "dsir").glob("gammaln-*.npy")
+        (stored,) = (tmp_path / "dsir").glob("gammaln-*")
         models._gammaln_table.cache_clear()
         assert np.array_equal(models._gammaln_table(), want)  # read back
         stored.write_bytes(b"not an array")
         models._gammaln_table.cache_clear()
         assert np.array_equal(models._gammaln_table(), want)  # recomputed
-        assert np.array_equal(np.load(stored), want)  # and rewritten
+        models._gammaln_table.cache_clear()
+        assert np.array_equal(models._gammaln_table(), want)  # and rewritten: read back
+    finally:
+        models._gammaln_table.cache_clear()
+
+
+def test_a_gammaln_table_with_a_wrong_value_is_rebuilt(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A well-formed stored table whose values differ from scipy's (a bad copy, another machine's
+    build in a shared cache directory, a planted file) is detected and recomputed: the DSIR length
+    correction stays scipy's."""
+    from rpj_tasks.annotate.signals import models
+
+    monkeypatch.setenv("RPJ_CACHE_DIR", str(tmp_path))
+    models._gammaln_table.cache_clear()
+    try:
+        want = scipy.special.gammaln(np.arange(models._GAMMALN_TABLE, dtype=np.float64) + 1)
+        models._gammaln_table()
+        (stored,) = (tmp_path / "dsir").glob("gammaln-*")
+        data = bytearray(stored.read_bytes())
+        data[2765 * 8] ^= 1  # the lowest bit of gammaln(2766): same size, same layout, one value off
+        stored.write_bytes(bytes(data))
+        models._gammaln_table.cache_clear()
+        assert np.array_equal(models._gammaln_table(), want)
+        ks = np.array([[0], [1], [2765], [4000]], dtype=np.float64)
+        assert np.array_equal(models._gammaln_plus_one(ks), scipy.special.gammaln(ks + 1))
+        assert stored.read_bytes() != bytes(data)  # and stored again, right
+        models._gammaln_table.cache_clear()
+        assert np.array_equal(models._gammaln_table(), want)
+    finally:
+        models._gammaln_table.cache_clear()
+
+
+def test_the_gammaln_table_key_names_the_machine(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two machines of different architectures sharing a cache directory keep one table each."""
+    from rpj_tasks.annotate.signals import models
+
+    monkeypatch.setenv("RPJ_CACHE_DIR", str(tmp_path))
+    here = models._gammaln_table_path()
+    monkeypatch.setattr(models.platform, "machine", lambda: "some-other-arch")
+    assert here is not None and models._gammaln_table_path() not in (None, here)
+
+
+def test_gammaln_beyond_the_table_is_scipys(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rpj_tasks.annotate.signals import models
+
+    monkeypatch.setenv("RPJ_CACHE_DIR", str(tmp_path))
+    models._gammaln_table.cache_clear()
+    try:
         big = np.array([models._GAMMALN_TABLE, 10**7], dtype=np.float64)
         assert np.array_equal(models._gammaln_plus_one(big), scipy.special.gammaln(big + 1))  # beyond: scipy
     finally:

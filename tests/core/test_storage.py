@@ -1,10 +1,12 @@
 import gzip
+import hashlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import uuid
 
 import pytest
 
@@ -133,3 +135,85 @@ def test_join_below_refuses_a_symlink_that_leads_out(tmp_path):
         storage.join_below(root.as_uri(), "a/link/x.gz", "segment path")
     with pytest.raises(UnsafePathError, match="symbolic link"):
         storage.join_below(str(root), "a/link/x.gz", "segment path")
+
+
+def _memory_object(name: str, data: bytes) -> str:
+    """An object on fsspec's in-memory filesystem (a real non-local filesystem, like s3://)."""
+    import fsspec
+
+    url = f"memory://rpj-test-{uuid.uuid4().hex}/{name}"
+    with fsspec.open(url, "wb") as f:
+        f.write(data)
+    return url
+
+
+def test_local_copy_of_a_remote_object_is_checked_against_its_sha256(tmp_path, monkeypatch):
+    """A remote object replaced by another of the same size: without a digest the old copy keeps
+    being served (the documented limit); with the manifest's digest the copy is downloaded again."""
+    import fsspec
+
+    monkeypatch.setenv("RPJ_CACHE_DIR", str(tmp_path / "cache"))
+    old, new = b"A" * 4096, b"B" * 4096
+    url = _memory_object("model.bin", old)
+    first = storage.local_copy(url)
+    assert open(first, "rb").read() == old
+    with fsspec.open(url, "wb") as f:  # replaced in place, same size
+        f.write(new)
+    assert open(storage.local_copy(url), "rb").read() == old  # keyed by URL and size only
+    copy = storage.local_copy(url, sha256=hashlib.sha256(new).hexdigest())
+    assert copy == first and open(copy, "rb").read() == new  # downloaded again
+    assert storage.local_copy(url, sha256=hashlib.sha256(new).hexdigest()) == copy  # and kept
+    with pytest.raises(storage.ChecksumError, match="differs from the expected"):
+        storage.local_copy(url, sha256=hashlib.sha256(old).hexdigest())  # the object itself differs
+    assert not os.path.exists(copy)  # no copy left that a digest-less call would trust
+
+
+def test_local_copy_of_a_local_file_is_checked_against_its_sha256(tmp_path):
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"model")
+    assert storage.local_copy(str(path), sha256=hashlib.sha256(b"model").hexdigest()) == str(path)
+    with pytest.raises(storage.ChecksumError):
+        storage.local_copy(str(path), sha256=hashlib.sha256(b"other").hexdigest())
+
+
+def test_cache_files_are_checked_synced_and_stale_temps_swept(tmp_path, monkeypatch):
+    """write_cache: data then its SHA-256, fsync'ed before the rename; read_cache refuses a changed
+    byte; the folder's temporary cache files older than an hour are removed, a fresh one and other
+    files are left alone."""
+    folder = tmp_path / "cache" / "kind"
+    folder.mkdir(parents=True)
+    stale, fresh = folder / f"x.bin.tmp-{uuid.uuid4().hex}", folder / f"x.bin.tmp-{uuid.uuid4().hex}"
+    not_ours = folder / "notes.tmp-kept"  # an old file that is not a cache write's temporary file
+    for path, data in ((stale, b"killed writer"), (fresh, b"live writer"), (not_ours, b"other")):
+        path.write_bytes(data)
+    hour_ago = time.time() - storage.CACHE_TMP_MAX_AGE - 60
+    os.utime(stale, (hour_ago, hour_ago))
+    os.utime(not_ours, (hour_ago, hour_ago))
+    synced: list[int] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    events: list[str] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), events.append("fsync"), real_fsync(fd))[-1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[-1])
+
+    path = str(folder / "x.bin")
+    assert storage.write_cache(path, b"payload")
+    assert events == ["fsync", "replace"]
+    assert not stale.exists() and fresh.exists() and not_ours.exists()
+    assert storage.read_cache(path) == b"payload" and storage.read_cache(path, 7) == b"payload"
+    assert storage.read_cache(path, 8) is None
+    data = bytearray(open(path, "rb").read())
+    data[0] ^= 1
+    open(path, "wb").write(bytes(data))
+    assert storage.read_cache(path) is None
+    assert storage.read_cache(str(folder / "missing")) is None
+
+
+def test_the_test_session_has_its_own_cache_dir():
+    """tests/conftest.py: the suite neither reads nor fills ~/.cache/rpj or the developer's cache."""
+    import tempfile
+    from pathlib import Path
+
+    cache = Path(storage.cache_dir())
+    assert cache.is_dir() and cache.name.startswith("rpj-test-cache-")
+    assert cache.parent == Path(tempfile.gettempdir())
+    assert not cache.is_relative_to(Path.home())

@@ -7,11 +7,14 @@
     classifiers/{lang}/{palm|wikipedia|wikiref}.model.bin  fastText models
     dsir/{lang}/{dataset}.{lang}.10000.counts.npy          DSIR counts (ccnet = source)
     dsir/{lang}/{dataset}.{lang}.lambda.npy                DSIR mean RW token count
-    MANIFEST.json                                          records the DSIR ``hash_mode``
+    MANIFEST.json                                          records the DSIR ``hash_mode`` and
+                                                           each file's sha256
 
 Everything except the stop words is optional: a missing part gives null (or, for LDNOOBW, zero)
 scores, as in the reference, and is logged once.  LDNOOBW and stop words apply only to
 en/de/fr/es/it (§3.2); other languages get empty sets.  Artifacts are loaded once per process.
+A classifier model is checked against the sha256 the manifest records for it (a cached copy of a
+remote model that differs is downloaded again; a file that still differs is refused).
 """
 
 from __future__ import annotations
@@ -79,24 +82,31 @@ def ldnoobw_entries(text: str) -> frozenset[str]:
     return frozenset(line.strip() for line in io.StringIO(text, newline=None))
 
 
-def _listed(root: str) -> set[str] | None:
+def _listed(root: str) -> dict[str, str | None] | None:
     """The files ``MANIFEST.json`` lists (the only ones read: a rebuild's leftovers are never picked
-    up), or None without a manifest (then whatever exists is read)."""
+    up), each with the sha256 it records (None if none), or None without a manifest (then whatever
+    exists is read)."""
     url = storage.join(root, "MANIFEST.json")
     if not storage.exists(url):
         return None
     manifest = json.loads(storage.read_bytes(url))
     for key in ("outputs", "artifacts"):  # the commit record's listing, or an older manifest's
         if key in manifest:
-            return set(manifest[key])
+            entries = manifest[key]
+            if not isinstance(entries, dict):
+                return dict.fromkeys(entries)
+            return {
+                rel: e.get("sha256") if isinstance(e, dict) and isinstance(e.get("sha256"), str) else None
+                for rel, e in entries.items()
+            }
     return None  # a manifest that lists nothing (hand-made): read what exists
 
 
-def _present(root: str, rel: str, listed: set[str] | None) -> bool:
+def _present(root: str, rel: str, listed: dict[str, str | None] | None) -> bool:
     return rel in listed if listed is not None else storage.exists(storage.join(root, rel))
 
 
-def _optional(root: str, rel: str, listed: set[str] | None) -> bytes | None:
+def _optional(root: str, rel: str, listed: dict[str, str | None] | None) -> bytes | None:
     if not _present(root, rel, listed):
         log.warning("signal artifact %s missing: its signal is null", storage.join(root, rel))
         return None
@@ -110,7 +120,7 @@ def _read_npy(url: str) -> np.ndarray:
         raise ArtifactsError(f"{url}: not a numpy .npy array ({exc})") from exc
 
 
-def _load_word_lists(root: str, lang: str, listed: set[str] | None) -> tuple[frozenset[str], frozenset[str]]:
+def _load_word_lists(root: str, lang: str, listed: dict[str, str | None] | None) -> tuple[frozenset[str], frozenset[str]]:
     if lang not in WORD_LIST_LANGS:
         return frozenset(), frozenset()
     url = storage.join(root, "stopwords", f"{lang}.json")
@@ -123,7 +133,7 @@ def _load_word_lists(root: str, lang: str, listed: set[str] | None) -> tuple[fro
     return frozenset(words), ldnoobw_entries(bad.decode("utf-8")) if bad is not None else frozenset()
 
 
-def _load_ut1(root: str, listed: set[str] | None) -> dict[str, int]:
+def _load_ut1(root: str, listed: dict[str, str | None] | None) -> dict[str, int]:
     data = _optional(root, "ut1/domain_to_category_id.json", listed)
     mapping = json.loads(data) if data is not None else {}
     if not isinstance(mapping, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in mapping.values()):
@@ -131,12 +141,12 @@ def _load_ut1(root: str, listed: set[str] | None) -> dict[str, int]:
     return mapping
 
 
-def _load_classifiers(root: str, lang: str, listed: set[str] | None) -> dict[str, Any]:
+def _load_classifiers(root: str, lang: str, listed: dict[str, str | None] | None) -> dict[str, Any]:
     models = {}
     for name in CLASSIFIERS:
         rel = f"classifiers/{lang}/{name}.model.bin"
         if _present(root, rel, listed):
-            models[name] = load_classifier(storage.join(root, rel))
+            models[name] = load_classifier(storage.join(root, rel), sha256=listed.get(rel) if listed is not None else None)
     return models
 
 
@@ -151,7 +161,7 @@ def _recorded_hash_mode(root: str, counts_file: str) -> str:
     return entry.get("hash_mode") or manifest.get("hash_mode") or SEED42
 
 
-def _load_dsir(root: str, lang: str, hash_mode: str, listed: set[str] | None) -> DsirScorer | None:
+def _load_dsir(root: str, lang: str, hash_mode: str, listed: dict[str, str | None] | None) -> DsirScorer | None:
     def pair(dataset: str) -> tuple[np.ndarray, np.ndarray] | None:
         counts = f"dsir/{lang}/{dataset}.{lang}.10000.counts.npy"
         lam = f"dsir/{lang}/{dataset}.{lang}.lambda.npy"

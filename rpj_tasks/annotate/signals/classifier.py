@@ -18,23 +18,25 @@ from 0 to 1,000 words) and keeps fastText itself if any probability differs, or 
 another kind, or if the extension is not built (``RPJ_PURE_PYTHON=1``).  The matrices are views of
 the fastText model's own memory (no copy), so the model object stays loaded behind the classifier.
 
-The check's verdict is cached per model file (:func:`cached_verdict`): under
+The check's verdict is cached per model content (:func:`cached_verdict`): under
 ``storage.cache_dir()/classifier-checks/`` (``$RPJ_CACHE_DIR``), one small JSON file per key, the key
-being the model file's real path, size, modification time and inode, the probe parameters, and the
-fastText and extension builds; written atomically (a temporary file, then ``os.replace``), so
-concurrent processes at worst check the same model twice.  A changed model file, extension or
-fastText gets a new key, hence a new check.
+being the model file's SHA-256 and size, the probe parameters, and the fastText and extension
+builds (their files' SHA-256, :func:`fasttext_build`); written atomically (a temporary file flushed
+to disk, then ``os.replace``), so concurrent processes at worst check the same model twice.  A
+changed model file (even one rewritten in place with its size, modification time and inode
+kept), extension or fastText gets a new key, hence a new check.  Hashing costs ~0.8-0.9 ms of CPU per
+MB of model (7-8.5 ms for a 9.2 MB model whose check takes 29-34 ms); the same digest is the one
+checked against the artifacts' manifest, so it is computed once per load.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
 import random
-import uuid
 from typing import Any
 
 import numpy as np
@@ -160,24 +162,41 @@ def checked_predictor(model: Any, name: str, verdict: dict[str, Any] | None = No
     return fast, {"compiled": True, "why": "", "probe_lines": checked}
 
 
-def verdict_path(model_path: str) -> str:
-    """Where the check of the model file at ``model_path`` is cached (see the module docstring)."""
-    import fasttext
+@functools.lru_cache(maxsize=8)
+def _build_digest(path: str) -> str:
+    """SHA-256 of a build file (a library, a module): read once per process."""
+    return storage.sha256_file(path)
 
-    st = os.stat(model_path)
+
+@functools.lru_cache(maxsize=1)
+def fasttext_build() -> tuple[Any, ...]:
+    """What identifies the fastText that answers ``predict``: the module's ``__version__`` (the
+    ``fasttext-numpy2`` wheels have none) and the SHA-256 of its Python wrapper and of its compiled
+    ``fasttext_pybind`` module (~17 MB, 13-17 ms of CPU once per process), so a rebuild under the same
+    version number is a new build too.  (Asking ``importlib.metadata`` which distribution owns the
+    module costs ~0.12 s; the files' digests say more.)"""
+    import sys
+
+    import fasttext
+    import fasttext.FastText
+
+    files = [fasttext.FastText.__file__, getattr(sys.modules.get("fasttext_pybind"), "__file__", None)]
+    return (getattr(fasttext, "__version__", None), *(_build_digest(f) if f else None for f in files))
+
+
+def verdict_path(model_path: str, sha256: str | None = None) -> str:
+    """Where the check of the model file at ``model_path`` is cached (see the module docstring).
+    ``sha256`` is the file's content digest when the caller has already checked it
+    (:func:`rpj_tasks.core.storage.local_copy` with the manifest's digest); otherwise it is computed."""
     build = getattr(native, "__file__", None)
-    build_st = os.stat(build) if build else None
     key = [
         _VERDICT_FORMAT,
-        os.path.realpath(model_path),
-        st.st_size,
-        st.st_mtime_ns,
-        st.st_ino,
+        sha256 or storage.sha256_file(model_path),
+        os.path.getsize(model_path),
         _PROBES,
         _PROBE_SEED,
-        getattr(fasttext, "__version__", None) or fasttext.__file__,
-        build,
-        (build_st.st_size, build_st.st_mtime_ns) if build_st else None,
+        fasttext_build(),
+        _build_digest(build) if build else None,
     ]
     digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
     return os.path.join(storage.cache_dir(), "classifier-checks", f"{digest}.json")
@@ -197,29 +216,24 @@ def cached_verdict(path: str) -> dict[str, Any] | None:
 
 
 def store_verdict(path: str, verdict: dict[str, Any]) -> None:
-    """Write ``verdict`` to ``path`` atomically; a failure only costs a check next time."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(verdict, f)
-        os.replace(tmp, path)
-    except OSError as exc:
-        log.warning("classifier check not cached at %s: %s", path, exc)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    """Write ``verdict`` to ``path`` atomically (:func:`rpj_tasks.core.storage.write_cache`: flushed
+    to disk, then renamed); a failure only costs a check next time."""
+    storage.write_cache(path, json.dumps(verdict).encode(), checksum=False)
 
 
-def load_classifier(url: str) -> Any:
+def load_classifier(url: str, sha256: str | None = None) -> Any:
     """The fastText model at ``url``, as :func:`compiled_or_fasttext` returns it; the check is
-    cached per model file (:func:`verdict_path`)."""
+    cached per model content (:func:`verdict_path`).  With ``sha256`` (the digest the artifacts'
+    ``MANIFEST.json`` records) the file is checked against it first
+    (:func:`rpj_tasks.core.storage.local_copy`: a stale cached copy is downloaded again, a local
+    file that differs raises :class:`~rpj_tasks.core.storage.ChecksumError`)."""
     import fasttext  # here: importing the stage does not load it (tests/core/test_imports.py)
 
-    local = storage.local_copy(url)
+    local = storage.local_copy(url, sha256=sha256)
     model = fasttext.load_model(local)
     if native is None:
         return compiled_or_fasttext(model, url)
-    path = verdict_path(local)
+    path = verdict_path(local, sha256)
     earlier = cached_verdict(path)
     predictor, verdict = checked_predictor(model, url, earlier)
     if earlier is None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import importlib.util
 import math
 import os
-import uuid
+import platform
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain, islice
@@ -99,12 +99,13 @@ def _gammaln_plus_one(ks: np.ndarray) -> np.ndarray:
     return _scipy_special().gammaln(ks + 1)
 
 
-@functools.lru_cache(maxsize=1)
-def _gammaln_table() -> np.ndarray:
-    """``scipy.special.gammaln(k + 1)`` for ``k < _GAMMALN_TABLE``, computed by scipy once per scipy
-    build and stored under the cache directory (``$RPJ_CACHE_DIR/dsir/``, written atomically); a
-    missing or malformed file is recomputed.  The key is the content of scipy's ``version.py`` (its
-    version and commit), found without importing scipy."""
+def _gammaln_table_path() -> str | None:
+    """Where :func:`_gammaln_table` keeps the table, or None when scipy's ``version.py`` is not found.
+    The key holds everything the values may depend on: scipy's ``version.py`` (its version and
+    commit, read without importing scipy), numpy's version, the table size, the machine
+    architecture and operating system (scipy's ``gammaln`` is its own C code, but a build for
+    another machine may round differently), so a cache directory shared between machines keeps
+    one table per kind of machine."""
     from rpj_tasks.core.storage import cache_dir
 
     spec = importlib.util.find_spec("scipy")
@@ -113,25 +114,30 @@ def _gammaln_table() -> np.ndarray:
         version = Path(where[0], "version.py").read_bytes() if where else b""
     except OSError:
         version = b""
-    key = hashlib.sha256(version + f"\0{np.__version__}\0{_GAMMALN_TABLE}".encode()).hexdigest()[:24]
-    path = os.path.join(cache_dir(), "dsir", f"gammaln-{key}.npy")
-    if version:
-        try:
-            table = np.load(path, allow_pickle=False)
-            if table.shape == (_GAMMALN_TABLE,) and table.dtype == np.float64:
-                return table
-        except (OSError, ValueError):
-            pass
+    if not version:
+        return None
+    parts = f"\0{np.__version__}\0{_GAMMALN_TABLE}\0{platform.machine()}\0{sys.platform}\0{sys.byteorder}"
+    key = hashlib.sha256(version + parts.encode()).hexdigest()[:24]
+    return os.path.join(cache_dir(), "dsir", f"gammaln-{key}.bin")
+
+
+@functools.lru_cache(maxsize=1)
+def _gammaln_table() -> np.ndarray:
+    """``scipy.special.gammaln(k + 1)`` for ``k < _GAMMALN_TABLE``, computed by scipy once per scipy
+    build and machine (:func:`_gammaln_table_path`) and stored under the cache directory
+    (``$RPJ_CACHE_DIR/dsir/``): the little-endian float64 values, then their SHA-256, written
+    atomically.  A missing file, or one whose size or SHA-256 does not match (torn, damaged,
+    planted), is recomputed and written again."""
+    from rpj_tasks.core.storage import read_cache, write_cache
+
+    path = _gammaln_table_path()
+    if path is not None:
+        stored = read_cache(path, _GAMMALN_TABLE * 8)
+        if stored is not None:
+            return np.frombuffer(stored, dtype="<f8").astype(np.float64)
     table = np.asarray(_scipy_special().gammaln(np.arange(_GAMMALN_TABLE, dtype=np.float64) + 1), dtype=np.float64)
-    if version:
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}.npy"
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            np.save(tmp, table, allow_pickle=False)
-            os.replace(tmp, path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+    if path is not None:
+        write_cache(path, table.astype("<f8").tobytes())
     return table
 
 

@@ -18,7 +18,6 @@ paths below rely on.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import os
@@ -26,7 +25,6 @@ import re
 import string
 import sys
 import unicodedata
-import uuid
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -97,26 +95,15 @@ def stable_bmp_path() -> str:
 def stable_bmp() -> bytes:
     """:func:`stable_bmp_computed`, read from :func:`stable_bmp_path` when an earlier process stored it
     (computing it costs ~0.1 s of CPU per process); written there atomically otherwise."""
+    from rpj_tasks.core.storage import read_cache, write_cache
+
     path = stable_bmp_path()
-    size = 65536 // 8
-    try:
-        with open(path, "rb") as f:
-            data = f.read(size + 33)
-        # the bitmap, then its SHA-256: a torn or foreign file is recomputed
-        if len(data) == size + 32 and hashlib.sha256(data[:size]).digest() == data[size:]:
-            return data[:size]
-    except OSError:
-        pass
+    # the bitmap, then its SHA-256: a torn or foreign file is recomputed
+    stored = read_cache(path, 65536 // 8)
+    if stored is not None:
+        return stored
     bits = stable_bmp_computed()
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(bits + hashlib.sha256(bits).digest())
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    write_cache(path, bits)
     return bits
 
 
