@@ -405,6 +405,24 @@ def test_index_lists_every_published_snapshot(root: Path) -> None:
     assert write_index(root.as_uri())["index"]["snapshots"] == []
 
 
+def test_an_index_lost_to_a_concurrent_writer_is_repaired_by_the_next(root: Path) -> None:
+    """Two snapshot DAGs' report tasks at once: the one that read the manifests and pages before the
+    other wrote its page may commit its index last (last writer wins, a stale view).  The index is
+    built from the manifests and pages every time, so the next report or ``rpj report --index``
+    writes the right one (the stale commit's record does not make it skip)."""
+    from rpj_tasks.report import render, stage
+
+    stale = stage.build_index(root.as_uri())  # before this snapshot's page existed
+    assert stale["snapshots"][0]["report"] is False
+    write_report(config(root), list(range(4)))  # the other task: page and index
+    files = {"index.json": stage._json(stale), "index.html": render.render_index(stale).encode()}
+    stage._write(stage.record_url(root.as_uri(), "index"), stage.reports_dir(root.as_uri()), files, stage.INDEX_OWNED, False)
+    assert '<a href="2000-01/index.html">' not in (root / "reports" / "index.html").read_text()  # lost
+    assert write_index(root.as_uri())["skipped"] is False
+    assert '<a href="2000-01/index.html">' in (root / "reports" / "index.html").read_text()
+    assert json.loads((root / "reports" / "index.json").read_text())["snapshots"][0]["report"] is True
+
+
 def test_rpj_report_cli(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from rpj_tasks.cli import main
 
