@@ -28,7 +28,8 @@ Only ``.html`` and ``.json`` files are served (anything else is 404); paths come
 file path must be a plain relative path that stays below ``reports/``
 (:func:`rpj_tasks.core.storage.join_below`), else 400 (the message does not name the storage root).
 Every response carries a Content-Security-Policy (:data:`CSP`: no script, no remote resource,
-sandboxed), ``X-Content-Type-Options: nosniff`` and ``Cache-Control: no-cache``.  For ``s3://``
+sandboxed but keeping its origin: with an opaque origin a link clicked inside the UI's tab, an
+iframe, would go without the ``SameSite=Lax`` session cookie), ``X-Content-Type-Options: nosniff`` and ``Cache-Control: no-cache``.  For ``s3://``
 roots the ``aws_default`` connection's options are used, as the tasks do.
 """
 
@@ -49,7 +50,7 @@ URL_PREFIX = "/rpj/reports"
 OBJECT_STORE_CONN_ID = "aws_default"
 TYPES = {".html": "text/html; charset=utf-8", ".json": "application/json"}
 INDEX_FILES = ("index.html", "index.json")
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox allow-same-origin"
 HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff", "Content-Security-Policy": CSP}
 
 app = FastAPI(title="rpj snapshot reports", description="The snapshot reports under the storage roots.")

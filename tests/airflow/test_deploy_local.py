@@ -155,7 +155,10 @@ def check_report_in_the_ui(dep, run_id):
     assert r.content == page and r.headers["content-type"].startswith("text/html")
     # redirected below files/, where every link of the page (and of the index it leads to) resolves
     assert [h.status_code for h in r.history] == [307] and r.url == f"{dep.client.base_url}/rpj/reports/files/2000-01/index.html"
-    assert r.headers["content-security-policy"] == "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
+    assert (
+        r.headers["content-security-policy"]
+        == "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox allow-same-origin"
+    )
     seen, todo = set(), [r.url]
     while todo:
         url = todo.pop()

@@ -109,7 +109,10 @@ def test_files_below_reports_only(plugin: tuple[ModuleType, Path, Path], monkeyp
     r = client.get(f"/files/{SAMPLE}/index.html")
     assert r.status_code == 200 and r.content == (root / "reports" / SAMPLE / "index.html").read_bytes()
     assert r.headers["content-type"].startswith("text/html")
-    assert r.headers["content-security-policy"] == "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
+    assert (
+        r.headers["content-security-policy"]
+        == "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox allow-same-origin"
+    )
     assert r.headers["x-content-type-options"] == "nosniff"
     assert client.get(f"/files/{SAMPLE}/report.json").headers["content-type"] == "application/json"
     assert client.get("/files/index.html").content == (root / "reports" / "index.html").read_bytes()
@@ -124,7 +127,7 @@ def test_files_below_reports_only(plugin: tuple[ModuleType, Path, Path], monkeyp
     for name in (f"{SAMPLE}/notes.txt", f"{SAMPLE}/page.htm", f"{SAMPLE}", "stats.txt", "secret.json"):
         r = client.get(f"/files/{name}")
         assert r.status_code == 404, (name, r.text)
-        assert r.headers["content-security-policy"].endswith("sandbox")  # errors too
+        assert r.headers["content-security-policy"] == module.CSP  # errors too
     for hostile in (
         "%2e%2e/stats/secret.json",
         f"{SAMPLE}/%2e%2e/%2e%2e/stats/secret.json",
@@ -155,7 +158,7 @@ def test_the_run_route_redirects_so_every_link_resolves(
     start = "http://api:8080/rpj/reports/run/rpv2_sample/manual__2026-12-08T00:00:00+00:00"
     r = client.get(start, follow_redirects=False)
     assert r.status_code == 307 and r.headers["location"] == f"../../files/{SAMPLE}/index.html"
-    assert r.headers["content-security-policy"].endswith("sandbox")
+    assert r.headers["content-security-policy"] == module.CSP
     page = client.get(start)
     assert str(page.url) == f"http://api:8080/rpj/reports/files/{SAMPLE}/index.html"
     assert page.content == (root / "reports" / SAMPLE / "index.html").read_bytes()
@@ -201,6 +204,68 @@ def test_access_is_per_dag(plugin: tuple[ModuleType, Path, Path], monkeypatch: p
     assert ("sample", "rpv2_sample") in manager.asked and ("sample", "rpv2_2023_14") in manager.asked
     assert not module.may_read_runs(manager, "sample", ["rpv2_sample", "rpv2_2023_06"])
     assert module.may_read_runs(manager, "sample", ["rpv2_sample"]) and module.may_read_runs(manager, "nobody", [])
+
+
+UI = """<!DOCTYPE html><html><body><iframe id="tab" src="/rpj/reports/run/rpv2_sample/manual__1"></iframe><script>
+window.result = null; let loads = 0;
+document.getElementById('tab').onload = () => {
+  loads += 1;
+  let doc;
+  try { doc = frames[0].document; } catch (e) { window.result = 'no access to the tab: ' + e; return; }
+  if (loads === 1) doc.querySelector('a[href="report.json"]').click();
+  else window.result = {url: frames[0].location.href, text: doc.body.innerText};
+};
+</script></body></html>"""
+
+
+def test_a_link_clicked_in_the_ui_tab_keeps_the_session(
+    plugin: tuple[ModuleType, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In headless Chromium: the run's tab (an iframe of the UI page) follows the redirect, and a link
+    clicked in the page opens report.json with the session cookie (SameSite=Lax, as Airflow sets it).
+    A CSP ``sandbox`` without ``allow-same-origin`` gives the page an opaque origin: the click's
+    request then goes without the cookie (401), and the UI page cannot reach into the tab either."""
+    import threading
+    import time
+
+    import uvicorn
+    from chromium import render
+    from fastapi.responses import HTMLResponse
+
+    module, root, _ = plugin
+
+    async def user(request: Request) -> str:
+        if request.cookies.get("_token") != "good":
+            raise HTTPException(401, "not authenticated")
+        return "admin"
+
+    monkeypatch.setattr(module, "_user", user)
+    monkeypatch.setattr(module, "_auth_manager", lambda: DagsAuthManager({"admin": ALL}))
+    server = FastAPI()
+    server.mount(module.URL_PREFIX, module.app)
+
+    @server.get("/ui")
+    def ui() -> HTMLResponse:
+        response = HTMLResponse(UI)
+        response.set_cookie("_token", "good", samesite="lax", path="/")
+        return response
+
+    http = uvicorn.Server(uvicorn.Config(server, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=http.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not http.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "the test server did not start"
+            time.sleep(0.05)
+        port = http.servers[0].sockets[0].getsockname()[1]
+        out = render(f"http://127.0.0.1:{port}/ui", "window.result", settle=3.0)
+    finally:
+        http.should_exit = True
+        thread.join(30)
+    assert isinstance(out.value, dict), out.value
+    assert out.value["url"] == f"http://127.0.0.1:{port}/rpj/reports/files/{SAMPLE}/report.json"
+    assert json.loads(out.value["text"]) == json.loads((root / "reports" / SAMPLE / "report.json").read_text())
 
 
 def test_a_session_is_required(plugin: tuple[ModuleType, Path, Path]) -> None:
