@@ -1,5 +1,6 @@
 """The ``report`` task's extra link: **Snapshot report**, the page the task wrote, served by the
-``rpj_reports`` plugin (plugins/rpj_reports.py) at ``/rpj/reports/run/{dag_id}/{run_id}``.
+``rpj_reports`` plugin (plugins/rpj_reports.py) at ``/rpj/reports/run/{dag_id}/{run_id}`` (which
+redirects to the snapshot's page below ``/rpj/reports/files/``).
 
 Airflow 3 computes an operator's links in the worker when the task ends and stores them as XComs;
 the UI shows the stored URL.  Absolute when ``[api] base_url`` is a full URL, else a path on the

@@ -1,6 +1,7 @@
 """The numbers of a snapshot report (the JSON twin of the page), from the records and files alone.
 
-Every figure comes from a file under the storage root, never from a log or a clock:
+Every figure comes from a file under the storage root, never from a log or a clock, and is of
+the shards the report covers, except the dedup counts and rates (see below):
 
 * documents per stage and drop reason, kept per language and bucket, broken records: the CCNet
   records ``stats/ccnet/{snapshot}/*.json`` (:func:`rpj_tasks.core.summary.snapshot_summary`);
@@ -8,9 +9,13 @@ Every figure comes from a file under the storage root, never from a log or a clo
   without one (did not finish), documents, the record's ``wall_seconds`` and its busy seconds (the
   sum of its per-step timings, summed over worker processes: a proxy of core-seconds that includes
   I/O waits; rpj does not record CPU time), and the in-task retries the download records count;
-* exact and fuzzy duplicates: the dedup and clusters commit records, and the token totals
-  (:func:`rpj_tasks.tokens.token_totals`: documents and tokens per language and bucket before and
-  after exact and fuzzy dedup);
+* exact and fuzzy duplicates: the dedup and clusters commit records, which are snapshot-wide (dedup
+  runs over every shard of the snapshot at once), each rate over the documents that step ran over
+  (the exact-dedup index record's digests, the clusters record's ``lsh.docs``), never over the
+  reported shards' documents; ``dedup.subset`` says the report covers fewer shards than the
+  snapshot has, and the page says these figures are the whole snapshot's;
+* tokens: the token totals of the reported shards (:func:`rpj_tasks.tokens.token_totals` with
+  ``shards``: documents and tokens per language and bucket before and after exact and fuzzy dedup);
 * quality-signal histograms: the ``quality_signals`` files the annotation records list, read in
   sorted order, at most :data:`MAX_FILES` of them (evenly spaced) and :data:`DEFAULT_SAMPLE`
   documents in all (an equal share per file, its first lines: deterministic; the page says when
@@ -18,11 +23,14 @@ Every figure comes from a file under the storage root, never from a log or a clo
 * Airflow's view of the run (task states of the run's mapped tasks), when the DAG passes it in
   (``run``): plain data, the engine never asks Airflow.
 
-Same files, same dict: no timestamp, no storage root (it may name a bucket) in the result.
+Same files and the same ``run``, same dict: no timestamp, no storage root (it may name a bucket) in
+the result.  A DAG run's ``run`` (its run id and task states) differs from any other run's, so
+every DAG run writes a new report even when the files did not change.
 """
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import json
 import math
@@ -107,22 +115,44 @@ def _rate(part: int | None, whole: int | None) -> float | None:
     return round(part / whole, 6) if part is not None and whole else None
 
 
-def dedup_section(summary: dict[str, Any], tokens: dict[str, Any] | None) -> dict[str, Any]:
-    """Exact and fuzzy duplicates: counts from the records, rates over the annotated (head and
-    middle) documents, and the documents each removes according to the token totals."""
+def dedup_denominators(cfg: SnapshotConfig) -> dict[str, int | None]:
+    """The documents each dedup ran over, snapshot-wide like its counts: ``exact`` the digests of
+    the snapshot's exact-dedup index record (one per head and middle document indexed), ``fuzzy``
+    the documents of its clusters record (``lsh.docs``); None where that step has not finished."""
+    from rpj_tasks.dedup.exact import index_record_url
+
+    index = commit.load_record(index_record_url(cfg.storage_root, cfg.id))
+    clusters = commit.load_record(layout.clusters_record_url(cfg.storage_root, [cfg.id], cfg.clusters_threshold))
+    return {
+        "exact": None if index is None else int(sum(index.get("rows") or [])),
+        "fuzzy": None if clusters is None else int((clusters.get("counts") or {}).get("lsh.docs", 0)),
+    }
+
+
+def dedup_section(
+    summary: dict[str, Any], tokens: dict[str, Any] | None, denominators: dict[str, int | None], *, subset: bool = False
+) -> dict[str, Any]:
+    """Exact and fuzzy duplicates.  The counts and rates are the dedup steps' own, over the whole
+    snapshot (their records cover every shard they ran over; ``subset`` says the report covers
+    fewer shards): each rate is over the documents that step ran over (:func:`dedup_denominators`).
+    ``removed_by_tokens_files``: the documents each removes in the reported shards' token files."""
     kept = summary["kept_by_language"]
     annotated = sum(n for buckets in kept.values() for b, n in buckets.items() if b in layout.ANNOTATED_BUCKETS)
     d = summary["dedup"]
     removed_fuzzy = None if d["clusters"] is None else d["clustered_documents"] - d["clusters"]
     out: dict[str, Any] = {
         "annotated_documents": annotated,
+        "scope": "snapshot",
+        "subset": subset,
+        "exact_documents": denominators["exact"],
         "exact_duplicates": d["exact_duplicates"],
-        "exact_rate": _rate(d["exact_duplicates"], annotated),
+        "exact_rate": _rate(d["exact_duplicates"], denominators["exact"]),
         "clusters_threshold": d["clusters_threshold"],
+        "fuzzy_documents": denominators["fuzzy"],
         "clusters": d["clusters"],
         "clustered_documents": d["clustered_documents"],
         "fuzzy_removed": removed_fuzzy,
-        "fuzzy_rate": _rate(removed_fuzzy, annotated),
+        "fuzzy_rate": _rate(removed_fuzzy, denominators["fuzzy"]),
     }
     if tokens is not None:
         total = tokens["total"]
@@ -157,12 +187,20 @@ def signals_files(cfg: SnapshotConfig, shards: list[int]) -> list[str]:
     return sorted(out)
 
 
+def _score(value: Any) -> float | None:
+    """A signal's score: a JSON number or null; anything else (a string, a bool, a list) is not."""
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return value
+    raise TypeError(f"not a number: {value!r}")
+
+
 def read_signals(
     files: list[str], names: Iterable[str], cap: int, max_files: int = MAX_FILES
 ) -> tuple[dict[str, list[float | None]], dict[str, Any]]:
     """The document-level score of each of ``names`` for the first ``ceil(cap / files read)``
     documents of every file read (all, or ``max_files`` evenly spaced in sorted order); and what
-    was read.  A line that is not a JSON object is counted in ``bad_lines``, not read."""
+    was read.  A line that is not a JSON object, or whose scores are not numbers or null, is
+    counted in ``bad_lines``, not read."""
     names = list(names)
     values: dict[str, list[float | None]] = {n: [] for n in names}
     chosen = files if len(files) <= max_files else [files[i * len(files) // max_files] for i in range(max_files)]
@@ -176,7 +214,7 @@ def read_signals(
                     break
                 try:
                     signals = json.loads(line)["quality_signals"]
-                    scores = [signals[name][0][2] if signals.get(name) else None for name in names]
+                    scores = [_score(signals[name][0][2]) if signals.get(name) else None for name in names]
                 except (ValueError, KeyError, IndexError, TypeError, AttributeError):
                     bad += 1
                     continue
@@ -214,12 +252,15 @@ def histogram(values: list[float | None], scale: str, bins: int = BINS) -> dict[
         lo, hi = min(points), max(points)
     if hi <= lo:
         hi = lo + 1.0
-    width = (hi - lo) / bins
+    # the edges as reported (lo + (hi - lo) * i / bins, 6 decimals) are the ones binned by: a value
+    # equal to an inner edge, e.g. 0.3 with edges 0.05 apart, lands right of it whatever the float
+    # error of (v - lo) / width would say
+    edges = [round(lo + (hi - lo) * i / bins, 6) for i in range(bins + 1)]
     counts = [0] * bins
     for v in points:
-        counts[min(bins - 1, int((v - lo) / width))] += 1
+        counts[min(bins - 1, max(0, bisect.bisect_right(edges, v) - 1))] += 1
     out.update(
-        edges=[round(lo + i * width, 6) for i in range(bins + 1)],
+        edges=edges,
         counts=counts,
         min=present[0],
         max=present[-1],
@@ -269,12 +310,13 @@ def build_report(
 ) -> dict[str, Any]:
     """The report's data (module doc) for ``shards`` (default: every shard of the snapshot)."""
     shards = sorted(set(range(cfg.num_shards) if shards is None else shards))
+    subset = set(shards) != set(range(cfg.num_shards))
     summary = snapshot_summary(cfg, shards)
     tokens = None
     if recorded_shards(layout.tokens_stats_dir(cfg.storage_root, cfg.id)):
         from rpj_tasks.tokens import token_totals
 
-        tokens = token_totals(cfg.storage_root, cfg.id)
+        tokens = token_totals(cfg.storage_root, cfg.id, shards=shards)
     kept = summary["kept_by_language"]
     stages = stage_rows(cfg, shards)
     release = summary["release"]
@@ -285,7 +327,7 @@ def build_report(
         "snapshot": cfg.id,
         "crawl": cfg.crawl,
         "languages": list(cfg.languages),
-        "shards": {"planned": len(shards), "list": format_shards(shards)},
+        "shards": {"planned": len(shards), "list": format_shards(shards), "subset": subset},
         "documents": {
             "read": summary["documents_read"],
             "dropped": summary["dropped"],
@@ -298,7 +340,7 @@ def build_report(
         "buckets_kept": {b: sum(buckets.get(b, 0) for buckets in kept.values()) for b in layout.BUCKETS},
         "annotated": {"files": summary["files_annotated"], "documents": summary["lines_annotated"]},
         "stages": stages,
-        "dedup": dedup_section(summary, tokens),
+        "dedup": dedup_section(summary, tokens, dedup_denominators(cfg), subset=subset),
         "tokens": tokens_by_language(tokens),
         "tokens_by_bucket": None if tokens is None else tokens["languages"],
         "validation": {

@@ -142,8 +142,10 @@ def render_report(r: dict[str, Any]) -> str:
     docs = r["documents"]
     body = [
         f"<h1>Snapshot {esc(snap)} ({esc(r['crawl'])})</h1>",
-        '<p class="note">Made from the records and files under the storage root (same files, same page); '
-        'the numbers are also in <a href="report.json">report.json</a>. '
+        '<p class="note">Made from the records and files under the storage root and, when a DAG run wrote it, '
+        "that run's id and task states: the same files give the same page when written by <code>rpj report</code>, "
+        "and every DAG run rewrites it (its run id and task states are its own). "
+        'The numbers are also in <a href="report.json">report.json</a>. '
         '<a href="../index.html">All published snapshots</a>.</p>',
         f"<p>Shards planned: {num('shards.planned', r['shards']['planned'])} ({esc(r['shards']['list'])}). "
         f"Validation: {_verdict(r['validation']['passed'])}; published: {num('validation.published', r['validation']['published'])}.</p>",
@@ -161,7 +163,9 @@ def render_report(r: dict[str, Any]) -> str:
     rows.append(["annotated (head and middle, finished shards)", num("annotated.documents", r["annotated"]["documents"])])
     removed = {"after_exact": "exact dedup", "after_fuzzy": "fuzzy dedup", "after_both": "exact and fuzzy dedup"}
     for key, value in (r["dedup"].get("removed_by_tokens_files") or {}).items():
-        rows.append([f"removed by {removed[key]} (token files)", num(f"dedup.removed_by_tokens_files.{key}", value)])
+        rows.append(
+            [f"removed by {removed[key]} (token files of these shards)", num(f"dedup.removed_by_tokens_files.{key}", value)]
+        )
     body.append(table(["stage", "documents"], rows))
     if docs["bad_records"] or docs["damaged_sources"]:
         bad = ", ".join(f"{esc(k)} {num(f'documents.bad_records.{k}', v)}" for k, v in docs["bad_records"].items())
@@ -250,23 +254,33 @@ def _dedup(d: dict[str, Any]) -> list[str]:
     rows = [
         [
             "exact (duplicates/)",
+            num("dedup.exact_documents", d["exact_documents"]),
             num("dedup.exact_duplicates", d["exact_duplicates"]),
             num("dedup.exact_rate", d["exact_rate"], pct(d["exact_rate"])),
             "-",
         ],
         [
             f"fuzzy (clusters/, Jaccard {esc(d['clusters_threshold'])})",
+            num("dedup.fuzzy_documents", d["fuzzy_documents"]),
             num("dedup.fuzzy_removed", d["fuzzy_removed"]),
             num("dedup.fuzzy_rate", d["fuzzy_rate"], pct(d["fuzzy_rate"])),
             f"{num('dedup.clustered_documents', d['clustered_documents'])} in {num('dedup.clusters', d['clusters'])} clusters",
         ],
     ]
-    return [
-        "<h2>Duplicates</h2>",
-        f"<p>Over the {num('dedup.annotated_documents', d['annotated_documents'])} head and middle documents "
-        "(fuzzy: every clustered document but one per cluster is a duplicate).</p>",
-        table(["kind", "duplicates", "rate", "clusters"], rows),
+    out = [
+        "<h2>Duplicates (whole snapshot)</h2>",
+        '<p class="note">The dedup steps\' own figures, over every shard of the snapshot they ran over: each rate is '
+        "over the documents that step read (head and middle; fuzzy: every clustered document but one per cluster "
+        "is a duplicate).</p>",
     ]
+    if d.get("subset"):
+        out.append(
+            '<p class="bad">This report covers fewer shards than the snapshot has: these counts and rates are the '
+            "whole snapshot's, not those of the reported shards (whose documents removed by dedup are in the token "
+            "rows above).</p>"
+        )
+    out.append(table(["kind", "documents", "duplicates", "rate", "clusters"], rows))
+    return out
 
 
 def _tokens(t: dict[str, Any] | None) -> list[str]:

@@ -22,6 +22,7 @@ a null count, ``null_counts`` says how many of ``all``).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import pyarrow as pa
@@ -73,8 +74,10 @@ def file_totals(tokens: pa.Table, duplicate_ids: pa.Array | None, clusters: pa.T
     return out
 
 
-def token_totals(root: str, snapshot: str, *, clusters_component: str = "clusters") -> dict[str, Any]:
-    """Token totals of a snapshot (module doc), as plain JSON-able data::
+def token_totals(
+    root: str, snapshot: str, *, clusters_component: str = "clusters", shards: Iterable[int] | None = None
+) -> dict[str, Any]:
+    """Token totals of a snapshot (module doc), or of its ``shards`` only, as plain JSON-able data::
 
     {"snapshot", "shards", "files",
      "languages": {lang: {bucket: {"all" | "after_exact" | "after_fuzzy" | "after_both":
@@ -84,7 +87,8 @@ def token_totals(root: str, snapshot: str, *, clusters_component: str = "cluster
      "dedup": {"duplicates_files", "duplicates_missing": [base tags], "clusters_files"}}
     """
     stats_dir = layout.tokens_stats_dir(root, snapshot)
-    shards = sorted(recorded_shards(stats_dir))
+    recorded = recorded_shards(stats_dir)
+    shards = sorted(recorded if shards is None else recorded & set(shards))
     languages: dict[str, dict[str, Any]] = {}
     total = _empty()
     by_shard: dict[str, dict[str, Any]] = {}

@@ -5,11 +5,12 @@ refusals (port in use, PostgreSQL unreachable) and a SQLite + LocalExecutor brin
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
 import time
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import pytest
 import requests
@@ -152,6 +153,23 @@ def check_report_in_the_ui(dep, run_id):
     assert airflow_view["by_state"].get("success", 0) > 10 and airflow_view["by_state"].get("running") == 1  # the report task
     r = dep.client.request("GET", f"/rpj/reports/run/{SAMPLE_DAG}/{quote(run_id, safe='')}")
     assert r.content == page and r.headers["content-type"].startswith("text/html")
+    # redirected below files/, where every link of the page (and of the index it leads to) resolves
+    assert [h.status_code for h in r.history] == [307] and r.url == f"{dep.client.base_url}/rpj/reports/files/2000-01/index.html"
+    assert (
+        r.headers["content-security-policy"]
+        == "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox allow-same-origin"
+    )
+    seen, todo = set(), [r.url]
+    while todo:
+        url = todo.pop()
+        if url not in seen:
+            seen.add(url)
+            got = dep.client.request("GET", url[len(dep.client.base_url) :])
+            if got.headers["content-type"].startswith("text/html"):
+                todo += [urljoin(url, href) for href in re.findall(r'href="([^"]+)"', got.text)]
+    files = f"{dep.client.base_url}/rpj/reports/files/"
+    assert seen == {files + p for p in ("2000-01/index.html", "2000-01/report.json", "index.html", "index.json")}, seen
+    dep.client.request("GET", "/rpj/reports/files/2000-01/notes.txt", ok=(404,))  # only .html and .json
     assert dep.client.request("GET", "/rpj/reports/files/index.html").content == (reports / "index.html").read_bytes()
     assert b'href="2000-01/index.html"' in (reports / "index.html").read_bytes()
     assert dep.client.request("GET", "/rpj/reports/files/2000-01/report.json").json() == report

@@ -58,17 +58,30 @@ def lines(path: Path) -> list[bytes]:
 # ---------------------------------------------------------------------------- the numbers, computed again
 
 
-def expected(root: Path) -> dict[str, Any]:
-    """The report's figures from the files, without the report's code."""
+def expected(root: Path, shards: set[int] | None = None) -> dict[str, Any]:
+    """The report's figures from the files, without the report's code: of ``shards`` (default:
+    every shard), except the dedup counts, rates and their denominators (the whole snapshot's)."""
+
+    def wanted(shard_name: str) -> bool:
+        return shards is None or int(shard_name) in shards
+
     out: dict[str, Any] = {}
-    ccnet = [json.loads(p.read_text())["counts"] for p in sorted((root / "stats" / "ccnet" / SNAPSHOT).glob("*.json"))]
+    ccnet = [
+        json.loads(p.read_text())["counts"]
+        for p in sorted((root / "stats" / "ccnet" / SNAPSHOT).glob("[0-9]*.json"))
+        if wanted(p.stem)
+    ]
     out["documents.read"] = sum(c.get("wet.docs", 0) for c in ccnet)
     for code, label in DROP_REASONS.items():
         out[f"documents.dropped.{label}"] = sum(c.get(code, 0) for c in ccnet)
     kept: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    every_annotated = 0
     for path in (root / "documents" / SNAPSHOT).rglob("*.json.gz"):
         lang, bucket = path.name.removesuffix(".json.gz").split("_")
-        kept[lang][bucket] += len(lines(path))
+        n = len(lines(path))
+        every_annotated += n if bucket in ("head", "middle") else 0
+        if wanted(path.parent.name):
+            kept[lang][bucket] += n
     for lang, per in kept.items():
         for bucket, n in per.items():
             out[f"kept.{lang}.{bucket}"] = n
@@ -78,7 +91,7 @@ def expected(root: Path) -> dict[str, Any]:
     out["documents.kept"] = sum(sum(per.values()) for per in kept.values())
     annotated = sum(per["head"] + per["middle"] for per in kept.values())
     out["dedup.annotated_documents"] = out["annotated.documents"] = annotated
-    # exact and fuzzy duplicates, from the parquet files
+    # exact and fuzzy duplicates of the whole snapshot, from the parquet files
     dup_ids: dict[str, set[str]] = {}
     for path in (root / "duplicates" / SNAPSHOT).rglob("*.parquet"):
         dup_ids[str(path.relative_to(root / "duplicates"))] = set(pq.read_table(path).column("doc_id").to_pylist())
@@ -96,9 +109,17 @@ def expected(root: Path) -> dict[str, Any]:
     out["dedup.clusters"] = len(cluster_ids)
     out["dedup.fuzzy_removed"] = sum(len(s) for s in fuzzy_ids.values())
     assert out["dedup.exact_duplicates"] > 0 and out["dedup.fuzzy_removed"] > 0  # the sample has both
-    # tokens per language before and after dedup, from the token files
+    # both steps read every head and middle document of the snapshot: the rates are over those
+    minhash_docs = sum(len(pq.read_table(p, columns=["id"])) for p in (root / "minhash" / SNAPSHOT).rglob("*.parquet"))
+    assert minhash_docs == every_annotated
+    out["dedup.exact_documents"] = out["dedup.fuzzy_documents"] = every_annotated
+    out["dedup.exact_rate"] = round(out["dedup.exact_duplicates"] / every_annotated, 6)
+    out["dedup.fuzzy_rate"] = round(out["dedup.fuzzy_removed"] / every_annotated, 6)
+    # tokens per language before and after dedup, from the token files of the shards
     tokens: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     for path in (root / "tokens" / SNAPSHOT).rglob("*.tokens.parquet"):
+        if not wanted(path.parent.name):
+            continue
         rel = str(path.relative_to(root / "tokens")).removesuffix(".tokens.parquet")
         t = pq.read_table(path, columns=["id", "tokens"]).to_pydict()
         exact = dup_ids.get(rel + ".duplicates.parquet", set())
@@ -121,10 +142,12 @@ def expected(root: Path) -> dict[str, Any]:
         out[f"dedup.removed_by_tokens_files.{name}"] = tokens["total"]["all"][0] - tokens["total"][name][0]
     # per-stage shards: the record files
     for stage in ("download", "hashes", "ccnet", "annotate", "tokens"):
-        out[f"stages.{stage}.shards"] = len(list((root / "stats" / stage / SNAPSHOT).glob("[0-9]*.json")))
+        out[f"stages.{stage}.shards"] = len(
+            [p for p in (root / "stats" / stage / SNAPSHOT).glob("[0-9]*.json") if wanted(p.stem)]
+        )
     # quality signals: every document of every signals file
     values: dict[str, list[Any]] = defaultdict(list)
-    files = sorted((root / "quality_signals" / SNAPSHOT).rglob("*.signals.json.gz"))
+    files = sorted(p for p in (root / "quality_signals" / SNAPSHOT).rglob("*.signals.json.gz") if wanted(p.parent.name))
     for path in files:
         for line in lines(path):
             signals = json.loads(line)["quality_signals"]
@@ -140,7 +163,35 @@ def expected(root: Path) -> dict[str, Any]:
             out[f"signals.histograms.{name}.min"], out[f"signals.histograms.{name}.max"] = present[0], present[-1]
             for q, key in ((0.1, "p10"), (0.5, "p50"), (0.9, "p90")):  # nearest rank
                 out[f"signals.histograms.{name}.{key}"] = present[max(1, math.ceil(q * len(present))) - 1]
+        out[f"signals.histograms.{name}.counts"] = bin_counts(present, data.SIGNALS[name][1])
     return out
+
+
+def bin_counts(present: list[float], scale: str, bins: int = data.BINS) -> list[int]:
+    """Histogram counts by exact decimal arithmetic: bin ``i`` holds ``lo + i*w <= v < lo + (i+1)*w``
+    (the last bin also its upper edge), with the edges of the report's scales: [0, 1] for ``unit``,
+    the decimal log's range widened to halves for ``log10``, [min, max] for ``linear``."""
+    from decimal import Decimal
+
+    if scale == "log10":
+        points = [math.log10(v) for v in present if v > 0]
+        lo = Decimal(math.floor(min(points) * 2)) / 2 if points else Decimal(0)
+        hi = Decimal(math.ceil(max(points) * 2)) / 2 if points else Decimal(1)
+    elif scale == "unit":
+        points = [v for v in present if 0 <= v <= 1]
+        lo, hi = Decimal(0), Decimal(1)
+    else:
+        points = list(present)
+        lo, hi = (Decimal(repr(min(points))), Decimal(repr(max(points)))) if points else (Decimal(0), Decimal(1))
+    if not present:
+        return []
+    if hi <= lo:
+        hi = lo + 1
+    counts = [0] * bins
+    for v in points:
+        i = int((Decimal(repr(v)) - lo) * bins // (hi - lo))
+        counts[min(bins - 1, max(0, i))] += 1
+    return counts
 
 
 def resolve(report: dict[str, Any], key: str) -> Any:
@@ -290,10 +341,55 @@ def test_histograms_are_sampled_deterministically(root: Path) -> None:
 def test_histogram_bins() -> None:
     h = data.histogram([0.0, 0.15, 0.5, 1.0, None, 1.5], "unit", bins=10)
     assert h["counts"] == [1, 1, 0, 0, 0, 1, 0, 0, 0, 1] and h["excluded"] == 1 and h["nulls"] == 1 and h["n"] == 5
+    # a value on an inner edge goes right of it, also where (v - lo) / width falls short of the
+    # edge's index in floating point (0.3 / 0.05 == 5.999...)
+    edge_values = [0.05, 0.1, 0.15, 0.3, 0.35, 0.6, 0.7, 0.85, 0.95]
+    assert [int(v / 0.05) for v in (0.3, 0.35, 0.6, 0.7)] == [5, 6, 11, 13]  # what plain division says
+    h = data.histogram(edge_values, "unit", bins=20)
+    assert h["edges"] == [i / 20 for i in range(21)]
+    assert [i for i, c in enumerate(h["counts"]) for _ in range(c)] == [1, 2, 3, 6, 7, 12, 14, 17, 19]
+    assert h["counts"] == bin_counts(sorted(edge_values), "unit", 20)
+    h = data.histogram([1.0, 10.0, 100.0, 1000.0], "log10", bins=6)  # edges 0, 0.5, ..., 3
+    assert h["counts"] == [1, 0, 1, 0, 1, 1]
     h = data.histogram([10, 100, 1000, 0], "log10", bins=4)
     assert h["edges"][0] == 1.0 and h["edges"][-1] == 3.0 and sum(h["counts"]) == 3 and h["excluded"] == 1
     h = data.histogram([None, None], "linear")
     assert h["n"] == 0 and h["counts"] == [] and h["nulls"] == 2
+
+
+def test_a_non_numeric_score_is_a_bad_line(tmp_path: Path) -> None:
+    """A line that is valid JSON but whose score is a string, a bool or a list is counted as a bad
+    line, not read (and does not stop the report)."""
+    name = "rps_doc_word_count"
+
+    def line(score: Any) -> str:
+        return json.dumps({"quality_signals": {name: [[0, 10, score]]}})
+
+    path = tmp_path / "x.signals.json.gz"
+    path.write_bytes(gzip.compress("\n".join([line(12), line("12"), line(True), line([1]), line(None), line(3.5)]).encode()))
+    values, sample = data.read_signals([path.as_uri()], [name], cap=100)
+    assert values == {name: [12, None, 3.5]} and sample["bad_lines"] == 3 and sample["documents"] == 3
+    h = data.histogram(values[name], "log10")
+    assert h["n"] == 2 and h["nulls"] == 1 and h["min"] == 3.5
+
+
+def test_a_report_of_some_shards_keeps_its_figures_apart(root: Path) -> None:
+    """A report of shard 0 of the 4: its documents, tokens, stages and histograms are shard 0's, the
+    dedup counts and rates the whole snapshot's (each over the documents its step read), said so."""
+    cfg = config(root)
+    whole = data.build_report(cfg, list(range(4)))
+    one = write_report(cfg, [0])["report"]
+    want = expected(root, {0})
+    assert {key: resolve(one, key) for key in want} == want
+    assert want["tokens.total.all.documents"] < expected(root)["tokens.total.all.documents"]  # not the whole's
+    assert one["dedup"]["annotated_documents"] < one["dedup"]["exact_documents"]
+    for key in ("exact_documents", "exact_duplicates", "exact_rate", "fuzzy_documents", "fuzzy_removed", "fuzzy_rate"):
+        assert one["dedup"][key] == whole["dedup"][key], key
+    assert one["dedup"]["subset"] is True and whole["dedup"]["subset"] is False and one["shards"]["subset"] is True
+    page = (root / "reports" / SNAPSHOT / "index.html").read_text()
+    assert "Duplicates (whole snapshot)" in page and "covers fewer shards than the snapshot has" in page
+    write_report(cfg, list(range(4)))
+    assert "covers fewer shards" not in (root / "reports" / SNAPSHOT / "index.html").read_text()
 
 
 def test_index_lists_every_published_snapshot(root: Path) -> None:
@@ -307,6 +403,24 @@ def test_index_lists_every_published_snapshot(root: Path) -> None:
     assert '<a href="2000-01/index.html">' in (root / "reports" / "index.html").read_text()
     (root / "listings" / f"{SNAPSHOT}.manifest.json").unlink()  # unpublished: gone from the index
     assert write_index(root.as_uri())["index"]["snapshots"] == []
+
+
+def test_an_index_lost_to_a_concurrent_writer_is_repaired_by_the_next(root: Path) -> None:
+    """Two snapshot DAGs' report tasks at once: the one that read the manifests and pages before the
+    other wrote its page may commit its index last (last writer wins, a stale view).  The index is
+    built from the manifests and pages every time, so the next report or ``rpj report --index``
+    writes the right one (the stale commit's record does not make it skip)."""
+    from rpj_tasks.report import render, stage
+
+    stale = stage.build_index(root.as_uri())  # before this snapshot's page existed
+    assert stale["snapshots"][0]["report"] is False
+    write_report(config(root), list(range(4)))  # the other task: page and index
+    files = {"index.json": stage._json(stale), "index.html": render.render_index(stale).encode()}
+    stage._write(stage.record_url(root.as_uri(), "index"), stage.reports_dir(root.as_uri()), files, stage.INDEX_OWNED, False)
+    assert '<a href="2000-01/index.html">' not in (root / "reports" / "index.html").read_text()  # lost
+    assert write_index(root.as_uri())["skipped"] is False
+    assert '<a href="2000-01/index.html">' in (root / "reports" / "index.html").read_text()
+    assert json.loads((root / "reports" / "index.json").read_text())["snapshots"][0]["report"] is True
 
 
 def test_rpj_report_cli(root: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -52,13 +52,19 @@ def test_report_on_s3_equals_local_and_is_served(
             plugin = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(plugin)
 
-            async def allow(request: object, dag_id: str | None = None) -> None:
-                return None
+            class Everyone:  # every caller may read every DAG (access is tested in test_plugin.py)
+                def batch_is_authorized_dag(self, requests: object, *, user: object) -> bool:
+                    return True
 
-            monkeypatch.setattr(plugin, "_authorize", allow)
+            async def user(request: object) -> str:
+                return "admin"
+
+            monkeypatch.setattr(plugin, "_user", user)
+            monkeypatch.setattr(plugin, "_auth_manager", Everyone)
             http = TestClient(plugin.app)
-            r = http.get("/run/rpv2_sample/manual__1")
+            r = http.get("/run/rpv2_sample/manual__1")  # redirected to files/2000-01/index.html
             assert r.status_code == 200 and r.content == (local / "reports" / SNAPSHOT / "index.html").read_bytes()
+            assert http.get(f"/files/{SNAPSHOT}/report.json").json() == remote["report"]
             assert http.get("/files/index.html").content == (local / "reports" / "index.html").read_bytes()
             assert http.get("/files/%2e%2e/stats/report/index.json").status_code == 400
         finally:

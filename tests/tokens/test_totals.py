@@ -96,6 +96,10 @@ def test_totals_before_and_after_dedup_equal_the_hand_computed_numbers(tmp_path:
         "duplicates_missing": [layout.base_tag(SNAPSHOT, 1, "de", "head")],
         "clusters_files": 2,
     }
+    # the totals of some shards only: those shards' files, nothing of the others
+    one = token_totals(tmp_path.as_uri(), SNAPSHOT, shards=[1, 7])
+    assert one["languages"] == {"de": {"head": sets((2, 4), (2, 4), (2, 4), (2, 4))}}
+    assert one["total"] == totals["by_shard"]["0001"] and list(one["by_shard"]) == ["0001"] and one["shards"] == 1
 
 
 def test_a_snapshot_without_token_records_has_zero_totals(tmp_path: Path) -> None:
