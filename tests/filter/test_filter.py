@@ -550,3 +550,53 @@ def test_a_killed_dedup_both_decision_is_computed_again(root: Path) -> None:
     shutil.rmtree(base)
     clean = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert clean.returncode == 0 and digests(root, "staging/filter") == resumed
+
+
+def test_dedup_both_decision_equals_the_in_memory_rule_on_a_larger_release(tmp_path: Path) -> None:
+    """Clusters spanning files and shards, a third of each file's clustered documents exact
+    duplicates: the streamed decision equals the rule computed over everything in memory."""
+    import hashlib
+
+    import numpy as np
+    import pyarrow as pa
+
+    from rpj_tasks.core.ids import id_int
+    from rpj_tasks.filter.stage import Release, compute_fuzzy_losers
+
+    rng = np.random.default_rng(7)
+    files: dict[str, Any] = {}
+    clustered: list[tuple[str, int, int]] = []
+    dups: set[str] = set()
+
+    def put(rel: str, table: Any) -> None:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, tmp_path / rel)
+        data = (tmp_path / rel).read_bytes()
+        files[rel] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+    for shard in range(10):
+        for name in ("de_middle", "en_head"):
+            ids = [f"{SNAPSHOT}/{shard:04d}/{name}.json.gz/{i}" for i in sorted(rng.choice(5000, 300, replace=False))]
+            ints = [id_int(i) for i in ids]
+            cids = rng.integers(0, 1500, len(ids)).tolist()
+            put(
+                f"clusters/{SNAPSHOT}/{shard:04d}/{name}.clusters.parquet",
+                pa.table({"id": ids, "id_int": pa.array(ints, pa.uint64()), "cluster_id": pa.array(cids, pa.uint64())}),
+            )
+            listed_dups = [ids[j] for j in rng.choice(len(ids), 100, replace=False)]
+            put(f"duplicates/{SNAPSHOT}/{shard:04d}/{name}.duplicates.parquet", pa.table({"doc_id": listed_dups}))
+            clustered += zip(ids, ints, cids)
+            dups |= set(listed_dups)
+    survivors = [r for r in clustered if r[0] not in dups]
+    keeper: dict[int, int] = {}
+    for _, a, c in survivors:
+        keeper[c] = min(keeper.get(c, a), a)
+    expected = {i for i, a, c in survivors if keeper[c] != a}
+    shards, counts = compute_fuzzy_losers(Release(tmp_path.as_uri(), SNAPSHOT, {"files": files}, "", {}))
+    got = {shard: ids.to_pylist() for shard, ids in shards}
+    assert sorted(got) == list(range(10))
+    assert {i for ids in got.values() for i in ids} == expected and sum(map(len, got.values())) == len(expected)
+    assert all(i.split("/")[1] == f"{shard:04d}" for shard, ids in got.items() for i in ids)
+    assert counts["clustered"] == 6000 and counts["clustered_exact_duplicates"] == 2000
+    assert counts["survivors"] == 4000 and counts["losers"] == len(expected) > 1000
+    assert counts["clusters_kept"] == len(keeper)
