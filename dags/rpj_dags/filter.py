@@ -1,6 +1,7 @@
 """``rpv2_filter``: a filtering recipe over a published snapshot (``rpj_tasks.filter``; ``rpj filter``).
 
-    plan -> count (mapped: one task per group of shards; the first pass, only with a token budget or a dry run)
+    plan (with ``dedup: both``: the snapshot-wide keep decision, once per release version)
+         -> count (mapped: one task per group of shards; the first pass, only with a token budget or a dry run)
          -> allot (each shard's token allowance; a dry run logs what each rule would drop and stops here)
          -> filter (mapped: one task per group of shards, commit protocol) -> finalize (manifest.json)
 
@@ -81,15 +82,19 @@ def build_filter_dag(registry: dict[str, SnapshotConfig]) -> DAG:
         render_template_as_native_obj=True,
     )
     def filter_dag() -> None:
-        @task(execution_timeout=dt.timedelta(minutes=10))
+        @task(execution_timeout=dt.timedelta(hours=2))
         @engine_task
         def plan() -> list[dict[str, Any]]:
-            """The published release's shards with selected files: one task's arguments each."""
-            from rpj_tasks.filter import open_release, shards_of
+            """The published release's shards with selected files: one task's arguments each.  With
+            ``dedup: both``, the keep decision is committed here once (reused when the release did
+            not change; also for a dry run, as a staging file), so each mapped task reads only its shard's file."""
+            from rpj_tasks.filter import decide_fuzzy_after_exact, open_release, shards_of
 
             p, cfg, recipe = run_config()
             release = open_release(cfg.storage_root, cfg.id, recipe)
             shards = shards_of(release)
+            if recipe.dedup == "both":
+                decide_fuzzy_after_exact(release)
             log.info("%s: recipe %s (%s): %d shards; %s", cfg.id, recipe.name, recipe.hash[:16], len(shards), recipe.to_dict())
             return [{"shards": group} for group in grouped(shards)]
 

@@ -8,13 +8,24 @@ import logging
 from typing import Any
 
 from rpj_tasks.filter.recipe import Recipe, RecipeError, load_recipe, named_recipes, parse_recipe
-from rpj_tasks.filter.stage import allot, count_shard, empty_counts, filter_shard, finalize, merge_counts, open_release, shards_of
+from rpj_tasks.filter.stage import (
+    allot,
+    count_shard,
+    decide_fuzzy_after_exact,
+    empty_counts,
+    filter_shard,
+    finalize,
+    merge_counts,
+    open_release,
+    shards_of,
+)
 
 __all__ = [
     "Recipe",
     "RecipeError",
     "allot",
     "count_shard",
+    "decide_fuzzy_after_exact",
     "filter_shard",
     "finalize",
     "format_counts",
@@ -40,11 +51,14 @@ def run_recipe(
     formats: tuple[str, ...] = ("parquet",),
     force: bool = False,
 ) -> dict[str, Any]:
-    """The whole filter of a snapshot, one shard after the other (what the DAG maps): the first
+    """The whole filter of a snapshot, one shard after the other (what the DAG maps): the
+    ``dedup: both`` decision (:func:`decide_fuzzy_after_exact`), the first
     pass when there is a budget or a dry run, then each shard, then the manifest.  A dry run returns
     ``{"dry_run": True, "recipe", "recipe_hash", "counts", "shards", "allowances"}`` and writes nothing."""
     release = open_release(root, snapshot, recipe)
     selected = shards_of(release, shards)
+    if recipe.dedup == "both":  # once, before the shards (a dry run writes nothing: computed in memory if new)
+        decide_fuzzy_after_exact(release, write=not dry_run)
     counted = [count_shard(release, recipe, s) for s in selected] if (dry_run or recipe.token_budget is not None) else []
     allowances = allot(recipe, counted) if counted else {s: None for s in selected}
     if dry_run:

@@ -8,8 +8,9 @@ documents, of the quality signals and row *i* of the token counts describe docum
 duplicates file lists exact duplicates to drop (``doc_id``), the clusters file the fuzzy-dedup
 clusters (``dedup: fuzzy``: a clustered document is kept only when ``id_int == cluster_id``;
 ``dedup: both``: when it survives exact dedup and has the smallest ``id_int`` among its cluster's
-members that do, so that each such cluster keeps exactly one copy; this reads every duplicates and
-clusters file of the release, see :attr:`Release.fuzzy_losers_after_exact`).  Lone surrogates in a
+members that do, so that each such cluster keeps exactly one copy; this snapshot-wide decision is
+computed once per release from every duplicates and clusters file and committed per shard under
+``staging/filter/{snapshot}/fuzzy_after_exact/``, see :func:`decide_fuzzy_after_exact`).  Lone surrogates in a
 kept row's strings are written as U+FFFD (counted, ``filter.lone_surrogates_replaced``).
 
 Per document, in this order (the first reason that drops it is its reason)::
@@ -46,18 +47,21 @@ tokens record's identity).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rpj_tasks.core import commit, layout, storage
@@ -133,6 +137,7 @@ class Release:
     manifest: dict[str, Any]
     manifest_sha256: str
     tags: dict[int, list[tuple[str, str, str]]]  # shard -> [(tag, lang, bucket)] in filter order
+    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the dedup-both decision read
 
     def file(self, rel: str) -> dict[str, Any] | None:
         return self.manifest["files"].get(rel)
@@ -144,30 +149,6 @@ class Release:
             for rel, meta in sorted(self.manifest["files"].items())
             if rel.startswith(("duplicates/", "clusters/"))
         }
-
-    @cached_property
-    def fuzzy_losers_after_exact(self) -> frozenset[str]:
-        """``dedup: both``: the clustered documents to drop as fuzzy duplicates (module doc).
-
-        Per cluster, the one kept is the smallest ``id_int`` among the members that survive exact
-        dedup (not in any duplicates file); every other surviving member is dropped.  Computed from
-        every published duplicates and clusters file of the snapshot, so each shard (each mapped
-        task) gets the same answer from the same release."""
-        exact: set[str] = set()
-        rels = self.dedup_files()
-        for rel in rels:
-            if rel.startswith("duplicates/"):
-                exact.update(_parquet(self, rel, ["doc_id"])["doc_id"])
-        keeper: dict[int, int] = {}
-        members: list[tuple[str, int, int]] = []
-        for rel in rels:
-            if rel.startswith("clusters/"):
-                t = _parquet(self, rel, ["id", "id_int", "cluster_id"])
-                for i, a, c in zip(t["id"], t["id_int"], t["cluster_id"]):
-                    if i not in exact:
-                        members.append((i, a, c))
-                        keeper[c] = min(keeper.get(c, a), a)
-        return frozenset(i for i, a, c in members if keeper[c] != a)
 
 
 def open_release(root: str, snapshot: str, recipe: Recipe) -> Release:
@@ -260,6 +241,194 @@ def shards_of(release: Release, only: list[int] | None = None) -> list[int]:
     return [s for s in shards if s in set(only)]
 
 
+# ---------------------------------------------------------------- dedup both: the snapshot-wide decision
+
+FUZZY_FORMAT = 1  # bumped when the decision's files change: every release computes it again
+
+
+def fuzzy_inputs(release: Release) -> dict[str, Any]:
+    """The decision's fingerprint: the sha256 of every published duplicates and clusters file."""
+    return {"format": FUZZY_FORMAT, "snapshot": release.snapshot, "files": release.dedup_files()}
+
+
+def fuzzy_key(release: Release) -> str:
+    """The content address of the ``dedup: both`` decision of this release (sha256 of its fingerprint)."""
+    body = json.dumps(fuzzy_inputs(release), sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(body).hexdigest()
+
+
+def fuzzy_base(root: str, snapshot: str) -> str:
+    return storage.join(root, "staging", "filter", layout.validate_snapshot(snapshot), "fuzzy_after_exact")
+
+
+def fuzzy_record_url(root: str, snapshot: str, key: str) -> str:
+    return storage.join(fuzzy_base(root, snapshot), f"{key}.json")
+
+
+def fuzzy_output_dir(root: str, snapshot: str, key: str) -> str:
+    return storage.join(fuzzy_base(root, snapshot), key)
+
+
+def _table(release: Release, rel: str, columns: list[str]) -> pa.Table:
+    with storage.open_read(_read_url(release, rel)) as f:
+        return pq.read_table(f, columns=columns)
+
+
+def _uint64(table: pa.Table, column: str, rel: str) -> np.ndarray:
+    col = table.column(column)
+    if col.null_count:
+        raise PermanentError(f"{rel}: column {column} has {col.null_count} null values")
+    return np.asarray(col.cast(pa.uint64()).to_numpy(), dtype=np.uint64)
+
+
+def compute_fuzzy_losers(release: Release) -> tuple[Iterator[tuple[int, pa.Array]], dict[str, int]]:
+    """``dedup: both``: per shard (in order), the ids of the clustered documents to drop as fuzzy
+    duplicates, and counts.
+
+    Per cluster, the one kept is the smallest ``id_int`` among the members that survive exact dedup
+    (not listed in their own file's duplicates file, the rule the filter applies); every other
+    surviving member is dropped.  Each ``{lang}_{bucket}`` file is read once: its clusters file,
+    then its duplicates file (``doc_id`` looked up among the file's clustered ids with ``is_in``).
+    Only the survivors' ``id_int``, ``cluster_id`` and position (file, row) are held: 24 bytes per
+    clustered document surviving exact dedup, about 52 at the peak while choosing the keepers (a
+    sort).  The losers' ids are then read again, shard by shard, from the clusters files that have
+    some, so only one shard's ids are held at a time."""
+    files = release.manifest["files"]
+    clusters = [rel for rel in release.dedup_files() if rel.startswith("clusters/")]  # sorted: by shard
+    id_ints: list[np.ndarray] = []
+    cluster_ids: list[np.ndarray] = []
+    where: list[np.ndarray] = []
+    counts = {"clusters_files": len(clusters), "clustered": 0, "clustered_exact_duplicates": 0}
+    for k, rel in enumerate(clusters):
+        if not rel.endswith(layout.CLUSTERS_SUFFIX) or len(rel.split("/")) != 4 or not rel.split("/")[2].isdigit():
+            raise PermanentError(f"{release.snapshot}: unexpected clusters file name {rel!r} in the published manifest")
+        table = _table(release, rel, ["id", "id_int", "cluster_id"])
+        counts["clustered"] += table.num_rows
+        dup_rel = "duplicates/" + rel.removeprefix("clusters/").removesuffix(layout.CLUSTERS_SUFFIX) + layout.DUPLICATES_SUFFIX
+        rows = np.arange(table.num_rows, dtype=np.int64)
+        if dup_rel in files and table.num_rows:
+            dups = _table(release, dup_rel, ["doc_id"]).column("doc_id").combine_chunks()
+            exact = pc.is_in(table.column("id"), value_set=dups).to_numpy(zero_copy_only=False)
+            counts["clustered_exact_duplicates"] += int(exact.sum())
+            rows = rows[~exact]
+        id_ints.append(_uint64(table, "id_int", rel)[rows])
+        cluster_ids.append(_uint64(table, "cluster_id", rel)[rows])
+        where.append((np.int64(k) << 32) | rows)  # (file, row) in one int64
+    id_int = np.concatenate(id_ints) if id_ints else np.zeros(0, np.uint64)
+    cluster_id = np.concatenate(cluster_ids) if cluster_ids else np.zeros(0, np.uint64)
+    position = np.concatenate(where) if where else np.zeros(0, np.int64)
+    del id_ints, cluster_ids, where
+    order = np.lexsort((id_int, cluster_id))  # by cluster, then id_int: the first of each run is kept
+    sorted_clusters = cluster_id[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = sorted_clusters[1:] != sorted_clusters[:-1]
+    losers = np.sort(position[order[~first]])
+    counts["survivors"] = len(order)
+    counts["clusters_kept"] = int(first.sum())
+    counts["losers"] = len(losers)
+    del order, sorted_clusters, first, id_int, cluster_id, position
+
+    def per_shard() -> Iterator[tuple[int, pa.Array]]:
+        file_of = losers >> 32
+        by_shard: dict[int, list[int]] = {}
+        for k, rel in enumerate(clusters):
+            by_shard.setdefault(int(rel.split("/")[2]), []).append(k)
+        for shard, ks in by_shard.items():
+            parts = []
+            for k in ks:
+                lo, hi = np.searchsorted(file_of, [k, k + 1])  # losers are sorted by (file, row)
+                rows = losers[lo:hi] & 0xFFFFFFFF
+                if len(rows):
+                    parts.append(_table(release, clusters[k], ["id"]).column("id").take(pa.array(rows)).combine_chunks())
+            yield shard, pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+
+    return per_shard(), counts
+
+
+def _ids_parquet(ids: pa.Array) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"id": ids.cast(pa.string())}), buf, compression="snappy")
+    return buf.getvalue()
+
+
+def decide_fuzzy_after_exact(release: Release, *, write: bool = True, force: bool = False) -> dict[str, Any]:
+    """Compute the ``dedup: both`` decision of the release once and commit it (commit protocol, one
+    unit per release version)::
+
+        staging/filter/{snapshot}/fuzzy_after_exact/{key}/{shard:04d}.parquet   ids to drop (column id)
+        staging/filter/{snapshot}/fuzzy_after_exact/{key}.json                  record (inputs, counts)
+
+    ``key`` is :func:`fuzzy_key`: every recipe with ``dedup: both`` reuses it, a changed release
+    gets another key.  Finished: skipped (unless ``force``).  ``write=False`` (a dry run): when not
+    finished, computed into ``release.cache`` and nothing is written.  Filter tasks then read only
+    their shard's file (:func:`fuzzy_losers`)."""
+    root, snap = release.root, release.snapshot
+    inputs, key = fuzzy_inputs(release), fuzzy_key(release)
+    record_url = fuzzy_record_url(root, snap, key)
+    if not force and (record := commit.finished(record_url, inputs)) is not None:
+        log.info("%s: dedup both: decision %s computed earlier, reused (%s)", snap, key[:16], record.get("counts"))
+        release.cache["fuzzy_record"] = record
+        return {"key": key, "skipped": True, "counts": record.get("counts")}
+    losers, counts = compute_fuzzy_losers(release)
+    log.info(
+        "%s: dedup both: %d clusters files, %d clustered documents, %d of them exact duplicates, %d surviving "
+        "(held: about %d MB), %d clusters kept, %d fuzzy duplicates to drop",
+        snap,
+        counts["clusters_files"],
+        counts["clustered"],
+        counts["clustered_exact_duplicates"],
+        counts["survivors"],
+        counts["survivors"] * 52 // 2**20,
+        counts["clusters_kept"],
+        counts["losers"],
+    )
+    if not write:
+        release.cache["fuzzy"] = {shard: frozenset(ids.to_pylist()) for shard, ids in losers}
+        return {"key": key, "skipped": False, "counts": counts, "written": False}
+    out_dir = fuzzy_output_dir(root, snap, key)
+    with commit.UnitCommit(record_url, inputs, [out_dir], owned=lambda n: n.endswith(".parquet")) as unit:
+        for shard, ids in losers:
+            unit.write_bytes(storage.join(out_dir, f"{shard:04d}.parquet"), _ids_parquet(ids))
+        record = unit.commit({"snapshot": snap, "key": key, "counts": counts})
+    release.cache["fuzzy_record"] = record
+    log.info("%s: dedup both: decision %s committed (%s)", snap, key[:16], record_url)
+    return {"key": key, "skipped": False, "counts": counts, "written": True}
+
+
+def fuzzy_losers(release: Release, shard: int) -> frozenset[str]:
+    """The ids of one shard to drop as fuzzy duplicates under ``dedup: both``: its file of the
+    committed decision (:func:`decide_fuzzy_after_exact` must have run for this release)."""
+    if "fuzzy" in release.cache:
+        return release.cache["fuzzy"].get(shard, frozenset())
+    per_shard = release.cache.setdefault("fuzzy_shards", {})
+    if shard in per_shard:
+        return per_shard[shard]
+    root, snap = release.root, release.snapshot
+    key = fuzzy_key(release)
+    record_url = fuzzy_record_url(root, snap, key)
+    record = release.cache.get("fuzzy_record") or commit.load_record(record_url)
+    if record is None or record.get("inputs") != fuzzy_inputs(release):
+        raise MissingInputError(
+            f"{snap}: the dedup-both decision of this release is not computed ({record_url}): `rpj filter` and the "
+            "rpv2_filter DAG's plan compute it before the shards (rpj_tasks.filter.decide_fuzzy_after_exact)"
+        )
+    release.cache["fuzzy_record"] = record
+    rel = f"{key}/{shard:04d}.parquet"
+    ids: frozenset[str] = frozenset()
+    if rel in record.get("outputs", {}):  # no file: the shard has no clustered document
+        url = commit.listed_outputs(record_url, {"outputs": {rel: None}})[rel]
+        try:
+            size = storage.size(url)
+        except FileNotFoundError:
+            raise MissingInputError(f"{snap}: {url} of the dedup-both decision is missing: run it again") from None
+        if size != record["outputs"][rel]["bytes"]:
+            raise MissingInputError(f"{snap}: {url} has {size} bytes, its record says {record['outputs'][rel]['bytes']}")
+        with storage.open_read(url) as f:
+            ids = frozenset(pq.read_table(f, columns=["id"]).column("id").to_pylist())
+    per_shard[shard] = ids
+    return ids
+
+
 # ---------------------------------------------------------------- one shard
 
 
@@ -270,8 +439,6 @@ def _shard_inputs(release: Release, recipe: Recipe, shard: int) -> dict[str, Any
             meta = release.file(rel)
             if meta is not None:
                 files[rel] = meta["sha256"]
-    if recipe.dedup == "both":  # the keep decision reads every duplicates and clusters file
-        files.update(release.dedup_files())
     return dict(sorted(files.items()))
 
 
@@ -447,7 +614,7 @@ def _filter_file(
         exact = set(_parquet(release, inputs["duplicates"], ["doc_id"])["doc_id"])
     fuzzy: set[str] | frozenset[str] = set()
     if recipe.dedup == "both" and "clusters" in inputs:
-        fuzzy = release.fuzzy_losers_after_exact  # snapshot-wide: one copy of each cluster survives
+        fuzzy = fuzzy_losers(release, shard)  # snapshot-wide: one copy of each cluster survives
     elif "clusters" in inputs and release.file(inputs["clusters"]) is not None:
         t = _parquet(release, inputs["clusters"], ["id", "id_int", "cluster_id"])
         fuzzy = {i for i, a, c in zip(t["id"], t["id_int"], t["cluster_id"]) if a != c}
@@ -639,6 +806,8 @@ def filter_shard(
             "formats": list(formats),
             "tokenizer": tokens.identity() if recipe.line_rules else None,
         }
+        if recipe.dedup == "both":  # the snapshot-wide decision, content-addressed by its input files
+            inputs["fuzzy_after_exact"] = fuzzy_key(release)
         record_url = shard_record_url(root, recipe.name, snap, shard)
         if not force and (record := commit.finished(record_url, inputs)) is not None:
             log.info("shard %04d: filtered earlier with recipe %s (%s), skipping", shard, recipe.name, recipe.hash[:16])
@@ -761,6 +930,7 @@ def finalize(
     with commit.UnitCommit(record_url, inputs, [base], owned=owned, recursive=True) as unit:
         unit.write_bytes(manifest_url(root, recipe.name, snap), body)
         rec = unit.commit({"snapshot": snap, "recipe": recipe.name, "recipe_hash": recipe.hash})
+    _remove_empty_shard_dirs(base, listed)
     log.info(
         "%s: %s manifest %s: kept %d of %d documents, %d tokens",
         snap,
@@ -771,6 +941,17 @@ def finalize(
         total["tokens"]["kept"],
     )
     return {**rec, "skipped": False, "manifest": manifest}
+
+
+def _remove_empty_shard_dirs(base: str, listed: set[str]) -> None:
+    """On a local root, the folders of removed shards (object stores have no folders)."""
+    fs, path = storage.fs_and_path(base)
+    if not storage._is_local_fs(fs) or not os.path.isdir(path):
+        return
+    for name in sorted(os.listdir(path)):
+        if _SHARD_DIR.fullmatch(name) and name not in listed:
+            with contextlib.suppress(OSError):  # not empty (e.g. a live run's temp file): left
+                os.rmdir(os.path.join(path, name))
 
 
 _SHARD_DIR = re.compile(r"[0-9]{4,}")

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from deploy_harness import BIN, REPO, SNAPSHOT, cli_reference
@@ -293,6 +294,9 @@ def test_killed_run_is_redone_to_the_same_bytes(root: Path, tmp_path: Path) -> N
     ]
     import os
 
+    from rpj_tasks.filter import decide_fuzzy_after_exact
+
+    decide_fuzzy_after_exact(open_release(root.as_uri(), SNAPSHOT, load_recipe("c4")))  # its own kill test: below
     env = {**os.environ, "RPJ_FAULT": "output:3:kill"}
     killed = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert killed.returncode != 0
@@ -397,6 +401,7 @@ def test_a_rerun_with_fewer_shards_leaves_only_the_manifests_files(root: Path) -
     on_disk = {str(p.relative_to(base)) for p in base.rglob("*") if p.is_file() and p.name != "manifest.json"}
     assert on_disk == set(manifest["files"]) and all(f.endswith(".parquet") for f in on_disk)
     assert {str(p.relative_to(base)) for p in base.glob("*/*.parquet")} == set(manifest["files"])
+    assert sorted(p.name for p in base.iterdir()) == ["0000", "0001", "manifest.json"]  # no empty shard folder left
     records = {p.name for p in (root / "stats" / "filter" / "gopher" / SNAPSHOT).iterdir()}
     assert records == {"0000.json", "0001.json", "snapshot.json"}
     # the full run again: the removed shards are filtered again, same bytes as a clean run
@@ -454,3 +459,144 @@ def test_no_requested_language_published_is_an_error(root: Path) -> None:
     with pytest.raises(NotPublishedError, match=r"none of the languages \['de'\] of recipe de-only is published"):
         run_recipe(root.as_uri(), SNAPSHOT, parse_recipe({"name": "de-only", "languages": ["de"]}))
     assert not (root / "filtered").exists()
+
+
+def decision(root: Path) -> dict[str, tuple[float, set[str]]]:
+    """The committed dedup-both decisions: ``{key: (record mtime, ids to drop)}``."""
+    base = root / "staging" / "filter" / SNAPSHOT / "fuzzy_after_exact"
+    out = {}
+    for record in sorted(base.glob("*.json")) if base.exists() else []:
+        ids = {i for f in sorted((base / record.stem).glob("*.parquet")) for i in pq.read_table(f).column("id").to_pylist()}
+        out[record.stem] = (record.stat().st_mtime_ns, ids)
+    return out
+
+
+def test_dedup_both_decision_is_committed_once_reused_and_recomputed_when_the_release_changes(root: Path) -> None:
+    """The snapshot-wide keep decision is one committed unit per release version: its ids are the
+    in-memory rule's (every duplicates and clusters file), a second recipe reuses it, a mapped task
+    without it is refused, and a changed duplicates file gives a new decision."""
+    from rpj_tasks.filter import decide_fuzzy_after_exact
+    from rpj_tasks.filter.stage import fuzzy_key
+
+    uri = root.as_uri()
+    both = parse_recipe({"name": "b1", "dedup": "both"})
+    release = open_release(uri, SNAPSHOT, both)
+    with pytest.raises(Exception, match="dedup-both decision of this release is not computed"):
+        filter_shard(release, both, 0)  # a mapped task never computes it
+    run_recipe(uri, SNAPSHOT, both)
+    dups = {r["doc_id"] for r in listed(root, "duplicates")}
+    first = decision(root)
+    assert len(first) == 1
+    [(key, (mtime, ids))] = first.items()
+    assert key == fuzzy_key(release)
+    assert ids == fuzzy_losers_after_exact(root, dups)  # empty: the sample's fuzzy losers are all exact duplicates
+    files = sorted(p.name for p in (root / "staging" / "filter" / SNAPSHOT / "fuzzy_after_exact" / key).iterdir())
+    assert files == [f"{s:04d}.parquet" for s in range(4)]
+    record = json.loads((root / "staging" / "filter" / SNAPSHOT / "fuzzy_after_exact" / f"{key}.json").read_text())
+    clustered = listed(root, "clusters")
+    assert record["counts"]["clustered"] == len(clustered) and record["counts"]["losers"] == len(ids)
+    assert record["counts"]["clustered_exact_duplicates"] == len(dups & {r["id"] for r in clustered}) > 0
+    # another recipe (other languages too) reuses it: not recomputed
+    run_recipe(uri, SNAPSHOT, parse_recipe({"name": "b2", "dedup": "both", "languages": ["en", "de"]}))
+    assert decision(root) == first
+    assert decide_fuzzy_after_exact(open_release(uri, SNAPSHOT, both))["skipped"]
+    # changed duplicates files (no clustered document listed any more): a new key, recomputed, and
+    # now every cluster's representative survives, so the decision is the plain fuzzy rule
+    import io
+
+    unlisted = dups & {r["id"] for r in clustered}
+    for rel in sorted({f"duplicates/{i.rsplit('/', 1)[0].removesuffix('.json.gz')}.duplicates.parquet" for i in unlisted}):
+        table = pq.read_table(root / rel)
+        table = table.filter(pc.invert(pc.is_in(table["doc_id"], value_set=pa_strings(unlisted))))
+        pq.write_table(table, buf := io.BytesIO())
+        patch_release(root, rel, buf.getvalue())
+    run_recipe(uri, SNAPSHOT, both)
+    second = decision(root)
+    assert len(second) == 2 and second[key] == first[key]
+    [(new_key, (_, new_ids))] = [(k, v) for k, v in second.items() if k != key]
+    new_dups = dups - unlisted
+    assert new_ids == fuzzy_losers_after_exact(root, new_dups) == {r["id"] for r in clustered if r["id_int"] != r["cluster_id"]}
+    assert new_ids and new_key == fuzzy_key(open_release(uri, SNAPSHOT, both))
+    kept = {r["id"] for r in rows(root, "b1")}
+    assert kept == set(all_ids(root)) - new_dups - new_ids
+    manifest = json.loads((root / "filtered" / "b1" / SNAPSHOT / "manifest.json").read_text())
+    assert manifest["counts"]["dropped"]["fuzzy_duplicate"] == len(new_ids)
+
+
+def pa_strings(values: set[str]) -> Any:
+    import pyarrow as pa
+
+    return pa.array(sorted(values), pa.string())
+
+
+def test_a_killed_dedup_both_decision_is_computed_again(root: Path) -> None:
+    """A real ``rpj filter`` killed after the decision's 2nd committed file leaves no record, so the
+    next run computes it again (not skipped), to the bytes of an undisturbed computation."""
+    import os
+
+    args = [str(BIN / "rpj"), "filter", "--snapshot", SNAPSHOT, "--recipe", "gopher", "--storage-root", root.as_uri()]
+    base = root / "staging" / "filter" / SNAPSHOT / "fuzzy_after_exact"
+    env = {**os.environ, "RPJ_FAULT": "output:2:kill"}
+    killed = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert killed.returncode != 0
+    assert not list(base.glob("*.json")) and len(list(base.glob("*/*.parquet"))) == 2
+    assert not (root / "filtered").exists()
+    env.pop("RPJ_FAULT")
+    again = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "dedup both: decision" in again.stderr and "committed" in again.stderr
+    resumed = digests(root, "staging/filter")
+    assert not temp_files(root, "staging/filter") and len(resumed) == 5
+    shutil.rmtree(base)
+    clean = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert clean.returncode == 0 and digests(root, "staging/filter") == resumed
+
+
+def test_dedup_both_decision_equals_the_in_memory_rule_on_a_larger_release(tmp_path: Path) -> None:
+    """Clusters spanning files and shards, a third of each file's clustered documents exact
+    duplicates: the streamed decision equals the rule computed over everything in memory."""
+    import hashlib
+
+    import numpy as np
+    import pyarrow as pa
+
+    from rpj_tasks.core.ids import id_int
+    from rpj_tasks.filter.stage import Release, compute_fuzzy_losers
+
+    rng = np.random.default_rng(7)
+    files: dict[str, Any] = {}
+    clustered: list[tuple[str, int, int]] = []
+    dups: set[str] = set()
+
+    def put(rel: str, table: Any) -> None:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, tmp_path / rel)
+        data = (tmp_path / rel).read_bytes()
+        files[rel] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+    for shard in range(10):
+        for name in ("de_middle", "en_head"):
+            ids = [f"{SNAPSHOT}/{shard:04d}/{name}.json.gz/{i}" for i in sorted(rng.choice(5000, 300, replace=False))]
+            ints = [id_int(i) for i in ids]
+            cids = rng.integers(0, 1500, len(ids)).tolist()
+            put(
+                f"clusters/{SNAPSHOT}/{shard:04d}/{name}.clusters.parquet",
+                pa.table({"id": ids, "id_int": pa.array(ints, pa.uint64()), "cluster_id": pa.array(cids, pa.uint64())}),
+            )
+            listed_dups = [ids[j] for j in rng.choice(len(ids), 100, replace=False)]
+            put(f"duplicates/{SNAPSHOT}/{shard:04d}/{name}.duplicates.parquet", pa.table({"doc_id": listed_dups}))
+            clustered += zip(ids, ints, cids)
+            dups |= set(listed_dups)
+    survivors = [r for r in clustered if r[0] not in dups]
+    keeper: dict[int, int] = {}
+    for _, a, c in survivors:
+        keeper[c] = min(keeper.get(c, a), a)
+    expected = {i for i, a, c in survivors if keeper[c] != a}
+    shards, counts = compute_fuzzy_losers(Release(tmp_path.as_uri(), SNAPSHOT, {"files": files}, "", {}))
+    got = {shard: ids.to_pylist() for shard, ids in shards}
+    assert sorted(got) == list(range(10))
+    assert {i for ids in got.values() for i in ids} == expected and sum(map(len, got.values())) == len(expected)
+    assert all(i.split("/")[1] == f"{shard:04d}" for shard, ids in got.items() for i in ids)
+    assert counts["clustered"] == 6000 and counts["clustered_exact_duplicates"] == 2000
+    assert counts["survivors"] == 4000 and counts["losers"] == len(expected) > 1000
+    assert counts["clusters_kept"] == len(keeper)
