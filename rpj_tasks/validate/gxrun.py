@@ -70,7 +70,10 @@ def quiet() -> None:
 def describe(kwargs: dict[str, Any]) -> str:
     """The columns an expectation checks, e.g. ``nlines, raw_content_lines`` or ``language_score``."""
     cols = [kwargs[k] for k in ("column", "column_A", "column_B") if k in kwargs]
-    cond = f" where {kwargs['row_condition']}" if kwargs.get("row_condition") else ""
+    cond = kwargs.get("row_condition")
+    if isinstance(cond, dict) and cond.get("type") == "comparison":  # a GX Condition, as the suites write it
+        cond = f"{cond['column']['name']} {cond['operator']} {cond['parameter']!r}"
+    cond = f" where {cond}" if cond else ""
     return ", ".join(cols) + cond
 
 

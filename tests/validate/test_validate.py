@@ -240,12 +240,12 @@ def test_token_counts_out_of_bounds(tree: Path) -> None:
     # each file's characters per token is outside its language's bounds (suite files, shown first) ...
     assert_names(
         str(exc),
-        'files: expect_column_values_to_be_between(characters_per_token where language=="en")',
+        "files: expect_column_values_to_be_between(characters_per_token where language == 'en')",
         "documents/2000-01/0001/en_head.json.gz: observed 40.",
     )
     # ... and every document is outside the sanity range (suite tokens), kept in the result
     failed = [e for e in exc.result["suites"]["tokens"]["expectations"] if not e["success"]]
-    expected = {("expect_column_values_to_be_between", f'characters_per_token where language=="{lang}"') for lang in LANGS}
+    expected = {("expect_column_values_to_be_between", f"characters_per_token where language == '{lang}'") for lang in LANGS}
     assert {(e["expectation"], e["columns"]) for e in failed} == expected, failed
 
 
