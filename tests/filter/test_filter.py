@@ -1,5 +1,5 @@
 """Filtering a published snapshot (rpj_tasks/filter/stage.py, ``rpj filter``): the sample snapshot as the
-CLI builds it (tests/helpers/deploy_harness.py ``cli_reference``), validated and published once, then
+CLI builds it, validated and published once per session (tests/helpers/deploy_harness.py ``published_sample``), then
 copied per test."""
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from deploy_harness import BIN, REPO, SNAPSHOT, cli_reference
+from deploy_harness import BIN, PUBLISHED_PARTS, REPO, SNAPSHOT, published_sample
 from test_recipes import card_gopher_rules_pass
 from trees import digests, temp_files
 
-from rpj_tasks.core.config import load_registry
 from rpj_tasks.filter import (
     RecipeError,
     count_shard,
@@ -32,20 +31,10 @@ from rpj_tasks.filter import (
 )
 from rpj_tasks.filter.stage import NotPublishedError, allot, evaluate
 
-COPY = ("documents", "quality_signals", "minhash", "duplicates", "clusters", "tokens", "stats", "staging/dedup", "artifacts")
-
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from rpj_tasks.publish import stage
-
-    reference = cli_reference(tmp_path_factory.getbasetemp())
-    root = tmp_path_factory.mktemp("published") / "data"
-    for part in COPY:
-        shutil.copytree(reference / part, root / part)
-    cfg = load_registry()[SNAPSHOT].with_overrides(storage_root=root.as_uri())
-    stage.validate_and_publish(cfg, list(range(4)))
-    return root
+    return published_sample(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture
@@ -84,7 +73,7 @@ def fuzzy_losers_after_exact(root: Path, dups: set[str]) -> set[str]:
 
 def test_only_a_published_snapshot_is_filtered(published: Path, tmp_path: Path) -> None:
     unpublished = tmp_path / "data"
-    for part in COPY:
+    for part in PUBLISHED_PARTS:
         shutil.copytree(published / part, unpublished / part)
     shutil.rmtree(unpublished / "stats" / "publish")
     with pytest.raises(NotPublishedError, match="2000-01 is not published"):

@@ -100,6 +100,39 @@ def cli_reference(base: Path) -> Path:
     return root
 
 
+PUBLISHED_PARTS = (
+    "documents",
+    "quality_signals",
+    "minhash",
+    "duplicates",
+    "clusters",
+    "tokens",
+    "stats",
+    "staging/dedup",
+    "artifacts",
+)
+
+
+def published_sample(base: Path) -> Path:
+    """Storage root of the CLI reference run (:func:`cli_reference`) copied, validated and published,
+    made once per session; tests copy it before changing anything in it."""
+    if "published" in _REFERENCE:
+        return _REFERENCE["published"]
+    import shutil
+
+    from rpj_tasks.core.config import load_registry
+    from rpj_tasks.publish import stage
+
+    reference = cli_reference(base)
+    root = base / "published-sample" / "data"
+    shutil.rmtree(root.parent, ignore_errors=True)
+    for part in PUBLISHED_PARTS:
+        shutil.copytree(reference / part, root / part)
+    stage.validate_and_publish(load_registry()[SNAPSHOT].with_overrides(storage_root=root.as_uri()), list(range(4)))
+    _REFERENCE["published"] = root
+    return root
+
+
 def assert_same_outputs(actual_root: Path, reference_root: Path) -> int:
     actual, expected = output_digests(actual_root), output_digests(reference_root)
     missing = sorted(set(expected) - set(actual))

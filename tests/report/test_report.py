@@ -2,8 +2,8 @@
 (computed again here, independently), the page as headless Chromium renders it, the commit
 protocol (same inputs, same bytes), partial runs, sampling, the index, and ``rpj report``.
 
-The snapshot is the sample as the CLI builds it (tests/helpers/deploy_harness.py ``cli_reference``),
-validated and published once per module, copied per test.
+The snapshot is the sample as the CLI builds it, validated and published once per session
+(tests/helpers/deploy_harness.py ``published_sample``), copied per test.
 """
 
 from __future__ import annotations
@@ -19,25 +19,16 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from chromium import render
-from deploy_harness import SNAPSHOT, cli_reference
+from deploy_harness import SNAPSHOT, published_sample
 
 from rpj_tasks.core.config import load_registry
 from rpj_tasks.core.summary import DROP_REASONS
 from rpj_tasks.report import data, write_index, write_report
 
-PARTS = ("documents", "quality_signals", "minhash", "duplicates", "clusters", "tokens", "stats", "staging/dedup", "artifacts")
-
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from rpj_tasks.publish import stage
-
-    reference = cli_reference(tmp_path_factory.getbasetemp())
-    root = tmp_path_factory.mktemp("published") / "data"
-    for part in PARTS:
-        shutil.copytree(reference / part, root / part)
-    stage.validate_and_publish(config(root), list(range(4)))
-    return root
+    return published_sample(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture
