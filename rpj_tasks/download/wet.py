@@ -5,7 +5,9 @@ blank line, the UTF-8 text block, then the ``\\r\\n\\r\\n`` record separator); a
 record as its own gzip member with :func:`gzip_member`, as Common Crawl does.
 
 The reader (spec ``docs/spec/rpv2_format.md`` §9.2, "implement instead") reads headers by name and frames
-records by Content-Length, then applies cc_net's content rules.  A declared block that is not
+records by Content-Length, then applies cc_net's content rules.  An all-ASCII header block (every
+real one) is split into fields by ``rpj_tasks.native._speedups.wet_headers``, any other by its
+pure-Python twin :func:`_parse_headers_python` (same dict, ``tests/download/test_wet.py``).  A declared block that is not
 followed by the separator and the next ``WARC/`` header has a wrong Content-Length: that record
 is framed by lines up to the next ``WARC/1.x`` line, as cc_net does, and counted as
 ``wet.length_mismatch`` (so cc_net's hand-made ``sample.warc.wet`` still gives its 3 documents).
@@ -34,6 +36,7 @@ from urllib.parse import urlsplit
 
 from rpj_tasks.core.config import DEFAULT_MAX_RECORD_BYTES
 from rpj_tasks.core.stats import Stats
+from rpj_tasks.native import native
 
 _CRLF = b"\r\n"
 _SEPARATOR = b"\r\n\r\n"
@@ -130,7 +133,7 @@ _LOOKAHEAD = 16  # bytes after a block that must hold the separator and the next
 _HEADER_END = re.compile(rb"\n\r?\n")
 _WARC_LINE = re.compile(rb"\nWARC/1\.[01]\r?\n")
 _NEWLINES = re.compile(rb"[\r\n]*")
-_HEADER_FIELD = re.compile(r"^([^:\n]+):(.*)$", re.M)
+_HEADER_FIELD = re.compile(r"^([^:\n]+):(.*)", re.M)  # ".*" stops at the line end
 _REQUIRED = ("warc-target-uri", "warc-date", "warc-block-digest")
 
 
@@ -299,14 +302,16 @@ class _Buffer:
         self._base = 0  # decompressed offset of data[0]
         self.ended = False
         self.eof = False
-        self._marks: list[tuple[int, int, bool]] = []  # (decompressed offset, stored, linear)
+        # where each piece starts: decompressed offsets (sorted) and (stored offset, linear)
+        self._mark_at: list[int] = []
+        self._marks: list[tuple[int, bool]] = []
 
     def available(self) -> int:
         return len(self.data) - self.pos
 
     def fill(self, n: int) -> bool:
         """Make ``n`` bytes available from ``pos``; False if the data ends first."""
-        have = self.available()
+        have = len(self.data) - self.pos
         if have >= n or self.ended:
             return have >= n
         parts = [self.data[self.pos :]]
@@ -322,12 +327,13 @@ class _Buffer:
                 self.ended = True
                 break
             data, stored, linear = piece
-            self._marks.append((self._base + have, stored, linear))
+            self._mark_at.append(self._base + have)
+            self._marks.append((stored, linear))
             parts.append(data)
             have += len(data)
         self.data = b"".join(parts)
-        keep = bisect.bisect_right(self._marks, self._base, key=lambda m: m[0]) - 1
-        del self._marks[: max(keep, 0)]
+        keep = max(bisect.bisect_right(self._mark_at, self._base) - 1, 0)
+        del self._mark_at[:keep], self._marks[:keep]
         return have >= n
 
     def skip(self, n: int) -> int:
@@ -349,11 +355,11 @@ class _Buffer:
     def offset(self, rel: int = 0) -> int:
         """Stored-file offset of the byte at ``pos + rel``."""
         at = self._base + self.pos + rel
-        i = bisect.bisect_right(self._marks, at, key=lambda m: m[0]) - 1
+        i = bisect.bisect_right(self._mark_at, at) - 1
         if i < 0:
             return at
-        start, stored, linear = self._marks[i]
-        return stored + (at - start if linear else 0)
+        stored, linear = self._marks[i]
+        return stored + (at - self._mark_at[i] if linear else 0)
 
     def search(self, pattern: re.Pattern[bytes], rel: int, limit: int) -> re.Match[bytes] | None:
         """First match of ``pattern`` at or after ``pos + rel`` within ``limit`` bytes of ``pos``."""
@@ -369,7 +375,19 @@ class _Buffer:
 
 
 def _parse_headers(raw: bytes) -> dict[str, str]:
-    """``Name: value`` lines after the version line, names lower-cased, values stripped."""
+    """``Name: value`` lines after the version line, names lower-cased, values stripped: an ASCII
+    block in ``rpj_tasks.native._speedups.wet_headers`` when the extension is built, anything else
+    (and everything without it) in :func:`_parse_headers_python`, which defines the result."""
+    if native is not None:
+        headers: dict[str, str] | None = native.wet_headers(raw)
+        if headers is not None:
+            return headers
+    return _parse_headers_python(raw)
+
+
+def _parse_headers_python(raw: bytes) -> dict[str, str]:
+    """Each line with a non-empty name before its first colon: ``name.strip().lower()`` ->
+    ``value.strip()`` (the bytes decoded as UTF-8, U+FFFD for bad ones; the last of a repeated name wins)."""
     text = raw.decode("utf-8", "replace")
     return {name.strip().lower(): value.strip() for name, value in _HEADER_FIELD.findall(text)}
 
@@ -532,14 +550,14 @@ def _content_lines(text: str, by_length: bool) -> list[str]:
     A length-framed block is followed by the standard ``\\r\\n\\r\\n`` separator, as in real files;
     a line-framed block already holds whatever followed it up to the next record.
     """
-    if by_length:
-        text += "\r\n\r\n"
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     pieces = text.split("\n")
+    if by_length:  # the separator, as lines: no "\r\n" pair spans the block's end and the separator
+        pieces += ("", "")
     if not pieces[-1]:
         pieces.pop()
-    return [line.strip() for line in pieces]
+    return list(map(str.strip, pieces))
 
 
 # A plain http(s) URL: printable ASCII, the host part free of brackets.  For these, urlsplit's
@@ -585,7 +603,7 @@ def _document(record: WarcRecord, report: _Report) -> dict | None:
         "url": url,
         "date_download": headers["warc-date"],
         "digest": headers["warc-block-digest"],
-        "length": _content_length(headers),
+        "length": len(record.block) if record.by_length else _content_length(headers),
         "nlines": len(body),
         "source_domain": domain,
         "title": lines[0],

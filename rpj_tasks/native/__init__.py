@@ -1,9 +1,10 @@
-"""The optional compiled inner loops of the annotation and CCNet stages (``rpj_tasks/native/_speedups.c``).
+"""The optional compiled inner loops of the annotation and CCNet stages and the WET reader (``rpj_tasks/native/_speedups.c``).
 
 ``native`` is the extension module, or ``None`` when it is not built (no C compiler at install
 time) or disabled with ``RPJ_PURE_PYTHON=1``.  Every function in it has a pure-Python twin that
 defines the result and is used in its absence; the outputs are identical either way
-(``tests/annotate/test_speedups.py``, ``tests/ccnet/test_text_dedup.py``), only the speed differs.
+(``tests/annotate/test_speedups.py``, ``tests/ccnet/test_text_dedup.py``, ``tests/download/test_wet.py``),
+only the speed differs.
 """
 
 from __future__ import annotations

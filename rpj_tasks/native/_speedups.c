@@ -1282,6 +1282,82 @@ ccnet_translate(PyObject *module, PyObject *args)
     return result;
 }
 
+/* ---- WET: the header fields of a WARC record ---------------------------------------------- */
+
+static int
+wet_space(unsigned char c)
+{ /* str.isspace() for ASCII: \t \n \v \f \r, \x1c-\x1f and the space */
+    return c == ' ' || (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x1f);
+}
+
+/* wet_headers(raw) -> {name: value} or None.  For an all-ASCII header block, what
+ * rpj_tasks.download.wet._parse_headers_python gives: per line (split at \n) with a non-empty
+ * name before its first colon, the name stripped and lower-cased and the value stripped (both
+ * as str.strip(), ASCII whitespace), the last of a repeated name winning in the first one's
+ * place.  None for a block with a byte >= 0x80: the twin decodes it (U+FFFD, Unicode strip). */
+static PyObject *
+wet_headers(PyObject *module, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *raw = view.buf;
+    const Py_ssize_t n = view.len;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (raw[i] >= 0x80) {
+            PyBuffer_Release(&view);
+            Py_RETURN_NONE;
+        }
+    PyObject *out = PyDict_New();
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    char name[256];
+    Py_ssize_t line = 0;
+    while (line <= n) {
+        const unsigned char *nl = memchr(raw + line, '\n', (size_t)(n - line));
+        const Py_ssize_t end = nl ? nl - raw : n;
+        const unsigned char *colon = memchr(raw + line, ':', (size_t)(end - line));
+        if (colon != NULL && colon > raw + line) {
+            Py_ssize_t a = line, b = colon - raw, c = b + 1, d = end;
+            while (a < b && wet_space(raw[a]))
+                a++;
+            while (b > a && wet_space(raw[b - 1]))
+                b--;
+            while (c < d && wet_space(raw[c]))
+                c++;
+            while (d > c && wet_space(raw[d - 1]))
+                d--;
+            PyObject *key, *value;
+            if (b - a <= (Py_ssize_t)sizeof(name)) {
+                for (Py_ssize_t k = a; k < b; k++)
+                    name[k - a] = (char)(raw[k] >= 'A' && raw[k] <= 'Z' ? raw[k] + 32 : raw[k]);
+                key = PyUnicode_FromStringAndSize(name, b - a);
+            } else {
+                PyObject *orig = PyUnicode_FromStringAndSize((const char *)raw + a, b - a);
+                key = orig ? PyObject_CallMethod(orig, "lower", NULL) : NULL;
+                Py_XDECREF(orig);
+            }
+            value = key ? PyUnicode_FromStringAndSize((const char *)raw + c, d - c) : NULL;
+            if (value == NULL || PyDict_SetItem(out, key, value) < 0) {
+                Py_XDECREF(key);
+                Py_XDECREF(value);
+                Py_DECREF(out);
+                PyBuffer_Release(&view);
+                return NULL;
+            }
+            Py_DECREF(key);
+            Py_DECREF(value);
+        }
+        if (nl == NULL)
+            break;
+        line = end + 1;
+    }
+    PyBuffer_Release(&view);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"word_punct", word_punct, METH_O, "RW tokens: stdlib-re matches of \\w+|[^\\w\\s]+ in order."},
     {"minhash", minhash, METH_VARARGS, "minhash(joined, a, b, shingle) -> uint32 signature bytes or None."},
@@ -1295,6 +1371,7 @@ static PyMethodDef methods[] = {
     {"dsir_counts", dsir_counts, METH_VARARGS, "dsir_counts(tokens, out): add hashed 1-/2-gram counts."},
     {"ccnet_translate", ccnet_translate, METH_VARARGS, "ccnet_translate(nfd_lowered, marks) -> the table step of ccnet_normalize."},
     {"ccnet_line_hashes", ccnet_line_hashes, METH_O, "ccnet_line_hashes(lowered) -> 8-byte LE paragraph hash per line."},
+    {"wet_headers", wet_headers, METH_O, "wet_headers(raw) -> {name: value} of an ASCII WARC header block, else None."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -22,6 +22,9 @@ from rpj_tasks.core.schema import WET_DOCUMENT_FIELDS
 from rpj_tasks.core.stats import Stats
 from rpj_tasks.download.wet import (
     WetFormatError,
+    _content_lines,
+    _parse_headers,
+    _parse_headers_python,
     block_digest,
     conversion_record,
     gzip_member,
@@ -555,3 +558,76 @@ def test_url_netloc_plain_urls():
                 url_netloc(url)
         else:
             assert url_netloc(url) == expected
+
+
+_BLOCK_CHARS = st.sampled_from(["\r", "\n", "\r\n", " ", "\t", "\x85", "\u3000", "a", "é", "\x1f", "WARC/1.0"])
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(_BLOCK_CHARS, max_size=16).map("".join), st.booleans())
+def test_content_lines_equal_the_literal_reading(text: str, by_length: bool) -> None:
+    """The lines of a block equal universal-newline reading of the block plus, when framed by its
+    Content-Length, the ``\\r\\n\\r\\n`` separator (what the reader did before it added the
+    separator as two empty lines instead of as text)."""
+    literal = text + ("\r\n\r\n" if by_length else "")
+    pieces = io.StringIO(literal, newline=None).read().split("\n")
+    if not pieces[-1]:
+        pieces.pop()
+    assert _content_lines(text, by_length) == [line.strip() for line in pieces]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["WARC/1.0", "\r\n", "\n", ":", " ", "\t", "\x1c", "Name", "naMe", "v", "é", "\r"]), max_size=24))
+def test_header_fields_equal_the_literal_reading(parts: list[str]) -> None:
+    """Headers: each line with a non-empty name before its first colon, name stripped and
+    lower-cased, value stripped, the last of a repeated name wins."""
+    raw = "".join(parts)
+    expected = {}
+    for line in raw.split("\n"):
+        name, colon, value = line.partition(":")
+        if colon and name:
+            expected[name.strip().lower()] = value.strip()
+    for parse in (_parse_headers, _parse_headers_python):
+        got = parse(raw.encode())
+        assert got == expected and list(got) == list(expected)
+
+
+_HEADER_BYTES = st.sampled_from(
+    [b"WARC/1.0", b"\r\n", b"\n", b":", b" ", b"\t", b"\x0b", b"\x0c", b"\x1c", b"\x1f", b"\x00", b"\x7f", b"\x80"]
+    + [b"\xc3\xa9", b"\xff", b"\xe2\x80\x83", b"A-Z", b"a", b"Content-Length", b"WARC-Type", b"=", b"\xc2\x85", b"x" * 300]
+)
+
+
+def test_native_wet_headers_is_built() -> None:
+    from rpj_tasks.native import native
+
+    assert native is not None and hasattr(native, "wet_headers")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(_HEADER_BYTES, max_size=30).map(b"".join))
+def test_native_wet_headers_equal_python(raw: bytes) -> None:
+    """The C header parser equals its twin on any bytes (None, i.e. the twin, for non-ASCII ones),
+    key order included."""
+    from rpj_tasks.native import native
+
+    assert native is not None
+    expected = _parse_headers_python(raw)
+    got = native.wet_headers(raw)
+    if not raw.isascii():
+        assert got is None
+        got = _parse_headers(raw)
+    assert got == expected and list(got) == list(expected)
+
+
+def test_native_wet_headers_every_ascii_byte() -> None:
+    """Every ASCII byte as a name's and a value's first, middle and last character."""
+    from rpj_tasks.native import native
+
+    assert native is not None
+    for code in range(128):
+        ch = bytes([code])
+        for raw in (ch + b"n" + ch + b":" + ch + b"v" + ch, b"n" + ch + b"x: v" + ch + b"w\r\n", ch + b": " + ch):
+            expected = _parse_headers_python(raw)
+            got = native.wet_headers(raw)
+            assert got == expected and list(got) == list(expected), raw
