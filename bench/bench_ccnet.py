@@ -41,6 +41,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import paired  # bench/paired.py
+
 from rpj_tasks.core import layout, storage
 from rpj_tasks.core.config import SnapshotConfig, load_registry
 from rpj_tasks.download.fetch import download_unit
@@ -244,7 +246,7 @@ def main() -> None:
         "started_utc": started,
         "method": "whole process per run (fresh interpreter: start-up, imports, model loading, hashes + mine of one "
         "shard), CPU = user + system from getrusage(RUSAGE_CHILDREN)",
-        "cpu_model": _cpu_model(),
+        "cpu_model": paired.cpu_model(),
         "documents": runs[0]["documents"],
         "documents_kept": runs[0]["documents_kept"],
         "input_mb_gzip": round(mb, 2),
@@ -277,16 +279,6 @@ def main() -> None:
         args.out.write_text(text + "\n")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import re
 import resource
 import subprocess
@@ -37,6 +36,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import paired  # bench/paired.py
 
 from rpj_tasks.core import commit, layout
 from rpj_tasks.core.config import SnapshotConfig
@@ -100,16 +101,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def span(values: list[float], digits: int = 0) -> list[float]:
     return [round(min(values), digits), round(max(values), digits)]
 
@@ -145,7 +136,7 @@ def main() -> None:
 
     result: dict = {
         "date": datetime.date.today().isoformat(),
-        "cpu": cpu_model(),
+        "cpu": paired.cpu_model(),
         "cores": os.cpu_count(),
         "loop_ns": round(loop_ns(), 1),
         "docs": args.docs,
