@@ -287,25 +287,7 @@ def parse_recipe(data: Any, where: str = "<recipe>", *, seen: tuple[str, ...] = 
             f"recipe {where}: dedup {dedup!r} does nothing on bucket 'tail' (RPv2 deduplicates head and middle "
             "only: tail files have no duplicates or clusters): set 'dedup: none' or add head/middle to 'buckets'"
         )
-    if name in named_recipes() and not _is_named_file(where, name):
-        named = load_recipe(name)
-        candidate = Recipe(
-            name=name,
-            description=description,
-            languages=languages,
-            buckets=buckets,
-            dedup=dedup,
-            token_budget=budget,
-            rules=rules,
-            line_rules=line_rules,
-            extends=((parent.extends + (parent.name,)) if parent else ()),
-        )
-        if candidate.hash != named.hash:
-            raise RecipeError(
-                f"recipe {where}: name {name!r} is a named set (config/recipes/{name}.yaml) but these rules differ "
-                f"from it: give the recipe its own name (outputs go to filtered/{{name}}/, and two versions must not mix)"
-            )
-    return Recipe(
+    recipe = Recipe(
         name=name,
         description=description,
         languages=languages,
@@ -317,6 +299,12 @@ def parse_recipe(data: Any, where: str = "<recipe>", *, seen: tuple[str, ...] = 
         source=where,
         extends=((parent.extends + (parent.name,)) if parent else ()),
     )
+    if name in named_recipes() and not _is_named_file(where, name) and recipe.hash != load_recipe(name).hash:
+        raise RecipeError(
+            f"recipe {where}: name {name!r} is a named set (config/recipes/{name}.yaml) but these rules differ "
+            f"from it: give the recipe its own name (outputs go to filtered/{{name}}/, and two versions must not mix)"
+        )
+    return recipe
 
 
 def _override(inherited: tuple[Rule, ...], own: tuple[Rule, ...], other_kind: tuple[Rule, ...], where: str) -> tuple[Rule, ...]:
