@@ -505,7 +505,7 @@ def _report(
     log.info("%s", format_summary(summary))
     report_error = None
     try:
-        written = write_report(cfg, shards, run=run)
+        written = write_report(cfg, shards, run=run, summary=summary)
         log.info("report: %s (numbers: %s); index of published snapshots: %s", written["html"], written["json"], written["index"])
     except Exception as exc:  # noqa: BLE001 - the unfinished shards below still come first
         log.exception("the report could not be written")

@@ -306,12 +306,19 @@ def airflow_failures(run: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def build_report(
-    cfg: SnapshotConfig, shards: list[int] | None = None, *, run: dict[str, Any] | None = None, sample_cap: int = DEFAULT_SAMPLE
+    cfg: SnapshotConfig,
+    shards: list[int] | None = None,
+    *,
+    run: dict[str, Any] | None = None,
+    sample_cap: int = DEFAULT_SAMPLE,
+    summary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The report's data (module doc) for ``shards`` (default: every shard of the snapshot)."""
+    """The report's data (module doc) for ``shards`` (default: every shard of the snapshot);
+    ``summary``: their :func:`snapshot_summary` if the caller has already read it."""
     shards = sorted(set(range(cfg.num_shards) if shards is None else shards))
     subset = set(shards) != set(range(cfg.num_shards))
-    summary = snapshot_summary(cfg, shards)
+    if summary is None:
+        summary = snapshot_summary(cfg, shards)
     tokens = None
     if recorded_shards(layout.tokens_stats_dir(cfg.storage_root, cfg.id)):
         from rpj_tasks.tokens import token_totals

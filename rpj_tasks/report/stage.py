@@ -64,10 +64,12 @@ def write_report(
     sample_cap: int = data.DEFAULT_SAMPLE,
     force: bool = False,
     index: bool = True,
+    summary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Build and write the snapshot's report (then the index, unless ``index=False``); returns
+    """Build and write the snapshot's report (then the index, unless ``index=False``; ``summary``:
+    the shards' snapshot summary if already read); returns
     ``{"report": data, "html": URL, "json": URL, "index": URL or None, "skipped": bool}``."""
-    report = data.build_report(cfg, shards, run=run, sample_cap=sample_cap)
+    report = data.build_report(cfg, shards, run=run, sample_cap=sample_cap, summary=summary)
     out_dir = report_dir(cfg.storage_root, cfg.id)
     files = {"report.json": _json(report), "index.html": render.render_report(report).encode()}
     done = _write(record_url(cfg.storage_root, cfg.id), out_dir, files, OWNED, force)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from deploy_harness import SNAPSHOT, cli_reference
+from deploy_harness import PUBLISHED_PARTS, SNAPSHOT, cli_reference
 
 from rpj_tasks.core.config import load_registry
 from rpj_tasks.core.errors import PermanentError
@@ -34,17 +34,7 @@ PASSED = {"success": True, "summary": "every expectation passed"}
 def release(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> tuple[Path, object]:
     reference = cli_reference(tmp_path_factory.getbasetemp())
     root = tmp_path / "data"
-    for part in (
-        "documents",
-        "quality_signals",
-        "minhash",
-        "duplicates",
-        "clusters",
-        "tokens",
-        "stats",
-        "staging/dedup",
-        "artifacts",
-    ):
+    for part in PUBLISHED_PARTS:
         shutil.copytree(reference / part, root / part)
     cfg = load_registry()[SNAPSHOT].with_overrides(storage_root=root.as_uri())
     return root, cfg
